@@ -1,0 +1,35 @@
+"""Wiring of the chat layer: one Dispatcher with the services injected by name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiogram import Dispatcher
+from aiogram.types import BotCommand
+from aiogram.utils.callback_answer import CallbackAnswerMiddleware
+
+from bot.middlewares import AllowListMiddleware
+from bot.render import COMMANDS
+from handlers import build_routers
+
+if TYPE_CHECKING:
+    from trading.service import TradingService
+
+# The Telegram command menu (SPEC T-2), from the same list as /help.
+BOT_COMMANDS: list[BotCommand] = [
+    BotCommand(command=command, description=description[:256])
+    for _, items in COMMANDS
+    for command, description in items
+]
+
+
+def build_dispatcher(trading: "TradingService", settings: Any, allowed_user_ids: frozenset[int]) -> Dispatcher:
+    """A Dispatcher serving ``trading`` to the users in ``allowed_user_ids`` (SPEC T-1).
+
+    ``trading`` and ``settings`` reach handlers as parameters of those names.
+    """
+    dp = Dispatcher(trading=trading, settings=settings)
+    dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids))
+    dp.callback_query.middleware(CallbackAnswerMiddleware())
+    dp.include_routers(*build_routers())
+    return dp

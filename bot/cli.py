@@ -1,0 +1,302 @@
+"""The ``optiflow`` command line.
+
+``optiflow run``: paper mode on a replay of the bundled real candles; the chat runs over Telegram
+when ``TELEGRAM_BOT_TOKEN`` is set, otherwise in this terminal. ``optiflow backtest``: the same
+engine as fast as possible over a window, then a result table, a trades CSV and a chart PNG.
+Invalid options or config print one line naming the problem and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import sys
+import tempfile
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from trading.errors import OptiFlowError
+
+log = logging.getLogger("optiflow")
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that prints one line (no usage dump) and exits 2 on a bad option."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"optiflow: {message} (see optiflow {self.prog.split()[-1]} --help)\n")
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a number, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--speed must be positive")
+    return value
+
+
+def _day(text: str) -> int:
+    """YYYY-MM-DD (UTC) → epoch ms of that day's 00:00."""
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dates are YYYY-MM-DD, not {text!r}") from None
+    return int(day.timestamp() * 1000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI grammar (``optiflow run`` / ``optiflow backtest``)."""
+    parser = _Parser(prog="optiflow", description="OptiFlow: Telegram-first futures trading bot")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument("--config", type=Path, help="trading config TOML (default: OPTIFLOW_CONFIG or built-in safe preset)")
+    common.add_argument("--db", type=Path, help="SQLite database file")
+    common.add_argument("--symbols", help="comma-separated symbols, e.g. BTC,ETH or BTC/USDT:USDT")
+    common.add_argument("--timeframe", choices=["1m", "5m"], help="candle timeframe of the bundled data")
+    run = sub.add_parser("run", parents=[common], help="paper-trade the bundled real candles and chat")
+    run.add_argument("--speed", type=_speed, default=3000.0, metavar="max|N",
+                     help="replay speed: 'max' or N × real time (default 3000)")
+    run.add_argument("--say", action="append", default=[], metavar="TEXT",
+                     help="after the replay, send TEXT as the allowed user, print the replies, exit")
+    run.add_argument("--live", action="store_true", help="trade real money (needs API keys)")
+    backtest = sub.add_parser("backtest", parents=[common], help="replay as fast as possible and report")
+    backtest.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
+    backtest.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+    backtest.add_argument("--out", type=Path, help="output folder for the CSV and PNG (default OPTIFLOW_OUTPUT_DIR/backtest)")
+    return parser
+
+
+def _apply_overrides(config, symbols: str | None, timeframe: str | None):
+    """Restrict / retime the configured bots from ``--symbols`` and ``--timeframe``."""
+    from trading.errors import ConfigError
+
+    if symbols is None and timeframe is None:
+        return config
+    quote = config.account.quote
+    wanted: list[str] = []
+    if symbols is not None:
+        for item in (s.strip() for s in symbols.split(",")):
+            if not item:
+                continue
+            wanted.append(item if "/" in item else f"{item.upper()}/{quote}:{quote}")
+        if not wanted:
+            raise ConfigError("--symbols: no symbol given")
+    bots = []
+    for bot in config.bots:
+        update: dict = {}
+        if wanted:
+            update["symbols"] = tuple(wanted)
+        if timeframe is not None:
+            update["timeframe"] = timeframe
+        bots.append(bot.model_copy(update=update))
+    return config.model_copy(update={"bots": tuple(bots)})
+
+
+def _load(args):
+    from bot.settings import load_settings
+    from trading.config import load_trading_config
+
+    settings = load_settings()
+    config = load_trading_config(args.config or settings.optiflow_config)
+    config = _apply_overrides(config, args.symbols, args.timeframe)
+    return settings, config
+
+
+async def _run(args) -> int:
+    from bot.app import build_dispatcher
+    from bot.console import ConsoleChat, make_console_bot
+    from bot.runtime import PaperRuntime
+    from bot.settings import CONSOLE_USER_ID
+
+    settings, config = _load(args)
+    if args.live or settings.optiflow_mode != "paper":
+        # SPEC S-1: live needs keys AND --live; this version ships the paper engine only.
+        raise OptiFlowError(
+            "live and demo trading are not available in this version: run without --live "
+            "and with OPTIFLOW_MODE=paper"
+        )
+    allowed = settings.allowed_user_ids()
+    if settings.telegram_bot_token is not None and not allowed:
+        raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
+    runtime = await PaperRuntime.build(
+        config=config, db_path=args.db or settings.optiflow_db_path, data_dir=settings.optiflow_data_dir
+    )
+    try:
+        dp = build_dispatcher(runtime.service, settings, allowed)
+        stop = asyncio.Event()
+        if settings.telegram_bot_token is not None:
+            return await _run_telegram(runtime, dp, settings, args, stop)
+        bot = make_console_bot(settings.optiflow_output_dir)
+        user_id = min(allowed) if allowed else CONSOLE_USER_ID
+        chat = ConsoleChat(dp, bot, user_id)
+        try:
+            if args.say:
+                result = await runtime.replay(speed=args.speed)
+                print(f"replayed {result.candles} candles; {await runtime.store.positions.count_closed()} trades closed")
+                await chat.say(args.say)
+                return 0
+            replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
+            print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
+            try:
+                await chat.run_interactive()
+            finally:
+                stop.set()
+                await replay
+            return 0
+        finally:
+            await bot.session.close()
+    finally:
+        await runtime.close()
+
+
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int:
+    from aiogram import Bot
+
+    from bot.app import BOT_COMMANDS
+
+    bot = Bot(token=settings.telegram_bot_token.get_secret_value())
+    replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
+    try:
+        await bot.set_my_commands(BOT_COMMANDS)
+        await dp.start_polling(bot, handle_signals=True)
+    finally:
+        stop.set()
+        await replay
+        await bot.session.close()
+    return 0
+
+
+async def _backtest(args) -> int:
+    from bot.runtime import PaperRuntime
+
+    settings, config = _load(args)
+    if args.start is not None and args.end is not None and args.end < args.start:
+        raise OptiFlowError("--to is before --from")
+    end_ms = None if args.end is None else args.end + 86_400_000
+    out_dir = args.out or settings.optiflow_output_dir / "backtest"
+    with tempfile.TemporaryDirectory(prefix="optiflow-backtest-") as tmp:
+        db_path = args.db or Path(tmp) / "backtest.db"
+        if args.db is not None and args.db.exists() and args.db.stat().st_size > 0:
+            raise OptiFlowError(f"--db {args.db} already exists: a backtest needs a new database file")
+        runtime = await PaperRuntime.build(
+            config=config, db_path=db_path, data_dir=settings.optiflow_data_dir,
+            start_ms=args.start, end_ms=end_ms,
+        )
+        try:
+            result = await runtime.replay(speed=None)
+            await runtime.close_positions_at_end()
+            first = min(s.series.timestamp[0] for s in runtime.sources if len(s.series))
+            start_ms = max(args.start or first, first)
+            report = await runtime.service.period_report(
+                "Backtest", start_ms, runtime.clock.now_ms() + 1
+            )
+            report = _with_start_equity(report, config.account.starting_balance)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            csv_path = out_dir / "trades.csv"
+            png_path = out_dir / "chart.png"
+            _write_trades_csv(csv_path, report.trades)
+            png_path.write_bytes(await runtime.service.report_chart(report))
+            print(_format_backtest(report, result.candles, config))
+            print(f"trades CSV: {csv_path}\nchart PNG:  {png_path}")
+        finally:
+            await runtime.close()
+    return 0
+
+
+def _with_start_equity(report, starting_balance: Decimal):
+    """A backtest's percentages are relative to the starting balance."""
+    from dataclasses import replace
+
+    from trading.reports import max_drawdown_pct
+
+    curve = [starting_balance, *(s.equity for s in report.equity_curve), report.end_equity]
+    return replace(
+        report,
+        start_equity=starting_balance,
+        net_pnl_pct=report.net_pnl / starting_balance * 100,
+        max_drawdown_pct=max_drawdown_pct(curve),
+    )
+
+
+CSV_FIELDS = (
+    "position_id", "bot", "symbol", "side", "contracts", "entry_price", "exit_price",
+    "opened_utc", "closed_utc", "exit_reason", "realised_pnl", "fees", "funding", "net_pnl",
+)
+
+
+def _utc(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _write_trades_csv(path: Path, trades) -> None:
+    """One row per closed trade; money in quote with 8 decimals so the column sums exactly."""
+    q = Decimal("0.00000001")
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_FIELDS)
+        for t in trades:
+            writer.writerow([
+                t.position_id, t.bot, t.symbol, t.side.value, t.initial_contracts, t.entry_price,
+                t.exit_price.quantize(q) if t.exit_price is not None else "", _utc(t.opened_ms),
+                _utc(t.closed_ms), t.exit_reason.value if t.exit_reason else "",
+                t.realised_pnl.quantize(q), t.fees.quantize(q), t.funding.quantize(q), t.net_pnl.quantize(q),
+            ])
+
+
+def _format_backtest(report, candles: int, config) -> str:
+    quote = config.account.quote
+    cent = Decimal("0.01")
+    pf = "n/a (no losing trade)" if report.profit_factor is None else f"{report.profit_factor:.2f}"
+    per_symbol: dict[str, list] = {}
+    for t in report.trades:
+        per_symbol.setdefault(t.symbol, []).append(t.net_pnl)
+    rows = [
+        ("period (UTC)", f"{_utc(report.start_ms)} → {_utc(report.end_ms - 1)}"),
+        ("candles", f"{candles:,}"),
+        ("trades", str(len(report.trades))),
+        ("win rate", f"{report.win_rate:.2f} %"),
+        ("profit factor", pf),
+        ("net PnL", f"{report.net_pnl.quantize(cent)} {quote} ({report.net_pnl_pct:.2f} %)"),
+        ("max drawdown", f"{report.max_drawdown_pct:.2f} %"),
+        ("fees", f"{report.fees.quantize(cent)} {quote}"),
+        ("funding", f"{report.funding.quantize(cent)} {quote}"),
+        ("end equity", f"{report.end_equity.quantize(cent)} {quote}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = ["OptiFlow backtest (paper engine, real Binance USDⓈ-M candles)"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines.append("  per symbol:")
+    for symbol in sorted(per_symbol):
+        nets = per_symbol[symbol]
+        lines.append(f"    {symbol:<16} trades {len(nets):>4}   net {sum(nets, Decimal(0)).quantize(cent):>10} {quote}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``optiflow`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = _run if args.command == "run" else _backtest
+    try:
+        return asyncio.run(handler(args))
+    except OptiFlowError as exc:
+        print(f"optiflow: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("🛑 OptiFlow shutting down…", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

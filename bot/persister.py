@@ -1,0 +1,74 @@
+"""Writes the engine's domain events to SQLite in one transaction per flush.
+
+Events are buffered by :class:`trading.events.EventBuffer`; a flush keeps only the last version
+of each order, position, risk state and the account (they are snapshots), and batch-inserts
+fills, equity samples and evaluated signals.
+"""
+
+from __future__ import annotations
+
+from trading.events import (
+    AccountChanged,
+    EquitySampled,
+    EventBuffer,
+    FillBooked,
+    OrderUpdated,
+    PositionChanged,
+    ReplayProgress,
+    RiskStateChanged,
+    SignalEvaluated,
+)
+
+REPLAY_CURSOR_KEY = "replay_cursor_ms"
+
+
+class Persister:
+    """Drains an :class:`EventBuffer` into the repositories of a ``storage.Storage``."""
+
+    def __init__(self, store, buffer: EventBuffer) -> None:
+        self._store = store
+        self._buffer = buffer
+
+    async def flush(self) -> int:
+        """Persist every buffered event; returns how many were written."""
+        events = self._buffer.drain()
+        if not events:
+            return 0
+        orders, positions, risk, fills, samples, signals = {}, {}, {}, [], [], []
+        account = cursor = None
+        for event in events:
+            if isinstance(event, SignalEvaluated):
+                signals.append(event.evaluation)
+            elif isinstance(event, EquitySampled):
+                samples.append(event.snapshot)
+            elif isinstance(event, OrderUpdated):
+                orders[event.order.client_order_id] = event.order
+            elif isinstance(event, FillBooked):
+                fills.append(event.fill)
+            elif isinstance(event, PositionChanged):
+                positions[event.position.position_id] = event.position
+            elif isinstance(event, AccountChanged):
+                account = event.account
+            elif isinstance(event, RiskStateChanged):
+                risk[event.state.bot] = event.state
+            elif isinstance(event, ReplayProgress):
+                cursor = event.cursor_ms
+        store = self._store
+        async with store.transaction():
+            for order in orders.values():
+                await store.orders.upsert(order)
+            for fill in fills:
+                await store.fills.add(fill)
+            for position in positions.values():
+                await store.positions.upsert(position)
+            for state in risk.values():
+                await store.risk.save(state)
+            if account is not None:
+                await store.account.save(account)
+            if samples:
+                await store.equity.add_many(samples)
+            if signals:
+                await store.signals.add_many(signals)
+            if cursor is not None:
+                await store.runtime.set(REPLAY_CURSOR_KEY, str(cursor))
+        return len(events)

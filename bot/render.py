@@ -1,0 +1,243 @@
+"""Views (``trading.views``) → Telegram text, as aiogram ``formatting`` nodes.
+
+Pure functions, no I/O. Send a result with ``message.answer(**part.as_kwargs())`` for each
+``part`` of :func:`split_text` (Telegram caps a message at 4096 UTF-16 units, SPEC T-4).
+Conventions: money with 2 decimals + quote, prices and sizes exactly as given (already at tick /
+step size), percentages with 2 decimals, times UTC ``YYYY-MM-DD HH:MM``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from aiogram.utils.formatting import Bold, Code, Text, as_key_value, as_line, as_list, as_marked_section
+
+from trading.views import PeriodReport, PositionView, Summary, SymbolResult
+
+MESSAGE_LIMIT = 4096
+
+# (category, ((command, description), ...)) — the one list behind /help and the command menu (T-2).
+COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Status", (
+        ("summary", "balance, equity, risk state, open positions"),
+        ("open", "open positions with entry, PnL, SL, TP1/TP2"),
+    )),
+    ("Control", (
+        ("pause", "pause entries: /pause [SYMBOL|all], no argument = toggles"),
+        ("resume", "resume entries: /resume [SYMBOL|all]"),
+    )),
+    ("Analytics", (
+        ("daily", "daily report + chart: /daily [YYYY-MM-DD]"),
+    )),
+    ("Ops", (
+        ("help", "this list"),
+    )),
+)
+
+
+# ------------------------------------------------------------------ number formats
+def money(value: Decimal, quote: str, *, signed: bool = False) -> str:
+    """``1,234.57 USDT``; ``signed`` adds ``+`` to gains (PnL)."""
+    return f"{value:{'+' if signed else ''},.2f} {quote}"
+
+
+def pct(value: Decimal, *, signed: bool = False) -> str:
+    """``1.50%`` (``value`` is already in percent)."""
+    return f"{value:{'+' if signed else ''}.2f}%"
+
+
+def plain(value: Decimal) -> str:
+    """A price or size exactly as given, never in exponent form (``1E-7`` → ``0.0000001``)."""
+    return format(value, "f")
+
+
+def utc(ms: int) -> str:
+    """Epoch ms → ``YYYY-MM-DD HH:MM`` UTC."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+# ----------------------------------------------------------------------- renderers
+def render_start(mode: str) -> Text:
+    """Greeting of /start with the trading mode."""
+    return as_list(
+        as_line(Bold("OptiFlow"), f" — {mode.upper()} mode", end=""),
+        "Perpetual futures bot. Type /help for the commands.",
+    )
+
+
+def render_help() -> Text:
+    """The implemented commands, by category (SPEC T-2)."""
+    sections = [
+        as_marked_section(Bold(category), *(as_line(f"/{cmd} — {desc}", end="") for cmd, desc in items))
+        for category, items in COMMANDS
+    ]
+    return as_list(*sections, sep="\n\n")
+
+
+def render_summary(summary: Summary) -> Text:
+    """/summary: balance, equity, risk state, open positions (SPEC T-2)."""
+    q = summary.quote
+    state = summary.trading_state.value
+    if summary.state_reason:
+        state = f"{state} ({summary.state_reason})"
+    lines: list[Text | str] = [
+        as_line(Bold("Summary"), f" — {summary.mode.upper()}", end=""),
+        as_key_value("Balance", money(summary.balance, q)),
+        as_key_value("Equity", money(summary.equity, q)),
+        as_key_value("Unrealised PnL", money(summary.unrealised_pnl, q, signed=True)),
+        as_key_value("Realised PnL (total)", money(summary.realised_pnl_total, q, signed=True)),
+        as_key_value("Risk state", state),
+        as_key_value("SL streak", f"{summary.sl_streak}/{summary.sl_streak_limit}"),
+        as_key_value(
+            "Daily loss used",
+            f"{pct(summary.daily_loss_used_pct)} of {pct(summary.daily_loss_limit_pct)} limit",
+        ),
+        as_key_value("Open positions", str(len(summary.positions))),
+    ]
+    lines += [
+        as_line(
+            "  • ", Code(p.symbol), f" {_side(p)} {plain(p.contracts)} @ {plain(p.entry_price)}",
+            f", uPnL {money(p.unrealised_pnl, q, signed=True)}", end="",
+        )
+        for p in summary.positions
+    ]
+    lines += [
+        as_key_value("Paused", ", ".join(summary.paused_symbols) if summary.paused_symbols else "none"),
+        as_key_value("Closed trades", str(summary.closed_trades)),
+        f"As of {utc(summary.clock_ms)} UTC",
+    ]
+    return as_list(*lines)
+
+
+def _side(position: PositionView) -> str:
+    return position.side.value.upper()
+
+
+def _position_block(p: PositionView, quote: str) -> Text:
+    tp1 = plain(p.take_profit_1) + (" ✓" if p.tp1_done else "")
+    return as_list(
+        as_line(Bold(p.symbol), f" {_side(p)} · bot {p.bot}", end=""),
+        f"Entry {plain(p.entry_price)} · Mark {plain(p.mark_price)}",
+        f"Contracts {plain(p.contracts)} · Notional {money(p.notional, quote)} · Margin {money(p.margin, quote)}",
+        f"Unrealised PnL {money(p.unrealised_pnl, quote, signed=True)} "
+        f"({pct(p.pnl_pct_on_margin, signed=True)} on margin)",
+        f"SL {plain(p.stop_loss)} · TP1 {tp1} · TP2 {plain(p.take_profit_2)}",
+        f"Opened {utc(p.opened_ms)} UTC",
+    )
+
+
+def render_positions(positions: list[PositionView], quote: str = "USDT") -> Text:
+    """/open: one block per position with entry, contracts, notional, PnL, SL, TP1/TP2."""
+    if not positions:
+        return Text("No open positions.")
+    blocks = [_position_block(p, quote) for p in positions]
+    return as_list(Bold(f"Open positions ({len(positions)})"), *blocks, sep="\n\n")
+
+
+def _symbols_line(label: str, results: Iterable[SymbolResult], quote: str) -> Text:
+    parts = [
+        f"{r.symbol} {money(r.net_pnl, quote, signed=True)} ({r.trades} trade{'' if r.trades == 1 else 's'})"
+        for r in results
+    ]
+    return as_key_value(label, "; ".join(parts) if parts else "—")
+
+
+def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
+    """/daily: trades, win rate, profit factor, PnL, fees, funding, drawdown, best/worst (T-5)."""
+    pf = f"{report.profit_factor:.2f}" if report.profit_factor is not None else "n/a (no losing trade)"
+    return as_list(
+        Bold(report.title),
+        f"Period {utc(report.start_ms)} → {utc(report.end_ms)} UTC",
+        as_key_value("Trades", f"{len(report.trades)} (wins {report.wins}, losses {report.losses})"),
+        as_key_value("Win rate", pct(report.win_rate)),
+        as_key_value("Profit factor", pf),
+        as_key_value(
+            "Net PnL", f"{money(report.net_pnl, quote, signed=True)} ({pct(report.net_pnl_pct, signed=True)})"
+        ),
+        as_key_value("Fees", money(report.fees, quote)),
+        as_key_value("Funding", money(report.funding, quote, signed=True)),
+        as_key_value("Max drawdown", pct(report.max_drawdown_pct)),
+        as_key_value("SL / TP exits", f"{report.sl_count} / {report.tp_count}"),
+        as_key_value("Avg hold", f"{report.avg_hold_minutes:.1f} min"),
+        as_key_value("Equity", f"{money(report.start_equity, quote)} → {money(report.end_equity, quote)}"),
+        _symbols_line("Best", report.best_symbols, quote),
+        _symbols_line("Worst", report.worst_symbols, quote),
+    )
+
+
+def render_pause_menu() -> Text:
+    """Header of the toggle keyboard; static so editing only the buttons keeps it true."""
+    return Text("Entries per symbol — tap ⏸ to pause, ▶️ to resume.")
+
+
+def render_paused(symbols: Iterable[str], pause: bool) -> Text:
+    """Confirmation after ``/pause SYMBOL`` or ``/pause all`` (and /resume)."""
+    symbols = list(symbols)
+    verb = "Paused" if pause else "Resumed"
+    what = symbols[0] if len(symbols) == 1 else f"all {len(symbols)} symbols"
+    return Text(f"{verb} entries on {what}.")
+
+
+def render_usage(usage: str, problem: str | None = None) -> Text:
+    """A bad argument: what was wrong (if known), then the usage line."""
+    return as_list(problem, usage) if problem else Text(usage)
+
+
+# ------------------------------------------------------------------------ splitting
+def _size(node: Text | str) -> int:
+    return len(node) if isinstance(node, Text) else len(node.encode("utf-16-le")) // 2
+
+
+def _pieces(node: Text | str, limit: int) -> list[Text | str]:
+    """Break one node bigger than ``limit`` into nodes that fit, keeping its formatting."""
+    if isinstance(node, str):
+        # Cut after the last newline that fits, else hard; by code points, then re-check units.
+        out: list[Text | str] = []
+        while _size(node) > limit:
+            cut = min(len(node), limit)
+            while _size(node[:cut]) > limit:
+                cut -= 1
+            newline = node.rfind("\n", 0, cut)
+            cut = newline + 1 if newline > 0 else cut
+            out.append(node[:cut])
+            node = node[cut:]
+        return [*out, node] if node else out
+    return [node.replace(*group) for group in _group(list(node), limit)]
+
+
+def _group(nodes: list[Text | str], limit: int) -> list[list[Text | str]]:
+    groups: list[list[Text | str]] = [[]]
+    used = 0
+    for node in nodes:
+        size = _size(node)
+        if size > limit:
+            for piece in _pieces(node, limit):
+                groups.append([piece])
+            groups.append([])
+            used = 0
+            continue
+        if used + size > limit:
+            groups.append([])
+            used = 0
+        groups[-1].append(node)
+        used += size
+    return [g for g in (_trim(g) for g in groups) if g]
+
+
+def _trim(group: list[Text | str]) -> list[Text | str]:
+    # Separators ("\n", "\n\n") left at a cut would start or end a message with blank lines.
+    while group and isinstance(group[0], str) and not group[0].strip():
+        group = group[1:]
+    while group and isinstance(group[-1], str) and not group[-1].strip():
+        group = group[:-1]
+    return group
+
+
+def split_text(text: Text, limit: int = MESSAGE_LIMIT) -> list[Text]:
+    """Split ``text`` into messages of at most ``limit`` UTF-16 units, at element boundaries
+    (lines, blocks) where possible, keeping bold/code formatting intact."""
+    if len(text) <= limit:
+        return [text]
+    return [text.replace(*group) for group in _group(list(text), limit)]

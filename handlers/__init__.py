@@ -1,0 +1,12 @@
+"""Telegram handlers, one Router per command family."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from handlers import analytics, common, control, status
+
+
+def build_routers() -> list[Router]:
+    """Fresh routers for one Dispatcher (a Router can be attached to a single parent only)."""
+    return [common.build_router(), status.build_router(), control.build_router(), analytics.build_router()]

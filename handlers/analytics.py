@@ -1,0 +1,53 @@
+"""/daily: the day's report as text, then its chart as a photo (SPEC T-5)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import BufferedInputFile, Message
+
+from bot.render import render_report, render_usage
+from handlers.common import answer_text
+
+if TYPE_CHECKING:
+    from trading.service import TradingService
+
+DAILY_USAGE = "Usage: /daily [YYYY-MM-DD]"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(text: str) -> date | None:
+    """``YYYY-MM-DD`` → date; anything else (other formats, impossible dates) → None."""
+    if not _DATE.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+async def on_daily(message: Message, command: CommandObject, trading: "TradingService") -> None:
+    """Report of the given UTC day (default: the engine's current day), then its chart."""
+    day = None
+    if command.args:
+        day = parse_day(command.args.strip())
+        if day is None:
+            problem = f"Bad date: {command.args.strip()[:32]}"
+            await message.answer(**render_usage(DAILY_USAGE, problem).as_kwargs())
+            return
+    report = await trading.daily_report(day)
+    await answer_text(message, render_report(report, trading.quote))
+    png = await trading.report_chart(report)
+    name = (day or datetime.fromtimestamp(report.start_ms / 1000, tz=timezone.utc).date()).isoformat()
+    await message.answer_photo(BufferedInputFile(png, filename=f"daily-{name}.png"), caption=report.title)
+
+
+def build_router() -> Router:
+    """Router with /daily."""
+    router = Router(name="analytics")
+    router.message.register(on_daily, Command("daily"))
+    return router

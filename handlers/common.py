@@ -1,0 +1,67 @@
+"""/start, /help and the error router: domain errors become their text, anything else a short
+"Internal error" — never a traceback in chat."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiogram import Bot, Router
+from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
+from aiogram.filters import Command, CommandStart
+from aiogram.types import ErrorEvent, Message
+from aiogram.utils.formatting import Text
+
+from bot.render import render_help, render_start, split_text
+from trading.errors import OptiFlowError
+
+if TYPE_CHECKING:
+    from trading.service import TradingService
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "Internal error, see logs"
+
+
+async def answer_text(message: Message, text: Text) -> None:
+    """Send ``text`` to the message's chat, split past Telegram's 4096-unit limit (SPEC T-4)."""
+    for part in split_text(text):
+        await message.answer(**part.as_kwargs())
+
+
+async def on_start(message: Message, trading: "TradingService") -> None:
+    """Greet and show the trading mode."""
+    await message.answer(**render_start(trading.mode).as_kwargs())
+
+
+async def on_help(message: Message) -> None:
+    """List the commands by category (SPEC T-2)."""
+    await message.answer(**render_help().as_kwargs())
+
+
+async def on_error(event: ErrorEvent, bot: Bot) -> bool:
+    """Tell the user what went wrong in one line; log unexpected errors with their traceback."""
+    error = event.exception
+    if isinstance(error, OptiFlowError):
+        log.info("update %s: %s: %s", event.update.update_id, type(error).__name__, error)
+        text = str(error) or type(error).__name__
+    else:
+        log.error("update %s failed", event.update.update_id, exc_info=error)
+        text = INTERNAL_ERROR
+    chat = UserContextMiddleware.resolve_event_context(event.update).chat
+    if chat is None:
+        return True
+    try:
+        await bot.send_message(chat_id=chat.id, text=text, parse_mode=None)
+    except Exception:  # the error path must never raise again: log and swallow
+        log.exception("could not report an error to chat %s", chat.id)
+    return True
+
+
+def build_router() -> Router:
+    """Router with /start, /help and the error handler."""
+    router = Router(name="common")
+    router.message.register(on_start, CommandStart())
+    router.message.register(on_help, Command("help"))
+    router.errors.register(on_error)
+    return router

@@ -1,0 +1,87 @@
+"""/pause and /resume with per-symbol toggles (SPEC T-2 control, T-3, R-7)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiogram import Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
+
+from bot.render import render_pause_menu, render_paused, render_usage
+from keyboards.pause import PauseAllCb, PauseSymbolCb, pause_keyboard, symbol_labels
+from trading.errors import UnknownSymbol
+
+if TYPE_CHECKING:
+    from trading.service import TradingService
+
+
+async def _set_many(trading: "TradingService", symbols: tuple[str, ...], pause: bool) -> None:
+    for symbol in symbols:
+        await trading.set_paused(symbol, pause)
+
+
+async def on_pause_command(message: Message, command: CommandObject, trading: "TradingService") -> None:
+    """``/pause`` → toggles; ``/pause SYMBOL`` / ``/pause all`` (and /resume alike) → apply."""
+    pause = command.command.lower() == "pause"
+    usage = f"Usage: /{command.command.lower()} [SYMBOL|all]"
+    args = (command.args or "").split()
+    if not args:
+        markup = pause_keyboard(trading.symbols(), await trading.paused_symbols())
+        await message.answer(**render_pause_menu().as_kwargs(), reply_markup=markup)
+        return
+    if len(args) > 1:
+        await message.answer(**render_usage(usage).as_kwargs())
+        return
+    if args[0].lower() == "all":
+        symbols = trading.symbols()
+    else:
+        try:
+            symbols = (trading.resolve_symbol(args[0]),)
+        except UnknownSymbol as error:
+            await message.answer(**render_usage(usage, str(error)).as_kwargs())
+            return
+    await _set_many(trading, symbols, pause)
+    await message.answer(**render_paused(symbols, pause).as_kwargs())
+
+
+async def _refresh(query: CallbackQuery, trading: "TradingService") -> None:
+    if not isinstance(query.message, Message):
+        return  # too old to edit (InaccessibleMessage): the state change itself is done
+    markup = pause_keyboard(trading.symbols(), await trading.paused_symbols())
+    try:
+        await query.message.edit_reply_markup(reply_markup=markup)
+    except TelegramBadRequest as error:
+        # A stale keyboard tapped twice yields the same markup; Telegram refuses a no-op edit.
+        if "not modified" not in error.message:
+            raise
+
+
+async def on_pause_symbol(
+    query: CallbackQuery, callback_data: PauseSymbolCb, trading: "TradingService", callback_answer: CallbackAnswer
+) -> None:
+    """Toggle one symbol, then redraw the keyboard."""
+    await trading.set_paused(callback_data.symbol, callback_data.pause)
+    label = symbol_labels(trading.symbols()).get(callback_data.symbol, callback_data.symbol)
+    callback_answer.text = f"{'Paused' if callback_data.pause else 'Resumed'} {label}"
+    await _refresh(query, trading)
+
+
+async def on_pause_all(
+    query: CallbackQuery, callback_data: PauseAllCb, trading: "TradingService", callback_answer: CallbackAnswer
+) -> None:
+    """Pause or resume every symbol, then redraw the keyboard."""
+    await _set_many(trading, trading.symbols(), callback_data.pause)
+    callback_answer.text = "Paused all symbols" if callback_data.pause else "Resumed all symbols"
+    await _refresh(query, trading)
+
+
+def build_router() -> Router:
+    """Router with /pause, /resume and their keyboard callbacks."""
+    router = Router(name="control")
+    router.message.register(on_pause_command, Command("pause", "resume"))
+    router.callback_query.register(on_pause_symbol, PauseSymbolCb.filter())
+    router.callback_query.register(on_pause_all, PauseAllCb.filter())
+    return router

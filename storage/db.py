@@ -1,0 +1,242 @@
+"""One aiosqlite connection with explicit transactions (STYLE: mautrix/python's aiosqlite layer).
+
+The connection runs with ``isolation_level=None`` so that sqlite3 never opens or commits
+transactions behind our back; :meth:`Database.transaction` issues ``BEGIN IMMEDIATE`` /
+``COMMIT`` / ``ROLLBACK`` itself, serialised by an ``asyncio.Lock``. A context variable remembers
+which transaction the current task is in, so helpers called inside a ``transaction()`` block join
+it instead of waiting for the lock they already hold (no deadlock), and helpers called outside
+one run in their own short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.migrations import MIGRATIONS
+from trading.errors import OptiFlowError
+
+PRAGMAS = ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
+
+# The transaction token of the current task (one module-level variable for every Database:
+# tokens are unique objects, so a task inside db A's transaction is not "inside" db B's).
+_CURRENT_TXN: ContextVar[object | None] = ContextVar("optiflow_storage_txn", default=None)
+
+
+class StorageError(OptiFlowError):
+    """The database cannot be opened or migrated (unreadable file, schema newer than the code).
+
+    The message names the file or the versions involved; it is fit to show a trader.
+    """
+
+
+def split_statements(script: str) -> list[str]:
+    """Split an SQL script into complete statements (semicolons in strings, comments and
+    trigger bodies are respected, via ``sqlite3.complete_statement``)."""
+    statements: list[str] = []
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    return statements
+
+
+class Database:
+    """The single SQLite connection of the process; rows come back as ``sqlite3.Row``.
+
+    Use :meth:`open` (never the constructor) and :meth:`close` on shutdown. Errors from SQLite
+    itself (constraint violations, a locked file after ``busy_timeout`` = 5000 ms) propagate as
+    ``sqlite3.Error``.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._txn: object | None = None  # token of the transaction holding the lock
+        self._savepoints = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    async def open(cls, path: str | Path, *, migrations: Sequence[str] = MIGRATIONS) -> "Database":
+        """Open (creating if needed) the database file at ``path`` and bring its schema up to date.
+
+        Args:
+            path: the SQLite file; its parent folder must exist.
+            migrations: the migration steps (default: :data:`storage.migrations.MIGRATIONS`).
+
+        Raises:
+            StorageError: the file cannot be opened, a migration fails, or its ``user_version``
+                is newer than ``len(migrations)`` (a downgrade would corrupt it).
+        """
+        path = Path(path)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cannot open database {path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        db = cls(conn, path)
+        try:
+            await db._refuse_newer(len(migrations))  # before the PRAGMAs change anything
+            for pragma in PRAGMAS:  # outside any transaction: foreign_keys/WAL ignore it inside
+                async with conn.execute(f"PRAGMA {pragma}"):
+                    pass
+            await db._migrate(migrations)
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"Cannot open database {path}: {exc}") from exc
+            raise
+        return db
+
+    async def close(self) -> None:
+        """Close the connection (waits for a running transaction of another task to finish).
+
+        Raises:
+            StorageError: called from inside this database's own ``transaction()`` block.
+        """
+        if self.in_transaction():
+            raise StorageError("Cannot close the database inside one of its transactions.")
+        async with self._lock:
+            await self._conn.close()
+
+    async def user_version(self) -> int:
+        """The schema version stored in the file (``PRAGMA user_version``)."""
+        row = await self.fetchone("PRAGMA user_version")
+        return int(row[0])
+
+    async def _refuse_newer(self, known: int) -> int:
+        """The file's schema version; raises StorageError if it is newer than ``known``."""
+        current = await self.user_version()
+        if current > known:
+            raise StorageError(
+                f"Database {self.path} has schema version {current}, newer than the "
+                f"version {known} this code knows; refusing to open it (upgrade OptiFlow)."
+            )
+        return current
+
+    async def _migrate(self, migrations: Sequence[str]) -> None:
+        """Apply pending steps, one transaction per step (which also bumps user_version); the
+        version is re-read inside the transaction, so two processes opening at once are safe."""
+        known = len(migrations)
+        while True:
+            async with self.transaction():
+                current = await self._refuse_newer(known)
+                if current == known:
+                    return
+                for statement in split_statements(migrations[current]):
+                    await self.execute(statement)
+                await self.execute(f"PRAGMA user_version = {current + 1:d}")
+
+    # ------------------------------------------------------------------ transactions
+    def in_transaction(self) -> bool:
+        """True when the calling task is inside this database's ``transaction()`` block."""
+        return self._txn is not None and _CURRENT_TXN.get() is self._txn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """``async with db.transaction():`` — BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on
+        any exception (which is re-raised).
+
+        Nested use in the same task does not deadlock: it becomes a SAVEPOINT, so an exception
+        caught inside the outer block undoes only the inner block's writes.
+        """
+        if self.in_transaction():
+            async with self._savepoint():
+                yield
+            return
+        async with self._lock:
+            await self._run("BEGIN IMMEDIATE")
+            token = self._txn = object()
+            reset = _CURRENT_TXN.set(token)
+            try:
+                yield
+            except BaseException:
+                await asyncio.shield(self._rollback())
+                raise
+            else:
+                try:
+                    await self._run("COMMIT")
+                except BaseException:
+                    await asyncio.shield(self._rollback())
+                    raise
+            finally:
+                _CURRENT_TXN.reset(reset)
+                self._txn = None
+
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        self._savepoints += 1
+        name = f"sp_{self._savepoints}"
+        await self._run(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self._run(f"ROLLBACK TO {name}")
+            await self._run(f"RELEASE {name}")
+            raise
+        else:
+            await self._run(f"RELEASE {name}")
+        finally:
+            self._savepoints -= 1
+
+    async def _run(self, sql: str) -> None:
+        async with self._conn.execute(sql):
+            pass
+
+    async def _rollback(self) -> None:
+        if self._conn.in_transaction:  # SQLite may already have rolled back (e.g. SQLITE_FULL)
+            await self._run("ROLLBACK")
+
+    @asynccontextmanager
+    async def _joined(self) -> AsyncIterator[None]:
+        """Join the caller's transaction, or run in a short one of its own."""
+        if self.in_transaction():
+            yield
+        else:
+            async with self.transaction():
+                yield
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """Reads inside a transaction see its writes; outside, they wait for it to finish so
+        they never see uncommitted rows that a rollback could still undo."""
+        if self.in_transaction():
+            yield
+        else:
+            async with self._lock:
+                yield
+
+    # ------------------------------------------------------------------ helpers
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement (in the current transaction, or its own); returns rowcount."""
+        async with self._joined():
+            async with self._conn.execute(sql, params) as cursor:
+                return cursor.rowcount
+
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        """Run one write statement for every parameter tuple of ``seq``, in one transaction."""
+        async with self._joined():
+            async with self._conn.executemany(sql, seq):
+                pass
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        """The first row of a query, or ``None``."""
+        async with self._reading():
+            async with self._conn.execute(sql, params) as cursor:
+                return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Every row of a query."""
+        async with self._reading():
+            return list(await self._conn.execute_fetchall(sql, params))

@@ -1,0 +1,128 @@
+"""Versioned schema migrations (STYLE: mautrix/python's aiosqlite layer).
+
+``MIGRATIONS[i]`` is the SQL script that takes a database from ``PRAGMA user_version`` ``i`` to
+``i + 1``; :meth:`storage.db.Database.open` runs each pending step in the same transaction that
+bumps the version. Steps are append-only: never edit a released step, add a new one.
+
+Column conventions: Decimal values (quote currency, contracts, prices) are TEXT holding
+``str(Decimal)`` so they round-trip exactly (a ``DECIMAL`` column would come back as REAL);
+enums hold their ``.value``; booleans are 0/1; times are INTEGER epoch ms UTC.
+"""
+
+from __future__ import annotations
+
+V1_INITIAL = """
+CREATE TABLE orders (
+    client_order_id TEXT PRIMARY KEY,
+    bot             TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    side            TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    leg             TEXT NOT NULL,
+    amount          TEXT NOT NULL,
+    reduce_only     INTEGER NOT NULL CHECK (reduce_only IN (0, 1)),
+    created_ms      INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    trigger_price   TEXT,
+    filled          TEXT NOT NULL,
+    average         TEXT,
+    updated_ms      INTEGER NOT NULL,
+    reason          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX ix_orders_status ON orders (status, bot, symbol);
+
+CREATE TABLE fills (
+    id              INTEGER PRIMARY KEY,
+    client_order_id TEXT NOT NULL,
+    bot             TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    side            TEXT NOT NULL,
+    leg             TEXT NOT NULL,
+    amount          TEXT NOT NULL,
+    price           TEXT NOT NULL,
+    fee             TEXT NOT NULL,
+    timestamp       INTEGER NOT NULL
+);
+CREATE INDEX ix_fills_timestamp ON fills (timestamp);
+CREATE INDEX ix_fills_symbol_timestamp ON fills (symbol, timestamp);
+
+CREATE TABLE positions (
+    position_id       TEXT PRIMARY KEY,
+    bot               TEXT NOT NULL,
+    symbol            TEXT NOT NULL,
+    side              TEXT NOT NULL,
+    contracts         TEXT NOT NULL,
+    initial_contracts TEXT NOT NULL,
+    entry_price       TEXT NOT NULL,
+    opened_ms         INTEGER NOT NULL,
+    stop_loss         TEXT NOT NULL,
+    take_profit_1     TEXT NOT NULL,
+    take_profit_2     TEXT NOT NULL,
+    leverage          INTEGER NOT NULL,
+    tp1_done          INTEGER NOT NULL CHECK (tp1_done IN (0, 1)),
+    realised_pnl      TEXT NOT NULL,
+    fees              TEXT NOT NULL,
+    funding           TEXT NOT NULL,
+    closed_ms         INTEGER,            -- NULL while open
+    exit_price        TEXT,
+    exit_reason       TEXT
+);
+CREATE INDEX ix_positions_closed_ms ON positions (closed_ms);
+CREATE INDEX ix_positions_open_bot ON positions (bot) WHERE closed_ms IS NULL;
+
+CREATE TABLE equity_snapshots (
+    id        INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    balance   TEXT NOT NULL,
+    equity    TEXT NOT NULL
+);
+CREATE INDEX ix_equity_snapshots_timestamp ON equity_snapshots (timestamp);
+
+CREATE TABLE signals (
+    id         INTEGER PRIMARY KEY,
+    timestamp  INTEGER NOT NULL,
+    bot        TEXT NOT NULL,
+    symbol     TEXT NOT NULL,
+    side       TEXT NOT NULL,
+    score      REAL NOT NULL,
+    passed     INTEGER NOT NULL CHECK (passed IN (0, 1)),
+    blocked_by TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX ix_signals_timestamp ON signals (timestamp);
+CREATE INDEX ix_signals_bot_timestamp ON signals (bot, timestamp);
+
+CREATE TABLE risk_state (
+    bot              TEXT PRIMARY KEY,
+    day              TEXT NOT NULL,
+    day_start_equity TEXT NOT NULL,
+    sl_streak        INTEGER NOT NULL,
+    realised_today   TEXT NOT NULL,
+    trades_today     INTEGER NOT NULL,
+    halted_reason    TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE paused_symbols (
+    bot       TEXT NOT NULL,
+    symbol    TEXT NOT NULL,
+    paused_ms INTEGER NOT NULL,
+    PRIMARY KEY (bot, symbol)
+);
+
+CREATE TABLE account (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    balance     TEXT NOT NULL,
+    peak_equity TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+
+CREATE TABLE runtime (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL,)
+"""Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
+
+SCHEMA_VERSION: int = len(MIGRATIONS)
+"""The schema version this code writes and understands (``PRAGMA user_version``)."""

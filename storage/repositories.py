@@ -1,0 +1,353 @@
+"""Repositories: domain objects of :mod:`trading.models` in, domain objects out — never rows.
+
+Every write joins the caller's ``transaction()`` if there is one, else runs in its own short
+transaction. Decimals are stored as ``str(Decimal)`` and read back with ``Decimal(text)`` (exact);
+enums as ``.value``; booleans as 0/1; times are epoch ms UTC. Time ranges are ``since``
+inclusive, ``until`` exclusive. Errors: ``TypeError`` when a money/quantity field holds a float;
+SQLite errors (``sqlite3.Error``) propagate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from decimal import Decimal
+
+from storage.db import Database
+from trading.models import (
+    Account,
+    EquitySnapshot,
+    ExitReason,
+    Fill,
+    Order,
+    OrderLeg,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Position,
+    RiskState,
+    Side,
+    SignalEvaluation,
+)
+
+
+def dec_in(value: Decimal | int) -> str:
+    """``str(Decimal)`` for a TEXT column. Raises TypeError for floats (money never via float)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(Decimal(value))
+    raise TypeError(f"expected Decimal, got {type(value).__name__}: {value!r}")
+
+
+def opt_dec_in(value: Decimal | None) -> str | None:
+    """:func:`dec_in`, passing ``None`` through."""
+    return None if value is None else dec_in(value)
+
+
+def opt_dec_out(text: str | None) -> Decimal | None:
+    """``Decimal(text)``, passing ``None`` through."""
+    return None if text is None else Decimal(text)
+
+
+def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
+    names = ", ".join(columns)
+    marks = ", ".join("?" * len(columns))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO UPDATE SET {updates}"
+
+
+def _range(since_ms: int | None, until_ms: int | None, column: str, bot: str | None = None) -> tuple[str, list]:
+    """WHERE clause (possibly empty) for ``since <= column < until`` and an optional bot."""
+    clauses, params = [], []
+    if since_ms is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(since_ms)
+    if until_ms is not None:
+        clauses.append(f"{column} < ?")
+        params.append(until_ms)
+    if bot is not None:
+        clauses.append("bot = ?")
+        params.append(bot)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+class _Repository:
+    """Base: holds the :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+
+class OrderRepository(_Repository):
+    """Orders keyed by ``client_order_id`` (amount/filled in contracts, prices in quote)."""
+
+    _COLUMNS = ("client_order_id", "bot", "symbol", "side", "type", "leg", "amount", "reduce_only",
+                "created_ms", "status", "trigger_price", "filled", "average", "updated_ms", "reason")
+    _UPSERT = _upsert_sql("orders", _COLUMNS, "client_order_id")
+
+    async def upsert(self, order: Order) -> None:
+        """Insert ``order`` or replace the stored version with the same client order id."""
+        await self._db.execute(self._UPSERT, (
+            order.client_order_id, order.bot, order.symbol, order.side.value, order.type.value,
+            order.leg.value, dec_in(order.amount), int(order.reduce_only), order.created_ms,
+            order.status.value, opt_dec_in(order.trigger_price), dec_in(order.filled),
+            opt_dec_in(order.average), order.updated_ms, order.reason,
+        ))
+
+    async def get(self, client_order_id: str) -> Order | None:
+        """The order with this client order id, or ``None``."""
+        row = await self._db.fetchone("SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
+        return None if row is None else self._order(row)
+
+    async def list_open(self, bot: str | None = None, symbol: str | None = None) -> list[Order]:
+        """Orders with status ``open``, optionally of one bot and/or symbol, oldest first."""
+        sql, params = "SELECT * FROM orders WHERE status = ?", [OrderStatus.OPEN.value]
+        if bot is not None:
+            sql, params = sql + " AND bot = ?", params + [bot]
+        if symbol is not None:
+            sql, params = sql + " AND symbol = ?", params + [symbol]
+        rows = await self._db.fetchall(sql + " ORDER BY created_ms, client_order_id", params)
+        return [self._order(r) for r in rows]
+
+    @staticmethod
+    def _order(r: sqlite3.Row) -> Order:
+        return Order(
+            client_order_id=r["client_order_id"], bot=r["bot"], symbol=r["symbol"],
+            side=OrderSide(r["side"]), type=OrderType(r["type"]), leg=OrderLeg(r["leg"]),
+            amount=Decimal(r["amount"]), reduce_only=bool(r["reduce_only"]), created_ms=r["created_ms"],
+            status=OrderStatus(r["status"]), trigger_price=opt_dec_out(r["trigger_price"]),
+            filled=Decimal(r["filled"]), average=opt_dec_out(r["average"]), updated_ms=r["updated_ms"],
+            reason=r["reason"],
+        )
+
+
+class FillRepository(_Repository):
+    """Executions (append-only): amount in contracts, price and fee in quote."""
+
+    async def add(self, fill: Fill) -> None:
+        """Append one fill."""
+        await self._db.execute(
+            "INSERT INTO fills (client_order_id, bot, symbol, side, leg, amount, price, fee, timestamp)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (fill.client_order_id, fill.bot, fill.symbol, fill.side.value, fill.leg.value,
+             dec_in(fill.amount), dec_in(fill.price), dec_in(fill.fee), fill.timestamp),
+        )
+
+    async def list(self, symbol: str | None = None, since_ms: int | None = None) -> list[Fill]:
+        """Fills, optionally of one symbol and from ``since_ms`` (inclusive), oldest first."""
+        where, params = _range(since_ms, None, "timestamp")
+        if symbol is not None:
+            where += (" AND" if where else " WHERE") + " symbol = ?"
+            params.append(symbol)
+        rows = await self._db.fetchall(f"SELECT * FROM fills{where} ORDER BY timestamp, id", params)
+        return [
+            Fill(client_order_id=r["client_order_id"], bot=r["bot"], symbol=r["symbol"],
+                 side=OrderSide(r["side"]), leg=OrderLeg(r["leg"]), amount=Decimal(r["amount"]),
+                 price=Decimal(r["price"]), fee=Decimal(r["fee"]), timestamp=r["timestamp"])
+            for r in rows
+        ]
+
+
+class PositionRepository(_Repository):
+    """Open and closed positions in one table (closed = ``closed_ms`` set), keyed by position_id."""
+
+    _COLUMNS = ("position_id", "bot", "symbol", "side", "contracts", "initial_contracts",
+                "entry_price", "opened_ms", "stop_loss", "take_profit_1", "take_profit_2", "leverage",
+                "tp1_done", "realised_pnl", "fees", "funding", "closed_ms", "exit_price", "exit_reason")
+    _UPSERT = _upsert_sql("positions", _COLUMNS, "position_id")
+
+    async def upsert(self, position: Position) -> None:
+        """Insert ``position`` or replace the stored version with the same position id."""
+        p = position
+        await self._db.execute(self._UPSERT, (
+            p.position_id, p.bot, p.symbol, p.side.value, dec_in(p.contracts),
+            dec_in(p.initial_contracts), dec_in(p.entry_price), p.opened_ms, dec_in(p.stop_loss),
+            dec_in(p.take_profit_1), dec_in(p.take_profit_2), p.leverage, int(p.tp1_done),
+            dec_in(p.realised_pnl), dec_in(p.fees), dec_in(p.funding), p.closed_ms,
+            opt_dec_in(p.exit_price), None if p.exit_reason is None else p.exit_reason.value,
+        ))
+
+    async def get(self, position_id: str) -> Position | None:
+        """The position with this id (open or closed), or ``None``."""
+        row = await self._db.fetchone("SELECT * FROM positions WHERE position_id = ?", (position_id,))
+        return None if row is None else self._position(row)
+
+    async def list_open(self, bot: str | None = None) -> list[Position]:
+        """Open positions (``closed_ms`` NULL), optionally of one bot, by opened_ms."""
+        sql, params = "SELECT * FROM positions WHERE closed_ms IS NULL", []
+        if bot is not None:
+            sql, params = sql + " AND bot = ?", [bot]
+        rows = await self._db.fetchall(sql + " ORDER BY opened_ms, position_id", params)
+        return [self._position(r) for r in rows]
+
+    async def list_closed(
+        self, since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None
+    ) -> list[Position]:
+        """Closed positions with ``since_ms <= closed_ms < until_ms`` (either bound optional),
+        optionally of one bot, ordered by closed_ms then position_id."""
+        where, params = _range(since_ms, until_ms, "closed_ms", bot)
+        where += (" AND" if where else " WHERE") + " closed_ms IS NOT NULL"
+        rows = await self._db.fetchall(f"SELECT * FROM positions{where} ORDER BY closed_ms, position_id", params)
+        return [self._position(r) for r in rows]
+
+    async def count_closed(self, bot: str | None = None) -> int:
+        """How many positions are closed (all bots, or one)."""
+        where, params = _range(None, None, "closed_ms", bot)
+        where += (" AND" if where else " WHERE") + " closed_ms IS NOT NULL"
+        row = await self._db.fetchone(f"SELECT COUNT(*) FROM positions{where}", params)
+        return int(row[0])
+
+    @staticmethod
+    def _position(r: sqlite3.Row) -> Position:
+        return Position(
+            position_id=r["position_id"], bot=r["bot"], symbol=r["symbol"], side=Side(r["side"]),
+            contracts=Decimal(r["contracts"]), initial_contracts=Decimal(r["initial_contracts"]),
+            entry_price=Decimal(r["entry_price"]), opened_ms=r["opened_ms"],
+            stop_loss=Decimal(r["stop_loss"]), take_profit_1=Decimal(r["take_profit_1"]),
+            take_profit_2=Decimal(r["take_profit_2"]), leverage=r["leverage"],
+            tp1_done=bool(r["tp1_done"]), realised_pnl=Decimal(r["realised_pnl"]),
+            fees=Decimal(r["fees"]), funding=Decimal(r["funding"]), closed_ms=r["closed_ms"],
+            exit_price=opt_dec_out(r["exit_price"]),
+            exit_reason=None if r["exit_reason"] is None else ExitReason(r["exit_reason"]),
+        )
+
+
+class EquityRepository(_Repository):
+    """Balance/equity samples in quote (append-only), ordered by timestamp then insertion."""
+
+    async def add_many(self, snapshots: Sequence[EquitySnapshot]) -> None:
+        """Append ``snapshots`` with one executemany."""
+        await self._db.executemany(
+            "INSERT INTO equity_snapshots (timestamp, balance, equity) VALUES (?, ?, ?)",
+            [(s.timestamp, dec_in(s.balance), dec_in(s.equity)) for s in snapshots],
+        )
+
+    async def list(self, since_ms: int | None = None, until_ms: int | None = None) -> list[EquitySnapshot]:
+        """Snapshots with ``since_ms <= timestamp < until_ms`` (either bound optional), oldest first."""
+        where, params = _range(since_ms, until_ms, "timestamp")
+        rows = await self._db.fetchall(
+            f"SELECT timestamp, balance, equity FROM equity_snapshots{where} ORDER BY timestamp, id", params
+        )
+        return [EquitySnapshot(t, Decimal(b), Decimal(e)) for t, b, e in rows]
+
+    async def latest(self) -> EquitySnapshot | None:
+        """The newest snapshot, or ``None`` when there is none."""
+        row = await self._db.fetchone(
+            "SELECT timestamp, balance, equity FROM equity_snapshots ORDER BY timestamp DESC, id DESC LIMIT 1"
+        )
+        return None if row is None else EquitySnapshot(row[0], Decimal(row[1]), Decimal(row[2]))
+
+
+class SignalRepository(_Repository):
+    """Evaluated entry signals (SPEC S-13), append-only."""
+
+    async def add_many(self, evaluations: Sequence[SignalEvaluation]) -> None:
+        """Append ``evaluations`` with one executemany."""
+        await self._db.executemany(
+            "INSERT INTO signals (timestamp, bot, symbol, side, score, passed, blocked_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.timestamp, e.bot, e.symbol, e.side.value, float(e.score), int(e.passed), e.blocked_by)
+             for e in evaluations],
+        )
+
+    async def list(
+        self, since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None
+    ) -> list[SignalEvaluation]:
+        """Evaluations with ``since_ms <= timestamp < until_ms``, optionally of one bot, oldest first."""
+        where, params = _range(since_ms, until_ms, "timestamp", bot)
+        rows = await self._db.fetchall(
+            "SELECT timestamp, bot, symbol, side, score, passed, blocked_by"
+            f" FROM signals{where} ORDER BY timestamp, id", params
+        )
+        return [SignalEvaluation(t, b, s, Side(side), score, bool(passed), blocked)
+                for t, b, s, side, score, passed, blocked in rows]
+
+    async def count(self) -> int:
+        """How many evaluations are stored."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM signals")
+        return int(row[0])
+
+
+class RiskStateRepository(_Repository):
+    """One :class:`RiskState` per bot (SPEC R-2, R-3), kept across restarts."""
+
+    _COLUMNS = ("bot", "day", "day_start_equity", "sl_streak", "realised_today", "trades_today", "halted_reason")
+    _UPSERT = _upsert_sql("risk_state", _COLUMNS, "bot")
+
+    async def get(self, bot: str) -> RiskState | None:
+        """The bot's risk state, or ``None`` if never saved."""
+        r = await self._db.fetchone("SELECT * FROM risk_state WHERE bot = ?", (bot,))
+        if r is None:
+            return None
+        return RiskState(
+            bot=r["bot"], day=r["day"], day_start_equity=Decimal(r["day_start_equity"]),
+            sl_streak=r["sl_streak"], realised_today=Decimal(r["realised_today"]),
+            trades_today=r["trades_today"], halted_reason=r["halted_reason"],
+        )
+
+    async def save(self, state: RiskState) -> None:
+        """Insert or replace the state of ``state.bot``."""
+        await self._db.execute(self._UPSERT, (
+            state.bot, state.day, dec_in(state.day_start_equity), state.sl_streak,
+            dec_in(state.realised_today), state.trades_today, state.halted_reason,
+        ))
+
+
+class PauseRepository(_Repository):
+    """Manually paused symbols per bot (SPEC R-7), persisted."""
+
+    async def pause(self, bot: str, symbol: str, paused_ms: int) -> None:
+        """Pause ``symbol`` for ``bot`` since ``paused_ms`` (epoch ms UTC). Pausing an already
+        paused symbol keeps the original pause time."""
+        await self._db.execute(
+            "INSERT INTO paused_symbols (bot, symbol, paused_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (bot, symbol) DO NOTHING",
+            (bot, symbol, paused_ms),
+        )
+
+    async def resume(self, bot: str, symbol: str) -> None:
+        """Un-pause ``symbol`` for ``bot`` (no-op if it was not paused)."""
+        await self._db.execute("DELETE FROM paused_symbols WHERE bot = ? AND symbol = ?", (bot, symbol))
+
+    async def list(self, bot: str) -> set[str]:
+        """Symbols currently paused for ``bot``."""
+        rows = await self._db.fetchall("SELECT symbol FROM paused_symbols WHERE bot = ?", (bot,))
+        return {r[0] for r in rows}
+
+
+class AccountRepository(_Repository):
+    """The single account row: balance and peak equity in quote."""
+
+    async def get(self) -> Account | None:
+        """The account, or ``None`` before the first save."""
+        r = await self._db.fetchone("SELECT balance, peak_equity, updated_ms FROM account WHERE id = 1")
+        return None if r is None else Account(Decimal(r[0]), Decimal(r[1]), r[2])
+
+    async def save(self, account: Account) -> None:
+        """Insert or replace the account row."""
+        await self._db.execute(
+            "INSERT INTO account (id, balance, peak_equity, updated_ms) VALUES (1, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET balance = excluded.balance,"
+            " peak_equity = excluded.peak_equity, updated_ms = excluded.updated_ms",
+            (dec_in(account.balance), dec_in(account.peak_equity), account.updated_ms),
+        )
+
+
+class RuntimeRepository(_Repository):
+    """Small key/value store for runtime markers (e.g. the replay cursor)."""
+
+    async def get(self, key: str) -> str | None:
+        """The value stored under ``key``, or ``None``."""
+        row = await self._db.fetchone("SELECT value FROM runtime WHERE key = ?", (key,))
+        return None if row is None else row[0]
+
+    async def set(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (replacing any previous value). Raises TypeError if
+        ``value`` is not a str."""
+        if not isinstance(value, str):
+            raise TypeError(f"runtime value must be str, got {type(value).__name__}")
+        await self._db.execute(
+            "INSERT INTO runtime (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

@@ -1,0 +1,26 @@
+"""Shared fixtures: the bundled REAL market rules and candles (data/, see data/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trading.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
+from trading.models import Market
+
+DATA_DIR = default_data_dir()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The project's bundled data folder."""
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def markets() -> dict[str, Market]:
+    """Real Binance USDⓈ-M market rules of the bundled symbols."""
+    raw = load_ccxt_markets(DATA_DIR)
+    symbols = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT", "1000000MOG/USDT:USDT"]
+    return {s: market_from_ccxt(raw[s]) for s in symbols}

@@ -1,0 +1,176 @@
+"""Engine flows on the real simulated exchange: entry → brackets (E-1, O-3), TP1 moves the
+stop's size, SL streak (R-2), daily loss (R-3), pause (R-7), score threshold (S-11/Z-4), S-13."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from trading.config import BotProfile, TradingConfig
+from trading.engine import Engine
+from trading.events import EventBuffer, SignalEvaluated
+from trading.models import ExitReason, OrderLeg, OrderType, Side
+from trading.ports import ReplayClock
+from trading.simulated import SimulatedExchange
+from trading.strategy import SignalCheck
+
+SYMBOL = "XRP/USDT:USDT"
+NOON = 1_749_988_800_000  # 2025-06-15T12:00Z, inside trading hours
+STRONG = SignalCheck(Side.LONG, 4.0, ("rsi", "macd", "volume", "atr"), True)
+
+
+class Harness:
+    """An engine on the simulated exchange with a controllable clock."""
+
+    def __init__(self, markets, **profile):
+        self.clock = ReplayClock(NOON)
+        self.buffer = EventBuffer()
+        config = TradingConfig(bots=(BotProfile(symbols=(SYMBOL,), trading_hours_utc=(0, 24),
+                                                blackout_hours_utc=(0, 0), **profile),))
+        self.exchange = SimulatedExchange({SYMBOL: markets[SYMBOL]}, D(1000), D(0), self.clock)
+        self.engine = Engine(config=config, markets={SYMBOL: markets[SYMBOL]}, exchange=self.exchange,
+                             clock=self.clock, sink=self.buffer)
+        self.feed = self.engine.feeds[(SYMBOL, "5m")]
+        self.bot = self.engine.bots["main"]
+
+    async def start(self):
+        await self.engine.start()
+        self.engine.tick(self.clock.now_ms())
+
+    async def enter(self, price=2.0, check=STRONG):
+        self.feed.last_close = price
+        return await self.engine.try_enter(self.bot, self.feed, check)
+
+    async def candle(self, o, h, low, c):
+        """Next 5m candle: fills at its open, then triggers on its high/low."""
+        self.clock.current_ms += 300_000
+        ts = self.clock.current_ms
+        for fill in self.exchange.fill_pending(SYMBOL, ts, o):
+            await self.engine.on_fill(fill)
+        while (fill := self.exchange.next_trigger(SYMBOL, ts, o, h, low)) is not None:
+            await self.engine.on_fill(fill)
+        self.feed.last_close = c
+
+    def position(self):
+        return self.engine.positions.get(("main", SYMBOL))
+
+    def brackets(self):
+        return sorted((o for o in self.engine.open_orders.values() if o.reduce_only), key=lambda o: o.leg.value)
+
+    def closed(self):
+        return [e.position for e in self.buffer.events if type(e).__name__ == "PositionChanged" and not e.position.is_open]
+
+
+@pytest.fixture
+async def harness(markets):
+    h = Harness(markets)
+    await h.start()
+    return h
+
+
+async def test_e1_entry_places_sl_tp1_tp2_reduce_only_brackets(harness):
+    """E-1 / O-3: after the entry fill, SL for all, TP1 for the tier's 70 %, TP2 for the rest."""
+    evaluation = await harness.enter(2.0)
+    assert evaluation.passed and evaluation.blocked_by == ""
+    await harness.candle(2.0, 2.001, 1.999, 2.0)
+    position = harness.position()
+    assert position.entry_price == D("2.0")
+    assert position.stop_loss == D("1.984")  # 2.0 × (1 − 0.8 %)
+    assert position.take_profit_1 == D("2.012")  # + 0.6 %
+    assert position.take_profit_2 == D("2.024")  # + 1.2 %
+    by_leg = {o.leg: o for o in harness.brackets()}
+    assert by_leg[OrderLeg.STOP_LOSS].type is OrderType.STOP_MARKET
+    assert by_leg[OrderLeg.STOP_LOSS].amount == position.contracts
+    assert by_leg[OrderLeg.TP1].amount == (position.contracts * D("0.7")).quantize(D("0.1"), rounding="ROUND_DOWN")
+    assert by_leg[OrderLeg.TP1].amount + by_leg[OrderLeg.TP2].amount == position.contracts
+    assert all(o.reduce_only for o in by_leg.values())
+    # Z-1: 1000 × 0.75 % / 0.8 % = 937.5 notional → 468.7 XRP at 2.0 (step 0.1)
+    assert position.contracts == D("468.7")
+
+
+async def test_e1_tp1_partial_close_then_stop_follows_the_remaining_size(harness):
+    """E-1: TP1 closes its share; the stop is re-placed for what is left; TP resets R-2."""
+    await harness.enter(2.0)
+    await harness.candle(2.0, 2.0, 2.0, 2.0)
+    full = harness.position().contracts
+    await harness.candle(2.01, 2.015, 2.005, 2.012)  # touches TP1 2.012 only
+    position = harness.position()
+    assert position.tp1_done
+    assert position.contracts == full - D("328")  # 70 % of 468.7 floored to 0.1 = 328.0
+    assert position.realised_pnl == (D("2.012") - D("2.0")) * D("328")
+    stop = next(o for o in harness.brackets() if o.leg is OrderLeg.STOP_LOSS)
+    assert stop.amount == position.contracts
+
+
+async def test_e1_tp2_closes_the_rest_and_books_the_trade(harness):
+    await harness.enter(2.0)
+    await harness.candle(2.0, 2.0, 2.0, 2.0)
+    await harness.candle(2.01, 2.03, 2.005, 2.025)  # TP1 then TP2 in one candle
+    assert harness.position() is None
+    (trade,) = harness.closed()
+    assert trade.exit_reason is ExitReason.TP2
+    assert trade.realised_pnl == (D("2.012") - 2) * D("328") + (D("2.024") - 2) * D("140.7")
+    assert harness.brackets() == []  # no orphan brackets left on the exchange
+    assert await harness.exchange.fetch_open_orders() == []
+    balance = await harness.exchange.fetch_balance()
+    assert balance == D(1000) + trade.net_pnl  # the ledger and the exchange agree
+
+
+async def test_r2_two_stop_losses_halt_entries_for_the_day(harness):
+    """R-2: 2 stop-losses in a row → SL_STREAK; entries denied until the next UTC day."""
+    for _ in range(2):
+        await harness.enter(2.0)
+        await harness.candle(2.0, 2.0, 2.0, 2.0)
+        await harness.candle(1.99, 1.99, 1.98, 1.98)  # through the 1.984 stop
+    state = harness.engine.risk_states["main"]
+    assert state.sl_streak == 2 and state.halted_reason == "SL_STREAK"
+    assert [t.exit_reason for t in harness.closed()] == [ExitReason.STOP_LOSS] * 2
+    denied = await harness.enter(2.0)
+    assert not denied.passed and denied.blocked_by == "SL_STREAK"
+    harness.clock.current_ms = NOON + 86_400_000  # next UTC day
+    harness.engine.tick(harness.clock.current_ms)
+    assert (await harness.enter(2.0)).passed
+
+
+async def test_r3_daily_loss_limit_stops_entries(markets):
+    """R-3: a loss ≥ 2 % of day-start equity (here one 2 % stop) halts the day."""
+    h = Harness(markets, stop_loss_pct=D("2.5"), risk_pct=D("2"), sl_streak_limit=5)
+    await h.start()
+    await h.enter(2.0)
+    await h.candle(2.0, 2.0, 2.0, 2.0)
+    await h.candle(1.94, 1.94, 1.9, 1.9)
+    assert h.engine.risk_states["main"].halted_reason == "DAILY_LOSS_LIMIT"
+    assert (await h.enter(2.0)).blocked_by == "DAILY_LOSS_LIMIT"
+
+
+async def test_r7_paused_symbol_takes_no_entry(harness):
+    harness.engine.paused["main"].add(SYMBOL)
+    evaluation = await harness.enter(2.0)
+    assert evaluation.blocked_by == "SYMBOL_PAUSED"
+    assert harness.engine.open_orders == {}
+
+
+async def test_s11_z4_score_below_tier_minimum_is_blocked_and_recorded(harness):
+    """S-11 / Z-4: at 1000 equity the tier needs 3.6; a 3.0 candidate is recorded, not traded."""
+    weak = SignalCheck(Side.SHORT, 3.0, ("macd", "volume", "atr"), True)
+    evaluation = await harness.enter(2.0, weak)
+    assert evaluation.blocked_by == "SCORE_BELOW_MIN"
+    recorded = [e.evaluation for e in harness.buffer.events if isinstance(e, SignalEvaluated)]
+    assert recorded == [evaluation]  # S-13: every evaluated signal is recorded
+
+
+async def test_r1_one_position_per_symbol_and_max_positions(harness):
+    await harness.enter(2.0)
+    assert (await harness.enter(2.0)).blocked_by == "POSITION_OPEN"  # pending entry counts
+
+
+async def test_short_position_brackets_mirror(harness):
+    await harness.enter(2.0, SignalCheck(Side.SHORT, 4.0, ("rsi", "volume"), True))
+    await harness.candle(2.0, 2.0, 2.0, 2.0)
+    position = harness.position()
+    assert position.side is Side.SHORT
+    assert position.stop_loss == D("2.016") and position.take_profit_2 == D("1.976")
+    await harness.candle(2.01, 2.02, 2.0, 2.02)
+    assert harness.closed()[0].exit_reason is ExitReason.STOP_LOSS
+    assert harness.closed()[0].net_pnl < 0

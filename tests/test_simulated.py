@@ -1,0 +1,112 @@
+"""Simulated exchange semantics (paper mode, SPEC S-1, S-3, O-2, O-3) on real market rules."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from trading.errors import OrderRejected
+from trading.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType
+from trading.ports import ReplayClock
+from trading.simulated import SimulatedExchange
+
+SYMBOL = "XRP/USDT:USDT"
+
+
+def order(cid, side, type_=OrderType.MARKET, leg=OrderLeg.ENTRY, amount="100", trigger=None, reduce_only=False):
+    return Order(client_order_id=cid, bot="main", symbol=SYMBOL, side=side, type=type_, leg=leg,
+                 amount=D(amount), reduce_only=reduce_only, created_ms=0,
+                 trigger_price=None if trigger is None else D(trigger))
+
+
+@pytest.fixture
+def exchange(markets):
+    return SimulatedExchange(markets, D(1000), D("0.02"), ReplayClock())
+
+
+async def open_long(exchange, price=2.0):
+    await exchange.set_leverage(SYMBOL, 5)
+    await exchange.create_order(order("e1", OrderSide.BUY))
+    (fill,) = exchange.fill_pending(SYMBOL, 60_000, price)
+    return fill
+
+
+async def test_market_order_fills_at_next_open_plus_slippage_with_taker_fee(exchange):
+    """A buy fills at the next candle's open + 0.02 %, fee = taker 0.05 % of the notional."""
+    fill = await open_long(exchange, 2.0)
+    assert fill.price == D("2.0004")  # 2.0 × 1.0002, at XRP's 0.0001 tick
+    assert fill.amount == D(100)
+    notional = D(100) * D(1) * D("2.0004")  # contracts × contractSize × price (S-3)
+    assert fill.fee == notional * D("0.0005")
+    assert await exchange.fetch_balance() == D(1000) - fill.fee
+    assert SYMBOL not in exchange.active_symbols or exchange.position(SYMBOL) is not None
+
+
+async def test_nothing_fills_before_the_next_candle(exchange):
+    await exchange.create_order(order("e1", OrderSide.BUY))
+    assert exchange.next_trigger(SYMBOL, 0, 2.0, 2.1, 1.9) is None
+    assert exchange.position(SYMBOL) is None
+
+
+async def test_stop_first_when_one_candle_touches_both(exchange):
+    """SPEC (issue 2 §4): stop and take-profit touched in one candle → the stop fills."""
+    await open_long(exchange, 2.0)
+    await exchange.create_order(order("tp", OrderSide.SELL, OrderType.TAKE_PROFIT_MARKET, OrderLeg.TP2, trigger="2.02", reduce_only=True))
+    await exchange.create_order(order("sl", OrderSide.SELL, OrderType.STOP_MARKET, OrderLeg.STOP_LOSS, trigger="1.98", reduce_only=True))
+    fill = exchange.next_trigger(SYMBOL, 120_000, 2.0, 2.05, 1.95)
+    assert fill.client_order_id == "sl"
+    assert fill.price == D("1.9796")  # trigger 1.98 − 0.02 % slippage, at tick
+    # The position is flat now: the take-profit can no longer reduce anything.
+    assert exchange.next_trigger(SYMBOL, 120_000, 2.0, 2.05, 1.95) is None
+    (tp,) = [o for o in exchange._orders.values() if o.client_order_id == "tp"]
+    assert tp.status is OrderStatus.REJECTED
+
+
+async def test_stop_gapped_through_fills_at_the_open(exchange):
+    """A candle opening below a long's stop fills at that (worse) open, not the trigger."""
+    await open_long(exchange, 2.0)
+    await exchange.create_order(order("sl", OrderSide.SELL, OrderType.STOP_MARKET, OrderLeg.STOP_LOSS, trigger="1.98", reduce_only=True))
+    fill = exchange.next_trigger(SYMBOL, 120_000, 1.95, 1.96, 1.94)
+    assert fill.price == D("1.9496")
+
+
+async def test_take_profit_pnl_lands_in_the_balance(exchange):
+    """Realised PnL = (exit − entry) × contracts × contractSize; fees on both legs."""
+    entry = await open_long(exchange, 2.0)
+    await exchange.create_order(order("tp", OrderSide.SELL, OrderType.TAKE_PROFIT_MARKET, OrderLeg.TP2, trigger="2.05", reduce_only=True))
+    assert exchange.next_trigger(SYMBOL, 120_000, 2.0, 2.04, 1.99) is None
+    exit_ = exchange.next_trigger(SYMBOL, 180_000, 2.04, 2.06, 2.03)
+    assert exit_.price == D("2.0496")
+    pnl = (exit_.price - entry.price) * D(100)
+    assert await exchange.fetch_balance() == D(1000) + pnl - entry.fee - exit_.fee
+    assert exchange.position(SYMBOL) is None
+
+
+async def test_funding_long_pays_positive_rate(exchange):
+    """Funding: long pays notional × rate when the rate is positive."""
+    await open_long(exchange, 2.0)
+    before = await exchange.fetch_balance()
+    paid = exchange.apply_funding(SYMBOL, D("0.0001"), 2.5, 1)
+    assert paid == -(D(100) * D("2.5") * D("0.0001"))
+    assert await exchange.fetch_balance() == before + paid
+    assert exchange.apply_funding("BTC/USDT:USDT", D("0.0001"), 100000.0, 1) is None  # flat
+
+
+async def test_o2_same_client_order_id_never_duplicates(exchange):
+    """SPEC O-2: a retry with the same client order id returns the first order."""
+    first = await exchange.create_order(order("same", OrderSide.BUY))
+    again = await exchange.create_order(order("same", OrderSide.BUY, amount="999"))
+    assert again == first
+    assert len(exchange.fill_pending(SYMBOL, 60_000, 2.0)) == 1
+
+
+async def test_reduce_only_without_position_is_rejected(exchange):
+    """SPEC O-3 brackets are reduce-only: nothing to reduce → rejected with the reason."""
+    with pytest.raises(OrderRejected, match="ReduceOnly"):
+        await exchange.create_order(order("sl", OrderSide.SELL, OrderType.STOP_MARKET, OrderLeg.STOP_LOSS, trigger="1.9", reduce_only=True))
+
+
+async def test_cancel_unknown_order_is_rejected(exchange):
+    with pytest.raises(OrderRejected, match="Unknown order"):
+        await exchange.cancel_order("nope", SYMBOL)

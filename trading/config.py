@@ -1,0 +1,168 @@
+"""Trading configuration: account, paper simulation and bot profiles (pydantic 2).
+
+Loaded from a TOML file (``optiflow run --config PATH``); every value has the SPEC default, so an
+empty file (or no file) gives the ``safe`` preset with one bot. Percentages are in % (0.75 = 0.75 %).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trading.errors import ConfigError
+
+Percent = Decimal
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrategyConfig(_Strict):
+    """ScalpingV1 thresholds (SPEC S-11). RSI levels in RSI points, volume surge as a multiple of
+    the 20-candle volume SMA, ATR band in % of price, weights in score points."""
+
+    rsi_oversold: float = 30.0
+    rsi_overbought: float = 70.0
+    volume_surge: float = 1.5
+    atr_pct_min: float = 0.17
+    atr_pct_max: float = 2.0
+    weight_rsi: float = 1.0
+    weight_macd: float = 1.0
+    weight_volume: float = 1.0
+    weight_atr: float = 1.0
+    weight_trend: float = 0.6
+    min_score: float | None = Field(
+        default=None, description="None = the equity tier's minimum score (SPEC Z-4)"
+    )
+
+
+class BotProfile(_Strict):
+    """One bot profile (SPEC B-1): what it trades and its per-bot limits.
+
+    timeframe: candle timeframe; risk_pct: % of equity risked per trade (Z-1); leverage: ×;
+    stop_loss_pct / take_profit_1_pct / take_profit_2_pct: % from the entry price (E-1);
+    tp1_share_pct: % of the position TP1 closes (None = the tier's TP1 share); sl_streak_limit
+    (R-2); trading_hours_utc: [start, end) hours; blackout_hours_utc: never enter (S-5).
+    """
+
+    name: str = Field(default="main", pattern=r"^[A-Za-z0-9_]{1,12}$")
+    symbols: tuple[str, ...] = (
+        "BTC/USDT:USDT",
+        "ETH/USDT:USDT",
+        "SOL/USDT:USDT",
+        "XRP/USDT:USDT",
+    )
+    timeframe: Literal["1m", "5m", "15m"] = "5m"
+    risk_pct: Percent = Field(default=Decimal("0.75"), gt=0, le=5)
+    leverage: int = Field(default=5, ge=1, le=20)
+    max_positions: int = Field(default=2, ge=1, le=20)
+    stop_loss_pct: Percent = Field(default=Decimal("0.8"), gt=0, lt=50)
+    take_profit_1_pct: Percent = Field(default=Decimal("0.6"), gt=0, lt=100)
+    take_profit_2_pct: Percent = Field(default=Decimal("1.2"), gt=0, lt=100)
+    tp1_share_pct: Percent | None = Field(default=None, gt=0, le=100)
+    sl_streak_limit: int = Field(default=2, ge=1)
+    trading_hours_utc: tuple[int, int] = (8, 20)
+    blackout_hours_utc: tuple[int, int] = (2, 6)
+    strategy: StrategyConfig = StrategyConfig()
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_unified(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        for symbol in value:
+            if "/" not in symbol or ":" not in symbol:
+                raise ValueError(f"{symbol!r} is not a ccxt unified perpetual symbol like BTC/USDT:USDT")
+        return value
+
+    @field_validator("trading_hours_utc", "blackout_hours_utc")
+    @classmethod
+    def _hours(cls, value: tuple[int, int]) -> tuple[int, int]:
+        start, end = value
+        if not (0 <= start <= 24 and 0 <= end <= 24):
+            raise ValueError("hours must be between 0 and 24")
+        return value
+
+    @model_validator(mode="after")
+    def _tp_order(self) -> "BotProfile":
+        if self.take_profit_2_pct < self.take_profit_1_pct:
+            raise ValueError("take_profit_2_pct must be ≥ take_profit_1_pct")
+        return self
+
+
+class AccountConfig(_Strict):
+    """Account-level rules shared by every bot (SPEC R-3, R-5, R-8, Z-2).
+
+    starting_balance in quote (paper mode); daily_loss_limit_pct in % of day-start equity;
+    max_total_margin_pct in % of equity; max_position_size_pct in % of equity × leverage.
+    """
+
+    quote: str = "USDT"
+    starting_balance: Decimal = Field(default=Decimal("1000"), gt=0)
+    daily_loss_limit_pct: Percent = Field(default=Decimal("2"), gt=0, le=100)
+    max_total_margin_pct: Percent = Field(default=Decimal("50"), gt=0, le=100)
+    max_position_size_pct: Percent = Field(default=Decimal("20"), gt=0, le=100)
+
+
+class PaperConfig(_Strict):
+    """Simulated exchange: slippage in % of price applied against the taker (SPEC S-1)."""
+
+    slippage_pct: Percent = Field(default=Decimal("0.02"), ge=0, lt=5)
+
+
+class TradingConfig(_Strict):
+    """The whole trading configuration file."""
+
+    preset: Literal["safe", "scaling"] = "safe"
+    account: AccountConfig = AccountConfig()
+    paper: PaperConfig = PaperConfig()
+    bots: tuple[BotProfile, ...] = (BotProfile(),)
+
+    @model_validator(mode="after")
+    def _unique_bots(self) -> "TradingConfig":
+        names = [bot.name for bot in self.bots]
+        if len(set(names)) != len(names):
+            raise ValueError("bot names must be unique")
+        if not self.bots:
+            raise ValueError("at least one bot is required")
+        return self
+
+    def all_symbols(self) -> tuple[str, ...]:
+        """Every symbol any bot trades, in first-seen order."""
+        seen: dict[str, None] = {}
+        for bot in self.bots:
+            for symbol in bot.symbols:
+                seen.setdefault(symbol, None)
+        return tuple(seen)
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line naming the first invalid field, e.g. ``config.toml: bots.0.leverage: …``."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(root)"
+    return f"{source}: {location}: {first['msg']}"
+
+
+def load_trading_config(path: Path | None) -> TradingConfig:
+    """Read and validate a TOML trading config; ``None`` gives the defaults.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, or an invalid field (the message names it).
+    """
+    if path is None:
+        return TradingConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    try:
+        return TradingConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, str(path))) from None

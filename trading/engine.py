@@ -1,0 +1,570 @@
+"""The event-driven trading engine: one core for replay now and live later.
+
+Per closed candle: indicators (S-10) → ScalpingV1 score and the 1+1 rule (S-11) → minimum score
+of the equity tier (Z-4) → RiskGuard (R-1..R-3, R-7, S-5) → sizing (Z-1, Z-2) → market entry with
+a deterministic client order id (O-2) → on the fill, reduce-only brackets SL / TP1 / TP2 (E-1,
+O-3) that follow the position size. Fills, funding and the clock drive everything; the engine
+emits domain events to an :class:`~trading.events.EventSink` and never touches storage or chat.
+
+Hot path: :meth:`Engine.on_candle` is synchronous, float-only and allocation-free unless the
+strategy sees a momentum condition. Everything that can await (orders) happens only on events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from trading.config import BotProfile, TradingConfig
+from trading.errors import ExchangeError, OptiFlowError
+from trading.events import (
+    AccountChanged,
+    EquitySampled,
+    EventSink,
+    FillBooked,
+    OrderUpdated,
+    PositionChanged,
+    RiskStateChanged,
+    SignalEvaluated,
+)
+from trading.indicators import IndicatorSet
+from trading.marketdata import TIMEFRAME_MS
+from trading.models import (
+    ZERO,
+    Account,
+    EquitySnapshot,
+    ExitReason,
+    Fill,
+    Market,
+    Order,
+    OrderLeg,
+    OrderStatus,
+    Position,
+    RiskState,
+    SignalEvaluation,
+    Side,
+)
+from trading.oms import bracket_order, close_order, entry_order
+from trading.ports import Clock, ExchangePort
+from trading.precision import floor_amount
+from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct
+from trading.sizing import SizingRejected, equity_tier, size_position
+from trading.strategy import ScalpingV1, SignalCheck
+
+log = logging.getLogger(__name__)
+
+HUNDRED = Decimal(100)
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+def utc_day(timestamp_ms: int) -> str:
+    """'YYYY-MM-DD' of an epoch ms UTC timestamp."""
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+@dataclass(slots=True)
+class BotRuntime:
+    """A configured bot (SPEC B-1) with its strategy instance."""
+
+    profile: BotProfile
+    strategy: ScalpingV1
+
+    @property
+    def name(self) -> str:
+        """The bot's name."""
+        return self.profile.name
+
+
+@dataclass(slots=True)
+class FeedState:
+    """Per symbol and timeframe: indicators, the bots trading it and the last close (quote)."""
+
+    symbol: str
+    timeframe: str
+    timeframe_ms: int
+    indicators: IndicatorSet
+    bots: tuple[BotRuntime, ...]
+    last_close: float = 0.0
+
+
+@dataclass(slots=True)
+class _PendingEntry:
+    intent_id: str
+    side: Side
+    order: Order
+
+
+@dataclass(slots=True)
+class Engine:
+    """The trading core. Build it, :meth:`restore` saved state if any, ``await start()``, then
+    feed candles. Args: config (trading config), markets (rules per symbol), exchange (the port),
+    clock, sink (event listener), env ("paper" | "demo" | "live", part of client order ids)."""
+
+    config: TradingConfig
+    markets: dict[str, Market]
+    exchange: ExchangePort
+    clock: Clock
+    sink: EventSink
+    env: str = "paper"
+    bots: dict[str, BotRuntime] = field(default_factory=dict)
+    feeds: dict[tuple[str, str], FeedState] = field(default_factory=dict)
+    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
+    open_orders: dict[str, Order] = field(default_factory=dict)
+    risk_states: dict[str, RiskState] = field(default_factory=dict)
+    paused: dict[str, set[str]] = field(default_factory=dict)
+    account: Account | None = None
+    guard: RiskGuard = field(default_factory=RiskGuard)
+    _pending: dict[tuple[str, str], _PendingEntry] = field(default_factory=dict)
+    _close_reasons: dict[str, ExitReason] = field(default_factory=dict)
+    _next_day_ms: int = 0
+    _next_sample_ms: int = 0
+
+    def __post_init__(self) -> None:
+        for profile in self.config.bots:
+            self.bots[profile.name] = BotRuntime(profile, ScalpingV1(profile.strategy))
+            self.paused.setdefault(profile.name, set())
+        for profile in self.config.bots:
+            for symbol in profile.symbols:
+                if symbol not in self.markets:
+                    raise OptiFlowError(f"bot {profile.name}: {symbol} is not a listed market")
+                key = (symbol, profile.timeframe)
+                feed = self.feeds.get(key)
+                bot = self.bots[profile.name]
+                if feed is None:
+                    self.feeds[key] = FeedState(
+                        symbol, profile.timeframe, TIMEFRAME_MS[profile.timeframe], IndicatorSet(), (bot,)
+                    )
+                else:
+                    feed.bots = feed.bots + (bot,)
+
+    # ----------------------------------------------------------- lifecycle
+    def restore(
+        self,
+        *,
+        account: Account | None,
+        positions: list[Position],
+        open_orders: list[Order],
+        risk_states: list[RiskState],
+        paused: dict[str, set[str]],
+    ) -> None:
+        """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
+        risk counters and paused symbols (R-7)."""
+        self.account = account
+        for position in positions:
+            self.positions[(position.bot, position.symbol)] = position
+        for order in open_orders:
+            self.open_orders[order.client_order_id] = order
+            if order.leg is OrderLeg.ENTRY:
+                side = Side.LONG if order.side.value == "buy" else Side.SHORT
+                intent_id = f"{order.bot}|{order.symbol}|{order.created_ms}"
+                self._pending[(order.bot, order.symbol)] = _PendingEntry(intent_id, side, order)
+        for state in risk_states:
+            self.risk_states[state.bot] = state
+        for bot, symbols in paused.items():
+            self.paused.setdefault(bot, set()).update(symbols)
+
+    async def start(self) -> None:
+        """Set leverage per symbol (O-7), read the balance, open the day's risk state."""
+        for bot in self.bots.values():
+            for symbol in bot.profile.symbols:
+                await self.exchange.set_leverage(symbol, bot.profile.leverage)
+        balance = await self.exchange.fetch_balance()
+        if self.account is None:
+            self.account = Account(balance, balance, self.clock.now_ms())
+            self.sink.emit(AccountChanged(self.account))
+        elif self.account.balance != balance:
+            self.account = replace(self.account, balance=balance)
+            self.sink.emit(AccountChanged(self.account))
+
+    # ------------------------------------------------------------ hot path
+    def on_candle(
+        self, feed: FeedState, o: float, h: float, low: float, c: float, v: float
+    ) -> list[tuple[BotRuntime, SignalCheck]] | None:
+        """Process one closed candle of ``feed`` (prices in quote, volume in contracts).
+
+        Returns the candidates that satisfy the 1+1 rule, for :meth:`try_enter`, or None."""
+        feed.last_close = c
+        ind = feed.indicators
+        if not ind.update(h, low, c, v):
+            return None
+        found = None
+        for bot in feed.bots:
+            check = bot.strategy.evaluate(
+                ind.rsi, ind.macd_hist, ind.prev_macd_hist, ind.atr, v, ind.volume_sma, c, ind.ema
+            )
+            if check is not None and check.one_plus_one:
+                if found is None:
+                    found = []
+                found.append((bot, check))
+        return found
+
+    def tick(self, now_ms: int) -> None:
+        """Clock duties: UTC day roll-over of the risk counters and an hourly equity sample."""
+        if now_ms >= self._next_day_ms:
+            self._roll_day(now_ms)
+        if now_ms >= self._next_sample_ms:
+            self.sample_equity(now_ms)
+            self._next_sample_ms = now_ms - now_ms % HOUR_MS + HOUR_MS
+
+    # --------------------------------------------------------------- entry
+    async def try_enter(self, bot: BotRuntime, feed: FeedState, check: SignalCheck) -> SignalEvaluation:
+        """Take a candidate through score, RiskGuard, sizing and the entry order; record the
+        evaluation with its first blocker (SPEC S-13) and return it."""
+        now = self.clock.now_ms()
+        symbol = feed.symbol
+        profile = bot.profile
+        price = Decimal(repr(feed.last_close)) if feed.last_close > 0 else None
+        equity = self.equity()
+        min_score = profile.strategy.min_score
+        if min_score is None:
+            min_score = equity_tier(equity).min_score if equity > 0 else float("inf")
+        if check.score < min_score:
+            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN")
+        decision = self.guard.check_entry(self._risk_context(profile, symbol, price, equity, now))
+        if not decision.allowed:
+            if decision.reason in DAY_STOP_REASONS:
+                self._halt(profile.name, decision.reason)
+            return self._record(now, bot, symbol, check, decision.reason)
+        assert price is not None  # check_data denied otherwise
+        try:
+            size = size_position(
+                market=self.markets[symbol],
+                equity=equity,
+                price=price,
+                stop_loss_pct=profile.stop_loss_pct,
+                risk_pct=profile.risk_pct,
+                leverage=profile.leverage,
+                used_margin=self.used_margin(),
+                max_total_margin_pct=self.config.account.max_total_margin_pct,
+                max_position_size_pct=self.config.account.max_position_size_pct,
+            )
+        except SizingRejected as exc:
+            return self._record(now, bot, symbol, check, exc.reason)
+        intent_id = f"{profile.name}|{symbol}|{now}"
+        order = entry_order(
+            env=self.env, bot=profile.name, symbol=symbol, side=check.side,
+            intent_id=intent_id, contracts=size.contracts, now_ms=now,
+        )
+        try:
+            accepted = await self.exchange.create_order(order)
+        except ExchangeError as exc:
+            self.sink.emit(OrderUpdated(replace(order, status=OrderStatus.REJECTED, reason=exc.reason)))
+            log.warning("entry rejected on %s: %s", symbol, exc.reason)
+            return self._record(now, bot, symbol, check, "EXCHANGE_REJECTED")
+        self._track(accepted)
+        self._pending[(profile.name, symbol)] = _PendingEntry(intent_id, check.side, accepted)
+        return self._record(now, bot, symbol, check, "")
+
+    def _record(self, now: int, bot: BotRuntime, symbol: str, check: SignalCheck, blocked_by: str) -> SignalEvaluation:
+        evaluation = SignalEvaluation(now, bot.name, symbol, check.side, check.score, not blocked_by, blocked_by)
+        self.sink.emit(SignalEvaluated(evaluation))
+        return evaluation
+
+    def _risk_context(
+        self, profile: BotProfile, symbol: str, price: Decimal | None, equity: Decimal, now: int
+    ) -> RiskContext:
+        state = self.risk_states.get(profile.name)
+        bot_positions = sum(1 for (b, _s) in self.positions if b == profile.name) + sum(
+            1 for (b, _s) in self._pending if b == profile.name
+        )
+        account_positions = len(self.positions) + len(self._pending)
+        account_limit = sum(b.profile.max_positions for b in self.bots.values())
+        daily_pnl = None
+        if state is not None:
+            daily_pnl = sum((s.realised_today for s in self.risk_states.values()), ZERO) + self.unrealised_pnl()
+        return RiskContext(
+            bot=profile.name,
+            symbol=symbol,
+            hour_utc=(now // HOUR_MS) % 24,
+            price=price,
+            equity=equity if equity > 0 else None,
+            day_start_equity=None if state is None else state.day_start_equity,
+            daily_pnl=daily_pnl,
+            open_positions_bot=bot_positions,
+            max_positions_bot=profile.max_positions,
+            open_positions_account=account_positions,
+            max_positions_account=account_limit,
+            symbol_busy=(profile.name, symbol) in self.positions or (profile.name, symbol) in self._pending,
+            paused=symbol in self.paused.get(profile.name, ()),
+            sl_streak=0 if state is None else state.sl_streak,
+            sl_streak_limit=profile.sl_streak_limit,
+            daily_loss_limit_pct=self.config.account.daily_loss_limit_pct,
+            halted_reason="" if state is None else state.halted_reason,
+            trading_hours_utc=profile.trading_hours_utc,
+            blackout_hours_utc=profile.blackout_hours_utc,
+        )
+
+    # --------------------------------------------------------------- fills
+    async def on_fill(self, fill: Fill) -> None:
+        """Book an execution: open the position and place its brackets, or reduce / close it
+        and keep the brackets in step (SPEC E-1, O-3)."""
+        self.sink.emit(FillBooked(fill))
+        order = self.open_orders.pop(fill.client_order_id, None)
+        if order is not None:
+            self.sink.emit(
+                OrderUpdated(replace(order, status=OrderStatus.CLOSED, filled=fill.amount, average=fill.price, updated_ms=fill.timestamp))
+            )
+        key = (fill.bot, fill.symbol)
+        if fill.leg is OrderLeg.ENTRY:
+            pending = self._pending.pop(key, None)
+            if pending is None:
+                log.error("entry fill without a pending entry: %s", fill.client_order_id)
+                return
+            await self._open_position(pending, fill)
+        else:
+            position = self.positions.get(key)
+            if position is None:
+                log.error("exit fill without a position: %s", fill.client_order_id)
+                return
+            await self._reduce_position(position, fill)
+        await self._refresh_balance(fill.timestamp)
+
+    async def _open_position(self, pending: _PendingEntry, fill: Fill) -> None:
+        profile = self.bots[fill.bot].profile
+        market = self.markets[fill.symbol]
+        sign = Decimal(pending.side.sign)
+        entry = fill.price
+        position = Position(
+            position_id=pending.intent_id,
+            bot=fill.bot,
+            symbol=fill.symbol,
+            side=pending.side,
+            contracts=fill.amount,
+            initial_contracts=fill.amount,
+            entry_price=entry,
+            opened_ms=fill.timestamp,
+            stop_loss=entry * (1 - sign * profile.stop_loss_pct / HUNDRED),
+            take_profit_1=entry * (1 + sign * profile.take_profit_1_pct / HUNDRED),
+            take_profit_2=entry * (1 + sign * profile.take_profit_2_pct / HUNDRED),
+            leverage=profile.leverage,
+            fees=fill.fee,
+        )
+        share = profile.tp1_share_pct
+        if share is None:
+            share = equity_tier(self.equity()).tp1_share_pct
+        tp1_contracts = floor_amount(market, fill.amount * share / HUNDRED)
+        if tp1_contracts < market.min_qty or fill.amount - tp1_contracts < market.min_qty:
+            tp1_contracts = ZERO  # too small to split: TP2 takes the whole position
+        # Triggers are floored to the tick size by bracket_order; keep the position's levels equal.
+        sl = bracket_order(env=self.env, bot=fill.bot, market=market, side=pending.side, intent_id=pending.intent_id,
+                           leg=OrderLeg.STOP_LOSS, generation=0, contracts=fill.amount,
+                           trigger_price=position.stop_loss, now_ms=fill.timestamp)
+        tp2 = bracket_order(env=self.env, bot=fill.bot, market=market, side=pending.side, intent_id=pending.intent_id,
+                            leg=OrderLeg.TP2, generation=0, contracts=fill.amount - tp1_contracts,
+                            trigger_price=position.take_profit_2, now_ms=fill.timestamp)
+        position = replace(position, stop_loss=sl.trigger_price, take_profit_2=tp2.trigger_price,
+                           tp1_done=tp1_contracts == 0)
+        brackets = [sl]
+        if tp1_contracts > 0:
+            tp1 = bracket_order(env=self.env, bot=fill.bot, market=market, side=pending.side,
+                                intent_id=pending.intent_id, leg=OrderLeg.TP1, generation=0,
+                                contracts=tp1_contracts, trigger_price=position.take_profit_1, now_ms=fill.timestamp)
+            position = replace(position, take_profit_1=tp1.trigger_price)
+            brackets.append(tp1)
+        brackets.append(tp2)
+        self.positions[(fill.bot, fill.symbol)] = position
+        self.sink.emit(PositionChanged(position))
+        for order in brackets:
+            await self._place(order)
+
+    async def _reduce_position(self, position: Position, fill: Fill) -> None:
+        market = self.markets[fill.symbol]
+        pnl = position.side.sign * (fill.price - position.entry_price) * fill.amount * market.contract_size
+        remaining = position.contracts - fill.amount
+        position = replace(
+            position,
+            contracts=remaining,
+            realised_pnl=position.realised_pnl + pnl,
+            fees=position.fees + fill.fee,
+            tp1_done=position.tp1_done or fill.leg is OrderLeg.TP1,
+        )
+        state = self.risk_states.get(position.bot)
+        if state is not None and fill.leg in (OrderLeg.TP1, OrderLeg.TP2):
+            state = replace(state, sl_streak=0)  # SPEC R-2: a take-profit resets the streak
+        if remaining > 0:
+            self.positions[(position.bot, position.symbol)] = position
+            self.sink.emit(PositionChanged(position))
+            if fill.leg is OrderLeg.TP1:
+                await self._replace_stop(position, market, fill.timestamp)
+            if state is not None:
+                self._set_risk_state(state)
+            return
+        reason = {
+            OrderLeg.STOP_LOSS: ExitReason.STOP_LOSS,
+            OrderLeg.TP1: ExitReason.TP1,
+            OrderLeg.TP2: ExitReason.TP2,
+        }.get(fill.leg) or self._close_reasons.pop(fill.client_order_id, ExitReason.MANUAL)
+        average_exit = position.entry_price + position.realised_pnl / (
+            position.side.sign * position.initial_contracts * market.contract_size
+        )
+        closed = replace(position, closed_ms=fill.timestamp, exit_price=average_exit, exit_reason=reason)
+        del self.positions[(position.bot, position.symbol)]
+        self.sink.emit(PositionChanged(closed))
+        await self._cancel_brackets(position.bot, position.symbol)
+        if state is not None:
+            streak = state.sl_streak + 1 if reason is ExitReason.STOP_LOSS else state.sl_streak
+            state = replace(
+                state,
+                sl_streak=streak,
+                realised_today=state.realised_today + closed.net_pnl,
+                trades_today=state.trades_today + 1,
+            )
+            profile = self.bots[position.bot].profile
+            if not state.halted_reason and streak >= profile.sl_streak_limit:
+                state = replace(state, halted_reason="SL_STREAK")
+            loss = daily_loss_pct(
+                sum((s.realised_today for b, s in self.risk_states.items() if b != state.bot), ZERO)
+                + state.realised_today,
+                state.day_start_equity,
+            )
+            if not state.halted_reason and loss >= self.config.account.daily_loss_limit_pct:
+                state = replace(state, halted_reason="DAILY_LOSS_LIMIT")
+            self._set_risk_state(state)
+
+    async def _replace_stop(self, position: Position, market: Market, now: int) -> None:
+        """After TP1 the stop is re-placed for the remaining contracts (brackets follow size)."""
+        for cid, order in list(self.open_orders.items()):
+            if order.bot == position.bot and order.symbol == position.symbol and order.leg is OrderLeg.STOP_LOSS:
+                await self._cancel(order)
+        stop = bracket_order(env=self.env, bot=position.bot, market=market, side=position.side,
+                             intent_id=position.position_id, leg=OrderLeg.STOP_LOSS, generation=1,
+                             contracts=position.contracts, trigger_price=position.stop_loss, now_ms=now)
+        await self._place(stop)
+
+    async def _place(self, order: Order) -> None:
+        try:
+            accepted = await self.exchange.create_order(order)
+        except ExchangeError as exc:
+            # SPEC R-10/O-6 arrive later; for now a rejected bracket is recorded and logged.
+            self.sink.emit(OrderUpdated(replace(order, status=OrderStatus.REJECTED, reason=exc.reason)))
+            log.error("bracket %s on %s rejected: %s", order.leg.value, order.symbol, exc.reason)
+            return
+        self._track(accepted)
+
+    def _track(self, order: Order) -> None:
+        self.open_orders[order.client_order_id] = order
+        self.sink.emit(OrderUpdated(order))
+
+    async def _cancel(self, order: Order) -> None:
+        self.open_orders.pop(order.client_order_id, None)
+        try:
+            cancelled = await self.exchange.cancel_order(order.client_order_id, order.symbol)
+        except ExchangeError as exc:
+            log.warning("cancel of %s failed: %s", order.client_order_id, exc.reason)
+            cancelled = replace(order, status=OrderStatus.CANCELED, reason=exc.reason)
+        self.sink.emit(OrderUpdated(cancelled))
+
+    async def _cancel_brackets(self, bot: str, symbol: str) -> None:
+        for order in list(self.open_orders.values()):
+            if order.bot == bot and order.symbol == symbol and order.reduce_only:
+                await self._cancel(order)
+
+    async def _refresh_balance(self, now: int) -> None:
+        balance = await self.exchange.fetch_balance()
+        assert self.account is not None
+        equity = balance + self.unrealised_pnl()
+        self.account = Account(balance, max(self.account.peak_equity, equity), now)
+        self.sink.emit(AccountChanged(self.account))
+
+    def on_funding(self, symbol: str, amount: Decimal, now: int) -> None:
+        """Attribute a funding payment (quote, + received) to the open position on ``symbol``."""
+        for key, position in self.positions.items():
+            if key[1] == symbol:
+                updated = replace(position, funding=position.funding + amount)
+                self.positions[key] = updated
+                self.sink.emit(PositionChanged(updated))
+                break
+        assert self.account is not None
+        self.account = replace(self.account, balance=self.account.balance + amount, updated_ms=now)
+        self.sink.emit(AccountChanged(self.account))
+
+    async def close_all(self, reason: ExitReason) -> list[Order]:
+        """Send a reduce-only market close for every open position (they fill at the next
+        price the exchange sees). Returns the close orders placed."""
+        orders = []
+        for position in list(self.positions.values()):
+            order = close_order(env=self.env, bot=position.bot, symbol=position.symbol, side=position.side,
+                                intent_id=position.position_id, contracts=position.contracts,
+                                now_ms=self.clock.now_ms())
+            self._close_reasons[order.client_order_id] = reason
+            await self._place(order)
+            orders.append(order)
+        return orders
+
+    async def cancel_pending_entries(self) -> None:
+        """Cancel entry orders that have not filled yet (end of a backtest, shutdown)."""
+        for key, pending in list(self._pending.items()):
+            del self._pending[key]
+            await self._cancel(pending.order)
+
+    # ------------------------------------------------------------ state
+    def _halt(self, bot: str, reason: str) -> None:
+        state = self.risk_states.get(bot)
+        if state is not None and not state.halted_reason:
+            self._set_risk_state(replace(state, halted_reason=reason))
+
+    def _set_risk_state(self, state: RiskState) -> None:
+        self.risk_states[state.bot] = state
+        self.sink.emit(RiskStateChanged(state))
+
+    def _roll_day(self, now_ms: int) -> None:
+        day = utc_day(now_ms)
+        equity = self.equity()
+        for name in self.bots:
+            state = self.risk_states.get(name)
+            if state is None or state.day != day:
+                self._set_risk_state(RiskState(name, day, equity))
+        self._next_day_ms = now_ms - now_ms % DAY_MS + DAY_MS
+
+    def sample_equity(self, now_ms: int) -> EquitySnapshot:
+        """Record balance and equity now (for the equity curve and drawdown)."""
+        assert self.account is not None
+        equity = self.equity()
+        snapshot = EquitySnapshot(now_ms, self.account.balance, equity)
+        if equity > self.account.peak_equity:
+            self.account = replace(self.account, peak_equity=equity, updated_ms=now_ms)
+            self.sink.emit(AccountChanged(self.account))
+        self.sink.emit(EquitySampled(snapshot))
+        return snapshot
+
+    def mark_price(self, symbol: str) -> Decimal | None:
+        """Last close seen for ``symbol`` (quote), or None before the first candle."""
+        best = 0.0
+        for (feed_symbol, _tf), feed in self.feeds.items():
+            if feed_symbol == symbol and feed.last_close > 0:
+                best = feed.last_close
+        return Decimal(repr(best)) if best > 0 else None
+
+    def unrealised_pnl(self) -> Decimal:
+        """Unrealised PnL of all open positions at the last closes, in quote."""
+        total = ZERO
+        for position in self.positions.values():
+            mark = self.mark_price(position.symbol)
+            if mark is not None:
+                total += position.unrealised_pnl(mark, self.markets[position.symbol].contract_size)
+        return total
+
+    def equity(self) -> Decimal:
+        """Balance + unrealised PnL in quote (0 before start)."""
+        if self.account is None:
+            return ZERO
+        return self.account.balance + self.unrealised_pnl()
+
+    def used_margin(self) -> Decimal:
+        """Initial margin of the open positions and pending entries, in quote (SPEC R-8)."""
+        total = ZERO
+        for position in self.positions.values():
+            total += position.margin(self.markets[position.symbol].contract_size)
+        for (bot, symbol), pending in self._pending.items():
+            mark = self.mark_price(symbol)
+            if mark is not None:
+                leverage = self.bots[bot].profile.leverage
+                total += pending.order.amount * self.markets[symbol].contract_size * mark / leverage
+        return total
+
+    def pending_entries(self) -> int:
+        """Entries sent but not filled yet."""
+        return len(self._pending)

@@ -1,0 +1,116 @@
+"""Domain events the engine emits. It does not know who listens (storage, notifier, tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from trading.models import (
+    Account,
+    EquitySnapshot,
+    Fill,
+    Order,
+    Position,
+    RiskState,
+    SignalEvaluation,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdated:
+    """An order was placed, filled, cancelled or rejected."""
+
+    order: Order
+
+
+@dataclass(frozen=True, slots=True)
+class FillBooked:
+    """An execution happened."""
+
+    fill: Fill
+
+
+@dataclass(frozen=True, slots=True)
+class PositionChanged:
+    """A position opened, was reduced (TP1) or closed (``position.is_open`` tells)."""
+
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChanged:
+    """Wallet balance or peak equity changed."""
+
+    account: Account
+
+
+@dataclass(frozen=True, slots=True)
+class EquitySampled:
+    """Periodic equity sample for the equity curve."""
+
+    snapshot: EquitySnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEvaluated:
+    """An evaluated entry signal (SPEC S-13)."""
+
+    evaluation: SignalEvaluation
+
+
+@dataclass(frozen=True, slots=True)
+class RiskStateChanged:
+    """A bot's daily risk counters changed (SPEC R-2, R-3)."""
+
+    state: RiskState
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayProgress:
+    """The replay has processed every candle that opened before ``cursor_ms`` (epoch ms UTC)."""
+
+    cursor_ms: int
+
+
+Event = (
+    OrderUpdated
+    | FillBooked
+    | PositionChanged
+    | AccountChanged
+    | EquitySampled
+    | SignalEvaluated
+    | RiskStateChanged
+    | ReplayProgress
+)
+
+# Events whose loss on a crash would lose trading state: written before the next step.
+CRITICAL_EVENTS = (OrderUpdated, FillBooked, PositionChanged, AccountChanged, RiskStateChanged)
+
+
+class EventSink(Protocol):
+    """Receives events synchronously; must be cheap (buffer, then persist asynchronously)."""
+
+    def emit(self, event: Event) -> None:
+        """Take one event."""
+
+
+class EventBuffer:
+    """An :class:`EventSink` that buffers events; ``critical`` tells whether state-bearing
+    events wait to be persisted. Listeners call :meth:`drain`."""
+
+    __slots__ = ("events", "critical")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.critical = False
+
+    def emit(self, event: Event) -> None:
+        """Buffer one event."""
+        self.events.append(event)
+        if isinstance(event, CRITICAL_EVENTS):
+            self.critical = True
+
+    def drain(self) -> list[Event]:
+        """Return and forget the buffered events, oldest first."""
+        events, self.events, self.critical = self.events, [], False
+        return events
