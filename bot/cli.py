@@ -239,18 +239,23 @@ def _utc(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _plain(value: Decimal) -> str:
+    """Fixed-point text of a Decimal (no exponent), trailing zeros kept as computed."""
+    return format(value, "f")
+
+
 def _write_trades_csv(path: Path, trades) -> None:
-    """One row per closed trade; money in quote with 8 decimals so the column sums exactly."""
-    q = Decimal("0.00000001")
+    """One row per closed trade; money in quote at full Decimal precision, so the columns sum
+    exactly to the printed totals and net_pnl = realised_pnl − fees + funding on every row."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_FIELDS)
         for t in trades:
             writer.writerow([
                 t.position_id, t.bot, t.symbol, t.side.value, t.initial_contracts, t.entry_price,
-                t.exit_price.quantize(q) if t.exit_price is not None else "", _utc(t.opened_ms),
+                _plain(t.exit_price) if t.exit_price is not None else "", _utc(t.opened_ms),
                 _utc(t.closed_ms), t.exit_reason.value if t.exit_reason else "",
-                t.realised_pnl.quantize(q), t.fees.quantize(q), t.funding.quantize(q), t.net_pnl.quantize(q),
+                _plain(t.realised_pnl), _plain(t.fees), _plain(t.funding), _plain(t.net_pnl),
             ])
 
 

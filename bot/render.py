@@ -187,12 +187,14 @@ def render_usage(usage: str, problem: str | None = None) -> Text:
 
 # ------------------------------------------------------------------------ splitting
 def _size(node: Text | str) -> int:
-    return len(node) if isinstance(node, Text) else len(node.encode("utf-16-le")) // 2
+    # Telegram counts UTF-16 code units, as aiogram's entity offsets do.
+    return len(node) if isinstance(node, Text) else len(str(node).encode("utf-16-le")) // 2
 
 
 def _pieces(node: Text | str, limit: int) -> list[Text | str]:
     """Break one node bigger than ``limit`` into nodes that fit, keeping its formatting."""
-    if isinstance(node, str):
+    if not isinstance(node, Text):
+        node = str(node)
         # Cut after the last newline that fits, else hard; by code points, then re-check units.
         out: list[Text | str] = []
         while _size(node) > limit:

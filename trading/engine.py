@@ -50,7 +50,7 @@ from trading.oms import bracket_order, close_order, entry_order
 from trading.ports import Clock, ExchangePort
 from trading.precision import floor_amount
 from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct
-from trading.sizing import SizingRejected, equity_tier, size_position
+from trading.sizing import EQUITY_TIERS, SizingRejected, equity_tier, size_position
 from trading.strategy import ScalpingV1, SignalCheck
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+LOWEST_TIER_SCORE = min(tier.min_score for tier in EQUITY_TIERS)
 
 
 def utc_day(timestamp_ms: int) -> str:
@@ -216,9 +217,12 @@ class Engine:
         now = self.clock.now_ms()
         symbol = feed.symbol
         profile = bot.profile
+        min_score = profile.strategy.min_score
+        if check.score < (LOWEST_TIER_SCORE if min_score is None else min_score):
+            # Most candidates stop here: decided without touching Decimal or equity.
+            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN")
         price = Decimal(repr(feed.last_close)) if feed.last_close > 0 else None
         equity = self.equity()
-        min_score = profile.strategy.min_score
         if min_score is None:
             min_score = equity_tier(equity).min_score if equity > 0 else float("inf")
         if check.score < min_score:

@@ -55,6 +55,7 @@ async def run_replay(
     resume_after_ms: int | None = None,
     speed: float | None = None,
     flush_every: int = 50_000,
+    durable: bool | None = None,
     stop: asyncio.Event | None = None,
 ) -> ReplayResult:
     """Replay ``sources`` through ``engine``.
@@ -63,8 +64,10 @@ async def run_replay(
         resume_after_ms: candles that opened at or before this time only warm the indicators
             (a restart resumes where the last run stopped, SPEC L-3).
         speed: None = as fast as possible; N = N × real time (a 5m candle every 300/N s).
-        flush_every: persist buffered events at least every this many candles; events that
-            carry trading state (orders, fills, positions) are persisted before the next candle.
+        flush_every: persist buffered events at least every this many candles.
+        durable: persist events that carry trading state (orders, fills, positions) before the
+            next candle; default: only when paced (``speed`` set). A flush writes the state and
+            the replay cursor in one transaction, so a restart is consistent either way.
         stop: set it to end the replay early (Ctrl+C, /shutdown).
     """
     stamps: set[int] = set()
@@ -74,6 +77,8 @@ async def run_replay(
     pointers = [0] * len(sources)
     funding_pointers = [0] * len(sources)
     active = exchange.active_symbols
+    if durable is None:
+        durable = speed is not None
     candles = 0
     since_flush = 0
     last_open = resume_after_ms or 0
@@ -128,7 +133,7 @@ async def run_replay(
         if warm:
             continue
         last_open = ts
-        if buffer.critical or since_flush >= flush_every:
+        if (durable and buffer.critical) or since_flush >= flush_every:
             since_flush = 0
             await _flush(buffer, flush, ts)
         if frame_seconds is not None:

@@ -1,0 +1,102 @@
+"""Acceptance (issue 2): replay real candles into a file database, restart from that file, then
+ask /summary and /open through ``dp.feed_update`` and check the replies against the database
+(SPEC L-3 restart resumes, T-2 status commands, R-7 pauses persist)."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+from pathlib import Path
+
+from aiogram.methods import SendMessage
+
+from bot.app import build_dispatcher
+from bot.console import ConsoleChat, make_console_bot
+from bot.render import money, plain
+from bot.runtime import PaperRuntime
+from bot.settings import Settings
+from trading.config import TradingConfig
+from trading.models import Side
+
+DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
+END = DAY0 + 34 * 3_600_000  # 34 h of real 5m candles: two trades closed, two positions open
+USER = 7
+
+
+async def replay_window(db: Path, data_dir: Path) -> PaperRuntime:
+    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    await runtime.replay()
+    return runtime
+
+
+async def chat_replies(runtime: PaperRuntime, tmp_path: Path, *lines: str) -> list[str]:
+    dp = build_dispatcher(runtime.service, Settings(), frozenset({USER}))
+    bot = make_console_bot(tmp_path / "out", out=io.StringIO())
+    chat = ConsoleChat(dp, bot, USER, out=io.StringIO())
+    for line in lines:
+        await chat.send_text(line)
+    await bot.session.close()
+    return [r.text for r in bot.session.requests if isinstance(r, SendMessage)]
+
+
+async def test_l3_restart_from_the_file_resumes_and_chat_matches_the_database(tmp_path, data_dir):
+    db = tmp_path / "paper.db"
+    first = await replay_window(db, data_dir)
+    before_positions = sorted(first.engine.positions.values(), key=lambda p: p.symbol)
+    before_balance = first.engine.account.balance
+    await first.service.set_paused("XRP/USDT:USDT", True)
+    await first.close()
+    assert len(before_positions) == 2  # the window ends with real positions open
+
+    # Restart on the same file: state comes back from SQLite, not from memory.
+    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    try:
+        stored_account = await second.store.account.get()
+        stored_open = sorted(await second.store.positions.list_open(), key=lambda p: p.symbol)
+        stored_closed = await second.store.positions.list_closed()
+        assert stored_account.balance == before_balance
+        assert stored_open == before_positions
+        assert len(stored_closed) == 2
+        # The paper exchange resumed too: its wallet and resting brackets match the database.
+        assert await second.exchange.fetch_balance() == stored_account.balance
+        resting = await second.exchange.fetch_open_orders()
+        assert {o.client_order_id for o in resting} == {
+            o.client_order_id for o in await second.store.orders.list_open()
+        }
+        assert all(o.reduce_only for o in resting) and len(resting) >= 2 * 2  # SL + TP per position
+        # Nothing is traded twice: the replay cursor makes the restarted replay a no-op.
+        assert (await second.replay()).candles == 0
+        assert len(await second.store.positions.list_closed()) == 2
+
+        summary_text, open_text = await chat_replies(second, tmp_path, "/summary", "/open")
+    finally:
+        await second.close()
+
+    quote = "USDT"
+    assert money(stored_account.balance, quote) in summary_text
+    assert "Open positions: 2" in summary_text
+    assert "Closed trades: 2" in summary_text
+    assert "XRP/USDT:USDT" in summary_text.split("Paused:")[1]  # R-7 pause survived the restart
+    for position in stored_open:
+        block = open_text.split(position.symbol, 1)[1]
+        assert ("LONG" if position.side is Side.LONG else "SHORT") in block.split("\n")[0]
+        assert f"Entry {plain(position.entry_price)}" in block
+        assert f"Contracts {plain(position.contracts)}" in block
+        assert f"SL {plain(position.stop_loss)}" in block
+        assert f"TP2 {plain(position.take_profit_2)}" in block
+        if not position.tp1_done:
+            assert f"TP1 {plain(position.take_profit_1)}" in block
+
+
+async def test_equity_and_balance_agree_with_the_trades(tmp_path, data_dir):
+    """The ledger adds up: balance = start + Σ net PnL of closed trades + what open positions
+    already booked (fees, TP1, funding)."""
+    runtime = await replay_window(tmp_path / "paper.db", data_dir)
+    try:
+        closed = await runtime.store.positions.list_closed()
+        open_ = await runtime.store.positions.list_open()
+        booked = sum((p.net_pnl for p in closed + open_), Decimal(0))
+        assert runtime.engine.account.balance == TradingConfig().account.starting_balance + booked
+        assert await runtime.exchange.fetch_balance() == runtime.engine.account.balance
+    finally:
+        await runtime.close()
