@@ -106,6 +106,7 @@ def _load(args):
     from trading.config import load_trading_config
 
     settings = load_settings()
+    logging.getLogger().setLevel(settings.optiflow_log_level)
     config = load_trading_config(args.config or settings.optiflow_config)
     config = _apply_overrides(config, args.symbols, args.timeframe)
     return settings, config
@@ -158,16 +159,28 @@ async def _run(args) -> int:
         await runtime.close()
 
 
-async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int:
+def make_telegram_bot(settings):
+    """The Telegram Bot (long polling) for ``TELEGRAM_BOT_TOKEN``, talking to the official Bot
+    API or to ``TELEGRAM_API_BASE`` (a self-hosted Bot API server)."""
     from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
 
+    session = None
+    if settings.telegram_api_base:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
+
+
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int:
     from bot.app import BOT_COMMANDS
 
-    bot = Bot(token=settings.telegram_bot_token.get_secret_value())
+    bot = make_telegram_bot(settings)
     replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
     try:
         await bot.set_my_commands(BOT_COMMANDS)
-        await dp.start_polling(bot, handle_signals=True)
+        # handle_signals: SIGINT/SIGTERM stop polling gracefully (SPEC L-2), then we flush.
+        await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
     finally:
         stop.set()
         await replay

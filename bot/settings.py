@@ -28,6 +28,7 @@ class Settings(BaseSettings):
 
     telegram_bot_token: SecretStr | None = None
     telegram_allowed_user_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    telegram_api_base: str | None = None  # a self-hosted Bot API server, e.g. http://127.0.0.1:8081
     optiflow_mode: Literal["paper", "demo", "live"] = "paper"
     optiflow_config: Path | None = None
     optiflow_db_path: Path = Path("optiflow.db")
@@ -46,7 +47,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "telegram_bot_token", "binance_api_key", "binance_api_secret", "optiflow_config", mode="before"
+        "telegram_bot_token", "binance_api_key", "binance_api_secret", "optiflow_config",
+        "telegram_api_base", mode="before"
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -50,7 +50,7 @@ from trading.oms import bracket_order, close_order, entry_order
 from trading.ports import Clock, ExchangePort
 from trading.precision import floor_amount
 from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct
-from trading.sizing import EQUITY_TIERS, SizingRejected, equity_tier, size_position
+from trading.sizing import SizingRejected, equity_tier, size_position
 from trading.strategy import ScalpingV1, SignalCheck
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
-LOWEST_TIER_SCORE = min(tier.min_score for tier in EQUITY_TIERS)
 
 
 def utc_day(timestamp_ms: int) -> str:
@@ -122,6 +121,7 @@ class Engine:
     _close_reasons: dict[str, ExitReason] = field(default_factory=dict)
     _next_day_ms: int = 0
     _next_sample_ms: int = 0
+    _tier_min_score: float = float("inf")  # min score of the current equity tier (Z-4); set on balance changes
 
     def __post_init__(self) -> None:
         for profile in self.config.bots:
@@ -179,6 +179,7 @@ class Engine:
         elif self.account.balance != balance:
             self.account = replace(self.account, balance=balance)
             self.sink.emit(AccountChanged(self.account))
+        self._update_tier(self.equity())
 
     # ------------------------------------------------------------ hot path
     def on_candle(
@@ -218,20 +219,18 @@ class Engine:
         symbol = feed.symbol
         profile = bot.profile
         min_score = profile.strategy.min_score
-        if check.score < (LOWEST_TIER_SCORE if min_score is None else min_score):
+        if min_score is None:
+            min_score = self._tier_min_score
+        if check.score < min_score:
             # Most candidates stop here: decided without touching Decimal or equity.
-            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN")
+            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN", min_score)
         price = Decimal(repr(feed.last_close)) if feed.last_close > 0 else None
         equity = self.equity()
-        if min_score is None:
-            min_score = equity_tier(equity).min_score if equity > 0 else float("inf")
-        if check.score < min_score:
-            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN")
         decision = self.guard.check_entry(self._risk_context(profile, symbol, price, equity, now))
         if not decision.allowed:
             if decision.reason in DAY_STOP_REASONS:
                 self._halt(profile.name, decision.reason)
-            return self._record(now, bot, symbol, check, decision.reason)
+            return self._record(now, bot, symbol, check, decision.reason, min_score)
         assert price is not None  # check_data denied otherwise
         try:
             size = size_position(
@@ -246,7 +245,7 @@ class Engine:
                 max_position_size_pct=self.config.account.max_position_size_pct,
             )
         except SizingRejected as exc:
-            return self._record(now, bot, symbol, check, exc.reason)
+            return self._record(now, bot, symbol, check, exc.reason, min_score)
         intent_id = f"{profile.name}|{symbol}|{now}"
         order = entry_order(
             env=self.env, bot=profile.name, symbol=symbol, side=check.side,
@@ -257,13 +256,17 @@ class Engine:
         except ExchangeError as exc:
             self.sink.emit(OrderUpdated(replace(order, status=OrderStatus.REJECTED, reason=exc.reason)))
             log.warning("entry rejected on %s: %s", symbol, exc.reason)
-            return self._record(now, bot, symbol, check, "EXCHANGE_REJECTED")
+            return self._record(now, bot, symbol, check, "EXCHANGE_REJECTED", min_score)
         self._track(accepted)
         self._pending[(profile.name, symbol)] = _PendingEntry(intent_id, check.side, accepted)
-        return self._record(now, bot, symbol, check, "")
+        return self._record(now, bot, symbol, check, "", min_score)
 
-    def _record(self, now: int, bot: BotRuntime, symbol: str, check: SignalCheck, blocked_by: str) -> SignalEvaluation:
-        evaluation = SignalEvaluation(now, bot.name, symbol, check.side, check.score, not blocked_by, blocked_by)
+    def _record(
+        self, now: int, bot: BotRuntime, symbol: str, check: SignalCheck, blocked_by: str, min_score: float = 0.0
+    ) -> SignalEvaluation:
+        evaluation = SignalEvaluation(
+            now, bot.name, symbol, check.side, check.score, not blocked_by, blocked_by, min_score, check.components
+        )
         self.sink.emit(SignalEvaluated(evaluation))
         return evaluation
 
@@ -472,6 +475,11 @@ class Engine:
         equity = balance + self.unrealised_pnl()
         self.account = Account(balance, max(self.account.peak_equity, equity), now)
         self.sink.emit(AccountChanged(self.account))
+        self._update_tier(equity)
+
+    def _update_tier(self, equity: Decimal) -> None:
+        """Cache the equity tier's minimum score so the hot path never computes equity (Z-4)."""
+        self._tier_min_score = equity_tier(equity).min_score if equity > 0 else float("inf")
 
     def on_funding(self, symbol: str, amount: Decimal, now: int) -> None:
         """Attribute a funding payment (quote, + received) to the open position on ``symbol``."""
@@ -527,6 +535,7 @@ class Engine:
         """Record balance and equity now (for the equity curve and drawdown)."""
         assert self.account is not None
         equity = self.equity()
+        self._update_tier(equity)
         snapshot = EquitySnapshot(now_ms, self.account.balance, equity)
         if equity > self.account.peak_equity:
             self.account = replace(self.account, peak_equity=equity, updated_ms=now_ms)

@@ -231,6 +231,8 @@ class SignalEvaluation:
     score: float
     passed: bool
     blocked_by: str = ""  # reason code of the first check that blocked it, "" when it passed
+    min_score: float = 0.0  # the score the bot needed at that moment (tier or config, Z-4)
+    components: tuple[str, ...] = ()  # satisfied conditions, e.g. ("rsi", "volume") (S-11)
 
 
 @dataclass(frozen=True, slots=True)
