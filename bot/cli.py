@@ -107,6 +107,8 @@ def _load(args):
 
     settings = load_settings()
     logging.getLogger().setLevel(settings.optiflow_log_level)
+    if settings.optiflow_log_level != "DEBUG":
+        logging.getLogger("aiogram.event").setLevel(logging.WARNING)  # one INFO line per update is noise
     config = load_trading_config(args.config or settings.optiflow_config)
     config = _apply_overrides(config, args.symbols, args.timeframe)
     return settings, config

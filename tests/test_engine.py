@@ -7,7 +7,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.config import BotProfile, TradingConfig
+from dataclasses import replace
+
+from trading.config import AccountConfig, BotProfile, PaperConfig, TradingConfig
 from trading.engine import Engine
 from trading.events import EventBuffer, SignalEvaluated
 from trading.models import ExitReason, OrderLeg, OrderType, Side
@@ -23,16 +25,18 @@ STRONG = SignalCheck(Side.LONG, 4.0, ("rsi", "macd", "volume", "atr"), True)
 class Harness:
     """An engine on the simulated exchange with a controllable clock."""
 
-    def __init__(self, markets, **profile):
+    def __init__(self, markets, account=None, slippage="0", bots=None, **profile):
         self.clock = ReplayClock(NOON)
         self.buffer = EventBuffer()
-        config = TradingConfig(bots=(BotProfile(symbols=(SYMBOL,), trading_hours_utc=(0, 24),
-                                                blackout_hours_utc=(0, 0), **profile),))
-        self.exchange = SimulatedExchange({SYMBOL: markets[SYMBOL]}, D(1000), D(0), self.clock)
+        bots = bots or (BotProfile(symbols=(SYMBOL,), trading_hours_utc=(0, 24),
+                                   blackout_hours_utc=(0, 0), **profile),)
+        config = TradingConfig(bots=bots, account=AccountConfig(**(account or {})),
+                               paper=PaperConfig(slippage_pct=D(slippage)))
+        self.exchange = SimulatedExchange({SYMBOL: markets[SYMBOL]}, D(1000), D(slippage), self.clock)
         self.engine = Engine(config=config, markets={SYMBOL: markets[SYMBOL]}, exchange=self.exchange,
                              clock=self.clock, sink=self.buffer)
         self.feed = self.engine.feeds[(SYMBOL, "5m")]
-        self.bot = self.engine.bots["main"]
+        self.bot = next(iter(self.engine.bots.values()))
 
     async def start(self):
         await self.engine.start()
@@ -174,3 +178,107 @@ async def test_short_position_brackets_mirror(harness):
     await harness.candle(2.01, 2.02, 2.0, 2.02)
     assert harness.closed()[0].exit_reason is ExitReason.STOP_LOSS
     assert harness.closed()[0].net_pnl < 0
+
+
+async def lose(h, price=2.0):
+    await h.enter(price)
+    await h.candle(price, price, price, price)
+    await h.candle(price * 0.99, price * 0.99, price * 0.985, price * 0.985)  # through the stop
+
+
+async def win(h, price=2.0):
+    await h.enter(price)
+    await h.candle(price, price, price, price)
+    await h.candle(price * 1.005, price * 1.015, price * 1.004, price * 1.013)  # TP1 and TP2
+
+
+async def test_r6_three_stop_losses_blacklist_the_symbol_for_120_minutes(markets):
+    """R-6: the 3rd stop-loss on a symbol pauses it 120 min (R-2 set out of the way)."""
+    h = Harness(markets, sl_streak_limit=10, account={"daily_loss_limit_pct": D(50)})
+    await h.start()
+    for _ in range(3):
+        await lose(h)
+    entry = h.engine.blacklist[("main", SYMBOL)]
+    assert entry.blocked_until_ms == h.clock.now_ms() + 120 * 60_000
+    denied = await h.enter(2.0)
+    assert denied.blocked_by == "SYMBOL_BLACKLISTED"
+    h.clock.current_ms += 119 * 60_000
+    assert (await h.enter(2.0)).blocked_by == "SYMBOL_BLACKLISTED"
+    h.clock.current_ms += 2 * 60_000
+    assert (await h.enter(2.0)).passed
+
+
+async def test_r4_daily_profit_factor_below_one_after_ten_trades_stops_the_day(markets):
+    """R-4: profit factor < 1.0 after ≥ 10 trades that day stops entries."""
+    h = Harness(markets, sl_streak_limit=50, blacklist_stop_losses=50,
+                account={"daily_loss_limit_pct": D(90), "drawdown_pause_pct": D(90), "drawdown_reduce_pct": D(90)})
+    await h.start()
+    for outcome in (win, lose, lose, win, lose, lose, lose, win, lose):
+        await outcome(h)
+    assert h.engine.risk_states["main"].trades_today == 9
+    assert (await h.enter(2.0)).passed  # 9 trades: R-4 not armed yet
+    await h.candle(2.0, 2.0, 2.0, 2.0)
+    await h.candle(1.98, 1.98, 1.97, 1.97)
+    state = h.engine.risk_states["main"]
+    assert state.trades_today == 10 and state.profit_factor_today < 1
+    denied = await h.enter(2.0)
+    assert denied.blocked_by == "DAILY_PROFIT_FACTOR"
+    assert h.engine.risk_states["main"].halted_reason == "DAILY_PROFIT_FACTOR"
+
+
+@pytest.mark.parametrize("peak, stage, blocked_by", [
+    ("1090", "NONE", ""),       # 9 % but only 90 quote: both must be exceeded
+    ("1120", "REDUCE", ""),     # 10.7 % and 120 quote → risk × 0.5
+    ("1300", "PAUSE", "DRAWDOWN_PAUSE"),  # 23 % and 300 quote → no entries
+])
+async def test_r5_drawdown_stages_need_both_percent_and_quote(harness, peak, stage, blocked_by):
+    harness.engine.account = replace(harness.engine.account, peak_equity=D(peak))
+    assert harness.engine.drawdown_stage() == stage
+    evaluation = await harness.enter(2.0)
+    assert evaluation.blocked_by == blocked_by
+    if stage == "REDUCE":
+        (entry,) = harness.engine.open_orders.values()
+        assert entry.amount == D("234.3")  # half of the 468.7 contracts a clean account gets
+
+
+async def test_r10_position_without_exchange_stop_is_closed_at_once(markets):
+    """R-10 / O-6: the exchange rejects the stop (-2021 would immediately trigger) → the
+    position is closed at market at once and an alert is raised."""
+    h = Harness(markets, slippage="0.02", stop_loss_pct=D("0.01"))
+    await h.start()
+    await h.enter(2.0)
+    await h.candle(2.0, 2.0, 2.0, 2.0)  # fills at 2.0004; a stop at 2.0001 is above the price
+    assert h.position() is not None
+    (close,) = h.brackets()  # no stop, no take-profit: only the reduce-only market close
+    assert close.type is OrderType.MARKET and close.leg is OrderLeg.CLOSE
+    alerts = [e for e in h.buffer.events if type(e).__name__ == "Alert"]
+    assert [a.kind for a in alerts] == ["NO_STOP"]
+    await h.candle(2.0, 2.0, 2.0, 2.0)
+    assert h.position() is None
+    assert h.closed()[0].exit_reason is ExitReason.NO_STOP
+
+
+async def test_r9_risk_never_rises_during_a_losing_streak(markets):
+    """R-9: after a stop-loss the next entry at the same price is never larger."""
+    h = Harness(markets, sl_streak_limit=5)
+    await h.start()
+    await h.enter(2.0)
+    first = next(iter(h.engine.open_orders.values())).amount
+    await h.candle(2.0, 2.0, 2.0, 2.0)
+    await h.candle(1.98, 1.98, 1.97, 1.97)
+    await h.enter(2.0)
+    second = next(o for o in h.engine.open_orders.values() if not o.reduce_only).amount
+    assert second < first
+
+
+async def test_b1_two_bots_never_hold_the_same_symbol(markets):
+    """B-1: the exchange nets one position per symbol, so a second bot is refused it."""
+    common = dict(symbols=(SYMBOL,), trading_hours_utc=(0, 24), blackout_hours_utc=(0, 0))
+    h = Harness(markets, bots=(BotProfile(name="A", **common), BotProfile(name="B", **common)))
+    await h.start()
+    feed = h.feed
+    assert [b.name for b in feed.bots] == ["A", "B"]
+    feed.last_close = 2.0
+    assert (await h.engine.try_enter(h.engine.bots["A"], feed, STRONG)).passed
+    denied = await h.engine.try_enter(h.engine.bots["B"], feed, STRONG)
+    assert denied.blocked_by == "SYMBOL_HELD_BY_OTHER_BOT"

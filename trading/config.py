@@ -66,6 +66,10 @@ class BotProfile(_Strict):
     take_profit_2_pct: Percent = Field(default=Decimal("1.2"), gt=0, lt=100)
     tp1_share_pct: Percent | None = Field(default=None, gt=0, le=100)
     sl_streak_limit: int = Field(default=2, ge=1)
+    blacklist_stop_losses: int = Field(default=3, ge=1)
+    blacklist_minutes: int = Field(default=120, ge=1)
+    min_profit_factor: Decimal = Field(default=Decimal("1.0"), ge=0)
+    min_trades_for_profit_factor: int = Field(default=10, ge=1)
     trading_hours_utc: tuple[int, int] = (8, 20)
     blackout_hours_utc: tuple[int, int] = (2, 6)
     strategy: StrategyConfig = StrategyConfig()
@@ -107,6 +111,11 @@ class AccountConfig(_Strict):
     daily_loss_limit_pct: Percent = Field(default=Decimal("2"), gt=0, le=100)
     max_total_margin_pct: Percent = Field(default=Decimal("50"), gt=0, le=100)
     max_position_size_pct: Percent = Field(default=Decimal("20"), gt=0, le=100)
+    drawdown_reduce_pct: Percent = Field(default=Decimal("8"), gt=0, le=100)
+    drawdown_reduce_quote: Decimal = Field(default=Decimal("100"), ge=0)
+    drawdown_pause_pct: Percent = Field(default=Decimal("15"), gt=0, le=100)
+    drawdown_pause_quote: Decimal = Field(default=Decimal("200"), ge=0)
+    drawdown_risk_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
 
 
 class PaperConfig(_Strict):

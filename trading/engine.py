@@ -21,6 +21,8 @@ from trading.config import BotProfile, TradingConfig
 from trading.errors import ExchangeError, OptiFlowError
 from trading.events import (
     AccountChanged,
+    Alert,
+    BlacklistChanged,
     EquitySampled,
     EventSink,
     FillBooked,
@@ -45,11 +47,12 @@ from trading.models import (
     RiskState,
     SignalEvaluation,
     Side,
+    SymbolBlacklist,
 )
 from trading.oms import bracket_order, close_order, entry_order
 from trading.ports import Clock, ExchangePort
 from trading.precision import floor_amount
-from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct
+from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct, drawdown_stage
 from trading.sizing import SizingRejected, equity_tier, size_position
 from trading.strategy import ScalpingV1, SignalCheck
 
@@ -115,6 +118,7 @@ class Engine:
     open_orders: dict[str, Order] = field(default_factory=dict)
     risk_states: dict[str, RiskState] = field(default_factory=dict)
     paused: dict[str, set[str]] = field(default_factory=dict)
+    blacklist: dict[tuple[str, str], SymbolBlacklist] = field(default_factory=dict)
     account: Account | None = None
     guard: RiskGuard = field(default_factory=RiskGuard)
     _pending: dict[tuple[str, str], _PendingEntry] = field(default_factory=dict)
@@ -150,10 +154,13 @@ class Engine:
         open_orders: list[Order],
         risk_states: list[RiskState],
         paused: dict[str, set[str]],
+        blacklist: list[SymbolBlacklist] = (),
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
-        risk counters and paused symbols (R-7)."""
+        risk counters, paused symbols (R-7) and symbol blacklist (R-6)."""
         self.account = account
+        for entry in blacklist:
+            self.blacklist[(entry.bot, entry.symbol)] = entry
         for position in positions:
             self.positions[(position.bot, position.symbol)] = position
         for order in open_orders:
@@ -226,7 +233,8 @@ class Engine:
             return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN", min_score)
         price = Decimal(repr(feed.last_close)) if feed.last_close > 0 else None
         equity = self.equity()
-        decision = self.guard.check_entry(self._risk_context(profile, symbol, price, equity, now))
+        stage = self.drawdown_stage(equity)
+        decision = self.guard.check_entry(self._risk_context(profile, symbol, price, equity, now, stage))
         if not decision.allowed:
             if decision.reason in DAY_STOP_REASONS:
                 self._halt(profile.name, decision.reason)
@@ -243,6 +251,8 @@ class Engine:
                 used_margin=self.used_margin(),
                 max_total_margin_pct=self.config.account.max_total_margin_pct,
                 max_position_size_pct=self.config.account.max_position_size_pct,
+                # R-5: half risk at the reduce stage. R-9: nothing here ever raises risk.
+                risk_multiplier=self.config.account.drawdown_risk_multiplier if stage == "REDUCE" else Decimal(1),
             )
         except SizingRejected as exc:
             return self._record(now, bot, symbol, check, exc.reason, min_score)
@@ -271,7 +281,7 @@ class Engine:
         return evaluation
 
     def _risk_context(
-        self, profile: BotProfile, symbol: str, price: Decimal | None, equity: Decimal, now: int
+        self, profile: BotProfile, symbol: str, price: Decimal | None, equity: Decimal, now: int, stage: str
     ) -> RiskContext:
         state = self.risk_states.get(profile.name)
         bot_positions = sum(1 for (b, _s) in self.positions if b == profile.name) + sum(
@@ -302,6 +312,34 @@ class Engine:
             halted_reason="" if state is None else state.halted_reason,
             trading_hours_utc=profile.trading_hours_utc,
             blackout_hours_utc=profile.blackout_hours_utc,
+            symbol_held_by=next(
+                (b for (b, s) in [*self.positions, *self._pending] if s == symbol and b != profile.name), ""
+            ),
+            blacklisted_until_ms=self._blacklisted_until(profile.name, symbol),
+            now_ms=now,
+            trades_today=0 if state is None else state.trades_today,
+            profit_factor_today=None if state is None else state.profit_factor_today,
+            min_trades_for_profit_factor=profile.min_trades_for_profit_factor,
+            min_profit_factor=profile.min_profit_factor,
+            drawdown_stage=stage,
+        )
+
+    def _blacklisted_until(self, bot: str, symbol: str) -> int | None:
+        entry = self.blacklist.get((bot, symbol))
+        return None if entry is None else entry.blocked_until_ms
+
+    def drawdown_stage(self, equity: Decimal | None = None) -> str:
+        """SPEC R-5 stage of the account now: "NONE", "REDUCE" or "PAUSE"."""
+        if self.account is None:
+            return "NONE"
+        account = self.config.account
+        return drawdown_stage(
+            self.account.peak_equity,
+            self.equity() if equity is None else equity,
+            reduce_pct=account.drawdown_reduce_pct,
+            reduce_quote=account.drawdown_reduce_quote,
+            pause_pct=account.drawdown_pause_pct,
+            pause_quote=account.drawdown_pause_quote,
         )
 
     # --------------------------------------------------------------- fills
@@ -374,7 +412,13 @@ class Engine:
         brackets.append(tp2)
         self.positions[(fill.bot, fill.symbol)] = position
         self.sink.emit(PositionChanged(position))
-        for order in brackets:
+        if await self._place(sl) is None:
+            # SPEC R-10: a position without a working exchange stop is closed at once.
+            self.sink.emit(Alert("NO_STOP", fill.bot, fill.symbol,
+                                 f"stop-loss rejected; closing {fill.symbol} at market"))
+            await self._close_at_market(position, ExitReason.NO_STOP)
+            return
+        for order in brackets[1:]:
             await self._place(order)
 
     async def _reduce_position(self, position: Position, fill: Fill) -> None:
@@ -411,13 +455,18 @@ class Engine:
         del self.positions[(position.bot, position.symbol)]
         self.sink.emit(PositionChanged(closed))
         await self._cancel_brackets(position.bot, position.symbol)
+        if reason is ExitReason.STOP_LOSS:
+            self._count_stop_loss(position.bot, position.symbol, fill.timestamp)
         if state is not None:
             streak = state.sl_streak + 1 if reason is ExitReason.STOP_LOSS else state.sl_streak
+            net = closed.net_pnl
             state = replace(
                 state,
                 sl_streak=streak,
-                realised_today=state.realised_today + closed.net_pnl,
+                realised_today=state.realised_today + net,
                 trades_today=state.trades_today + 1,
+                gross_profit_today=state.gross_profit_today + max(net, ZERO),
+                gross_loss_today=state.gross_loss_today - min(net, ZERO),
             )
             profile = self.bots[position.bot].profile
             if not state.halted_reason and streak >= profile.sl_streak_limit:
@@ -431,6 +480,20 @@ class Engine:
                 state = replace(state, halted_reason="DAILY_LOSS_LIMIT")
             self._set_risk_state(state)
 
+    def _count_stop_loss(self, bot: str, symbol: str, now: int) -> None:
+        """SPEC R-6: the Nth stop-loss on a symbol blocks it for blacklist_minutes."""
+        profile = self.bots[bot].profile
+        entry = self.blacklist.get((bot, symbol)) or SymbolBlacklist(bot, symbol)
+        count = entry.stop_losses + 1
+        if count >= profile.blacklist_stop_losses:
+            entry = SymbolBlacklist(bot, symbol, 0, now + profile.blacklist_minutes * 60_000)
+            self.sink.emit(Alert("SYMBOL_BLACKLISTED", bot, symbol,
+                                 f"{count} stop-losses: {symbol} paused {profile.blacklist_minutes} min"))
+        else:
+            entry = replace(entry, stop_losses=count)
+        self.blacklist[(bot, symbol)] = entry
+        self.sink.emit(BlacklistChanged(entry))
+
     async def _replace_stop(self, position: Position, market: Market, now: int) -> None:
         """After TP1 the stop is re-placed for the remaining contracts (brackets follow size)."""
         for cid, order in list(self.open_orders.items()):
@@ -439,17 +502,29 @@ class Engine:
         stop = bracket_order(env=self.env, bot=position.bot, market=market, side=position.side,
                              intent_id=position.position_id, leg=OrderLeg.STOP_LOSS, generation=1,
                              contracts=position.contracts, trigger_price=position.stop_loss, now_ms=now)
-        await self._place(stop)
+        if await self._place(stop) is None:
+            self.sink.emit(Alert("NO_STOP", position.bot, position.symbol,
+                                 f"stop-loss re-placement rejected; closing {position.symbol} at market"))
+            await self._close_at_market(position, ExitReason.NO_STOP)
 
-    async def _place(self, order: Order) -> None:
+    async def _place(self, order: Order) -> Order | None:
+        """Place an order; a rejection is recorded with the exchange's reason and returns None."""
         try:
             accepted = await self.exchange.create_order(order)
         except ExchangeError as exc:
-            # SPEC R-10/O-6 arrive later; for now a rejected bracket is recorded and logged.
             self.sink.emit(OrderUpdated(replace(order, status=OrderStatus.REJECTED, reason=exc.reason)))
-            log.error("bracket %s on %s rejected: %s", order.leg.value, order.symbol, exc.reason)
-            return
+            log.error("%s order on %s rejected: %s", order.leg.value, order.symbol, exc.reason)
+            return None
         self._track(accepted)
+        return accepted
+
+    async def _close_at_market(self, position: Position, reason: ExitReason) -> Order | None:
+        """Send a reduce-only market order for the whole remaining position."""
+        order = close_order(env=self.env, bot=position.bot, symbol=position.symbol, side=position.side,
+                            intent_id=f"{position.position_id}|{reason.value}", contracts=position.contracts,
+                            now_ms=self.clock.now_ms())
+        self._close_reasons[order.client_order_id] = reason
+        return await self._place(order)
 
     def _track(self, order: Order) -> None:
         self.open_orders[order.client_order_id] = order
@@ -498,12 +573,9 @@ class Engine:
         price the exchange sees). Returns the close orders placed."""
         orders = []
         for position in list(self.positions.values()):
-            order = close_order(env=self.env, bot=position.bot, symbol=position.symbol, side=position.side,
-                                intent_id=position.position_id, contracts=position.contracts,
-                                now_ms=self.clock.now_ms())
-            self._close_reasons[order.client_order_id] = reason
-            await self._place(order)
-            orders.append(order)
+            order = await self._close_at_market(position, reason)
+            if order is not None:
+                orders.append(order)
         return orders
 
     async def cancel_pending_entries(self) -> None:

@@ -13,6 +13,7 @@ from trading.models import (
     Position,
     RiskState,
     SignalEvaluation,
+    SymbolBlacklist,
 )
 
 
@@ -66,6 +67,23 @@ class RiskStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class BlacklistChanged:
+    """A symbol's stop-loss count or block changed (SPEC R-6)."""
+
+    entry: SymbolBlacklist
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something a trader must hear about now (SPEC T-4, M-1): kind is an UPPER_SNAKE code."""
+
+    kind: str
+    bot: str
+    symbol: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayProgress:
     """The replay has processed every candle that opened before ``cursor_ms`` (epoch ms UTC)."""
 
@@ -80,11 +98,13 @@ Event = (
     | EquitySampled
     | SignalEvaluated
     | RiskStateChanged
+    | BlacklistChanged
+    | Alert
     | ReplayProgress
 )
 
 # Events whose loss on a crash would lose trading state: written before the next step.
-CRITICAL_EVENTS = (OrderUpdated, FillBooked, PositionChanged, AccountChanged, RiskStateChanged)
+CRITICAL_EVENTS = (OrderUpdated, FillBooked, PositionChanged, AccountChanged, RiskStateChanged, BlacklistChanged)
 
 
 class EventSink(Protocol):

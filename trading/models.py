@@ -76,6 +76,11 @@ class ExitReason(str, Enum):
     STOP_LOSS = "SL"
     TP1 = "TP1"
     TP2 = "TP2"
+    STEP_TP = "STEP_TP"  # E-2 stepwise take-profit closed the last share
+    AUTO_PROFIT = "AUTO_PROFIT"  # E-3
+    TIMEOUT = "TIMEOUT"  # E-4
+    MAX_HOLD = "MAX_HOLD"  # E-4 swing profiles
+    NO_STOP = "NO_STOP"  # R-10: no working exchange stop, closed at once
     MANUAL = "MANUAL"
     END_OF_DATA = "END_OF_DATA"
 
@@ -264,6 +269,24 @@ class RiskState:
     realised_today: Decimal = ZERO
     trades_today: int = 0
     halted_reason: str = ""
+    gross_profit_today: Decimal = ZERO  # Σ winning trades' net PnL today (R-4)
+    gross_loss_today: Decimal = ZERO  # |Σ losing trades' net PnL| today (R-4)
+
+    @property
+    def profit_factor_today(self) -> Decimal | None:
+        """Gross profit / gross loss of today's trades (None without a loss)."""
+        return self.gross_profit_today / self.gross_loss_today if self.gross_loss_today > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolBlacklist:
+    """SPEC R-6 per bot and symbol: stop-losses counted since the last block, and the time
+    (epoch ms UTC) until which the symbol takes no entries (None = not blocked)."""
+
+    bot: str
+    symbol: str
+    stop_losses: int = 0
+    blocked_until_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

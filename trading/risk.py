@@ -44,6 +44,14 @@ class RiskContext:
     halted_reason: str
     trading_hours_utc: tuple[int, int]
     blackout_hours_utc: tuple[int, int]
+    symbol_held_by: str = ""  # another bot holding a position on this symbol (one-way mode)
+    blacklisted_until_ms: int | None = None  # R-6
+    now_ms: int = 0
+    trades_today: int = 0
+    profit_factor_today: Decimal | None = None  # R-4; None = no losing trade today
+    min_trades_for_profit_factor: int = 10
+    min_profit_factor: Decimal = Decimal(1)
+    drawdown_stage: str = "NONE"  # R-5: NONE / REDUCE / PAUSE
 
 
 Check = Callable[[RiskContext], RiskDecision | None]
@@ -91,9 +99,37 @@ def check_hours(ctx: RiskContext) -> RiskDecision | None:
 
 
 def check_symbol_free(ctx: RiskContext) -> RiskDecision | None:
-    """One position (or pending entry) per symbol per bot."""
+    """One position (or pending entry) per symbol: the exchange nets positions per symbol in
+    one-way mode, so two bots on one symbol would close each other's contracts (B-1)."""
     if ctx.symbol_busy:
         return RiskDecision(False, "POSITION_OPEN", ctx.symbol)
+    if ctx.symbol_held_by:
+        return RiskDecision(False, "SYMBOL_HELD_BY_OTHER_BOT", f"{ctx.symbol} held by {ctx.symbol_held_by}")
+    return None
+
+
+def check_blacklist(ctx: RiskContext) -> RiskDecision | None:
+    """SPEC R-6: after 3 stop-losses on a symbol it takes no entries for 120 min."""
+    if ctx.blacklisted_until_ms is not None and ctx.now_ms < ctx.blacklisted_until_ms:
+        minutes = (ctx.blacklisted_until_ms - ctx.now_ms + 59_999) // 60_000
+        return RiskDecision(False, "SYMBOL_BLACKLISTED", f"{ctx.symbol} for {minutes} more min")
+    return None
+
+
+def check_drawdown(ctx: RiskContext) -> RiskDecision | None:
+    """SPEC R-5: a drawdown beyond the pause stage stops all entries (account level)."""
+    if ctx.drawdown_stage == "PAUSE":
+        return RiskDecision(False, "DRAWDOWN_PAUSE", "drawdown beyond max(15 %, 200 quote) of peak")
+    return None
+
+
+def check_profit_factor(ctx: RiskContext) -> RiskDecision | None:
+    """SPEC R-4: today's profit factor < 1.0 after ≥ 10 trades stops entries for the day."""
+    if ctx.trades_today < ctx.min_trades_for_profit_factor:
+        return None
+    pf = ctx.profit_factor_today
+    if pf is not None and pf < ctx.min_profit_factor:
+        return RiskDecision(False, "DAILY_PROFIT_FACTOR", f"pf={pf:.2f} after {ctx.trades_today} trades")
     return None
 
 
@@ -141,16 +177,42 @@ def check_daily_loss(ctx: RiskContext) -> RiskDecision | None:
 ENTRY_CHECKS: tuple[Check, ...] = (
     check_data,
     check_halted,
+    check_drawdown,
     check_paused,
     check_hours,
     check_symbol_free,
+    check_blacklist,
     check_max_positions,
     check_sl_streak,
     check_daily_loss,
+    check_profit_factor,
 )
 
 # Reasons that stop a bot's entries for the rest of the UTC day (trading state HALTED).
-DAY_STOP_REASONS = frozenset({"SL_STREAK", "DAILY_LOSS_LIMIT"})
+DAY_STOP_REASONS = frozenset({"SL_STREAK", "DAILY_LOSS_LIMIT", "DAILY_PROFIT_FACTOR"})
+
+
+def drawdown_stage(
+    peak_equity: Decimal,
+    equity: Decimal,
+    *,
+    reduce_pct: Decimal,
+    reduce_quote: Decimal,
+    pause_pct: Decimal,
+    pause_quote: Decimal,
+) -> str:
+    """SPEC R-5 stage from the fall below peak equity (quote): "PAUSE" when it exceeds both
+    pause_pct % and pause_quote, "REDUCE" when it exceeds both reduce_pct % and reduce_quote,
+    else "NONE" ("the greater of": percentage and absolute must both be exceeded)."""
+    if peak_equity <= 0:
+        return "NONE"
+    fall = peak_equity - equity
+    fall_pct = fall / peak_equity * HUNDRED
+    if fall >= pause_quote and fall_pct >= pause_pct:
+        return "PAUSE"
+    if fall >= reduce_quote and fall_pct >= reduce_pct:
+        return "REDUCE"
+    return "NONE"
 
 
 class RiskGuard:
@@ -172,6 +234,9 @@ class RiskGuard:
         return RiskDecision.allow()
 
 
-def trading_state(halted_reason: str) -> TradingState:
-    """ACTIVE, or HALTED while a day-stop reason is set (REDUCING arrives with R-5)."""
-    return TradingState.HALTED if halted_reason else TradingState.ACTIVE
+def trading_state(halted_reason: str, stage: str = "NONE") -> TradingState:
+    """HALTED while a day stop or the R-5 pause holds, REDUCING at the R-5 reduce stage (risk
+    × 0.5), else ACTIVE. HALTED blocks entries only: cancels and closes always pass."""
+    if halted_reason or stage == "PAUSE":
+        return TradingState.HALTED
+    return TradingState.REDUCING if stage == "REDUCE" else TradingState.ACTIVE

@@ -55,6 +55,7 @@ class SimulatedExchange:
         self._triggers: dict[str, list[str]] = {}  # symbol → open stop / take-profit orders
         self._positions: dict[str, _NetPosition] = {}
         self._leverage: dict[str, int] = {}
+        self._last_price: dict[str, Decimal] = {}  # last price seen by a hook, per symbol
         self.active_symbols: set[str] = set()  # symbols with pending or trigger orders
 
     # ----------------------------------------------------------------- port
@@ -89,8 +90,10 @@ class SimulatedExchange:
         if order.reduce_only:
             if position is None or not self._reduces(position, order.side):
                 raise OrderRejected(f"{order.symbol}: ReduceOnly order is rejected (no position)")
-        if order.type is not OrderType.MARKET and order.trigger_price is None:
-            raise OrderRejected(f"{order.symbol}: {order.type.value} needs a trigger price")
+        if order.type is not OrderType.MARKET:
+            if order.trigger_price is None:
+                raise OrderRejected(f"{order.symbol}: {order.type.value} needs a trigger price")
+            self._check_not_crossed(order)
         accepted = replace(order, status=OrderStatus.OPEN, updated_ms=self._clock.now_ms())
         self._orders[order.client_order_id] = accepted
         book = self._pending if order.type is OrderType.MARKET else self._triggers
@@ -140,6 +143,7 @@ class SimulatedExchange:
     def fill_pending(self, symbol: str, timestamp: int, open_price: float) -> list[Fill]:
         """Fill the market orders of ``symbol`` waiting for this candle's open (epoch ms UTC,
         quote), plus slippage against the taker."""
+        self._last_price[symbol] = Decimal(repr(open_price))
         ids = self._pending.pop(symbol, None)
         if not ids:
             return []
@@ -159,6 +163,7 @@ class SimulatedExchange:
         ids = self._triggers.get(symbol)
         if not ids:
             return None
+        self._last_price[symbol] = Decimal(repr(open_price))
         chosen: Order | None = None
         chosen_rank = (2, 0.0)
         for cid in ids:
@@ -222,6 +227,21 @@ class SimulatedExchange:
         return (position.contracts > 0 and side is OrderSide.SELL) or (
             position.contracts < 0 and side is OrderSide.BUY
         )
+
+    def _check_not_crossed(self, order: Order) -> None:
+        """Binance -2021: a stop / take-profit whose trigger the price has already passed is
+        rejected ("Order would immediately trigger")."""
+        last = self._last_price.get(order.symbol)
+        trigger = order.trigger_price
+        if last is None or trigger is None:
+            return
+        sell = order.side is OrderSide.SELL
+        if order.type is OrderType.STOP_MARKET:
+            crossed = trigger >= last if sell else trigger <= last
+        else:
+            crossed = trigger <= last if sell else trigger >= last
+        if crossed:
+            raise OrderRejected(f"{order.symbol}: Order would immediately trigger (-2021)")
 
     def _refresh_active(self, symbol: str) -> None:
         if not self._pending.get(symbol) and not self._triggers.get(symbol):
