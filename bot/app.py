@@ -13,6 +13,7 @@ from bot.render import COMMANDS
 from handlers import build_routers
 
 if TYPE_CHECKING:
+    from trading.analytics import AnalyticsService
     from trading.service import TradingService
 
 # The Telegram command menu (SPEC T-2), from the same list as /help.
@@ -23,12 +24,18 @@ BOT_COMMANDS: list[BotCommand] = [
 ]
 
 
-def build_dispatcher(trading: "TradingService", settings: Any, allowed_user_ids: frozenset[int]) -> Dispatcher:
+def build_dispatcher(
+    trading: "TradingService",
+    settings: Any,
+    allowed_user_ids: frozenset[int],
+    analytics: "AnalyticsService | None" = None,
+) -> Dispatcher:
     """A Dispatcher serving ``trading`` to the users in ``allowed_user_ids`` (SPEC T-1).
 
-    ``trading`` and ``settings`` reach handlers as parameters of those names.
+    ``trading``, ``settings`` and ``analytics`` reach handlers as parameters of those names;
+    without ``analytics`` the signal analytics commands answer that they are not available.
     """
-    dp = Dispatcher(trading=trading, settings=settings)
+    dp = Dispatcher(trading=trading, settings=settings, analytics=analytics)
     dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids))
     dp.callback_query.middleware(CallbackAnswerMiddleware())
     dp.include_routers(*build_routers())

@@ -119,6 +119,7 @@ async def _run(args) -> int:
     from bot.console import ConsoleChat, make_console_bot
     from bot.runtime import PaperRuntime
     from bot.settings import CONSOLE_USER_ID
+    from trading.analytics import AnalyticsService
 
     settings, config = _load(args)
     if args.live or settings.optiflow_mode != "paper":
@@ -134,7 +135,9 @@ async def _run(args) -> int:
         config=config, db_path=args.db or settings.optiflow_db_path, data_dir=settings.optiflow_data_dir
     )
     try:
-        dp = build_dispatcher(runtime.service, settings, allowed)
+        dp = build_dispatcher(
+            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock)
+        )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
             return await _run_telegram(runtime, dp, settings, args, stop)
@@ -278,9 +281,6 @@ def _format_backtest(report, candles: int, config) -> str:
     quote = config.account.quote
     cent = Decimal("0.01")
     pf = "n/a (no losing trade)" if report.profit_factor is None else f"{report.profit_factor:.2f}"
-    per_symbol: dict[str, list] = {}
-    for t in report.trades:
-        per_symbol.setdefault(t.symbol, []).append(t.net_pnl)
     rows = [
         ("period (UTC)", f"{_utc(report.start_ms)} → {_utc(report.end_ms - 1)}"),
         ("candles", f"{candles:,}"),
@@ -296,11 +296,28 @@ def _format_backtest(report, candles: int, config) -> str:
     width = max(len(k) for k, _ in rows)
     lines = ["OptiFlow backtest (paper engine, real Binance USDⓈ-M candles)"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-    lines.append("  per symbol:")
-    for symbol in sorted(per_symbol):
-        nets = per_symbol[symbol]
-        lines.append(f"    {symbol:<16} trades {len(nets):>4}   net {sum(nets, Decimal(0)).quantize(cent):>10} {quote}")
+    lines += _breakdown("per bot", report.trades, lambda t: t.bot, quote)
+    lines += _breakdown("per symbol", report.trades, lambda t: t.symbol, quote)
+    lines += _breakdown("per exit reason", report.trades,
+                        lambda t: t.exit_reason.value if t.exit_reason else "?", quote)
     return "\n".join(lines)
+
+
+def _breakdown(title: str, trades, key, quote: str) -> list[str]:
+    """Rows of trades, win rate and net PnL grouped by ``key`` (issue 3 §8: per bot, per exit)."""
+    groups: dict[str, list] = {}
+    for trade in trades:
+        groups.setdefault(key(trade), []).append(trade.net_pnl)
+    cent = Decimal("0.01")
+    lines = [f"  {title}:"]
+    for name in sorted(groups):
+        nets = groups[name]
+        wins = sum(1 for n in nets if n > 0)
+        lines.append(
+            f"    {name:<16} trades {len(nets):>4}   win {wins / len(nets) * 100:>6.2f} %"
+            f"   net {sum(nets, Decimal(0)).quantize(cent):>10} {quote}"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

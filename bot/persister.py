@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from trading.events import (
     AccountChanged,
+    BlacklistChanged,
     EquitySampled,
     EventBuffer,
     FillBooked,
@@ -35,6 +36,7 @@ class Persister:
         if not events:
             return 0
         orders, positions, risk, fills, samples, signals = {}, {}, {}, [], [], []
+        blacklist = {}
         account = cursor = None
         for event in events:
             if isinstance(event, SignalEvaluated):
@@ -51,6 +53,8 @@ class Persister:
                 account = event.account
             elif isinstance(event, RiskStateChanged):
                 risk[event.state.bot] = event.state
+            elif isinstance(event, BlacklistChanged):
+                blacklist[(event.entry.bot, event.entry.symbol)] = event.entry
             elif isinstance(event, ReplayProgress):
                 cursor = event.cursor_ms
         store = self._store
@@ -63,6 +67,8 @@ class Persister:
                 await store.positions.upsert(position)
             for state in risk.values():
                 await store.risk.save(state)
+            for entry in blacklist.values():
+                await store.blacklist.save(entry)
             if account is not None:
                 await store.account.save(account)
             if samples:

@@ -30,6 +30,12 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     )),
     ("Analytics", (
         ("daily", "daily report + chart: /daily [YYYY-MM-DD]"),
+        ("signalstats", "signals evaluated / passed per symbol: /signalstats [hours]"),
+        ("failstats", "blocked signals per symbol and why: /failstats [hours]"),
+        ("blockers", "which filters block signals most: /blockers [hours]"),
+        ("near", "signals that almost passed: /near [n]"),
+        ("topmissed", "symbols losing most signals to filters: /topmissed [n]"),
+        ("filters", "current thresholds of each bot: /filters [bot]"),
     )),
     ("Ops", (
         ("help", "this list"),

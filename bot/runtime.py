@@ -11,7 +11,7 @@ from bot.persister import REPLAY_CURSOR_KEY, Persister
 from storage import Storage
 from trading.config import TradingConfig
 from trading.engine import Engine
-from trading.errors import UnknownSymbol
+from trading.errors import DataError, UnknownSymbol
 from trading.events import EventBuffer
 from trading.marketdata import CandleSeries, load_candles, load_ccxt_markets, load_funding, market_from_ccxt
 from trading.models import Market, Side
@@ -95,7 +95,8 @@ class PaperRuntime:
             paused = {b.name: await store.pauses.list(b.name) for b in config.bots}
             engine.restore(
                 account=account, positions=positions, open_orders=open_orders,
-                risk_states=risk_states, paused=paused,
+                risk_states=risk_states, paused=paused, blacklist=await store.blacklist.list(),
+                closed_trades=await store.positions.count_closed(),
             )
             cursor_text = await store.runtime.get(REPLAY_CURSOR_KEY)
             resume_after = int(cursor_text) if cursor_text else None
@@ -104,11 +105,20 @@ class PaperRuntime:
             sources: list[ReplaySource] = []
             loaded: dict[tuple[str, str], CandleSeries] = {}
             for (symbol, timeframe), feed in engine.feeds.items():
-                series = loaded.get((symbol, timeframe)) or load_candles(data_dir, symbol, timeframe)
+                series = loaded.get((symbol, timeframe))
+                if series is None:
+                    try:
+                        series = load_candles(data_dir, symbol, timeframe)
+                    except DataError as exc:
+                        # A profile written for live may list markets without bundled candles.
+                        log.warning("%s; %s is not replayed", exc, symbol)
+                        continue
                 loaded[(symbol, timeframe)] = series
                 if end_ms is not None:
                     series = series.between(None, end_ms)
                 sources.append(ReplaySource(feed, series, load_funding(data_dir, symbol)))
+            if not sources:
+                raise DataError("no bundled candles for any configured symbol and timeframe")
             first = min((s.series.timestamp[0] for s in sources if len(s.series)), default=0)
             clock.current_ms = max(resume_after or 0, first)
             await engine.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 from storage.db import Database, StorageError
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
+    BlacklistRepository,
     AccountRepository,
     EquityRepository,
     FillRepository,
@@ -50,6 +51,7 @@ class Storage:
         self.pauses = PauseRepository(db)
         self.account = AccountRepository(db)
         self.runtime = RuntimeRepository(db)
+        self.blacklist = BlacklistRepository(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":

@@ -121,7 +121,36 @@ CREATE TABLE runtime (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL,)
+V2_SIGNAL_ANALYTICS = """
+-- SPEC S-13 analytics: the score each signal needed and the conditions it met. Rows written
+-- before this step keep min_score 0 and no components (their threshold is unknown).
+ALTER TABLE signals ADD COLUMN min_score REAL NOT NULL DEFAULT 0;
+ALTER TABLE signals ADD COLUMN components TEXT NOT NULL DEFAULT '';  -- comma-joined, '' = none
+-- /blockers, /near and /topmissed filter on the blocker; /signalstats and /failstats group by symbol.
+CREATE INDEX ix_signals_blocked_by_timestamp ON signals (blocked_by, timestamp);
+CREATE INDEX ix_signals_symbol_timestamp ON signals (symbol, timestamp);
+"""
+
+V3_RISK_AND_EXITS = """
+-- SPEC E-1 ATR mode (TP3), E-2 stepwise steps, E-10 ladder additions on positions.
+ALTER TABLE positions ADD COLUMN take_profit_3 TEXT;
+ALTER TABLE positions ADD COLUMN steps_done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE positions ADD COLUMN additions INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE positions ADD COLUMN last_addition_ms INTEGER;
+-- SPEC R-4: today's gross profit and loss per bot (profit factor).
+ALTER TABLE risk_state ADD COLUMN gross_profit_today TEXT NOT NULL DEFAULT '0';
+ALTER TABLE risk_state ADD COLUMN gross_loss_today TEXT NOT NULL DEFAULT '0';
+-- SPEC R-6: stop-losses per bot and symbol, and the block they set.
+CREATE TABLE symbol_blacklist (
+    bot              TEXT NOT NULL,
+    symbol           TEXT NOT NULL,
+    stop_losses      INTEGER NOT NULL,
+    blocked_until_ms INTEGER,
+    PRIMARY KEY (bot, symbol)
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS)
 """Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
 
 SCHEMA_VERSION: int = len(MIGRATIONS)

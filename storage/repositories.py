@@ -14,6 +14,14 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from storage.db import Database
+from trading.analytics import (
+    SCORE_BELOW_MIN,
+    BlockerCount,
+    MissedSymbol,
+    SymbolBlockerCount,
+    SymbolSignalStats,
+    percent,
+)
 from trading.models import (
     Account,
     EquitySnapshot,
@@ -28,6 +36,7 @@ from trading.models import (
     RiskState,
     Side,
     SignalEvaluation,
+    SymbolBlacklist,
 )
 
 
@@ -154,7 +163,8 @@ class PositionRepository(_Repository):
 
     _COLUMNS = ("position_id", "bot", "symbol", "side", "contracts", "initial_contracts",
                 "entry_price", "opened_ms", "stop_loss", "take_profit_1", "take_profit_2", "leverage",
-                "tp1_done", "realised_pnl", "fees", "funding", "closed_ms", "exit_price", "exit_reason")
+                "tp1_done", "realised_pnl", "fees", "funding", "closed_ms", "exit_price", "exit_reason",
+                "take_profit_3", "steps_done", "additions", "last_addition_ms")
     _UPSERT = _upsert_sql("positions", _COLUMNS, "position_id")
 
     async def upsert(self, position: Position) -> None:
@@ -166,6 +176,7 @@ class PositionRepository(_Repository):
             dec_in(p.take_profit_1), dec_in(p.take_profit_2), p.leverage, int(p.tp1_done),
             dec_in(p.realised_pnl), dec_in(p.fees), dec_in(p.funding), p.closed_ms,
             opt_dec_in(p.exit_price), None if p.exit_reason is None else p.exit_reason.value,
+            opt_dec_in(p.take_profit_3), p.steps_done, p.additions, p.last_addition_ms,
         ))
 
     async def get(self, position_id: str) -> Position | None:
@@ -210,6 +221,8 @@ class PositionRepository(_Repository):
             fees=Decimal(r["fees"]), funding=Decimal(r["funding"]), closed_ms=r["closed_ms"],
             exit_price=opt_dec_out(r["exit_price"]),
             exit_reason=None if r["exit_reason"] is None else ExitReason(r["exit_reason"]),
+            take_profit_3=opt_dec_out(r["take_profit_3"]), steps_done=r["steps_done"],
+            additions=r["additions"], last_addition_ms=r["last_addition_ms"],
         )
 
 
@@ -240,15 +253,26 @@ class EquityRepository(_Repository):
 
 
 class SignalRepository(_Repository):
-    """Evaluated entry signals (SPEC S-13), append-only."""
+    """Evaluated entry signals (SPEC S-13), append-only, and the aggregates behind the analytics
+    commands (T-2). Aggregates group in SQL; each takes ``since_ms`` (inclusive) / ``until_ms``
+    (exclusive), epoch ms UTC, and an optional ``bot``. ``components`` are stored comma-joined."""
+
+    _COLUMNS = "timestamp, bot, symbol, side, score, passed, blocked_by, min_score, components"
 
     async def add_many(self, evaluations: Sequence[SignalEvaluation]) -> None:
-        """Append ``evaluations`` with one executemany."""
+        """Append ``evaluations`` with one executemany.
+
+        Raises:
+            ValueError: a component name contains a comma (it could not be read back).
+        """
+        rows = []
+        for e in evaluations:
+            if any("," in c for c in e.components):
+                raise ValueError(f"signal component names cannot contain ',': {e.components!r}")
+            rows.append((e.timestamp, e.bot, e.symbol, e.side.value, float(e.score), int(e.passed),
+                         e.blocked_by, float(e.min_score), ",".join(e.components)))
         await self._db.executemany(
-            "INSERT INTO signals (timestamp, bot, symbol, side, score, passed, blocked_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.timestamp, e.bot, e.symbol, e.side.value, float(e.score), int(e.passed), e.blocked_by)
-             for e in evaluations],
+            f"INSERT INTO signals ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
         )
 
     async def list(
@@ -256,23 +280,99 @@ class SignalRepository(_Repository):
     ) -> list[SignalEvaluation]:
         """Evaluations with ``since_ms <= timestamp < until_ms``, optionally of one bot, oldest first."""
         where, params = _range(since_ms, until_ms, "timestamp", bot)
-        rows = await self._db.fetchall(
-            "SELECT timestamp, bot, symbol, side, score, passed, blocked_by"
-            f" FROM signals{where} ORDER BY timestamp, id", params
-        )
-        return [SignalEvaluation(t, b, s, Side(side), score, bool(passed), blocked)
-                for t, b, s, side, score, passed, blocked in rows]
+        rows = await self._db.fetchall(f"SELECT {self._COLUMNS} FROM signals{where} ORDER BY timestamp, id", params)
+        return [self._evaluation(r) for r in rows]
 
-    async def count(self) -> int:
-        """How many evaluations are stored."""
-        row = await self._db.fetchone("SELECT COUNT(*) FROM signals")
+    async def count(self, since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None) -> int:
+        """How many evaluations are stored (in the range / of the bot, if given)."""
+        where, params = _range(since_ms, until_ms, "timestamp", bot)
+        row = await self._db.fetchone(f"SELECT COUNT(*) FROM signals{where}", params)
         return int(row[0])
+
+    async def stats_by_symbol(
+        self, *, since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None
+    ) -> list[SymbolSignalStats]:
+        """Per symbol: evaluated, passed, average and max score; most evaluated first."""
+        where, params = _range(since_ms, until_ms, "timestamp", bot)
+        rows = await self._db.fetchall(
+            "SELECT symbol, COUNT(*) AS n, SUM(passed), AVG(score), MAX(score)"
+            f" FROM signals{where} GROUP BY symbol ORDER BY n DESC, symbol", params
+        )
+        return [SymbolSignalStats(s, n, int(p), float(avg), float(top)) for s, n, p, avg, top in rows]
+
+    async def blocker_counts(
+        self, *, since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None
+    ) -> list[BlockerCount]:
+        """Per first-blocker reason code (passed signals excluded): count, share in % of all
+        blocked signals, distinct symbols; most frequent first."""
+        where, params = _blocked(since_ms, until_ms, bot)
+        rows = await self._db.fetchall(
+            "SELECT blocked_by, COUNT(*) AS n, COUNT(DISTINCT symbol), SUM(COUNT(*)) OVER ()"
+            f" FROM signals{where} GROUP BY blocked_by ORDER BY n DESC, blocked_by", params
+        )
+        return [BlockerCount(reason, n, percent(n, total), symbols) for reason, n, symbols, total in rows]
+
+    async def blocker_counts_by_symbol(
+        self, *, since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None
+    ) -> list[SymbolBlockerCount]:
+        """Blocked signals per (symbol, reason code); by symbol, then most frequent code first."""
+        where, params = _blocked(since_ms, until_ms, bot)
+        rows = await self._db.fetchall(
+            "SELECT symbol, blocked_by, COUNT(*) AS n"
+            f" FROM signals{where} GROUP BY symbol, blocked_by ORDER BY symbol, n DESC, blocked_by", params
+        )
+        return [SymbolBlockerCount(symbol, reason, n) for symbol, reason, n in rows]
+
+    async def near_misses(
+        self, limit: int, margin: float = 0.5, *,
+        since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None,
+    ) -> list[SignalEvaluation]:
+        """Blocked signals that almost passed, newest first, at most ``limit``: blocked by a check
+        after the score (they met it), or under the minimum by at most ``margin`` score points."""
+        where, params = _blocked(since_ms, until_ms, bot)
+        # min_score > 0: rows from before migration 2 have no threshold, so "almost" is unknown.
+        rows = await self._db.fetchall(
+            f"SELECT {self._COLUMNS} FROM signals{where} AND (blocked_by != ?"
+            " OR (min_score > 0 AND score >= min_score - ?)) ORDER BY timestamp DESC, id DESC LIMIT ?",
+            [*params, SCORE_BELOW_MIN, margin, limit],
+        )
+        return [self._evaluation(r) for r in rows]
+
+    async def top_missed(
+        self, limit: int, *, since_ms: int | None = None, until_ms: int | None = None, bot: str | None = None
+    ) -> list[MissedSymbol]:
+        """Symbols ranked by blocked signals that met their min score (score ≥ min_score and a
+        blocker other than the score), each with its most frequent blocker; at most ``limit``."""
+        where, params = _blocked(since_ms, until_ms, bot)
+        rows = await self._db.fetchall(
+            "WITH missed AS (SELECT symbol, blocked_by, COUNT(*) AS n"
+            f"   FROM signals{where} AND score >= min_score AND blocked_by != ? GROUP BY symbol, blocked_by),"
+            " ranked AS (SELECT symbol, blocked_by, n, SUM(n) OVER (PARTITION BY symbol) AS total,"
+            "   ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY n DESC, blocked_by) AS rank FROM missed)"
+            " SELECT symbol, total, blocked_by, n FROM ranked WHERE rank = 1"
+            " ORDER BY total DESC, symbol LIMIT ?",
+            [*params, SCORE_BELOW_MIN, limit],
+        )
+        return [MissedSymbol(symbol, total, reason, n) for symbol, total, reason, n in rows]
+
+    @staticmethod
+    def _evaluation(r: sqlite3.Row) -> SignalEvaluation:
+        t, b, s, side, score, passed, blocked, min_score, components = r
+        return SignalEvaluation(t, b, s, Side(side), score, bool(passed), blocked, min_score,
+                                tuple(components.split(",")) if components else ())
+
+
+def _blocked(since_ms: int | None, until_ms: int | None, bot: str | None) -> tuple[str, list]:
+    """WHERE clause of the blocked signals in the range (never empty, so callers can add AND)."""
+    where, params = _range(since_ms, until_ms, "timestamp", bot)
+    return (f"{where} AND passed = 0" if where else " WHERE passed = 0"), params
 
 
 class RiskStateRepository(_Repository):
     """One :class:`RiskState` per bot (SPEC R-2, R-3), kept across restarts."""
 
-    _COLUMNS = ("bot", "day", "day_start_equity", "sl_streak", "realised_today", "trades_today", "halted_reason")
+    _COLUMNS = ("bot", "day", "day_start_equity", "sl_streak", "realised_today", "trades_today", "halted_reason",
+                "gross_profit_today", "gross_loss_today")
     _UPSERT = _upsert_sql("risk_state", _COLUMNS, "bot")
 
     async def get(self, bot: str) -> RiskState | None:
@@ -284,6 +384,7 @@ class RiskStateRepository(_Repository):
             bot=r["bot"], day=r["day"], day_start_equity=Decimal(r["day_start_equity"]),
             sl_streak=r["sl_streak"], realised_today=Decimal(r["realised_today"]),
             trades_today=r["trades_today"], halted_reason=r["halted_reason"],
+            gross_profit_today=Decimal(r["gross_profit_today"]), gross_loss_today=Decimal(r["gross_loss_today"]),
         )
 
     async def save(self, state: RiskState) -> None:
@@ -291,7 +392,29 @@ class RiskStateRepository(_Repository):
         await self._db.execute(self._UPSERT, (
             state.bot, state.day, dec_in(state.day_start_equity), state.sl_streak,
             dec_in(state.realised_today), state.trades_today, state.halted_reason,
+            dec_in(state.gross_profit_today), dec_in(state.gross_loss_today),
         ))
+
+
+class BlacklistRepository(_Repository):
+    """Stop-loss counts and blocks per bot and symbol (SPEC R-6), kept across restarts."""
+
+    async def save(self, entry: SymbolBlacklist) -> None:
+        """Insert or replace the entry of (bot, symbol)."""
+        await self._db.execute(
+            "INSERT INTO symbol_blacklist (bot, symbol, stop_losses, blocked_until_ms) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (bot, symbol) DO UPDATE SET stop_losses = excluded.stop_losses,"
+            " blocked_until_ms = excluded.blocked_until_ms",
+            (entry.bot, entry.symbol, entry.stop_losses, entry.blocked_until_ms),
+        )
+
+    async def list(self, bot: str | None = None) -> list[SymbolBlacklist]:
+        """Every entry (optionally of one bot), by bot then symbol."""
+        sql, params = "SELECT * FROM symbol_blacklist", []
+        if bot is not None:
+            sql, params = sql + " WHERE bot = ?", [bot]
+        rows = await self._db.fetchall(sql + " ORDER BY bot, symbol", params)
+        return [SymbolBlacklist(r["bot"], r["symbol"], r["stop_losses"], r["blocked_until_ms"]) for r in rows]
 
 
 class PauseRepository(_Repository):

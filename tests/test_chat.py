@@ -243,7 +243,10 @@ async def test_help_lists_categories_and_menu_matches_T2(dp, bot, session, tradi
     text = texts(session)
     for word in ("Status", "Control", "Analytics", "Ops", "/summary", "/open", "/pause", "/resume", "/daily", "/help"):
         assert word in text
-    assert [c.command for c in BOT_COMMANDS] == ["summary", "open", "pause", "resume", "daily", "help"]
+    assert [c.command for c in BOT_COMMANDS] == [
+        "summary", "open", "pause", "resume", "daily",
+        "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "help",
+    ]
 
 
 async def test_start_greets_with_mode(dp, bot, session, trading):

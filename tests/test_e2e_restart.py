@@ -19,7 +19,7 @@ from trading.config import TradingConfig
 from trading.models import Side
 
 DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
-END = DAY0 + 34 * 3_600_000  # 34 h of real 5m candles: two trades closed, two positions open
+END = DAY0 + 65 * 3_600_000  # 65 h of real 5m candles: ends with two positions open
 USER = 7
 
 
@@ -56,7 +56,7 @@ async def test_l3_restart_from_the_file_resumes_and_chat_matches_the_database(tm
         stored_closed = await second.store.positions.list_closed()
         assert stored_account.balance == before_balance
         assert stored_open == before_positions
-        assert len(stored_closed) == 2
+        assert len(stored_closed) >= 2
         # The paper exchange resumed too: its wallet and resting brackets match the database.
         assert await second.exchange.fetch_balance() == stored_account.balance
         resting = await second.exchange.fetch_open_orders()
@@ -66,7 +66,7 @@ async def test_l3_restart_from_the_file_resumes_and_chat_matches_the_database(tm
         assert all(o.reduce_only for o in resting) and len(resting) >= 2 * 2  # SL + TP per position
         # Nothing is traded twice: the replay cursor makes the restarted replay a no-op.
         assert (await second.replay()).candles == 0
-        assert len(await second.store.positions.list_closed()) == 2
+        assert len(await second.store.positions.list_closed()) == len(stored_closed)
 
         summary_text, open_text = await chat_replies(second, tmp_path, "/summary", "/open")
     finally:
@@ -75,7 +75,7 @@ async def test_l3_restart_from_the_file_resumes_and_chat_matches_the_database(tm
     quote = "USDT"
     assert money(stored_account.balance, quote) in summary_text
     assert "Open positions: 2" in summary_text
-    assert "Closed trades: 2" in summary_text
+    assert f"Closed trades: {len(stored_closed)}" in summary_text
     assert "XRP/USDT:USDT" in summary_text.split("Paused:")[1]  # R-7 pause survived the restart
     for position in stored_open:
         block = open_text.split(position.symbol, 1)[1]

@@ -106,6 +106,10 @@ def test_e1_split_folds_legs_when_min_qty_exceeds_step():
     coarse = replace(BTC, min_qty=D("0.005"))
     assert split_contracts(coarse, D("0.006"), (50, 30, 20)) == [D(0), D(0), D("0.006")]
     assert split_contracts(coarse, D("0.011"), (50, 30, 20)) == [D("0.005"), D(0), D("0.006")]
+    # a middle leg of 0.003 < 0.005 is dropped into the last one
+    assert split_contracts(coarse, D("0.015"), (40, 20, 40)) == [D("0.006"), D(0), D("0.009")]
+    # a remainder of 0.004 < 0.005 absorbs the leg before it
+    assert split_contracts(coarse, D("0.02"), (50, 30, 20)) == [D("0.01"), D(0), D("0.01")]
 
 
 # --- E-2 ---------------------------------------------------------------------------------------

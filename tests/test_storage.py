@@ -175,6 +175,38 @@ async def test_signal_add_many_list_and_count(store):
     assert await store.signals.list(since_ms=2_000, until_ms=3_000) == [evals[1]]
 
 
+async def test_signal_min_score_and_components_round_trip_S13(store):
+    """S-13 (migration 2): the score a signal needed and its satisfied conditions come back exactly."""
+    evals = [
+        SignalEvaluation(1_000, "alpha", BTC, Side.LONG, 3.4, True, "", 3.3, ("rsi", "volume")),
+        SignalEvaluation(2_000, "alpha", ETH, Side.SHORT, 2.9, False, "SCORE_BELOW_MIN", 0.1 + 3.2, ()),
+        SignalEvaluation(3_000, "alpha", ETH, Side.SHORT, 1.0, False, "SCORE_BELOW_MIN", float("inf"), ("macd",)),
+    ]
+    await store.signals.add_many(evals)
+    assert await store.signals.list() == evals
+    assert await store.signals.count(since_ms=2_000) == 2
+
+
+async def test_migration_2_keeps_v1_signals_with_unknown_threshold(db_path):
+    """A v1 database upgrades in place: old signals read back with min_score 0 and no components."""
+    db = await Database.open(db_path, migrations=MIGRATIONS[:1])
+    await db.execute(
+        "INSERT INTO signals (timestamp, bot, symbol, side, score, passed, blocked_by)"
+        " VALUES (5, 'alpha', ?, 'long', 2.5, 0, 'SCORE_BELOW_MIN')", (BTC,)
+    )
+    await db.close()
+    store = await Storage.open(db_path)
+    try:
+        assert await store.db.user_version() == len(MIGRATIONS) >= 2
+        assert await store.signals.list() == [
+            SignalEvaluation(5, "alpha", BTC, Side.LONG, 2.5, False, "SCORE_BELOW_MIN", 0.0, ())
+        ]
+    finally:
+        await store.close()
+    indexes = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"ix_signals_blocked_by_timestamp", "ix_signals_symbol_timestamp"} <= indexes
+
+
 async def test_risk_account_runtime_round_trip(store):
     assert await store.risk.get("alpha") is None and await store.account.get() is None
     state = RiskState("alpha", "2024-05-01", Decimal("1000.00"), sl_streak=2, realised_today=Decimal("-20.0001"),

@@ -61,10 +61,21 @@ class BotProfile(_Strict):
     risk_pct: Percent = Field(default=Decimal("0.75"), gt=0, le=5)
     leverage: int = Field(default=5, ge=1, le=20)
     max_positions: int = Field(default=2, ge=1, le=20)
+    max_positions_experienced: int | None = Field(
+        default=3, ge=1, le=20, description="safe preset: positions allowed after 100 closed trades (Z-4)"
+    )
     stop_loss_pct: Percent = Field(default=Decimal("0.8"), gt=0, lt=50)
     take_profit_1_pct: Percent = Field(default=Decimal("0.6"), gt=0, lt=100)
     take_profit_2_pct: Percent = Field(default=Decimal("1.2"), gt=0, lt=100)
-    tp1_share_pct: Percent | None = Field(default=None, gt=0, le=100)
+    tp1_share_pct: Percent | None = Field(default=None, ge=0, le=100)  # 0 = TP2 only (swing)
+    exit_mode: Literal["brackets", "stepwise"] = "brackets"  # E-1 TP1/TP2 orders, or E-2 steps
+    tp_mode: Literal["fixed", "atr"] = "fixed"  # E-1: % levels, or 1.0/1.5/2.0 ATR with 50/30/20 %
+    auto_profit_pct: Percent = Field(default=Decimal(3), ge=0)  # E-3, % on margin; 0 = off
+    timeout_minutes: int = Field(default=60, ge=0)  # E-4; 0 = off
+    timeout_min_pnl_pct: Percent = Decimal(1)  # E-4: close at timeout below this % on margin
+    max_hold_minutes: int = Field(default=0, ge=0)  # E-4 swing profiles: 240; 0 = off
+    ladder: bool = False  # E-10 scaling ladder (opt-in)
+    scan_interval_s: int = Field(default=20, ge=1)  # live scan cadence (B-1); replay scans each candle
     sl_streak_limit: int = Field(default=2, ge=1)
     blacklist_stop_losses: int = Field(default=3, ge=1)
     blacklist_minutes: int = Field(default=120, ge=1)

@@ -49,10 +49,24 @@ from trading.models import (
     Side,
     SymbolBlacklist,
 )
+from trading.exits import (
+    CLOSE_ALL,
+    PARTIAL_CLOSE,
+    apply_floor,
+    atr_targets,
+    auto_profit,
+    fixed_targets,
+    partial_close_floor,
+    pnl_pct_on_margin,
+    split_contracts,
+    stepwise_action,
+    timeout,
+)
 from trading.oms import bracket_order, close_order, entry_order
 from trading.ports import Clock, ExchangePort
-from trading.precision import floor_amount
+from trading.precision import floor_price
 from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct, drawdown_stage
+from trading.presets import EffectiveLimits, effective_limits, pair_allowed
 from trading.sizing import SizingRejected, equity_tier, size_position
 from trading.strategy import ScalpingV1, SignalCheck
 
@@ -61,6 +75,16 @@ log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+
+
+_LEG_REASONS = {
+    OrderLeg.STOP_LOSS: ExitReason.STOP_LOSS,
+    OrderLeg.TP1: ExitReason.TP1,
+    OrderLeg.TP2: ExitReason.TP2,
+    OrderLeg.TP3: ExitReason.TP3,
+}
+_TAKE_PROFITS = frozenset({ExitReason.TP1, ExitReason.TP2, ExitReason.TP3, ExitReason.STEP_TP, ExitReason.AUTO_PROFIT})
+_POLICY_REASONS = {"AUTO_PROFIT": ExitReason.AUTO_PROFIT, "TIMEOUT": ExitReason.TIMEOUT, "MAX_HOLD": ExitReason.MAX_HOLD}
 
 
 def utc_day(timestamp_ms: int) -> str:
@@ -98,6 +122,9 @@ class _PendingEntry:
     intent_id: str
     side: Side
     order: Order
+    leverage: int
+    tp1_share_pct: Decimal | None = None  # None after a restart: resolved again at the fill
+    atr: Decimal | None = None  # ATR (quote) at the signal, for E-1 ATR targets
 
 
 @dataclass(slots=True)
@@ -119,12 +146,15 @@ class Engine:
     risk_states: dict[str, RiskState] = field(default_factory=dict)
     paused: dict[str, set[str]] = field(default_factory=dict)
     blacklist: dict[tuple[str, str], SymbolBlacklist] = field(default_factory=dict)
+    held_symbols: set[str] = field(default_factory=set)  # symbols with an open position (hot-path test)
     account: Account | None = None
+    closed_trades: int = 0
     guard: RiskGuard = field(default_factory=RiskGuard)
     _pending: dict[tuple[str, str], _PendingEntry] = field(default_factory=dict)
     _close_reasons: dict[str, ExitReason] = field(default_factory=dict)
     _next_day_ms: int = 0
     _next_sample_ms: int = 0
+    _leverage_set: dict[str, int] = field(default_factory=dict)  # leverage last set per symbol
     _tier_min_score: float = float("inf")  # min score of the current equity tier (Z-4); set on balance changes
 
     def __post_init__(self) -> None:
@@ -155,20 +185,24 @@ class Engine:
         risk_states: list[RiskState],
         paused: dict[str, set[str]],
         blacklist: list[SymbolBlacklist] = (),
+        closed_trades: int = 0,
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
         risk counters, paused symbols (R-7) and symbol blacklist (R-6)."""
         self.account = account
+        self.closed_trades = closed_trades
         for entry in blacklist:
             self.blacklist[(entry.bot, entry.symbol)] = entry
         for position in positions:
             self.positions[(position.bot, position.symbol)] = position
+            self.held_symbols.add(position.symbol)
         for order in open_orders:
             self.open_orders[order.client_order_id] = order
             if order.leg is OrderLeg.ENTRY:
                 side = Side.LONG if order.side.value == "buy" else Side.SHORT
                 intent_id = f"{order.bot}|{order.symbol}|{order.created_ms}"
-                self._pending[(order.bot, order.symbol)] = _PendingEntry(intent_id, side, order)
+                leverage = self.bots[order.bot].profile.leverage
+                self._pending[(order.bot, order.symbol)] = _PendingEntry(intent_id, side, order, leverage)
         for state in risk_states:
             self.risk_states[state.bot] = state
         for bot, symbols in paused.items():
@@ -179,6 +213,7 @@ class Engine:
         for bot in self.bots.values():
             for symbol in bot.profile.symbols:
                 await self.exchange.set_leverage(symbol, bot.profile.leverage)
+                self._leverage_set[symbol] = bot.profile.leverage
         balance = await self.exchange.fetch_balance()
         if self.account is None:
             self.account = Account(balance, balance, self.clock.now_ms())
@@ -218,6 +253,62 @@ class Engine:
             self.sample_equity(now_ms)
             self._next_sample_ms = now_ms - now_ms % HOUR_MS + HOUR_MS
 
+    async def manage_positions(self, feed: FeedState) -> None:
+        """Exit policies at the candle close for every bot's position on ``feed.symbol``:
+        E-4 max hold / timeout, E-3 AutoProfit, then E-2 stepwise take-profit (with the E-5
+        partial-close floor). Orders go out as reduce-only market closes; one close in flight
+        per symbol (O-8)."""
+        symbol = feed.symbol
+        market = self.markets[symbol]
+        for bot in feed.bots:
+            position = self.positions.get((bot.name, symbol))
+            if position is None or self._close_in_flight(bot.name, symbol):
+                continue
+            profile = bot.profile
+            now = self.clock.now_ms()
+            mark = Decimal(repr(feed.last_close))
+            pnl_pct = pnl_pct_on_margin(position, mark, market.contract_size)
+            action = timeout(position, now, pnl_pct, hold_minutes=profile.timeout_minutes or None,
+                             min_pnl_pct=profile.timeout_min_pnl_pct, max_hold_minutes=profile.max_hold_minutes or None)
+            if action is None and profile.auto_profit_pct > 0:
+                action = auto_profit(position, pnl_pct, threshold_pct=profile.auto_profit_pct)
+            if action is not None and action.kind == CLOSE_ALL:
+                await self._close_at_market(position, _POLICY_REASONS[action.reason])
+                continue
+            if profile.exit_mode == "stepwise":
+                await self._step_take_profit(position, market, mark)
+
+    async def _step_take_profit(self, position: Position, market: Market, mark: Decimal) -> None:
+        """E-2: close the share of the next profit step reached (E-5 floor applied)."""
+        floor = partial_close_floor(self.balance_profile_name())
+        unrealised = position.unrealised_pnl(mark, market.contract_size)
+        step, steps_done = stepwise_action(position, unrealised, position.steps_done, market, floor)
+        if steps_done != position.steps_done:
+            position = replace(position, steps_done=steps_done)
+            self.positions[(position.bot, position.symbol)] = position
+            self.sink.emit(PositionChanged(position))
+        if step is None or step.kind not in (PARTIAL_CLOSE, CLOSE_ALL) or step.contracts <= 0:
+            return
+        order = close_order(env=self.env, bot=position.bot, symbol=position.symbol, side=position.side,
+                            intent_id=f"{position.position_id}|step{steps_done}", contracts=step.contracts,
+                            now_ms=self.clock.now_ms())
+        self._close_reasons[order.client_order_id] = ExitReason.STEP_TP
+        await self._place(order)
+
+    def _close_in_flight(self, bot: str, symbol: str) -> bool:
+        return any(
+            o.bot == bot and o.symbol == symbol and o.leg is OrderLeg.CLOSE for o in self.open_orders.values()
+        )
+
+    def balance_profile_name(self) -> str:
+        """SPEC Z-3 balance profile of the wallet balance: micro, small, medium or large."""
+        balance = self.account.balance if self.account else ZERO
+        if balance < 500:
+            return "micro"
+        if balance < 1500:
+            return "small"
+        return "medium" if balance < 3000 else "large"
+
     # --------------------------------------------------------------- entry
     async def try_enter(self, bot: BotRuntime, feed: FeedState, check: SignalCheck) -> SignalEvaluation:
         """Take a candidate through score, RiskGuard, sizing and the entry order; record the
@@ -233,8 +324,12 @@ class Engine:
             return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN", min_score)
         price = Decimal(repr(feed.last_close)) if feed.last_close > 0 else None
         equity = self.equity()
+        limits = effective_limits(self.config.preset, profile, equity, self.closed_trades)
+        if check.score < limits.min_score:
+            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN", limits.min_score)
         stage = self.drawdown_stage(equity)
-        decision = self.guard.check_entry(self._risk_context(profile, symbol, price, equity, now, stage))
+        ctx = self._risk_context(profile, symbol, price, equity, now, stage, limits)
+        decision = self.guard.check_entry(ctx)
         if not decision.allowed:
             if decision.reason in DAY_STOP_REASONS:
                 self._halt(profile.name, decision.reason)
@@ -246,8 +341,8 @@ class Engine:
                 equity=equity,
                 price=price,
                 stop_loss_pct=profile.stop_loss_pct,
-                risk_pct=profile.risk_pct,
-                leverage=profile.leverage,
+                risk_pct=limits.risk_pct,
+                leverage=limits.leverage,
                 used_margin=self.used_margin(),
                 max_total_margin_pct=self.config.account.max_total_margin_pct,
                 max_position_size_pct=self.config.account.max_position_size_pct,
@@ -257,6 +352,9 @@ class Engine:
         except SizingRejected as exc:
             return self._record(now, bot, symbol, check, exc.reason, min_score)
         intent_id = f"{profile.name}|{symbol}|{now}"
+        if self._leverage_set.get(symbol) != limits.leverage:
+            await self.exchange.set_leverage(symbol, limits.leverage)
+            self._leverage_set[symbol] = limits.leverage
         order = entry_order(
             env=self.env, bot=profile.name, symbol=symbol, side=check.side,
             intent_id=intent_id, contracts=size.contracts, now_ms=now,
@@ -268,7 +366,11 @@ class Engine:
             log.warning("entry rejected on %s: %s", symbol, exc.reason)
             return self._record(now, bot, symbol, check, "EXCHANGE_REJECTED", min_score)
         self._track(accepted)
-        self._pending[(profile.name, symbol)] = _PendingEntry(intent_id, check.side, accepted)
+        atr = feed.indicators.atr
+        self._pending[(profile.name, symbol)] = _PendingEntry(
+            intent_id, check.side, accepted, limits.leverage, limits.tp1_share_pct,
+            Decimal(repr(atr)) if atr == atr and atr > 0 else None,  # NaN-safe
+        )
         return self._record(now, bot, symbol, check, "", min_score)
 
     def _record(
@@ -281,14 +383,25 @@ class Engine:
         return evaluation
 
     def _risk_context(
-        self, profile: BotProfile, symbol: str, price: Decimal | None, equity: Decimal, now: int, stage: str
+        self,
+        profile: BotProfile,
+        symbol: str,
+        price: Decimal | None,
+        equity: Decimal,
+        now: int,
+        stage: str,
+        limits: EffectiveLimits,
     ) -> RiskContext:
         state = self.risk_states.get(profile.name)
         bot_positions = sum(1 for (b, _s) in self.positions if b == profile.name) + sum(
             1 for (b, _s) in self._pending if b == profile.name
         )
         account_positions = len(self.positions) + len(self._pending)
-        account_limit = sum(b.profile.max_positions for b in self.bots.values())
+        account_limit = sum(
+            limits.max_positions if b.profile is profile
+            else effective_limits(self.config.preset, b.profile, equity, self.closed_trades).max_positions
+            for b in self.bots.values()
+        )
         daily_pnl = None
         if state is not None:
             daily_pnl = sum((s.realised_today for s in self.risk_states.values()), ZERO) + self.unrealised_pnl()
@@ -301,13 +414,13 @@ class Engine:
             day_start_equity=None if state is None else state.day_start_equity,
             daily_pnl=daily_pnl,
             open_positions_bot=bot_positions,
-            max_positions_bot=profile.max_positions,
+            max_positions_bot=limits.max_positions,
             open_positions_account=account_positions,
             max_positions_account=account_limit,
             symbol_busy=(profile.name, symbol) in self.positions or (profile.name, symbol) in self._pending,
             paused=symbol in self.paused.get(profile.name, ()),
             sl_streak=0 if state is None else state.sl_streak,
-            sl_streak_limit=profile.sl_streak_limit,
+            sl_streak_limit=limits.sl_streak_limit,
             daily_loss_limit_pct=self.config.account.daily_loss_limit_pct,
             halted_reason="" if state is None else state.halted_reason,
             trading_hours_utc=profile.trading_hours_utc,
@@ -322,6 +435,8 @@ class Engine:
             min_trades_for_profit_factor=profile.min_trades_for_profit_factor,
             min_profit_factor=profile.min_profit_factor,
             drawdown_stage=stage,
+            max_trades_per_day=limits.max_trades_per_day,
+            pair_allowed=pair_allowed(self.config.preset, symbol, equity),
         )
 
     def _blacklisted_until(self, bot: str, symbol: str) -> int | None:
@@ -368,49 +483,58 @@ class Engine:
         await self._refresh_balance(fill.timestamp)
 
     async def _open_position(self, pending: _PendingEntry, fill: Fill) -> None:
+        """Create the position and its reduce-only brackets: the stop for everything, then the
+        take-profits (E-1 fixed TP1/TP2 by the TP1 share, or ATR TP1/TP2/TP3 at 50/30/20 %);
+        in stepwise mode (E-2) only the stop rests on the exchange."""
         profile = self.bots[fill.bot].profile
         market = self.markets[fill.symbol]
-        sign = Decimal(pending.side.sign)
-        entry = fill.price
+        side, entry = pending.side, fill.price
+        levels = fixed_targets(entry, side, profile.take_profit_1_pct, profile.take_profit_2_pct, profile.stop_loss_pct)
+        share = pending.tp1_share_pct
+        if share is None:
+            share = effective_limits(self.config.preset, profile, self.equity(), self.closed_trades).tp1_share_pct
+        if profile.tp_mode == "atr" and pending.atr is not None and pending.atr > 0:
+            targets = atr_targets(entry, side, pending.atr)
+            prices = [price for price, _ in targets]
+            amounts = split_contracts(market, fill.amount, [pct for _, pct in targets])
+        else:
+            prices = [levels.take_profit_1, levels.take_profit_2]
+            if share <= 0 or share >= HUNDRED:  # one target takes everything (swing: TP2 only)
+                amounts = [fill.amount, ZERO] if share >= HUNDRED else [ZERO, fill.amount]
+            else:
+                amounts = split_contracts(market, fill.amount, [share, HUNDRED - share])
+        legs = (OrderLeg.TP1, OrderLeg.TP2, OrderLeg.TP3)
+        take_profits = [
+            bracket_order(env=self.env, bot=fill.bot, market=market, side=side, intent_id=pending.intent_id,
+                          leg=leg, generation=0, contracts=amount, trigger_price=price, now_ms=fill.timestamp)
+            for leg, price, amount in zip(legs, prices, amounts)
+            if amount > 0
+        ]
+        sl = bracket_order(env=self.env, bot=fill.bot, market=market, side=side, intent_id=pending.intent_id,
+                           leg=OrderLeg.STOP_LOSS, generation=0, contracts=fill.amount,
+                           trigger_price=levels.stop_loss, now_ms=fill.timestamp)
+        by_leg = {o.leg: o.trigger_price for o in take_profits}
+        # Triggers are floored to the tick by bracket_order: the position shows what rests.
         position = Position(
             position_id=pending.intent_id,
             bot=fill.bot,
             symbol=fill.symbol,
-            side=pending.side,
+            side=side,
             contracts=fill.amount,
             initial_contracts=fill.amount,
             entry_price=entry,
             opened_ms=fill.timestamp,
-            stop_loss=entry * (1 - sign * profile.stop_loss_pct / HUNDRED),
-            take_profit_1=entry * (1 + sign * profile.take_profit_1_pct / HUNDRED),
-            take_profit_2=entry * (1 + sign * profile.take_profit_2_pct / HUNDRED),
-            leverage=profile.leverage,
+            stop_loss=sl.trigger_price,
+            take_profit_1=by_leg.get(OrderLeg.TP1) or floor_price(market, prices[0]),
+            take_profit_2=by_leg.get(OrderLeg.TP2) or floor_price(market, prices[1]),
+            take_profit_3=by_leg.get(OrderLeg.TP3),
+            leverage=pending.leverage,
             fees=fill.fee,
+            tp1_done=OrderLeg.TP1 not in by_leg,
+            last_addition_ms=fill.timestamp,
         )
-        share = profile.tp1_share_pct
-        if share is None:
-            share = equity_tier(self.equity()).tp1_share_pct
-        tp1_contracts = floor_amount(market, fill.amount * share / HUNDRED)
-        if tp1_contracts < market.min_qty or fill.amount - tp1_contracts < market.min_qty:
-            tp1_contracts = ZERO  # too small to split: TP2 takes the whole position
-        # Triggers are floored to the tick size by bracket_order; keep the position's levels equal.
-        sl = bracket_order(env=self.env, bot=fill.bot, market=market, side=pending.side, intent_id=pending.intent_id,
-                           leg=OrderLeg.STOP_LOSS, generation=0, contracts=fill.amount,
-                           trigger_price=position.stop_loss, now_ms=fill.timestamp)
-        tp2 = bracket_order(env=self.env, bot=fill.bot, market=market, side=pending.side, intent_id=pending.intent_id,
-                            leg=OrderLeg.TP2, generation=0, contracts=fill.amount - tp1_contracts,
-                            trigger_price=position.take_profit_2, now_ms=fill.timestamp)
-        position = replace(position, stop_loss=sl.trigger_price, take_profit_2=tp2.trigger_price,
-                           tp1_done=tp1_contracts == 0)
-        brackets = [sl]
-        if tp1_contracts > 0:
-            tp1 = bracket_order(env=self.env, bot=fill.bot, market=market, side=pending.side,
-                                intent_id=pending.intent_id, leg=OrderLeg.TP1, generation=0,
-                                contracts=tp1_contracts, trigger_price=position.take_profit_1, now_ms=fill.timestamp)
-            position = replace(position, take_profit_1=tp1.trigger_price)
-            brackets.append(tp1)
-        brackets.append(tp2)
         self.positions[(fill.bot, fill.symbol)] = position
+        self.held_symbols.add(fill.symbol)
         self.sink.emit(PositionChanged(position))
         if await self._place(sl) is None:
             # SPEC R-10: a position without a working exchange stop is closed at once.
@@ -418,8 +542,9 @@ class Engine:
                                  f"stop-loss rejected; closing {fill.symbol} at market"))
             await self._close_at_market(position, ExitReason.NO_STOP)
             return
-        for order in brackets[1:]:
-            await self._place(order)
+        if profile.exit_mode == "brackets":
+            for order in take_profits:
+                await self._place(order)
 
     async def _reduce_position(self, position: Position, fill: Fill) -> None:
         market = self.markets[fill.symbol]
@@ -432,27 +557,26 @@ class Engine:
             fees=position.fees + fill.fee,
             tp1_done=position.tp1_done or fill.leg is OrderLeg.TP1,
         )
+        reason = _LEG_REASONS.get(fill.leg) or self._close_reasons.pop(fill.client_order_id, ExitReason.MANUAL)
         state = self.risk_states.get(position.bot)
-        if state is not None and fill.leg in (OrderLeg.TP1, OrderLeg.TP2):
+        if state is not None and reason in _TAKE_PROFITS:
             state = replace(state, sl_streak=0)  # SPEC R-2: a take-profit resets the streak
         if remaining > 0:
             self.positions[(position.bot, position.symbol)] = position
             self.sink.emit(PositionChanged(position))
-            if fill.leg is OrderLeg.TP1:
-                await self._replace_stop(position, market, fill.timestamp)
+            if fill.leg is not OrderLeg.STOP_LOSS:
+                await self._replace_stop(position, market, fill.timestamp)  # the stop follows the size
             if state is not None:
                 self._set_risk_state(state)
             return
-        reason = {
-            OrderLeg.STOP_LOSS: ExitReason.STOP_LOSS,
-            OrderLeg.TP1: ExitReason.TP1,
-            OrderLeg.TP2: ExitReason.TP2,
-        }.get(fill.leg) or self._close_reasons.pop(fill.client_order_id, ExitReason.MANUAL)
         average_exit = position.entry_price + position.realised_pnl / (
             position.side.sign * position.initial_contracts * market.contract_size
         )
         closed = replace(position, closed_ms=fill.timestamp, exit_price=average_exit, exit_reason=reason)
         del self.positions[(position.bot, position.symbol)]
+        if not any(symbol == position.symbol for _bot, symbol in self.positions):
+            self.held_symbols.discard(position.symbol)
+        self.closed_trades += 1
         self.sink.emit(PositionChanged(closed))
         await self._cancel_brackets(position.bot, position.symbol)
         if reason is ExitReason.STOP_LOSS:
@@ -469,7 +593,8 @@ class Engine:
                 gross_loss_today=state.gross_loss_today - min(net, ZERO),
             )
             profile = self.bots[position.bot].profile
-            if not state.halted_reason and streak >= profile.sl_streak_limit:
+            limit = effective_limits(self.config.preset, profile, self.equity(), self.closed_trades).sl_streak_limit
+            if not state.halted_reason and streak >= limit:
                 state = replace(state, halted_reason="SL_STREAK")
             loss = daily_loss_pct(
                 sum((s.realised_today for b, s in self.risk_states.items() if b != state.bot), ZERO)
@@ -495,12 +620,16 @@ class Engine:
         self.sink.emit(BlacklistChanged(entry))
 
     async def _replace_stop(self, position: Position, market: Market, now: int) -> None:
-        """After TP1 the stop is re-placed for the remaining contracts (brackets follow size)."""
+        """After a partial close the stop is re-placed for the remaining contracts (brackets
+        follow the position size, SPEC E-1 / E-10)."""
         for cid, order in list(self.open_orders.items()):
             if order.bot == position.bot and order.symbol == position.symbol and order.leg is OrderLeg.STOP_LOSS:
                 await self._cancel(order)
+        # The id derives from the event (time and size), so a retry reuses it and a later
+        # replacement never collides with a cancelled one (SPEC O-2).
         stop = bracket_order(env=self.env, bot=position.bot, market=market, side=position.side,
-                             intent_id=position.position_id, leg=OrderLeg.STOP_LOSS, generation=1,
+                             intent_id=f"{position.position_id}|{now}|{position.contracts}",
+                             leg=OrderLeg.STOP_LOSS, generation=1,
                              contracts=position.contracts, trigger_price=position.stop_loss, now_ms=now)
         if await self._place(stop) is None:
             self.sink.emit(Alert("NO_STOP", position.bot, position.symbol,
@@ -646,8 +775,7 @@ class Engine:
         for (bot, symbol), pending in self._pending.items():
             mark = self.mark_price(symbol)
             if mark is not None:
-                leverage = self.bots[bot].profile.leverage
-                total += pending.order.amount * self.markets[symbol].contract_size * mark / leverage
+                total += pending.order.amount * self.markets[symbol].contract_size * mark / pending.leverage
         return total
 
     def pending_entries(self) -> int:

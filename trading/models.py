@@ -67,7 +67,9 @@ class OrderLeg(str, Enum):
     STOP_LOSS = "sl"
     TP1 = "tp1"
     TP2 = "tp2"
-    CLOSE = "close"  # manual or risk close at market
+    TP3 = "tp3"  # E-1 ATR mode
+    ADD = "add"  # E-10 scaling-ladder addition
+    CLOSE = "close"  # manual, risk or exit-policy close at market
 
 
 class ExitReason(str, Enum):
@@ -76,6 +78,7 @@ class ExitReason(str, Enum):
     STOP_LOSS = "SL"
     TP1 = "TP1"
     TP2 = "TP2"
+    TP3 = "TP3"
     STEP_TP = "STEP_TP"  # E-2 stepwise take-profit closed the last share
     AUTO_PROFIT = "AUTO_PROFIT"  # E-3
     TIMEOUT = "TIMEOUT"  # E-4
@@ -192,6 +195,10 @@ class Position:
     closed_ms: int | None = None
     exit_price: Decimal | None = None
     exit_reason: ExitReason | None = None
+    take_profit_3: Decimal | None = None  # E-1 ATR mode only
+    steps_done: int = 0  # E-2 stepwise take-profit steps already taken
+    additions: int = 0  # E-10 ladder additions made
+    last_addition_ms: int | None = None  # E-10: time of the last addition (epoch ms UTC)
 
     @property
     def is_open(self) -> bool:

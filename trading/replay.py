@@ -77,6 +77,7 @@ async def run_replay(
     pointers = [0] * len(sources)
     funding_pointers = [0] * len(sources)
     active = exchange.active_symbols
+    held = engine.held_symbols
     if durable is None:
         durable = speed is not None
     candles = 0
@@ -125,6 +126,8 @@ async def run_replay(
             funding_pointers[k] = j
             clock.current_ms = end
             found = engine.on_candle(feed, o, h, low, c, v)
+            if symbol in held:
+                await engine.manage_positions(feed)
             if found is not None:
                 for bot, check in found:
                     await engine.try_enter(bot, feed, check)

@@ -52,6 +52,8 @@ class RiskContext:
     min_trades_for_profit_factor: int = 10
     min_profit_factor: Decimal = Decimal(1)
     drawdown_stage: str = "NONE"  # R-5: NONE / REDUCE / PAUSE
+    max_trades_per_day: int | None = None  # Z-4 scaling preset; None = no cap
+    pair_allowed: bool = True  # Z-4 pair universe of the equity tier
 
 
 Check = Callable[[RiskContext], RiskDecision | None]
@@ -105,6 +107,23 @@ def check_symbol_free(ctx: RiskContext) -> RiskDecision | None:
         return RiskDecision(False, "POSITION_OPEN", ctx.symbol)
     if ctx.symbol_held_by:
         return RiskDecision(False, "SYMBOL_HELD_BY_OTHER_BOT", f"{ctx.symbol} held by {ctx.symbol_held_by}")
+    return None
+
+
+def check_pair_universe(ctx: RiskContext) -> RiskDecision | None:
+    """SPEC Z-4: the pair must be in the equity tier's universe (never BTC/ETH below 500)."""
+    if not ctx.pair_allowed:
+        return RiskDecision(False, "PAIR_NOT_IN_TIER", f"{ctx.symbol} at equity {ctx.equity}")
+    return None
+
+
+def check_trades_per_day(ctx: RiskContext) -> RiskDecision | None:
+    """SPEC Z-4 (scaling preset): at most the tier's trades per UTC day (open ones count)."""
+    if ctx.max_trades_per_day is None:
+        return None
+    used = ctx.trades_today + ctx.open_positions_bot
+    if used >= ctx.max_trades_per_day:
+        return RiskDecision(False, "MAX_TRADES_PER_DAY", f"trades={used} max={ctx.max_trades_per_day}")
     return None
 
 
@@ -181,15 +200,17 @@ ENTRY_CHECKS: tuple[Check, ...] = (
     check_paused,
     check_hours,
     check_symbol_free,
+    check_pair_universe,
     check_blacklist,
     check_max_positions,
+    check_trades_per_day,
     check_sl_streak,
     check_daily_loss,
     check_profit_factor,
 )
 
 # Reasons that stop a bot's entries for the rest of the UTC day (trading state HALTED).
-DAY_STOP_REASONS = frozenset({"SL_STREAK", "DAILY_LOSS_LIMIT", "DAILY_PROFIT_FACTOR"})
+DAY_STOP_REASONS = frozenset({"SL_STREAK", "DAILY_LOSS_LIMIT", "DAILY_PROFIT_FACTOR"})  # R-2, R-3, R-4
 
 
 def drawdown_stage(

@@ -29,14 +29,18 @@ class EquityTier:
     max_leverage: int
     min_score: float
     tp1_share_pct: Decimal
+    risk_pct: Decimal = Decimal(0)  # lower end of the tier's risk/trade range (scaling preset)
+    max_positions: int = 0  # lower end of the tier's max positions range (scaling preset)
+    max_trades_per_day: int = 0  # lower end of the tier's trades/day range (scaling preset)
 
 
 # SPEC Z-4. Below 120 the first tier still applies (safe preset uses it for caps and scores).
+# Where the table gives a range, the scaling preset takes its lower (safer) end.
 EQUITY_TIERS: tuple[EquityTier, ...] = (
-    EquityTier("120-300", Decimal(0), Decimal(40), 8, 3.0, Decimal(80)),
-    EquityTier("300-750", Decimal(300), Decimal(30), 8, 3.3, Decimal(75)),
-    EquityTier("750-1500", Decimal(750), Decimal(20), 6, 3.6, Decimal(70)),
-    EquityTier("1500+", Decimal(1500), Decimal(15), 5, 3.6, Decimal(70)),
+    EquityTier("120-300", Decimal(0), Decimal(40), 8, 3.0, Decimal(80), Decimal("2.3"), 2, 8),
+    EquityTier("300-750", Decimal(300), Decimal(30), 8, 3.3, Decimal(75), Decimal("2.0"), 3, 12),
+    EquityTier("750-1500", Decimal(750), Decimal(20), 6, 3.6, Decimal(70), Decimal("1.8"), 5, 18),
+    EquityTier("1500+", Decimal(1500), Decimal(15), 5, 3.6, Decimal(70), Decimal("1.5"), 7, 18),
 )
 
 
