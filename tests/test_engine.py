@@ -11,6 +11,8 @@ from dataclasses import replace
 
 from trading.config import AccountConfig, BotProfile, PaperConfig, TradingConfig
 from trading.engine import Engine
+from trading.filters import FilterConfig
+from trading.marketdata import default_data_dir, load_candles
 from trading.events import EventBuffer, SignalEvaluated
 from trading.models import ExitReason, OrderLeg, OrderType, Side
 from trading.ports import ReplayClock
@@ -18,6 +20,11 @@ from trading.simulated import SimulatedExchange
 from trading.strategy import SignalCheck
 
 SYMBOL = "XRP/USDT:USDT"
+# These tests follow orders and positions, not the F-4 safety layer: let every warm candle pass
+# the median comparisons, the per-symbol cooldown and the hourly entry cap (tested in
+# test_filters.py and test_f4_cooldown_and_f1_spread_are_enforced_by_the_engine below).
+FLOW_FILTERS = FilterConfig(volume_vs_median=0, atr_vs_median=0, min_seconds_between_entries=0,
+                            max_entries_per_hour=1000, min_atr_pct=0.05)
 NOON = 1_749_988_800_000  # 2025-06-15T12:00Z, inside trading hours
 STRONG = SignalCheck(Side.LONG, 4.0, ("rsi", "macd", "volume", "atr"), True)
 
@@ -28,6 +35,7 @@ class Harness:
     def __init__(self, markets, account=None, slippage="0", bots=None, **profile):
         self.clock = ReplayClock(NOON)
         self.buffer = EventBuffer()
+        profile.setdefault("filters", FLOW_FILTERS)
         bots = bots or (BotProfile(symbols=(SYMBOL,), trading_hours_utc=(0, 24),
                                    blackout_hours_utc=(0, 0), **profile),)
         config = TradingConfig(bots=bots, account=AccountConfig(**(account or {})),
@@ -41,6 +49,11 @@ class Harness:
     async def start(self):
         await self.engine.start()
         self.engine.tick(self.clock.now_ms())
+        # Warm indicators and the F-2/F-4 market stats on real XRP candles (data/README.md).
+        series = load_candles(default_data_dir(), SYMBOL, "5m")
+        for i in range(300):
+            self.engine.on_candle(self.feed, series.open[i], series.high[i], series.low[i],
+                                  series.close[i], series.volume[i])
 
     async def enter(self, price=2.0, check=STRONG):
         self.feed.last_close = price
@@ -273,7 +286,7 @@ async def test_r9_risk_never_rises_during_a_losing_streak(markets):
 
 async def test_b1_two_bots_never_hold_the_same_symbol(markets):
     """B-1: the exchange nets one position per symbol, so a second bot is refused it."""
-    common = dict(symbols=(SYMBOL,), trading_hours_utc=(0, 24), blackout_hours_utc=(0, 0))
+    common = dict(symbols=(SYMBOL,), trading_hours_utc=(0, 24), blackout_hours_utc=(0, 0), filters=FLOW_FILTERS)
     h = Harness(markets, bots=(BotProfile(name="A", **common), BotProfile(name="B", **common)))
     await h.start()
     feed = h.feed
@@ -282,3 +295,51 @@ async def test_b1_two_bots_never_hold_the_same_symbol(markets):
     assert (await h.engine.try_enter(h.engine.bots["A"], feed, STRONG)).passed
     denied = await h.engine.try_enter(h.engine.bots["B"], feed, STRONG)
     assert denied.blocked_by == "SYMBOL_HELD_BY_OTHER_BOT"
+
+
+async def test_e6_reactive_entry_retries_limit_blocked_candidate(markets):
+    """E-6 with two symbols on one bot and room for one position."""
+    sol = "SOL/USDT:USDT"
+    clock = ReplayClock(NOON)
+    buffer = EventBuffer()
+    mk = {SYMBOL: markets[SYMBOL], sol: markets[sol]}
+    profile = BotProfile(symbols=(SYMBOL, sol), trading_hours_utc=(0, 24), blackout_hours_utc=(0, 0),
+                         max_positions=1, max_positions_experienced=1, filters=FLOW_FILTERS)
+    exchange = SimulatedExchange(mk, D(1000), D(0), clock)
+    engine = Engine(config=TradingConfig(bots=(profile,)), markets=mk, exchange=exchange, clock=clock, sink=buffer)
+    await engine.start()
+    engine.tick(NOON)
+    bot = engine.bots["main"]
+    feeds = {s: engine.feeds[(s, "5m")] for s in (SYMBOL, sol)}
+    for symbol, feed in feeds.items():
+        series = load_candles(default_data_dir(), symbol, "5m")
+        for i in range(300):
+            engine.on_candle(feed, series.open[i], series.high[i], series.low[i], series.close[i], series.volume[i])
+    feeds[SYMBOL].last_close, feeds[sol].last_close = 2.0, 150.0
+    assert (await engine.try_enter(bot, feeds[SYMBOL], STRONG)).passed
+    for fill in exchange.fill_pending(SYMBOL, NOON, 2.0):
+        await engine.on_fill(fill)
+    clock.current_ms = NOON + 300_000
+    blocked = await engine.try_enter(bot, feeds[sol], STRONG)
+    assert blocked.blocked_by == "MAX_POSITIONS"
+    assert engine.pending_entries() == 0
+    # At this same instant the XRP stop is hit: the SOL candidate is retried at once.
+    fill = exchange.next_trigger(SYMBOL, clock.current_ms, 1.98, 1.98, 1.97)
+    await engine.on_fill(fill)
+    assert ("main", SYMBOL) not in engine.positions
+    assert engine.pending_entries() == 1
+    (entry,) = [o for o in engine.open_orders.values() if o.leg is OrderLeg.ENTRY]
+    assert entry.symbol == sol
+
+
+async def test_f4_cooldown_and_f1_spread_are_enforced_by_the_engine(markets):
+    """F-4: a second entry on a symbol within the cooldown is refused; F-1: the simulated book
+    is one tick wide, so a limit below one XRP tick refuses every entry."""
+    h = Harness(markets, filters=FilterConfig(volume_vs_median=0, atr_vs_median=0, min_atr_pct=0.05,
+                                              min_seconds_between_entries=3600))
+    await h.start()
+    await lose(h)
+    assert (await h.enter(2.0)).blocked_by == "ENTRY_COOLDOWN"
+    tight = Harness(markets, filters=FilterConfig(max_spread_pct=0.001, volume_vs_median=0, atr_vs_median=0))
+    await tight.start()
+    assert (await tight.enter(2.0)).blocked_by == "SPREAD_TOO_WIDE"  # 0.0001 / 2.0 = 0.005 %

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trading.errors import ConfigError
+from trading.filters import FilterConfig
 
 Percent = Decimal
 
@@ -84,6 +85,7 @@ class BotProfile(_Strict):
     trading_hours_utc: tuple[int, int] = (8, 20)
     blackout_hours_utc: tuple[int, int] = (2, 6)
     strategy: StrategyConfig = StrategyConfig()
+    filters: FilterConfig = FilterConfig()  # F-1..F-5 thresholds
 
     @field_validator("symbols")
     @classmethod

@@ -31,7 +31,9 @@ from trading.events import (
     RiskStateChanged,
     SignalEvaluated,
 )
+from trading.filters import EntryLog, FilterContext, MarketStats, run_filters
 from trading.indicators import IndicatorSet
+from trading.regime import RegimeDetector
 from trading.marketdata import TIMEFRAME_MS
 from trading.models import (
     ZERO,
@@ -66,6 +68,7 @@ from trading.oms import bracket_order, close_order, entry_order
 from trading.ports import Clock, ExchangePort
 from trading.precision import floor_price
 from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct, drawdown_stage
+from trading.profiles import balance_profile
 from trading.presets import EffectiveLimits, effective_limits, pair_allowed
 from trading.sizing import SizingRejected, equity_tier, size_position
 from trading.strategy import ScalpingV1, SignalCheck
@@ -84,6 +87,7 @@ _LEG_REASONS = {
     OrderLeg.TP3: ExitReason.TP3,
 }
 _TAKE_PROFITS = frozenset({ExitReason.TP1, ExitReason.TP2, ExitReason.TP3, ExitReason.STEP_TP, ExitReason.AUTO_PROFIT})
+_LIMIT_REASONS = frozenset({"MAX_POSITIONS", "MAX_POSITIONS_ACCOUNT"})
 _POLICY_REASONS = {"AUTO_PROFIT": ExitReason.AUTO_PROFIT, "TIMEOUT": ExitReason.TIMEOUT, "MAX_HOLD": ExitReason.MAX_HOLD}
 
 
@@ -114,7 +118,10 @@ class FeedState:
     timeframe_ms: int
     indicators: IndicatorSet
     bots: tuple[BotRuntime, ...]
+    stats: MarketStats
+    regime: RegimeDetector
     last_close: float = 0.0
+    last_volume: float = 0.0
 
 
 @dataclass(slots=True)
@@ -154,6 +161,8 @@ class Engine:
     _close_reasons: dict[str, ExitReason] = field(default_factory=dict)
     _next_day_ms: int = 0
     _next_sample_ms: int = 0
+    _entry_logs: dict[str, EntryLog] = field(default_factory=dict)  # F-4 per bot
+    _waiting: dict[str, list] = field(default_factory=dict)  # E-6 candidates blocked by R-1, per bot
     _leverage_set: dict[str, int] = field(default_factory=dict)  # leverage last set per symbol
     _tier_min_score: float = float("inf")  # min score of the current equity tier (Z-4); set on balance changes
 
@@ -169,8 +178,10 @@ class Engine:
                 feed = self.feeds.get(key)
                 bot = self.bots[profile.name]
                 if feed is None:
+                    tf_ms = TIMEFRAME_MS[profile.timeframe]
                     self.feeds[key] = FeedState(
-                        symbol, profile.timeframe, TIMEFRAME_MS[profile.timeframe], IndicatorSet(), (bot,)
+                        symbol, profile.timeframe, tf_ms, IndicatorSet(), (bot,),
+                        MarketStats.for_timeframe(tf_ms), RegimeDetector(),
                     )
                 else:
                     feed.bots = feed.bots + (bot,)
@@ -231,8 +242,12 @@ class Engine:
 
         Returns the candidates that satisfy the 1+1 rule, for :meth:`try_enter`, or None."""
         feed.last_close = c
+        feed.last_volume = v
         ind = feed.indicators
-        if not ind.update(h, low, c, v):
+        ready = ind.update(h, low, c, v)
+        feed.stats.update(c, v, ind.atr)  # F-2 / F-4 rolling stats
+        feed.regime.update(c)  # S-12
+        if not ready:
             return None
         found = None
         for bot in feed.bots:
@@ -302,12 +317,7 @@ class Engine:
 
     def balance_profile_name(self) -> str:
         """SPEC Z-3 balance profile of the wallet balance: micro, small, medium or large."""
-        balance = self.account.balance if self.account else ZERO
-        if balance < 500:
-            return "micro"
-        if balance < 1500:
-            return "small"
-        return "medium" if balance < 3000 else "large"
+        return balance_profile(self.account.balance if self.account else ZERO).name
 
     # --------------------------------------------------------------- entry
     async def try_enter(self, bot: BotRuntime, feed: FeedState, check: SignalCheck) -> SignalEvaluation:
@@ -333,6 +343,9 @@ class Engine:
         if not decision.allowed:
             if decision.reason in DAY_STOP_REASONS:
                 self._halt(profile.name, decision.reason)
+            elif decision.reason in _LIMIT_REASONS:
+                # E-6: remembered, so a position closing at this instant lets it in at once.
+                self._waiting.setdefault(profile.name, []).append((now, bot, feed, check))
             return self._record(now, bot, symbol, check, decision.reason, min_score)
         assert price is not None  # check_data denied otherwise
         try:
@@ -351,6 +364,32 @@ class Engine:
             )
         except SizingRejected as exc:
             return self._record(now, bot, symbol, check, exc.reason, min_score)
+        market = self.markets[symbol]
+        entries = self._entry_logs.setdefault(profile.name, EntryLog())
+        intended = equity * limits.risk_pct / HUNDRED / (profile.stop_loss_pct / HUNDRED)
+        verdict = run_filters(
+            FilterContext(
+                symbol=symbol,
+                spread_pct=self.exchange.spread_pct(symbol, feed.last_close),
+                quote_volume_24h=feed.stats.quote_volume_24h,
+                intended_notional=intended,
+                equity=equity,
+                atr=feed.indicators.atr,
+                close=feed.last_close,
+                tick_size=market.tick_size,
+                volume=feed.last_volume,
+                median_volume=feed.stats.median_volume(),
+                median_atr=feed.stats.median_atr(),
+                last_entry_ms=entries.last_entry_ms(symbol),
+                entries_last_hour=entries.entries_in_last_hour(now),
+                now_ms=now,
+                rounded_notional=size.notional,
+                exchange_min_notional=market.min_notional,
+            ),
+            profile.filters,
+        )
+        if not verdict.allowed:
+            return self._record(now, bot, symbol, check, verdict.reason, min_score)
         intent_id = f"{profile.name}|{symbol}|{now}"
         if self._leverage_set.get(symbol) != limits.leverage:
             await self.exchange.set_leverage(symbol, limits.leverage)
@@ -366,6 +405,7 @@ class Engine:
             log.warning("entry rejected on %s: %s", symbol, exc.reason)
             return self._record(now, bot, symbol, check, "EXCHANGE_REJECTED", min_score)
         self._track(accepted)
+        entries.record(symbol, now)
         atr = feed.indicators.atr
         self._pending[(profile.name, symbol)] = _PendingEntry(
             intent_id, check.side, accepted, limits.leverage, limits.tp1_share_pct,
@@ -604,6 +644,15 @@ class Engine:
             if not state.halted_reason and loss >= self.config.account.daily_loss_limit_pct:
                 state = replace(state, halted_reason="DAILY_LOSS_LIMIT")
             self._set_risk_state(state)
+        await self._reactive_entry(position.bot, fill.timestamp)
+
+    async def _reactive_entry(self, bot_name: str, now: int) -> None:
+        """SPEC E-6: when a position closes and the bot is below its limit, the candidates that
+        R-1 blocked at this same instant are scanned again at once instead of waiting for the
+        next candle. Candidates of earlier instants are stale and dropped."""
+        waiting = [w for w in self._waiting.pop(bot_name, ()) if w[0] == now]
+        for _when, bot, feed, check in waiting:
+            await self.try_enter(bot, feed, check)
 
     def _count_stop_loss(self, bot: str, symbol: str, now: int) -> None:
         """SPEC R-6: the Nth stop-loss on a symbol blocks it for blacklist_minutes."""

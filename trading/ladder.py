@@ -9,24 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from enum import Enum
 
 from trading.models import Market
+from trading.regime import Regime
 from trading.precision import floor_amount, min_notional
 
 HUNDRED = Decimal(100)
-
-
-class Regime(str, Enum):
-    """Market regime of a symbol (SPEC S-12).
-
-    Local stand-in until ``trading/regime.py`` lands (same name and values); the lead unifies.
-    :func:`ladder_policy` matches on ``.value``, so either enum (or a plain str) works meanwhile.
-    """
-
-    TRENDING = "trending"
-    RANGING = "ranging"
-    CHOPPY = "choppy"
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,3 +54,7 @@ class ExchangePort(Protocol):
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
         """Open orders, optionally of one symbol."""
+
+    def spread_pct(self, symbol: str, price: float) -> float | None:
+        """Latest bid/ask spread of ``symbol`` in % of mid (from the cached top of book), or
+        None when unknown (SPEC F-1 then denies)."""

@@ -210,6 +210,15 @@ class SimulatedExchange:
         self._balance += amount
         return amount
 
+    def spread_pct(self, symbol: str, price: float) -> float | None:
+        """Modelled bid/ask spread in % of mid (SPEC F-1): candles carry no order book, so the
+        simulator quotes the narrowest book Binance allows, one tick wide. None for an unknown
+        symbol or price (the F-1 filter then denies: fail closed)."""
+        market = self._markets.get(symbol)
+        if market is None or not price > 0:
+            return None
+        return float(market.tick_size) / price * 100.0
+
     def position(self, symbol: str) -> tuple[Decimal, Decimal] | None:
         """The exchange's net position of ``symbol``: (signed contracts, entry price) or None."""
         position = self._positions.get(symbol)
