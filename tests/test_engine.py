@@ -343,3 +343,57 @@ async def test_f4_cooldown_and_f1_spread_are_enforced_by_the_engine(markets):
     tight = Harness(markets, filters=FilterConfig(max_spread_pct=0.001, volume_vs_median=0, atr_vs_median=0))
     await tight.start()
     assert (await tight.enter(2.0)).blocked_by == "SPREAD_TOO_WIDE"  # 0.0001 / 2.0 = 0.005 %
+
+
+async def test_e10_ladder_adds_within_caps_and_brackets_follow(markets):
+    """E-10: with the ladder on, the position starts at the Z-3 base size, adds the first rung
+    after ≥ 60 s while PnL ≥ the threshold, averages the entry and re-places the stop for the
+    whole new size; Z-2's position cap stops the ladder (R-9: never beyond caps)."""
+    from trading.ladder import ladder_policy
+    from trading.profiles import base_position_size, symbol_multiplier
+    from trading.regime import Regime
+
+    h = Harness(markets, ladder=True, timeout_minutes=0)
+    await h.start()
+    await h.enter(2.0)
+    await h.candle(2.0, 2.0, 2.0, 2.0)
+    position = h.position()
+    base = base_position_size(D(1000)) * symbol_multiplier(SYMBOL) * 5  # margin × 0.8 × leverage
+    assert position.contracts * D(2) <= base  # started at the base size, not the Z-1 size
+    first = position.contracts
+    base = base_position_size(h.engine.account.balance) * symbol_multiplier(SYMBOL) * 5  # after the entry fee
+    policy = ladder_policy(h.engine.balance_profile_name(), h.feed.regime.regime or Regime.RANGING)
+    h.clock.current_ms += 300_000
+    h.feed.last_close = 2.004
+    await h.engine.manage_positions(h.feed)  # rung 1 goes out as a market order
+    (add,) = [o for o in h.engine.open_orders.values() if o.leg is OrderLeg.ADD]
+    assert add.amount == (base * policy.multipliers[0] / D("2.004")).quantize(D("0.1"), rounding="ROUND_DOWN")
+    await h.candle(2.004, 2.005, 2.003, 2.004)
+    position = h.position()
+    assert position.additions == 1 and position.contracts == first + add.amount
+    assert position.entry_price == (first * D(2) + add.amount * D("2.004")) / position.contracts
+    stop = next(o for o in h.brackets() if o.leg is OrderLeg.STOP_LOSS)
+    assert stop.amount == position.contracts  # the stop covers the whole new size
+    # Keep laddering until a cap says no; the position never exceeds 20 % × equity × leverage.
+    for _ in range(8):
+        h.clock.current_ms += 300_000
+        await h.engine.manage_positions(h.feed)
+        await h.candle(2.004, 2.005, 2.003, 2.004)
+    position = h.position()
+    assert 2 <= position.additions <= policy.max_additions  # the ladder stops at its limit...
+    assert position.contracts * D("2.004") <= D(1000) * D("0.2") * 5  # ...or at the Z-2 position cap
+    h.clock.current_ms += 300_000
+    await h.engine.manage_positions(h.feed)
+    assert not [o for o in h.engine.open_orders.values() if o.leg is OrderLeg.ADD]
+
+
+async def test_e10_r9_no_addition_to_a_losing_position(markets):
+    """R-9 / E-10: below the PnL threshold (−1.5 % on margin for small) nothing is added."""
+    h = Harness(markets, ladder=True)
+    await h.start()
+    await h.enter(2.0)
+    await h.candle(2.0, 2.0, 2.0, 2.0)
+    h.clock.current_ms += 300_000
+    h.feed.last_close = 1.993  # −0.35 % price = −1.75 % on margin at 5×
+    await h.engine.manage_positions(h.feed)
+    assert not [o for o in h.engine.open_orders.values() if o.leg is OrderLeg.ADD]

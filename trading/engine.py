@@ -33,7 +33,7 @@ from trading.events import (
 )
 from trading.filters import EntryLog, FilterContext, MarketStats, run_filters
 from trading.indicators import IndicatorSet
-from trading.regime import RegimeDetector
+from trading.regime import Regime, RegimeDetector
 from trading.marketdata import TIMEFRAME_MS
 from trading.models import (
     ZERO,
@@ -45,6 +45,7 @@ from trading.models import (
     Order,
     OrderLeg,
     OrderStatus,
+    OrderType,
     Position,
     RiskState,
     SignalEvaluation,
@@ -68,7 +69,8 @@ from trading.oms import bracket_order, close_order, entry_order
 from trading.ports import Clock, ExchangePort
 from trading.precision import floor_price
 from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct, drawdown_stage
-from trading.profiles import balance_profile
+from trading.ladder import LadderDenied, LadderState, average_entry, ladder_policy, next_addition
+from trading.profiles import balance_profile, base_position_size, symbol_multiplier
 from trading.presets import EffectiveLimits, effective_limits, pair_allowed
 from trading.sizing import SizingRejected, equity_tier, size_position
 from trading.strategy import ScalpingV1, SignalCheck
@@ -292,6 +294,8 @@ class Engine:
                 continue
             if profile.exit_mode == "stepwise":
                 await self._step_take_profit(position, market, mark)
+            if profile.ladder and not self._order_in_flight(bot.name, symbol):
+                await self._ladder(position, profile, feed, mark, pnl_pct, now)
 
     async def _step_take_profit(self, position: Position, market: Market, mark: Decimal) -> None:
         """E-2: close the share of the next profit step reached (E-5 floor applied)."""
@@ -313,6 +317,12 @@ class Engine:
     def _close_in_flight(self, bot: str, symbol: str) -> bool:
         return any(
             o.bot == bot and o.symbol == symbol and o.leg is OrderLeg.CLOSE for o in self.open_orders.values()
+        )
+
+    def _order_in_flight(self, bot: str, symbol: str) -> bool:
+        """O-8 per-symbol lock: a market order (entry, addition or close) is still unfilled."""
+        return any(
+            o.bot == bot and o.symbol == symbol and o.type is OrderType.MARKET for o in self.open_orders.values()
         )
 
     def balance_profile_name(self) -> str:
@@ -361,6 +371,8 @@ class Engine:
                 max_position_size_pct=self.config.account.max_position_size_pct,
                 # R-5: half risk at the reduce stage. R-9: nothing here ever raises risk.
                 risk_multiplier=self.config.account.drawdown_risk_multiplier if stage == "REDUCE" else Decimal(1),
+                # E-10: with the ladder on, a position starts at the Z-3 base size and grows.
+                max_notional=self._base_notional(symbol, limits.leverage) if profile.ladder else None,
             )
         except SizingRejected as exc:
             return self._record(now, bot, symbol, check, exc.reason, min_score)
@@ -508,7 +520,9 @@ class Engine:
                 OrderUpdated(replace(order, status=OrderStatus.CLOSED, filled=fill.amount, average=fill.price, updated_ms=fill.timestamp))
             )
         key = (fill.bot, fill.symbol)
-        if fill.leg is OrderLeg.ENTRY:
+        if fill.leg is OrderLeg.ADD and key in self.positions:
+            await self._add_to_position(self.positions[key], fill)
+        elif fill.leg is OrderLeg.ENTRY:
             pending = self._pending.pop(key, None)
             if pending is None:
                 log.error("entry fill without a pending entry: %s", fill.client_order_id)
@@ -522,69 +536,157 @@ class Engine:
             await self._reduce_position(position, fill)
         await self._refresh_balance(fill.timestamp)
 
-    async def _open_position(self, pending: _PendingEntry, fill: Fill) -> None:
-        """Create the position and its reduce-only brackets: the stop for everything, then the
-        take-profits (E-1 fixed TP1/TP2 by the TP1 share, or ATR TP1/TP2/TP3 at 50/30/20 %);
-        in stepwise mode (E-2) only the stop rests on the exchange."""
-        profile = self.bots[fill.bot].profile
-        market = self.markets[fill.symbol]
-        side, entry = pending.side, fill.price
+    def _brackets(
+        self, profile: BotProfile, market: Market, side: Side, entry: Decimal, contracts: Decimal,
+        intent_id: str, share: Decimal, atr: Decimal | None, now: int, tp1_done: bool = False,
+    ) -> tuple[Order, list[Order], list[Decimal]]:
+        """The stop for all ``contracts`` and the take-profits (E-1 fixed TP1/TP2 by the TP1
+        share, or ATR TP1/TP2/TP3 at 50/30/20 %), from ``entry``. Returns (stop, take-profits,
+        target prices); triggers are floored to the tick by bracket_order."""
         levels = fixed_targets(entry, side, profile.take_profit_1_pct, profile.take_profit_2_pct, profile.stop_loss_pct)
-        share = pending.tp1_share_pct
-        if share is None:
-            share = effective_limits(self.config.preset, profile, self.equity(), self.closed_trades).tp1_share_pct
-        if profile.tp_mode == "atr" and pending.atr is not None and pending.atr > 0:
-            targets = atr_targets(entry, side, pending.atr)
+        if profile.tp_mode == "atr" and atr is not None and atr > 0:
+            targets = atr_targets(entry, side, atr)
             prices = [price for price, _ in targets]
-            amounts = split_contracts(market, fill.amount, [pct for _, pct in targets])
+            amounts = split_contracts(market, contracts, [pct for _, pct in targets])
         else:
             prices = [levels.take_profit_1, levels.take_profit_2]
+            if tp1_done:
+                share = ZERO  # TP1 already taken: what is left goes to TP2
             if share <= 0 or share >= HUNDRED:  # one target takes everything (swing: TP2 only)
-                amounts = [fill.amount, ZERO] if share >= HUNDRED else [ZERO, fill.amount]
+                amounts = [contracts, ZERO] if share >= HUNDRED else [ZERO, contracts]
             else:
-                amounts = split_contracts(market, fill.amount, [share, HUNDRED - share])
+                amounts = split_contracts(market, contracts, [share, HUNDRED - share])
         legs = (OrderLeg.TP1, OrderLeg.TP2, OrderLeg.TP3)
         take_profits = [
-            bracket_order(env=self.env, bot=fill.bot, market=market, side=side, intent_id=pending.intent_id,
-                          leg=leg, generation=0, contracts=amount, trigger_price=price, now_ms=fill.timestamp)
+            bracket_order(env=self.env, bot=profile.name, market=market, side=side, intent_id=intent_id,
+                          leg=leg, generation=0, contracts=amount, trigger_price=price, now_ms=now)
             for leg, price, amount in zip(legs, prices, amounts)
             if amount > 0
         ]
-        sl = bracket_order(env=self.env, bot=fill.bot, market=market, side=side, intent_id=pending.intent_id,
-                           leg=OrderLeg.STOP_LOSS, generation=0, contracts=fill.amount,
-                           trigger_price=levels.stop_loss, now_ms=fill.timestamp)
+        stop = bracket_order(env=self.env, bot=profile.name, market=market, side=side, intent_id=intent_id,
+                             leg=OrderLeg.STOP_LOSS, generation=0, contracts=contracts,
+                             trigger_price=levels.stop_loss, now_ms=now)
+        return stop, take_profits, prices
+
+    async def _protect(self, position: Position, stop: Order, take_profits: list[Order]) -> None:
+        """Place the stop first; without a working stop the position is closed at once (R-10);
+        then the take-profits (brackets exit mode only)."""
+        if await self._place(stop) is None:
+            self.sink.emit(Alert("NO_STOP", position.bot, position.symbol,
+                                 f"stop-loss rejected; closing {position.symbol} at market"))
+            await self._close_at_market(position, ExitReason.NO_STOP)
+            return
+        if self.bots[position.bot].profile.exit_mode == "brackets":
+            for order in take_profits:
+                await self._place(order)
+
+    @staticmethod
+    def _levels(position: Position, market: Market, stop: Order, take_profits: list[Order], prices: list[Decimal]) -> Position:
         by_leg = {o.leg: o.trigger_price for o in take_profits}
-        # Triggers are floored to the tick by bracket_order: the position shows what rests.
+        return replace(
+            position,
+            stop_loss=stop.trigger_price,
+            take_profit_1=by_leg.get(OrderLeg.TP1) or floor_price(market, prices[0]),
+            take_profit_2=by_leg.get(OrderLeg.TP2) or floor_price(market, prices[1]),
+            take_profit_3=by_leg.get(OrderLeg.TP3),
+        )
+
+    async def _open_position(self, pending: _PendingEntry, fill: Fill) -> None:
+        """Create the position and its reduce-only brackets (SPEC E-1, O-3, R-10)."""
+        profile = self.bots[fill.bot].profile
+        market = self.markets[fill.symbol]
+        share = pending.tp1_share_pct
+        if share is None:
+            share = effective_limits(self.config.preset, profile, self.equity(), self.closed_trades).tp1_share_pct
+        stop, take_profits, prices = self._brackets(
+            profile, market, pending.side, fill.price, fill.amount, pending.intent_id, share, pending.atr, fill.timestamp
+        )
         position = Position(
             position_id=pending.intent_id,
             bot=fill.bot,
             symbol=fill.symbol,
-            side=side,
+            side=pending.side,
             contracts=fill.amount,
             initial_contracts=fill.amount,
-            entry_price=entry,
+            entry_price=fill.price,
             opened_ms=fill.timestamp,
-            stop_loss=sl.trigger_price,
-            take_profit_1=by_leg.get(OrderLeg.TP1) or floor_price(market, prices[0]),
-            take_profit_2=by_leg.get(OrderLeg.TP2) or floor_price(market, prices[1]),
-            take_profit_3=by_leg.get(OrderLeg.TP3),
+            stop_loss=ZERO,
+            take_profit_1=ZERO,
+            take_profit_2=ZERO,
             leverage=pending.leverage,
             fees=fill.fee,
-            tp1_done=OrderLeg.TP1 not in by_leg,
+            tp1_done=not any(o.leg is OrderLeg.TP1 for o in take_profits),
             last_addition_ms=fill.timestamp,
         )
+        position = self._levels(position, market, stop, take_profits, prices)
         self.positions[(fill.bot, fill.symbol)] = position
         self.held_symbols.add(fill.symbol)
         self.sink.emit(PositionChanged(position))
-        if await self._place(sl) is None:
-            # SPEC R-10: a position without a working exchange stop is closed at once.
-            self.sink.emit(Alert("NO_STOP", fill.bot, fill.symbol,
-                                 f"stop-loss rejected; closing {fill.symbol} at market"))
-            await self._close_at_market(position, ExitReason.NO_STOP)
+        await self._protect(position, stop, take_profits)
+
+    async def _add_to_position(self, position: Position, fill: Fill) -> None:
+        """E-10: book a ladder addition, average the entry and re-place every bracket for the
+        new size and levels (brackets follow the position)."""
+        profile = self.bots[position.bot].profile
+        market = self.markets[position.symbol]
+        entry = average_entry(position.contracts, position.entry_price, fill.amount, fill.price)
+        contracts = position.contracts + fill.amount
+        await self._cancel_brackets(position.bot, position.symbol)
+        share = effective_limits(self.config.preset, profile, self.equity(), self.closed_trades).tp1_share_pct
+        if profile.tp1_share_pct is not None:
+            share = profile.tp1_share_pct
+        intent = f"{position.position_id}|add{position.additions + 1}"
+        stop, take_profits, prices = self._brackets(
+            profile, market, position.side, entry, contracts, intent, share, None, fill.timestamp, position.tp1_done
+        )
+        position = replace(
+            position,
+            contracts=contracts,
+            initial_contracts=position.initial_contracts + fill.amount,
+            entry_price=entry,
+            fees=position.fees + fill.fee,
+            additions=position.additions + 1,
+            last_addition_ms=fill.timestamp,
+        )
+        position = self._levels(position, market, stop, take_profits, prices)
+        self.positions[(position.bot, position.symbol)] = position
+        self.sink.emit(PositionChanged(position))
+        await self._protect(position, stop, take_profits)
+
+    async def _ladder(self, position: Position, profile: BotProfile, feed: FeedState, mark: Decimal,
+                      pnl_pct: Decimal, now: int) -> None:
+        """E-10: ask the ladder policy for the next addition and send it as a market order."""
+        market = self.markets[position.symbol]
+        equity = self.equity()
+        used = self.used_margin()
+        policy = ladder_policy(self.balance_profile_name(), feed.regime.regime or Regime.RANGING)
+        result = next_addition(
+            policy=policy,
+            state=LadderState(position.additions, position.last_addition_ms),
+            now_ms=now,
+            pnl_pct=pnl_pct,
+            base_size_quote=self._base_notional(position.symbol, position.leverage),
+            price=mark,
+            market=market,
+            leverage=position.leverage,
+            equity=equity,
+            used_margin=used,
+            free_margin=equity - used,
+            max_total_margin_pct=self.config.account.max_total_margin_pct,
+            max_position_size_pct=self.config.account.max_position_size_pct,
+            position_notional=position.notional(mark, market.contract_size),
+        )
+        if isinstance(result, LadderDenied):
             return
-        if profile.exit_mode == "brackets":
-            for order in take_profits:
-                await self._place(order)
+        order = entry_order(env=self.env, bot=position.bot, symbol=position.symbol, side=position.side,
+                            intent_id=f"{position.position_id}|add{position.additions + 1}",
+                            contracts=result.contracts, now_ms=now)
+        await self._place(replace(order, leg=OrderLeg.ADD))
+
+    def _base_notional(self, symbol: str, leverage: int) -> Decimal:
+        """Z-3 base position size (margin, quote) × per-symbol multiplier × leverage = notional."""
+        balance = self.account.balance if self.account else ZERO
+        return base_position_size(balance) * symbol_multiplier(symbol) * leverage
 
     async def _reduce_position(self, position: Position, fill: Fill) -> None:
         market = self.markets[fill.symbol]
@@ -718,8 +820,10 @@ class Engine:
         self.sink.emit(OrderUpdated(cancelled))
 
     async def _cancel_brackets(self, bot: str, symbol: str) -> None:
+        """Cancel this bot's reduce-only orders and unfilled ladder additions on ``symbol``
+        (an addition filling after the close would open a position nobody manages)."""
         for order in list(self.open_orders.values()):
-            if order.bot == bot and order.symbol == symbol and order.reduce_only:
+            if order.bot == bot and order.symbol == symbol and (order.reduce_only or order.leg is OrderLeg.ADD):
                 await self._cancel(order)
 
     async def _refresh_balance(self, now: int) -> None:

@@ -16,7 +16,8 @@ from trading.errors import UnknownSymbol
 from trading.models import ZERO
 from trading.reports import build_report
 from trading.risk import daily_loss_pct, trading_state
-from trading.views import PeriodReport, PositionView, Summary
+from trading.presets import effective_limits
+from trading.views import BotRisk, PeriodReport, PositionView, RiskReport, Summary, SymbolRisk
 
 HUNDRED = Decimal(100)
 
@@ -105,7 +106,7 @@ class TradingService:
             equity=balance + unrealised,
             unrealised_pnl=unrealised,
             realised_pnl_total=balance - engine.config.account.starting_balance,
-            trading_state=trading_state(halted),
+            trading_state=trading_state(halted, engine.drawdown_stage()),
             state_reason=halted,
             sl_streak=max((s.sl_streak for s in states), default=0),
             sl_streak_limit=profile.sl_streak_limit,
@@ -116,6 +117,95 @@ class TradingService:
             closed_trades=await self._store.positions.count_closed(),
             clock_ms=engine.clock.now_ms(),
         )
+
+    def bot_names(self) -> tuple[str, ...]:
+        """The configured bots, in config order (SPEC B-1)."""
+        return tuple(self._engine.bots)
+
+    def resolve_bot(self, text: str) -> str | None:
+        """The configured bot named ``text`` (case-insensitive), or None."""
+        wanted = text.strip().lower()
+        return next((name for name in self._engine.bots if name.lower() == wanted), None)
+
+    async def risk_report(self, bot: str | None = None) -> RiskReport:
+        """RiskGuard state for /risk (SPEC R-1..R-7), optionally of one bot.
+
+        Raises:
+            UnknownSymbol: ``bot`` is not a configured bot name.
+        """
+        engine = self._engine
+        if bot is not None and bot not in engine.bots:
+            raise UnknownSymbol(f"Unknown bot: {bot[:32]} (bots: {', '.join(engine.bots)})")
+        equity = engine.equity()
+        peak = max(engine.account.peak_equity if engine.account else equity, equity)
+        states = engine.risk_states
+        halted = next((s.halted_reason for s in states.values() if s.halted_reason), "")
+        stage = engine.drawdown_stage(equity)
+        realised = sum((s.realised_today for s in states.values()), ZERO)
+        day_start = next(iter(states.values())).day_start_equity if states else equity
+        bots = []
+        for name, runtime in engine.bots.items():
+            if bot is not None and name != bot:
+                continue
+            state = states.get(name)
+            limits = effective_limits(engine.config.preset, runtime.profile, equity, engine.closed_trades)
+            bots.append(BotRisk(
+                bot=name,
+                open_positions=sum(1 for (b, _s) in engine.positions if b == name),
+                max_positions=limits.max_positions,
+                sl_streak=state.sl_streak if state else 0,
+                sl_streak_limit=limits.sl_streak_limit,
+                trades_today=state.trades_today if state else 0,
+                profit_factor_today=state.profit_factor_today if state else None,
+                halted_reason=state.halted_reason if state else "",
+            ))
+        symbols = []
+        for name, runtime in engine.bots.items():
+            if bot is not None and name != bot:
+                continue
+            for symbol in runtime.profile.symbols:
+                entry = engine.blacklist.get((name, symbol))
+                blocked = entry.blocked_until_ms if entry else None
+                symbols.append(SymbolRisk(
+                    bot=name,
+                    symbol=symbol,
+                    stop_losses=entry.stop_losses if entry else 0,
+                    blocked_until_ms=blocked if blocked is not None and blocked > engine.clock.now_ms() else None,
+                    paused=symbol in engine.paused.get(name, ()),
+                ))
+        return RiskReport(
+            trading_state=trading_state(halted, stage),
+            state_reason=halted or ("DRAWDOWN_PAUSE" if stage == "PAUSE" else ""),
+            equity=equity,
+            peak_equity=peak,
+            drawdown_pct=(peak - equity) / peak * HUNDRED if peak > 0 else ZERO,
+            drawdown_quote=peak - equity,
+            drawdown_stage=stage,
+            daily_loss_used_pct=daily_loss_pct(realised + engine.unrealised_pnl(), day_start),
+            daily_loss_limit_pct=engine.config.account.daily_loss_limit_pct,
+            bots=tuple(bots),
+            symbols=tuple(symbols),
+            clock_ms=engine.clock.now_ms(),
+        )
+
+    async def set_bot_paused(self, bot: str, paused: bool) -> None:
+        """Pause or resume every symbol of one bot (SPEC R-7 "per bot"); persisted.
+
+        Raises:
+            UnknownSymbol: ``bot`` is not a configured bot name.
+        """
+        engine = self._engine
+        if bot not in engine.bots:
+            raise UnknownSymbol(f"Unknown bot: {bot[:32]} (bots: {', '.join(engine.bots)})")
+        now = engine.clock.now_ms()
+        async with self._store.transaction():
+            for symbol in engine.bots[bot].profile.symbols:
+                if paused:
+                    await self._store.pauses.pause(bot, symbol, now)
+                    engine.paused.setdefault(bot, set()).add(symbol)
+                else:
+                    await self._store.pauses.resume(bot, symbol)
+                    engine.paused.setdefault(bot, set()).discard(symbol)
 
     # ------------------------------------------------------------ control
     async def paused_symbols(self) -> set[str]:

@@ -85,6 +85,7 @@ def size_position(
     max_total_margin_pct: Decimal,
     max_position_size_pct: Decimal,
     risk_multiplier: Decimal = Decimal(1),
+    max_notional: Decimal | None = None,
 ) -> PositionSize:
     """Size an entry by risk (SPEC Z-1) and apply the caps (Z-2, R-8).
 
@@ -96,7 +97,8 @@ def size_position(
     Args:
         equity: account equity in quote; price: expected entry price in quote;
         stop_loss_pct: stop distance in % of price; risk_pct: % of equity risked;
-        used_margin: margin already in open positions (quote).
+        used_margin: margin already in open positions (quote); max_notional: an extra cap in
+            quote (the Z-3 base size when the E-10 ladder is on), None = none.
 
     Raises:
         SizingRejected: missing inputs (fail closed), no margin room, or the size falls below the
@@ -113,6 +115,8 @@ def size_position(
         ("MAX_POSITION_SIZE", equity * max_position_size_pct / HUNDRED * leverage),
         ("TOTAL_MARGIN", (equity * max_total_margin_pct / HUNDRED - used_margin) * leverage),
     )
+    if max_notional is not None:
+        caps += (("BASE_SIZE", max_notional),)  # E-10 / Z-3: the ladder's starting size
     for name, cap in caps:
         if notional > cap:
             notional, capped_by = cap, name

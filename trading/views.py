@@ -101,3 +101,50 @@ class PeriodReport:
     best_symbols: tuple[SymbolResult, ...]
     worst_symbols: tuple[SymbolResult, ...]
     equity_curve: tuple[EquitySnapshot, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class BotRisk:
+    """One bot's RiskGuard counters today (SPEC R-1, R-2, R-4): profit_factor_today is None
+    without a losing trade; halted_reason is "" while entries are allowed."""
+
+    bot: str
+    open_positions: int
+    max_positions: int
+    sl_streak: int
+    sl_streak_limit: int
+    trades_today: int
+    profit_factor_today: Decimal | None
+    halted_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolRisk:
+    """SPEC R-6 per bot and symbol: stop-losses counted toward the blacklist and the block's
+    end (epoch ms UTC; None = not blocked); paused = R-7 manual pause."""
+
+    bot: str
+    symbol: str
+    stop_losses: int
+    blocked_until_ms: int | None
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RiskReport:
+    """What /risk shows: account trading state, R-3 daily loss used vs limit (% of day-start
+    equity), R-5 drawdown (stage NONE / REDUCE / PAUSE; % and quote below peak equity), then
+    per bot and per symbol counters."""
+
+    trading_state: TradingState
+    state_reason: str
+    equity: Decimal
+    peak_equity: Decimal
+    drawdown_pct: Decimal
+    drawdown_quote: Decimal
+    drawdown_stage: str
+    daily_loss_used_pct: Decimal
+    daily_loss_limit_pct: Decimal
+    bots: tuple[BotRisk, ...]
+    symbols: tuple[SymbolRisk, ...]
+    clock_ms: int
