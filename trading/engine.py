@@ -556,6 +556,13 @@ class Engine:
                 amounts = [contracts, ZERO] if share >= HUNDRED else [ZERO, contracts]
             else:
                 amounts = split_contracts(market, contracts, [share, HUNDRED - share])
+        # E-5: a partial take-profit worth less than the floor is not placed; its contracts go
+        # to the last target (a small position is held to its final bracket).
+        floor = partial_close_floor(self.balance_profile_name())
+        for i in range(len(amounts) - 1):
+            if 0 < amounts[i] * market.contract_size * entry < floor:
+                amounts[-1] += amounts[i]
+                amounts[i] = ZERO
         legs = (OrderLeg.TP1, OrderLeg.TP2, OrderLeg.TP3)
         take_profits = [
             bracket_order(env=self.env, bot=profile.name, market=market, side=side, intent_id=intent_id,
