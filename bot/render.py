@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from aiogram.utils.formatting import Bold, Code, Text, as_key_value, as_line, as_list, as_marked_section
 
-from trading.views import PeriodReport, PositionView, Summary, SymbolResult
+from trading.views import BotRisk, PeriodReport, PositionView, RiskReport, Summary, SymbolResult, SymbolRisk
 
 MESSAGE_LIMIT = 4096
 
@@ -22,11 +22,12 @@ MESSAGE_LIMIT = 4096
 COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Status", (
         ("summary", "balance, equity, risk state, open positions"),
-        ("open", "open positions with entry, PnL, SL, TP1/TP2"),
+        ("open", "open positions with entry, PnL, SL, TP1/TP2: /open [bot]"),
+        ("risk", "risk state, drawdown, daily loss, SL streaks, blacklist: /risk [bot]"),
     )),
     ("Control", (
-        ("pause", "pause entries: /pause [SYMBOL|all], no argument = toggles"),
-        ("resume", "resume entries: /resume [SYMBOL|all]"),
+        ("pause", "pause entries: /pause [SYMBOL|bot|all], no argument = toggles"),
+        ("resume", "resume entries: /resume [SYMBOL|bot|all]"),
     )),
     ("Analytics", (
         ("daily", "daily report + chart: /daily [YYYY-MM-DD]"),
