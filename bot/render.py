@@ -135,12 +135,92 @@ def _position_block(p: PositionView, quote: str) -> Text:
     )
 
 
-def render_positions(positions: list[PositionView], quote: str = "USDT") -> Text:
-    """/open: one block per position with entry, contracts, notional, PnL, SL, TP1/TP2."""
+def render_positions(positions: list[PositionView], quote: str = "USDT", bot: str | None = None) -> Text:
+    """/open [bot]: one block per position with entry, contracts, notional, PnL, SL, TP1/TP2;
+    ``bot`` names the bot the list was filtered by (SPEC B-1)."""
+    of_bot = f" of bot {bot}" if bot else ""
     if not positions:
-        return Text("No open positions.")
+        return Text(f"No open positions{of_bot}.")
     blocks = [_position_block(p, quote) for p in positions]
-    return as_list(Bold(f"Open positions ({len(positions)})"), *blocks, sep="\n\n")
+    return as_list(Bold(f"Open positions{of_bot} ({len(positions)})"), *blocks, sep="\n\n")
+
+
+# Reason codes that stop entries, in words (SPEC R-2..R-5); unknown codes are shown as they are.
+STOP_REASONS = {
+    "SL_STREAK": "stop-loss streak (R-2)",
+    "DAILY_LOSS_LIMIT": "daily loss limit reached (R-3)",
+    "DAILY_PROFIT_FACTOR": "profit factor below the minimum today (R-4)",
+    "DRAWDOWN_PAUSE": "drawdown from peak equity (R-5)",
+}
+
+# SPEC R-5 drawdown stages, in words. The view carries no multiplier: SPEC default × 0.5.
+DRAWDOWN_STAGES = {
+    "NONE": "NONE: full risk",
+    "REDUCE": "REDUCE: risk × 0.5",
+    "PAUSE": "PAUSE: entries paused",
+}
+
+
+def _reason(code: str) -> str:
+    words = STOP_REASONS.get(code)
+    return f"{code} — {words}" if words else code
+
+
+def _profit_factor(value: Decimal | None) -> str:
+    return f"{value:.2f}" if value is not None else "n/a (no losing trade)"
+
+
+def _clock(ms: int, now_ms: int) -> str:
+    """``HH:MM`` when ``ms`` falls on the day of ``now_ms``, else the full UTC date and time."""
+    full = utc(ms)
+    return full[11:] if full[:10] == utc(now_ms)[:10] else full
+
+
+def _symbol_risk_line(s: SymbolRisk, now_ms: int) -> Text:
+    parts = [f"{s.stop_losses} stop-loss{'' if s.stop_losses == 1 else 'es'} toward blacklist"]
+    if s.blocked_until_ms is not None:
+        parts.append(f"blocked until {_clock(s.blocked_until_ms, now_ms)} UTC")
+    if s.paused:
+        parts.append("paused")
+    return as_line("  • ", Code(s.symbol), " — ", ", ".join(parts), end="")
+
+
+def _bot_risk_block(b: BotRisk, symbols: Iterable[SymbolRisk], now_ms: int) -> Text:
+    entries = f"halted: {_reason(b.halted_reason)}" if b.halted_reason else "allowed"
+    return as_list(
+        as_line(Bold(f"Bot {b.bot}"), end=""),
+        as_key_value("Entries", entries),
+        as_key_value("Positions", f"{b.open_positions}/{b.max_positions}"),
+        as_key_value("SL streak", f"{b.sl_streak}/{b.sl_streak_limit}"),
+        as_key_value("Trades today", str(b.trades_today)),
+        as_key_value("Profit factor today", _profit_factor(b.profit_factor_today)),
+        *(_symbol_risk_line(s, now_ms) for s in symbols if s.bot == b.bot),
+    )
+
+
+def render_risk(report: RiskReport, quote: str = "USDT") -> Text:
+    """/risk [bot]: trading state and why, equity vs peak and the R-5 drawdown stage, R-3 daily
+    loss used vs limit, then per bot its R-1/R-2/R-4 counters and per symbol the R-6 stop-losses
+    toward the blacklist, the block's end and the R-7 pause (SPEC T-2)."""
+    state = report.trading_state.value
+    if report.state_reason:
+        state = f"{state} — {_reason(report.state_reason)}"
+    elif report.drawdown_stage == "REDUCE":
+        state = f"{state} — drawdown: risk × 0.5 (R-5)"
+    stage = DRAWDOWN_STAGES.get(report.drawdown_stage, report.drawdown_stage)
+    account = as_list(
+        as_line(Bold("Risk"), end=""),
+        as_key_value("Trading state", state),
+        as_key_value("Equity", f"{money(report.equity, quote)} (peak {money(report.peak_equity, quote)})"),
+        as_key_value(
+            "Drawdown", f"{pct(report.drawdown_pct)} / {money(report.drawdown_quote, quote)} below peak — stage {stage}"
+        ),
+        as_key_value(
+            "Daily loss used", f"{pct(report.daily_loss_used_pct)} of {pct(report.daily_loss_limit_pct)} limit"
+        ),
+    )
+    blocks = [_bot_risk_block(b, report.symbols, report.clock_ms) for b in report.bots]
+    return as_list(account, *blocks, Text(f"As of {utc(report.clock_ms)} UTC"), sep="\n\n")
 
 
 def _symbols_line(label: str, results: Iterable[SymbolResult], quote: str) -> Text:
@@ -185,6 +265,11 @@ def render_paused(symbols: Iterable[str], pause: bool) -> Text:
     verb = "Paused" if pause else "Resumed"
     what = symbols[0] if len(symbols) == 1 else f"all {len(symbols)} symbols"
     return Text(f"{verb} entries on {what}.")
+
+
+def render_bot_paused(bot: str, pause: bool) -> Text:
+    """Confirmation after ``/pause BOT`` or ``/resume BOT`` (SPEC R-7 per bot)."""
+    return Text(f"{'Paused' if pause else 'Resumed'} entries on every symbol of bot {bot}.")
 
 
 def render_usage(usage: str, problem: str | None = None) -> Text:

@@ -397,3 +397,50 @@ async def test_e10_r9_no_addition_to_a_losing_position(markets):
     h.feed.last_close = 1.993  # −0.35 % price = −1.75 % on margin at 5×
     await h.engine.manage_positions(h.feed)
     assert not [o for o in h.engine.open_orders.values() if o.leg is OrderLeg.ADD]
+
+
+async def test_r2_a_take_profit_resets_the_sl_streak(markets):
+    """R-2: SL, then a take-profit, then SL → streak 1, entries still allowed."""
+    h = Harness(markets, account={"daily_loss_limit_pct": D(50)})
+    await h.start()
+    await lose(h)
+    assert h.engine.risk_states["main"].sl_streak == 1
+    await win(h)
+    assert h.engine.risk_states["main"].sl_streak == 0
+    await lose(h)
+    state = h.engine.risk_states["main"]
+    assert state.sl_streak == 1 and state.halted_reason == ""
+    assert (await h.enter(2.0)).passed
+
+
+async def test_e4_timeout_closes_a_flat_position_after_60_minutes(harness):
+    """E-4 in the engine: held ≥ 60 min with PnL < +1 % on margin → reduce-only market close,
+    booked as TIMEOUT at the next open."""
+    await harness.enter(2.0)
+    await harness.candle(2.0, 2.0, 2.0, 2.0)
+    for _ in range(11):  # 55 minutes: not yet
+        await harness.candle(2.0, 2.001, 1.999, 2.0)
+        await harness.engine.manage_positions(harness.feed)
+    assert not [o for o in harness.engine.open_orders.values() if o.leg is OrderLeg.CLOSE]
+    await harness.candle(2.0, 2.001, 1.999, 2.0)
+    await harness.engine.manage_positions(harness.feed)  # 60 minutes held
+    await harness.candle(2.0, 2.001, 1.999, 2.0)
+    (trade,) = harness.closed()
+    assert trade.exit_reason is ExitReason.TIMEOUT
+    assert harness.brackets() == []
+
+
+async def test_e3_auto_profit_closes_all_before_tp1(markets):
+    """E-3 in the engine: TP1 not hit and PnL ≥ +3 % on margin → close everything."""
+    h = Harness(markets, take_profit_1_pct=D(5), take_profit_2_pct=D(6))
+    await h.start()
+    await h.enter(2.0)
+    await h.candle(2.0, 2.0, 2.0, 2.0)
+    h.feed.last_close = 2.011  # +0.55 % price = +2.75 % on margin at 5×: not yet
+    await h.engine.manage_positions(h.feed)
+    assert not [o for o in h.engine.open_orders.values() if o.leg is OrderLeg.CLOSE]
+    h.feed.last_close = 2.013  # +3.25 % on margin
+    await h.engine.manage_positions(h.feed)
+    await h.candle(2.013, 2.014, 2.012, 2.013)
+    (trade,) = h.closed()
+    assert trade.exit_reason is ExitReason.AUTO_PROFIT and trade.net_pnl > 0
