@@ -32,15 +32,15 @@ STRONG = SignalCheck(Side.LONG, 4.0, ("rsi", "macd", "volume", "atr"), True)
 class Harness:
     """An engine on the simulated exchange with a controllable clock."""
 
-    def __init__(self, markets, account=None, slippage="0", bots=None, **profile):
+    def __init__(self, markets, account=None, slippage="0", bots=None, balance="1000", preset="safe", **profile):
         self.clock = ReplayClock(NOON)
         self.buffer = EventBuffer()
         profile.setdefault("filters", FLOW_FILTERS)
         bots = bots or (BotProfile(symbols=(SYMBOL,), trading_hours_utc=(0, 24),
                                    blackout_hours_utc=(0, 0), **profile),)
-        config = TradingConfig(bots=bots, account=AccountConfig(**(account or {})),
+        config = TradingConfig(bots=bots, account=AccountConfig(**(account or {})), preset=preset,
                                paper=PaperConfig(slippage_pct=D(slippage)))
-        self.exchange = SimulatedExchange({SYMBOL: markets[SYMBOL]}, D(1000), D(slippage), self.clock)
+        self.exchange = SimulatedExchange({SYMBOL: markets[SYMBOL]}, D(balance), D(slippage), self.clock)
         self.engine = Engine(config=config, markets={SYMBOL: markets[SYMBOL]}, exchange=self.exchange,
                              clock=self.clock, sink=self.buffer)
         self.feed = self.engine.feeds[(SYMBOL, "5m")]
@@ -444,3 +444,29 @@ async def test_e3_auto_profit_closes_all_before_tp1(markets):
     await h.candle(2.013, 2.014, 2.012, 2.013)
     (trade,) = h.closed()
     assert trade.exit_reason is ExitReason.AUTO_PROFIT and trade.net_pnl > 0
+
+
+async def test_z4_scaling_preset_caps_trades_per_day_in_the_engine(markets):
+    """Z-4 scaling: a 200-quote account (tier 120–300) takes at most 8 trades per UTC day."""
+    h = Harness(markets, balance="200", preset="scaling", account={"daily_loss_limit_pct": D(50)})
+    await h.start()
+    for _ in range(8):
+        await win(h)
+    assert h.engine.risk_states["main"].trades_today == 8
+    assert (await h.enter(2.0)).blocked_by == "MAX_TRADES_PER_DAY"
+
+
+async def test_z4_never_btc_below_500_equity_in_the_engine(markets):
+    """Z-4: the engine refuses BTC to a 400-quote account, whatever the score."""
+    btc = "BTC/USDT:USDT"
+    clock = ReplayClock(NOON)
+    profile = BotProfile(symbols=(btc,), trading_hours_utc=(0, 24), blackout_hours_utc=(0, 0), filters=FLOW_FILTERS)
+    exchange = SimulatedExchange({btc: markets[btc]}, D(400), D(0), clock)
+    engine = Engine(config=TradingConfig(bots=(profile,)), markets={btc: markets[btc]}, exchange=exchange,
+                    clock=clock, sink=EventBuffer())
+    await engine.start()
+    engine.tick(NOON)
+    feed = engine.feeds[(btc, "5m")]
+    feed.last_close = 105000.0
+    evaluation = await engine.try_enter(engine.bots["main"], feed, STRONG)
+    assert evaluation.blocked_by == "PAIR_NOT_IN_TIER"
