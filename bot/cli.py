@@ -108,7 +108,7 @@ def _load(args):
     settings = load_settings()
     logging.getLogger().setLevel(settings.optiflow_log_level)
     if settings.optiflow_log_level != "DEBUG":
-        logging.getLogger("aiogram.event").setLevel(logging.WARNING)  # one INFO line per update is noise
+        logging.getLogger("aiogram").setLevel(logging.WARNING)  # an INFO line per update is noise in chat
     config = load_trading_config(args.config or settings.optiflow_config)
     config = _apply_overrides(config, args.symbols, args.timeframe)
     return settings, config

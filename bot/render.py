@@ -147,23 +147,23 @@ def render_positions(positions: list[PositionView], quote: str = "USDT", bot: st
 
 # Reason codes that stop entries, in words (SPEC R-2..R-5); unknown codes are shown as they are.
 STOP_REASONS = {
-    "SL_STREAK": "stop-loss streak (R-2)",
-    "DAILY_LOSS_LIMIT": "daily loss limit reached (R-3)",
-    "DAILY_PROFIT_FACTOR": "profit factor below the minimum today (R-4)",
-    "DRAWDOWN_PAUSE": "drawdown from peak equity (R-5)",
+    "SL_STREAK": "stop-loss streak, R-2",
+    "DAILY_LOSS_LIMIT": "daily loss limit reached, R-3",
+    "DAILY_PROFIT_FACTOR": "profit factor below the minimum today, R-4",
+    "DRAWDOWN_PAUSE": "drawdown from peak equity, R-5",
 }
 
-# SPEC R-5 drawdown stages, in words. The view carries no multiplier: SPEC default × 0.5.
+# SPEC R-5 drawdown stages, in words ({m} = the configured risk multiplier).
 DRAWDOWN_STAGES = {
     "NONE": "NONE: full risk",
-    "REDUCE": "REDUCE: risk × 0.5",
+    "REDUCE": "REDUCE: risk × {m}",
     "PAUSE": "PAUSE: entries paused",
 }
 
 
 def _reason(code: str) -> str:
     words = STOP_REASONS.get(code)
-    return f"{code} — {words}" if words else code
+    return f"{code} ({words})" if words else code
 
 
 def _profit_factor(value: Decimal | None) -> str:
@@ -177,7 +177,7 @@ def _clock(ms: int, now_ms: int) -> str:
 
 
 def _symbol_risk_line(s: SymbolRisk, now_ms: int) -> Text:
-    parts = [f"{s.stop_losses} stop-loss{'' if s.stop_losses == 1 else 'es'} toward blacklist"]
+    parts = [f"{s.stop_losses}/{s.blacklist_limit} stop-losses toward blacklist"]
     if s.blocked_until_ms is not None:
         parts.append(f"blocked until {_clock(s.blocked_until_ms, now_ms)} UTC")
     if s.paused:
@@ -206,14 +206,17 @@ def render_risk(report: RiskReport, quote: str = "USDT") -> Text:
     if report.state_reason:
         state = f"{state} — {_reason(report.state_reason)}"
     elif report.drawdown_stage == "REDUCE":
-        state = f"{state} — drawdown: risk × 0.5 (R-5)"
-    stage = DRAWDOWN_STAGES.get(report.drawdown_stage, report.drawdown_stage)
+        state = f"{state} — drawdown: risk × {plain(report.drawdown_risk_multiplier)} (R-5)"
+    stage = DRAWDOWN_STAGES.get(report.drawdown_stage, report.drawdown_stage).format(
+        m=plain(report.drawdown_risk_multiplier)
+    )
     account = as_list(
         as_line(Bold("Risk"), end=""),
         as_key_value("Trading state", state),
         as_key_value("Equity", f"{money(report.equity, quote)} (peak {money(report.peak_equity, quote)})"),
         as_key_value(
-            "Drawdown", f"{pct(report.drawdown_pct)} / {money(report.drawdown_quote, quote)} below peak — stage {stage}"
+            "Drawdown",
+            f"{pct(report.drawdown_pct)} / {money(report.drawdown_quote, quote)} below peak — stage {stage}",
         ),
         as_key_value(
             "Daily loss used", f"{pct(report.daily_loss_used_pct)} of {pct(report.daily_loss_limit_pct)} limit"

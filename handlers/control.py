@@ -1,4 +1,5 @@
-"""/pause and /resume with per-symbol toggles (SPEC T-2 control, T-3, R-7)."""
+"""/pause and /resume per symbol, per bot or all, with per-symbol toggles (SPEC T-2 control, T-3,
+R-7, B-1)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.callback_answer import CallbackAnswer
 
-from bot.render import render_pause_menu, render_paused, render_usage
+from bot.render import render_bot_paused, render_pause_menu, render_paused, render_usage
 from keyboards.pause import PauseAllCb, PauseSymbolCb, pause_keyboard, symbol_labels
 from trading.errors import UnknownSymbol
 
@@ -24,9 +25,15 @@ async def _set_many(trading: "TradingService", symbols: tuple[str, ...], pause: 
 
 
 async def on_pause_command(message: Message, command: CommandObject, trading: "TradingService") -> None:
-    """``/pause`` → toggles; ``/pause SYMBOL`` / ``/pause all`` (and /resume alike) → apply."""
+    """``/pause`` → toggles; ``/pause SYMBOL`` / ``/pause BOT`` / ``/pause all`` (and /resume
+    alike) → apply (SPEC R-7 "per symbol, per bot, or everything").
+
+    A word that names both a symbol and a bot (a bot called "BTC") means the symbol: symbols are
+    matched first, bot names (case-insensitive) only when no symbol matches; "all" always means
+    everything.
+    """
     pause = command.command.lower() == "pause"
-    usage = f"Usage: /{command.command.lower()} [SYMBOL|all]"
+    usage = f"Usage: /{command.command.lower()} [SYMBOL|bot|all]"
     args = (command.args or "").split()
     if not args:
         markup = pause_keyboard(trading.symbols(), await trading.paused_symbols())
@@ -40,8 +47,14 @@ async def on_pause_command(message: Message, command: CommandObject, trading: "T
     else:
         try:
             symbols = (trading.resolve_symbol(args[0]),)
-        except UnknownSymbol as error:
-            await message.answer(**render_usage(usage, str(error)).as_kwargs())
+        except UnknownSymbol:
+            bot = trading.resolve_bot(args[0])
+            if bot is None:
+                problem = f"Unknown symbol or bot: {args[0][:32]} (bots: {', '.join(trading.bot_names())})"
+                await message.answer(**render_usage(usage, problem).as_kwargs())
+                return
+            await trading.set_bot_paused(bot, pause)
+            await message.answer(**render_bot_paused(bot, pause).as_kwargs())
             return
     await _set_many(trading, symbols, pause)
     await message.answer(**render_paused(symbols, pause).as_kwargs())

@@ -88,6 +88,14 @@ class FakeTradingService:
                 return symbol
         raise UnknownSymbol(f"Unknown symbol: {text.strip()[:32]}")
 
+    def bot_names(self) -> tuple[str, ...]:
+        """The one bot of the positions above."""
+        return ("ema",)
+
+    def resolve_bot(self, text: str) -> str | None:
+        """"ema" (any case) → "ema"; None otherwise."""
+        return "ema" if text.strip().lower() == "ema" else None
+
     async def summary(self) -> Summary:
         """A fixed account with the current positions and pauses."""
         unrealised = sum((p.unrealised_pnl for p in self.positions), D(0))
@@ -244,7 +252,7 @@ async def test_help_lists_categories_and_menu_matches_T2(dp, bot, session, tradi
     for word in ("Status", "Control", "Analytics", "Ops", "/summary", "/open", "/pause", "/resume", "/daily", "/help"):
         assert word in text
     assert [c.command for c in BOT_COMMANDS] == [
-        "summary", "open", "pause", "resume", "daily",
+        "summary", "open", "risk", "pause", "resume", "daily",
         "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "help",
     ]
 
@@ -311,9 +319,9 @@ async def test_pause_and_resume_with_argument_R7(chat, session, trading):
 async def test_pause_unknown_symbol_gives_usage_and_changes_nothing_R7(dp, bot, session, trading):
     """/pause FOO → the reason and one usage line; no state change."""
     await dp.feed_update(bot, message_update("/pause FOO"), trading=trading)
-    assert texts(session) == "Unknown symbol: FOO\nUsage: /pause [SYMBOL|all]"
+    assert texts(session) == "Unknown symbol or bot: FOO (bots: ema)\nUsage: /pause [SYMBOL|bot|all]"
     await dp.feed_update(bot, message_update("/resume BTC ETH"), trading=trading)
-    assert sent(session)[-1].text == "Usage: /resume [SYMBOL|all]"
+    assert sent(session)[-1].text == "Usage: /resume [SYMBOL|bot|all]"
     assert trading.set_paused_calls == []
 
 

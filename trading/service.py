@@ -172,6 +172,7 @@ class TradingService:
                     stop_losses=entry.stop_losses if entry else 0,
                     blocked_until_ms=blocked if blocked is not None and blocked > engine.clock.now_ms() else None,
                     paused=symbol in engine.paused.get(name, ()),
+                    blacklist_limit=runtime.profile.blacklist_stop_losses,
                 ))
         return RiskReport(
             trading_state=trading_state(halted, stage),
@@ -186,6 +187,7 @@ class TradingService:
             bots=tuple(bots),
             symbols=tuple(symbols),
             clock_ms=engine.clock.now_ms(),
+            drawdown_risk_multiplier=engine.config.account.drawdown_risk_multiplier,
         )
 
     async def set_bot_paused(self, bot: str, paused: bool) -> None:

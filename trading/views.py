@@ -128,6 +128,7 @@ class SymbolRisk:
     stop_losses: int
     blocked_until_ms: int | None
     paused: bool
+    blacklist_limit: int = 3  # stop-losses that block the symbol
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +149,4 @@ class RiskReport:
     bots: tuple[BotRisk, ...]
     symbols: tuple[SymbolRisk, ...]
     clock_ms: int
+    drawdown_risk_multiplier: Decimal = Decimal("0.5")  # risk × this at the REDUCE stage
