@@ -4,17 +4,13 @@ ask /summary and /open through ``dp.feed_update`` and check the replies against 
 
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 from pathlib import Path
 
-from aiogram.methods import SendMessage
 
-from bot.app import build_dispatcher
-from bot.console import ConsoleChat, make_console_bot
 from bot.render import money, plain
 from bot.runtime import PaperRuntime
-from bot.settings import Settings
+from tests.stack import ask, replayed
 from trading.config import TradingConfig
 from trading.models import Side
 
@@ -24,19 +20,11 @@ USER = 7
 
 
 async def replay_window(db: Path, data_dir: Path) -> PaperRuntime:
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
-    await runtime.replay()
-    return runtime
+    return await replayed(db, data_dir, END)
 
 
 async def chat_replies(runtime: PaperRuntime, tmp_path: Path, *lines: str) -> list[str]:
-    dp = build_dispatcher(runtime.service, Settings(), frozenset({USER}))
-    bot = make_console_bot(tmp_path / "out", out=io.StringIO())
-    chat = ConsoleChat(dp, bot, USER, out=io.StringIO())
-    for line in lines:
-        await chat.send_text(line)
-    await bot.session.close()
-    return [r.text for r in bot.session.requests if isinstance(r, SendMessage)]
+    return await ask(runtime, tmp_path, *lines, user=USER)
 
 
 async def test_l3_restart_from_the_file_resumes_and_chat_matches_the_database(tmp_path, data_dir):

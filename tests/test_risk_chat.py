@@ -8,17 +8,13 @@ render hand-built views for the states a short replay does not reach (R-5 REDUCE
 
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 from pathlib import Path
 
-from aiogram.methods import SendMessage
-
-from bot.app import BOT_COMMANDS, build_dispatcher
-from bot.console import ConsoleChat, make_console_bot
+from bot.app import BOT_COMMANDS
 from bot.render import COMMANDS, money, pct, render_risk
 from bot.runtime import PaperRuntime
-from bot.settings import Settings
+from tests import stack
 from trading.config import BotProfile, TradingConfig
 from trading.models import ZERO, TradingState
 from trading.presets import effective_limits
@@ -44,29 +40,13 @@ def two_bots(a_name: str = "A") -> TradingConfig:
 
 
 async def replayed(tmp_path: Path, data_dir: Path, end_ms: int, config: TradingConfig | None = None) -> PaperRuntime:
-    """A paper runtime over the bundled candles up to ``end_ms``, replayed into a file database."""
-    runtime = await PaperRuntime.build(
-        config=config or two_bots(), db_path=tmp_path / "paper.db", data_dir=data_dir, end_ms=end_ms
-    )
-    await runtime.replay()
-    return runtime
+    """The two-bot paper runtime replayed up to ``end_ms``."""
+    return await stack.replayed(tmp_path / "paper.db", data_dir, end_ms, config or two_bots())
 
 
 async def ask(runtime: PaperRuntime, tmp_path: Path, *lines: str) -> list[str]:
-    """Type each line into a fresh Dispatcher; one reply text per line (split parts joined)."""
-    dp = build_dispatcher(runtime.service, Settings(), frozenset({USER}))
-    bot = make_console_bot(tmp_path / "out", out=io.StringIO())
-    chat = ConsoleChat(dp, bot, USER, out=io.StringIO())
-    replies = []
-    try:
-        for line in lines:
-            before = len(bot.session.requests)
-            await chat.send_text(line)
-            new = bot.session.requests[before:]
-            replies.append("\n".join(r.text for r in new if isinstance(r, SendMessage)))
-    finally:
-        await bot.session.close()
-    return replies
+    """One reply text per typed line (see tests/stack.py)."""
+    return await stack.ask(runtime, tmp_path, *lines, user=USER)
 
 
 def bot_block(text: str, name: str) -> str:

@@ -199,9 +199,14 @@ class TradingService:
         engine = self._engine
         if bot not in engine.bots:
             raise UnknownSymbol(f"Unknown bot: {bot[:32]} (bots: {', '.join(engine.bots)})")
+        await self._apply_pauses([(bot, symbol) for symbol in engine.bots[bot].profile.symbols], paused)
+
+    async def _apply_pauses(self, pairs: list[tuple[str, str]], paused: bool) -> None:
+        """Persist and apply pause flags for (bot, symbol) pairs in one transaction (R-7)."""
+        engine = self._engine
         now = engine.clock.now_ms()
         async with self._store.transaction():
-            for symbol in engine.bots[bot].profile.symbols:
+            for bot, symbol in pairs:
                 if paused:
                     await self._store.pauses.pause(bot, symbol, now)
                     engine.paused.setdefault(bot, set()).add(symbol)
@@ -225,17 +230,8 @@ class TradingService:
         """
         if symbol not in self.symbols():
             raise UnknownSymbol(f"Unknown symbol: {symbol[:32]}")
-        now = self._engine.clock.now_ms()
-        async with self._store.transaction():
-            for bot in self._engine.bots.values():
-                if symbol not in bot.profile.symbols:
-                    continue
-                if paused:
-                    await self._store.pauses.pause(bot.name, symbol, now)
-                    self._engine.paused.setdefault(bot.name, set()).add(symbol)
-                else:
-                    await self._store.pauses.resume(bot.name, symbol)
-                    self._engine.paused.setdefault(bot.name, set()).discard(symbol)
+        bots = [b.name for b in self._engine.bots.values() if symbol in b.profile.symbols]
+        await self._apply_pauses([(bot, symbol) for bot in bots], paused)
 
     # ---------------------------------------------------------- analytics
     async def daily_report(self, day: date | None = None) -> PeriodReport:
