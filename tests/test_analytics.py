@@ -24,6 +24,7 @@ from trading.analytics import (
     UnknownBot,
 )
 from trading.filters import FilterConfig
+from trading.config import RegimeRiskMultipliers
 from trading.config import BotProfile, StrategyConfig, TradingConfig
 from trading.models import Side, SignalEvaluation
 from trading.ports import ReplayClock
@@ -196,9 +197,10 @@ def test_t2_filters_lists_every_profile_and_strategy_field(tmp_path):
     without code changes), nested ones as ``strategy.<field>``."""
     service = AnalyticsService(store=type("S", (), {"signals": None})(), config=config(), clock=ReplayClock(NOW))
     main, swing = service.filters()
-    expected = [f for f in BotProfile.model_fields if f not in ("strategy", "filters")]
-    expected += [f"strategy.{f}" for f in StrategyConfig.model_fields]
-    expected += [f"filters.{f}" for f in FilterConfig.model_fields]
+    nested = {"strategy": StrategyConfig, "filters": FilterConfig, "regime_risk": RegimeRiskMultipliers}
+    expected = [f for f in BotProfile.model_fields if f not in nested]
+    for prefix, model in nested.items():
+        expected += [f"{prefix}.{f}" for f in model.model_fields]
     assert [name for name, _ in main.values] == expected
     values = dict(swing.values)
     assert values["strategy.rsi_oversold"] == 25 and values["strategy.min_score"] == 3.3

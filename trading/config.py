@@ -42,6 +42,15 @@ class StrategyConfig(_Strict):
     )
 
 
+class RegimeRiskMultipliers(_Strict):
+    """SPEC S-12 regime used by sizing: the risk per trade is multiplied by the symbol's regime
+    factor. Each ≤ 1, so the regime can only size down (R-9: risk never rises on its own)."""
+
+    trending: Decimal = Field(default=Decimal(1), gt=0, le=1)
+    ranging: Decimal = Field(default=Decimal(1), gt=0, le=1)
+    choppy: Decimal = Field(default=Decimal("0.7"), gt=0, le=1)
+
+
 class BotProfile(_Strict):
     """One bot profile (SPEC B-1): what it trades and its per-bot limits.
 
@@ -86,6 +95,7 @@ class BotProfile(_Strict):
     blackout_hours_utc: tuple[int, int] = (2, 6)
     strategy: StrategyConfig = StrategyConfig()
     filters: FilterConfig = FilterConfig()  # F-1..F-5 thresholds
+    regime_risk: RegimeRiskMultipliers = RegimeRiskMultipliers()  # S-12 in sizing
 
     @field_validator("symbols")
     @classmethod

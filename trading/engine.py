@@ -369,8 +369,9 @@ class Engine:
                 used_margin=self.used_margin(),
                 max_total_margin_pct=self.config.account.max_total_margin_pct,
                 max_position_size_pct=self.config.account.max_position_size_pct,
-                # R-5: half risk at the reduce stage. R-9: nothing here ever raises risk.
-                risk_multiplier=self.config.account.drawdown_risk_multiplier if stage == "REDUCE" else Decimal(1),
+                # R-5: half risk at the reduce stage; S-12: less in a choppy market. R-9: both ≤ 1.
+                risk_multiplier=(self.config.account.drawdown_risk_multiplier if stage == "REDUCE" else Decimal(1))
+                * self._regime_risk(profile, feed),
                 # E-10: with the ladder on, a position starts at the Z-3 base size and grows.
                 max_notional=self._base_notional(symbol, limits.leverage) if profile.ladder else None,
             )
@@ -490,6 +491,12 @@ class Engine:
             max_trades_per_day=limits.max_trades_per_day,
             pair_allowed=pair_allowed(self.config.preset, symbol, equity),
         )
+
+    @staticmethod
+    def _regime_risk(profile: BotProfile, feed: FeedState) -> Decimal:
+        """SPEC S-12 sizing factor of the feed's current regime (1 while it warms up)."""
+        regime = feed.regime.regime
+        return Decimal(1) if regime is None else getattr(profile.regime_risk, regime.value)
 
     def _blacklisted_until(self, bot: str, symbol: str) -> int | None:
         entry = self.blacklist.get((bot, symbol))
