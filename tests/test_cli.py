@@ -104,3 +104,34 @@ def test_backtest_refuses_an_existing_database(tmp_path, capsys):
     db.write_bytes(b"something")
     assert main(["backtest", "--db", str(db), "--out", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_b1_optiscalp_example_trades_every_bot(tmp_path, capsys):
+    """Issue 3 acceptance / B-1: the shipped multi-bot example trades with every bot, and the
+    result is broken down per bot and per exit reason."""
+    from pathlib import Path
+
+    from trading.config import load_trading_config
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "optiscalp.toml"
+    bots = [b.name for b in load_trading_config(example).bots]
+    assert main(["backtest", "--config", str(example), "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    per_bot = text.split("per bot:")[1].split("per symbol:")[0]
+    for bot in bots:
+        assert re.search(rf"^\s+{bot}\s+trades\s+[1-9]", per_bot, re.MULTILINE), bot
+    reasons = text.split("per exit reason:")[1].split("trades CSV")[0]
+    rows = list(csv.DictReader((tmp_path / "trades.csv").open()))
+    assert {r["bot"] for r in rows} == set(bots)
+    for reason in {r["exit_reason"] for r in rows}:
+        assert reason in reasons
+
+
+def test_invalid_environment_names_the_variable(tmp_path, capsys, monkeypatch):
+    """A bad setting exits 2 with one line naming the variable, never its secret value."""
+    monkeypatch.setenv("TELEGRAM_ALLOWED_USER_IDS", "12,abc")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:SECRET-VALUE")
+    assert main(["backtest", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "TELEGRAM_ALLOWED_USER_IDS" in err and "SECRET-VALUE" not in err
+    assert err.strip().count("\n") == 0
