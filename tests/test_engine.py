@@ -120,7 +120,7 @@ async def test_e1_tp1_partial_close_then_stop_follows_the_remaining_size(harness
     assert position.tp1_done
     assert position.contracts == full - D("328")  # 70 % of 468.7 floored to 0.1 = 328.0
     assert position.realised_pnl == (D("2.012") - D("2.0")) * D("328")
-    stop = next(o for o in harness.brackets() if o.leg is OrderLeg.STOP_LOSS)
+    (stop,) = [o for o in harness.brackets() if o.leg is OrderLeg.STOP_LOSS]  # replaced, not added
     assert stop.amount == position.contracts
 
 
@@ -376,8 +376,11 @@ async def test_e10_ladder_adds_within_caps_and_brackets_follow(markets):
     position = h.position()
     assert position.additions == 1 and position.contracts == first + add.amount
     assert position.entry_price == (first * D(2) + add.amount * D("2.004")) / position.contracts
-    stop = next(o for o in h.brackets() if o.leg is OrderLeg.STOP_LOSS)
+    (stop,) = [o for o in h.brackets() if o.leg is OrderLeg.STOP_LOSS]  # the old stop is gone
     assert stop.amount == position.contracts  # the stop covers the whole new size
+    assert {o.client_order_id for o in await h.exchange.fetch_open_orders()} == {
+        o.client_order_id for o in h.brackets()
+    }
     # Keep laddering until a cap says no; the position never exceeds 20 % × equity × leverage.
     for _ in range(8):
         h.clock.current_ms += 300_000

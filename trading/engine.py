@@ -345,8 +345,9 @@ class Engine:
         price = Decimal(repr(feed.last_close)) if feed.last_close > 0 else None
         equity = self.equity()
         limits = effective_limits(self.config.preset, profile, equity, self.closed_trades)
-        if check.score < limits.min_score:
-            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN", limits.min_score)
+        min_score = limits.min_score
+        if check.score < min_score:
+            return self._record(now, bot, symbol, check, "SCORE_BELOW_MIN", min_score)
         stage = self.drawdown_stage(equity)
         ctx = self._risk_context(profile, symbol, price, equity, now, stage, limits)
         decision = self.guard.check_entry(ctx)
@@ -379,13 +380,12 @@ class Engine:
             return self._record(now, bot, symbol, check, exc.reason, min_score)
         market = self.markets[symbol]
         entries = self._entry_logs.setdefault(profile.name, EntryLog())
-        intended = equity * limits.risk_pct / HUNDRED / (profile.stop_loss_pct / HUNDRED)
         verdict = run_filters(
             FilterContext(
                 symbol=symbol,
                 spread_pct=self.exchange.spread_pct(symbol, feed.last_close),
                 quote_volume_24h=feed.stats.quote_volume_24h,
-                intended_notional=intended,
+                intended_notional=size.intended_notional,
                 equity=equity,
                 atr=feed.indicators.atr,
                 close=feed.last_close,
@@ -527,8 +527,11 @@ class Engine:
                 OrderUpdated(replace(order, status=OrderStatus.CLOSED, filled=fill.amount, average=fill.price, updated_ms=fill.timestamp))
             )
         key = (fill.bot, fill.symbol)
-        if fill.leg is OrderLeg.ADD and key in self.positions:
-            await self._add_to_position(self.positions[key], fill)
+        if fill.leg is OrderLeg.ADD:
+            if key in self.positions:
+                await self._add_to_position(self.positions[key], fill)
+            else:
+                await self._close_orphan(fill)
         elif fill.leg is OrderLeg.ENTRY:
             pending = self._pending.pop(key, None)
             if pending is None:
@@ -542,6 +545,16 @@ class Engine:
                 return
             await self._reduce_position(position, fill)
         await self._refresh_balance(fill.timestamp)
+
+    async def _close_orphan(self, fill: Fill) -> None:
+        """An addition filled after its position closed (its cancel lost the race): the exchange
+        now holds contracts nobody manages and no stop protects — close them at once (R-10)."""
+        side = Side.LONG if fill.side.value == "buy" else Side.SHORT
+        self.sink.emit(Alert("NO_STOP", fill.bot, fill.symbol,
+                             f"addition filled without a position; closing {fill.amount} at market"))
+        await self._place(close_order(env=self.env, bot=fill.bot, symbol=fill.symbol, side=side,
+                                      intent_id=f"orphan|{fill.client_order_id}", contracts=fill.amount,
+                                      now_ms=fill.timestamp))
 
     def _brackets(
         self, profile: BotProfile, market: Market, side: Side, entry: Decimal, contracts: Decimal,
@@ -582,14 +595,22 @@ class Engine:
                              trigger_price=levels.stop_loss, now_ms=now)
         return stop, take_profits, prices
 
-    async def _protect(self, position: Position, stop: Order, take_profits: list[Order]) -> None:
+    async def _protect(
+        self, position: Position, stop: Order, take_profits: list[Order], replacing: list[Order] = ()
+    ) -> None:
         """Place the stop first; without a working stop the position is closed at once (R-10);
-        then the take-profits (brackets exit mode only)."""
+        then the take-profits (brackets exit mode only). ``replacing``: the brackets these
+        supersede, cancelled only once the new stop rests (never a moment without a stop)."""
         if await self._place(stop) is None:
+            for order in replacing:
+                if order.leg is not OrderLeg.STOP_LOSS:  # the old stop still guards the old size
+                    await self._cancel(order)
             self.sink.emit(Alert("NO_STOP", position.bot, position.symbol,
                                  f"stop-loss rejected; closing {position.symbol} at market"))
             await self._close_at_market(position, ExitReason.NO_STOP)
             return
+        for order in replacing:
+            await self._cancel(order)
         if self.bots[position.bot].profile.exit_mode == "brackets":
             for order in take_profits:
                 await self._place(order)
@@ -645,10 +666,9 @@ class Engine:
         market = self.markets[position.symbol]
         entry = average_entry(position.contracts, position.entry_price, fill.amount, fill.price)
         contracts = position.contracts + fill.amount
-        await self._cancel_brackets(position.bot, position.symbol)
+        old = [o for o in self.open_orders.values()
+               if o.bot == position.bot and o.symbol == position.symbol and o.reduce_only]
         share = effective_limits(self.config.preset, profile, self.equity(), self.closed_trades).tp1_share_pct
-        if profile.tp1_share_pct is not None:
-            share = profile.tp1_share_pct
         intent = f"{position.position_id}|add{position.additions + 1}"
         stop, take_profits, prices = self._brackets(
             profile, market, position.side, entry, contracts, intent, share, None, fill.timestamp, position.tp1_done
@@ -665,7 +685,7 @@ class Engine:
         position = self._levels(position, market, stop, take_profits, prices)
         self.positions[(position.bot, position.symbol)] = position
         self.sink.emit(PositionChanged(position))
-        await self._protect(position, stop, take_profits)
+        await self._protect(position, stop, take_profits, replacing=old)
 
     async def _ladder(self, position: Position, profile: BotProfile, feed: FeedState, mark: Decimal,
                       pnl_pct: Decimal, now: int) -> None:
@@ -786,17 +806,20 @@ class Engine:
 
     async def _replace_stop(self, position: Position, market: Market, now: int) -> None:
         """After a partial close the stop is re-placed for the remaining contracts (brackets
-        follow the position size, SPEC E-1 / E-10)."""
-        for cid, order in list(self.open_orders.items()):
-            if order.bot == position.bot and order.symbol == position.symbol and order.leg is OrderLeg.STOP_LOSS:
-                await self._cancel(order)
+        follow the position size, SPEC E-1 / E-10). The new stop goes out before the old one is
+        cancelled, so the position is never without a stop (R-10)."""
+        old = [o for o in self.open_orders.values()
+               if o.bot == position.bot and o.symbol == position.symbol and o.leg is OrderLeg.STOP_LOSS]
         # The id derives from the event (time and size), so a retry reuses it and a later
         # replacement never collides with a cancelled one (SPEC O-2).
         stop = bracket_order(env=self.env, bot=position.bot, market=market, side=position.side,
                              intent_id=f"{position.position_id}|{now}|{position.contracts}",
                              leg=OrderLeg.STOP_LOSS, generation=1,
                              contracts=position.contracts, trigger_price=position.stop_loss, now_ms=now)
-        if await self._place(stop) is None:
+        placed = await self._place(stop)
+        for order in old:
+            await self._cancel(order)
+        if placed is None:
             self.sink.emit(Alert("NO_STOP", position.bot, position.symbol,
                                  f"stop-loss re-placement rejected; closing {position.symbol} at market"))
             await self._close_at_market(position, ExitReason.NO_STOP)

@@ -56,13 +56,15 @@ def equity_tier(equity: Decimal) -> EquityTier:
 @dataclass(frozen=True, slots=True)
 class PositionSize:
     """A sized entry: contracts (floored to the step), notional and margin in quote, the risk
-    in quote if the stop is hit, and which cap (if any) bound the size."""
+    in quote if the stop is hit, which cap (if any) bound the size, and the notional intended
+    before rounding (quote)."""
 
     contracts: Decimal
     notional: Decimal
     margin: Decimal
     risk: Decimal
     capped_by: str = ""
+    intended_notional: Decimal = Decimal(0)  # after the caps, before rounding to the step (F-2)
 
 
 class SizingRejected(Exception):
@@ -125,6 +127,7 @@ def size_position(
             "MARGIN_LIMIT", f"used margin {used_margin:.2f} leaves no room under "
             f"{max_total_margin_pct}% of equity {equity:.2f}"
         )
+    intended = notional
     contracts = floor_amount(market, notional / (price * market.contract_size))
     try:
         check_order_size(market, contracts, price)
@@ -138,4 +141,5 @@ def size_position(
         margin=margin,
         risk=notional * stop_loss_pct / HUNDRED,
         capped_by=capped_by,
+        intended_notional=intended,
     )
