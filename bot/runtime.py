@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.persister import REPLAY_CURSOR_KEY, Persister
 from storage import Storage
 from trading.config import TradingConfig
-from trading.engine import Engine
+from trading.engine import HOUR_MS, Engine
 from trading.errors import DataError, UnknownSymbol
 from trading.events import EventBuffer
 from trading.marketdata import CandleSeries, load_candles, load_ccxt_markets, load_funding, market_from_ccxt
@@ -93,13 +93,14 @@ class PaperRuntime:
             engine = Engine(config=config, markets=markets, exchange=exchange, clock=clock, sink=buffer)
             risk_states = [s for s in [await store.risk.get(b.name) for b in config.bots] if s]
             paused = {b.name: await store.pauses.list(b.name) for b in config.bots}
+            cursor_text = await store.runtime.get(REPLAY_CURSOR_KEY)
+            resume_after = int(cursor_text) if cursor_text else None
+            recent = [] if resume_after is None else await store.fills.list(since_ms=resume_after - HOUR_MS)
             engine.restore(
                 account=account, positions=positions, open_orders=open_orders,
                 risk_states=risk_states, paused=paused, blacklist=await store.blacklist.list(),
-                closed_trades=await store.positions.count_closed(),
+                closed_trades=await store.positions.count_closed(), recent_fills=recent,
             )
-            cursor_text = await store.runtime.get(REPLAY_CURSOR_KEY)
-            resume_after = int(cursor_text) if cursor_text else None
             if start_ms is not None:
                 resume_after = max(resume_after or 0, start_ms - 1)
             sources: list[ReplaySource] = []

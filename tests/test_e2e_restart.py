@@ -88,3 +88,24 @@ async def test_equity_and_balance_agree_with_the_trades(tmp_path, data_dir):
         assert await runtime.exchange.fetch_balance() == runtime.engine.account.balance
     finally:
         await runtime.close()
+
+
+async def test_f4_entry_cooldown_survives_a_restart(tmp_path, data_dir):
+    """F-4 / L-3: the cooldown and hourly entry count come back from the stored fills, so a
+    restart cannot be used to enter the same symbol again at once."""
+    db = tmp_path / "paper.db"
+    first = await replay_window(db, data_dir)
+    logs = {bot: (dict(log._last), list(log._times)) for bot, log in first.engine._entry_logs.items()}
+    cursor = first.resume_after_ms
+    await first.close()
+    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    try:
+        fills = await second.store.fills.list(since_ms=cursor - 3_600_000)
+        entries = [f for f in fills if f.leg.value == "entry"]
+        assert entries, "the window should end with an entry in its last hour"
+        restored = second.engine._entry_logs["main"]
+        for fill in entries:
+            assert restored.last_entry_ms(fill.symbol) == logs["main"][0][fill.symbol]
+        assert restored.entries_in_last_hour(cursor) == len(entries)
+    finally:
+        await second.close()

@@ -199,10 +199,15 @@ class Engine:
         paused: dict[str, set[str]],
         blacklist: list[SymbolBlacklist] = (),
         closed_trades: int = 0,
+        recent_fills: list[Fill] = (),
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
-        risk counters, paused symbols (R-7) and symbol blacklist (R-6)."""
+        risk counters, paused symbols (R-7), symbol blacklist (R-6) and the last hour's fills
+        (their entries rebuild the F-4 cooldown and hourly entry count), oldest first."""
         self.account = account
+        for fill in recent_fills:
+            if fill.leg is OrderLeg.ENTRY:
+                self._entry_logs.setdefault(fill.bot, EntryLog()).record(fill.symbol, fill.timestamp)
         self.closed_trades = closed_trades
         for entry in blacklist:
             self.blacklist[(entry.bot, entry.symbol)] = entry
