@@ -109,3 +109,28 @@ async def test_f4_entry_cooldown_survives_a_restart(tmp_path, data_dir):
         assert restored.entries_in_last_hour(cursor) == len(entries)
     finally:
         await second.close()
+
+
+async def test_l3_restart_rebuilds_indicators_stats_and_regime(tmp_path, data_dir):
+    """L-3: replaying the stored window again after a restart only warms the market state, and
+    it comes back equal to the uninterrupted run's (indicators, F-2/F-4 stats, S-12 regime)."""
+    db = tmp_path / "paper.db"
+    first = await replay_window(db, data_dir)
+
+    def market_state(runtime: PaperRuntime) -> dict:
+        return {
+            key: (feed.indicators.rsi, feed.indicators.atr, feed.stats.quote_volume_24h,
+                  feed.stats.median_volume(), feed.stats.median_atr(), feed.regime.efficiency_ratio)
+            for key, feed in runtime.engine.feeds.items()
+        }
+
+    before = market_state(first)
+    await first.close()
+    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    try:
+        assert (await second.replay()).candles == 0
+        after = market_state(second)
+    finally:
+        await second.close()
+    assert all(value is not None for values in after.values() for value in values)
+    assert after == before

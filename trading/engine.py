@@ -248,14 +248,9 @@ class Engine:
         """Process one closed candle of ``feed`` (prices in quote, volume in contracts).
 
         Returns the candidates that satisfy the 1+1 rule, for :meth:`try_enter`, or None."""
-        feed.last_close = c
-        feed.last_volume = v
-        ind = feed.indicators
-        ready = ind.update(h, low, c, v)
-        feed.stats.update(c, v, ind.atr)  # F-2 / F-4 rolling stats
-        feed.regime.update(c)  # S-12
-        if not ready:
+        if not self.warm(feed, h, low, c, v):
             return None
+        ind = feed.indicators
         found = None
         for bot in feed.bots:
             check = bot.strategy.evaluate(
@@ -266,6 +261,19 @@ class Engine:
                     found = []
                 found.append((bot, check))
         return found
+
+    @staticmethod
+    def warm(feed: FeedState, h: float, low: float, c: float, v: float) -> bool:
+        """Feed one closed candle into the feed's market state only — indicators (S-10), F-2/F-4
+        rolling stats and regime (S-12) — with no trading decision (replay warm-up after a
+        restart, and the first step of :meth:`on_candle`). True once the indicators are warm."""
+        feed.last_close = c
+        feed.last_volume = v
+        ind = feed.indicators
+        ready = ind.update(h, low, c, v)
+        feed.stats.update(c, v, ind.atr)
+        feed.regime.update(c)
+        return ready
 
     def tick(self, now_ms: int) -> None:
         """Clock duties: UTC day roll-over of the risk counters and an hourly equity sample."""

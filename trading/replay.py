@@ -103,8 +103,7 @@ async def run_replay(
             feed = source.feed
             o, h, low, c, v = series.open[i], series.high[i], series.low[i], series.close[i], series.volume[i]
             if warm:
-                feed.indicators.update(h, low, c, v)
-                feed.last_close = c
+                engine.warm(feed, h, low, c, v)  # the same market state on_candle keeps
                 continue
             symbol = feed.symbol
             clock.current_ms = ts
