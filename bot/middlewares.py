@@ -8,7 +8,10 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
-from aiogram.dispatcher.middlewares.user_context import EVENT_FROM_USER_KEY, UserContextMiddleware
+from aiogram.dispatcher.middlewares.user_context import (
+    EVENT_FROM_USER_KEY,
+    UserContextMiddleware,
+)
 from aiogram.types import TelegramObject, Update, User
 
 log = logging.getLogger(__name__)

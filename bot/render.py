@@ -12,9 +12,25 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from aiogram.utils.formatting import Bold, Code, Text, as_key_value, as_line, as_list, as_marked_section
+from aiogram.utils.formatting import (
+    Bold,
+    Code,
+    Text,
+    as_key_value,
+    as_line,
+    as_list,
+    as_marked_section,
+)
 
-from trading.views import BotRisk, PeriodReport, PositionView, RiskReport, Summary, SymbolResult, SymbolRisk
+from trading.views import (
+    BotRisk,
+    PeriodReport,
+    PositionView,
+    RiskReport,
+    Summary,
+    SymbolResult,
+    SymbolRisk,
+)
 
 MESSAGE_LIMIT = 4096
 

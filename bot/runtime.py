@@ -13,7 +13,13 @@ from trading.config import TradingConfig
 from trading.engine import HOUR_MS, Engine
 from trading.errors import DataError, UnknownSymbol
 from trading.events import EventBuffer
-from trading.marketdata import CandleSeries, load_candles, load_ccxt_markets, load_funding, market_from_ccxt
+from trading.marketdata import (
+    CandleSeries,
+    load_candles,
+    load_ccxt_markets,
+    load_funding,
+    market_from_ccxt,
+)
 from trading.models import Market, Side
 from trading.ports import ReplayClock
 from trading.replay import ReplayResult, ReplaySource, close_at_end, run_replay

@@ -18,8 +18,8 @@ from pathlib import Path
 from storage.db import Database, StorageError
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
-    BlacklistRepository,
     AccountRepository,
+    BlacklistRepository,
     EquityRepository,
     FillRepository,
     OrderRepository,

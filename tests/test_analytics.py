@@ -23,9 +23,13 @@ from trading.analytics import (
     SymbolBlockerCount,
     UnknownBot,
 )
+from trading.config import (
+    BotProfile,
+    RegimeRiskMultipliers,
+    StrategyConfig,
+    TradingConfig,
+)
 from trading.filters import FilterConfig
-from trading.config import RegimeRiskMultipliers
-from trading.config import BotProfile, StrategyConfig, TradingConfig
 from trading.models import Side, SignalEvaluation
 from trading.ports import ReplayClock
 

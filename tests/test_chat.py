@@ -14,7 +14,12 @@ from decimal import Decimal as D
 from itertools import count
 
 import pytest
-from aiogram.methods import AnswerCallbackQuery, EditMessageReplyMarkup, SendMessage, SendPhoto
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageReplyMarkup,
+    SendMessage,
+    SendPhoto,
+)
 from aiogram.types import CallbackQuery, Chat, Message, Update, User
 from aiogram.utils.formatting import Bold, Text, as_list
 

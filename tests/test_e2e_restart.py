@@ -7,7 +7,6 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-
 from bot.render import money, plain
 from bot.runtime import PaperRuntime
 from tests.stack import ask, replayed

@@ -3,17 +3,22 @@ stop's size, SL streak (R-2), daily loss (R-3), pause (R-7), score threshold (S-
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
 
-from dataclasses import replace
-
-from trading.config import AccountConfig, BotProfile, PaperConfig, RegimeRiskMultipliers, TradingConfig
+from trading.config import (
+    AccountConfig,
+    BotProfile,
+    PaperConfig,
+    RegimeRiskMultipliers,
+    TradingConfig,
+)
 from trading.engine import Engine
+from trading.events import EventBuffer, SignalEvaluated
 from trading.filters import FilterConfig
 from trading.marketdata import default_data_dir, load_candles
-from trading.events import EventBuffer, SignalEvaluated
 from trading.models import ExitReason, OrderLeg, OrderType, Side
 from trading.ports import ReplayClock
 from trading.simulated import SimulatedExchange

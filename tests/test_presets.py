@@ -6,7 +6,11 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.config import BotProfile, StrategyConfig, TradingConfig, load_trading_config
+from trading.config import (
+    BotProfile,
+    StrategyConfig,
+    load_trading_config,
+)
 from trading.presets import effective_limits, pair_allowed
 
 PROFILE = BotProfile()

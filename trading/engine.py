@@ -31,9 +31,27 @@ from trading.events import (
     RiskStateChanged,
     SignalEvaluated,
 )
+from trading.exits import (
+    CLOSE_ALL,
+    PARTIAL_CLOSE,
+    atr_targets,
+    auto_profit,
+    fixed_targets,
+    partial_close_floor,
+    pnl_pct_on_margin,
+    split_contracts,
+    stepwise_action,
+    timeout,
+)
 from trading.filters import EntryLog, FilterContext, MarketStats, run_filters
 from trading.indicators import IndicatorSet
-from trading.regime import Regime, RegimeDetector
+from trading.ladder import (
+    LadderDenied,
+    LadderState,
+    average_entry,
+    ladder_policy,
+    next_addition,
+)
 from trading.marketdata import TIMEFRAME_MS
 from trading.models import (
     ZERO,
@@ -48,30 +66,23 @@ from trading.models import (
     OrderType,
     Position,
     RiskState,
-    SignalEvaluation,
     Side,
+    SignalEvaluation,
     SymbolBlacklist,
-)
-from trading.exits import (
-    CLOSE_ALL,
-    PARTIAL_CLOSE,
-    apply_floor,
-    atr_targets,
-    auto_profit,
-    fixed_targets,
-    partial_close_floor,
-    pnl_pct_on_margin,
-    split_contracts,
-    stepwise_action,
-    timeout,
 )
 from trading.oms import bracket_order, close_order, entry_order
 from trading.ports import Clock, ExchangePort
 from trading.precision import floor_price
-from trading.risk import DAY_STOP_REASONS, RiskContext, RiskGuard, daily_loss_pct, drawdown_stage
-from trading.ladder import LadderDenied, LadderState, average_entry, ladder_policy, next_addition
-from trading.profiles import balance_profile, base_position_size, symbol_multiplier
 from trading.presets import EffectiveLimits, effective_limits, pair_allowed
+from trading.profiles import balance_profile, base_position_size, symbol_multiplier
+from trading.regime import Regime, RegimeDetector
+from trading.risk import (
+    DAY_STOP_REASONS,
+    RiskContext,
+    RiskGuard,
+    daily_loss_pct,
+    drawdown_stage,
+)
 from trading.sizing import SizingRejected, equity_tier, size_position
 from trading.strategy import ScalpingV1, SignalCheck
 

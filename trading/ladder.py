@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from trading.models import Market
-from trading.regime import Regime
 from trading.precision import floor_amount, min_notional
+from trading.regime import Regime
 
 HUNDRED = Decimal(100)
 

@@ -14,10 +14,17 @@ from typing import Any
 from trading.engine import DAY_MS, Engine
 from trading.errors import UnknownSymbol
 from trading.models import ZERO
+from trading.presets import effective_limits
 from trading.reports import build_report
 from trading.risk import daily_loss_pct, trading_state
-from trading.presets import effective_limits
-from trading.views import BotRisk, PeriodReport, PositionView, RiskReport, Summary, SymbolRisk
+from trading.views import (
+    BotRisk,
+    PeriodReport,
+    PositionView,
+    RiskReport,
+    Summary,
+    SymbolRisk,
+)
 
 HUNDRED = Decimal(100)
 
