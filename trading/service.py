@@ -105,7 +105,12 @@ class TradingService:
         halted = next((s.halted_reason for s in states if s.halted_reason), "")
         day_start = states[0].day_start_equity if states else balance
         realised_today = sum((s.realised_today for s in states), ZERO)
-        profile = engine.config.bots[0]
+        # The bot closest to its R-2 stop, with the limit its preset really applies (Z-4).
+        worst = max(engine.bots.values(), key=lambda b: getattr(engine.risk_states.get(b.name), "sl_streak", 0))
+        worst_state = engine.risk_states.get(worst.name)
+        streak_limit = effective_limits(
+            engine.config.preset, worst.profile, balance + unrealised, engine.closed_trades
+        ).sl_streak_limit
         return Summary(
             mode=self.mode,
             quote=self.quote,
@@ -115,8 +120,8 @@ class TradingService:
             realised_pnl_total=balance - engine.config.account.starting_balance,
             trading_state=trading_state(halted, engine.drawdown_stage()),
             state_reason=halted,
-            sl_streak=max((s.sl_streak for s in states), default=0),
-            sl_streak_limit=profile.sl_streak_limit,
+            sl_streak=worst_state.sl_streak if worst_state else 0,
+            sl_streak_limit=streak_limit,
             daily_loss_used_pct=daily_loss_pct(realised_today + unrealised, day_start),
             daily_loss_limit_pct=engine.config.account.daily_loss_limit_pct,
             positions=tuple(positions),
