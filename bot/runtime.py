@@ -4,11 +4,13 @@ service are wired together (STYLE). Paper mode on a replay of the bundled real c
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.persister import REPLAY_CURSOR_KEY, Persister
 from storage import Storage
+from trading.audit import canonical_json, config_snapshot_id
 from trading.config import TradingConfig
 from trading.engine import HOUR_MS, Engine
 from trading.errors import DataError, UnknownSymbol
@@ -20,7 +22,7 @@ from trading.marketdata import (
     load_funding,
     market_from_ccxt,
 )
-from trading.models import Market, Side
+from trading.models import ExitReason, Market, OrderLeg, Side
 from trading.ports import ReplayClock
 from trading.replay import ReplayResult, ReplaySource, close_at_end, run_replay
 from trading.service import TradingService
@@ -96,6 +98,11 @@ class PaperRuntime:
                 ],
                 open_orders,
             )
+            config_json = config.model_dump(mode="json")
+            config_id = config_snapshot_id(config_json)  # SPEC A-1: records cite the config in force
+            await store.config_snapshots.save(config_id, canonical_json(config_json), int(time.time() * 1000))
+            closing = [o.client_order_id for o in open_orders if o.leg is OrderLeg.CLOSE]
+            close_reasons = {cid: ExitReason(r) for cid, r in (await store.audit.exit_reasons(closing)).items()}
             engine = Engine(config=config, markets=markets, exchange=exchange, clock=clock, sink=buffer)
             risk_states = [s for s in [await store.risk.get(b.name) for b in config.bots] if s]
             paused = {b.name: await store.pauses.list(b.name) for b in config.bots}
@@ -106,6 +113,7 @@ class PaperRuntime:
                 account=account, positions=positions, open_orders=open_orders,
                 risk_states=risk_states, paused=paused, blacklist=await store.blacklist.list(),
                 closed_trades=await store.positions.count_closed(), recent_fills=recent,
+                close_reasons=close_reasons,
             )
             if start_ms is not None:
                 resume_after = max(resume_after or 0, start_ms - 1)
@@ -129,12 +137,12 @@ class PaperRuntime:
             first = min((s.series.timestamp[0] for s in sources if len(s.series)), default=0)
             clock.current_ms = max(resume_after or 0, first)
             await engine.start()
-            persister = Persister(store, buffer)
+            persister = Persister(store, buffer, config_id)
             await persister.flush()
         except BaseException:
             await store.close()
             raise
-        service = TradingService(engine, store, mode="paper")
+        service = TradingService(engine, store, mode="paper", config_id=config_id)
         return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after)
 
     async def replay(self, speed: float | None = None, stop=None) -> ReplayResult:

@@ -19,7 +19,9 @@ from storage.db import Database, StorageError
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
     AccountRepository,
+    AuditRepository,
     BlacklistRepository,
+    ConfigSnapshotRepository,
     EquityRepository,
     FillRepository,
     OrderRepository,
@@ -37,7 +39,7 @@ class Storage:
     """Facade over one :class:`Database` and its repositories.
 
     Attributes: ``db``, ``orders``, ``fills``, ``positions``, ``equity``, ``signals``, ``risk``,
-    ``pauses``, ``account``, ``runtime``.
+    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``audit``, ``config_snapshots``.
     """
 
     def __init__(self, db: Database) -> None:
@@ -52,6 +54,8 @@ class Storage:
         self.account = AccountRepository(db)
         self.runtime = RuntimeRepository(db)
         self.blacklist = BlacklistRepository(db)
+        self.audit = AuditRepository(db)
+        self.config_snapshots = ConfigSnapshotRepository(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":

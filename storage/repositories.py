@@ -22,6 +22,7 @@ from trading.analytics import (
     SymbolSignalStats,
     percent,
 )
+from trading.audit import GENESIS, AuditEntry, AuditRecord, Verification, chain, verify
 from trading.models import (
     Account,
     EquitySnapshot,
@@ -474,3 +475,96 @@ class RuntimeRepository(_Repository):
             "INSERT INTO runtime (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+AUDIT_HEAD_KEY = "audit_head"  # runtime key: "seq:hash" of the last record written (tail-cut check)
+
+
+class AuditRepository(_Repository):
+    """The append-only audit log (SPEC A-1). :meth:`append` chains new entries after the
+    stored head inside the caller's transaction, so a rolled-back transaction leaves no record
+    and the chain never forks; the head marker is written in the same transaction."""
+
+    _COLUMNS = "seq, ts, action, bot, symbol, side, size, why, config_id, prev_hash, hash"
+
+    async def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record, or (0, GENESIS) for an empty log."""
+        row = await self._db.fetchone("SELECT seq, hash FROM audit ORDER BY id DESC LIMIT 1")
+        return (0, GENESIS) if row is None else (row[0], row[1])
+
+    async def append(self, entries: Sequence[AuditEntry], config_id: str) -> list[AuditRecord]:
+        """Chain and insert ``entries`` (in the caller's transaction, or one of their own);
+        returns the stored records."""
+        if not entries:
+            return []
+        async with self._db._joined():
+            seq, prev = await self.head()
+            records = chain(entries, head_seq=seq, head_hash=prev, config_id=config_id)
+            await self._db.executemany(
+                f"INSERT INTO audit ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.ts, r.action, r.bot, r.symbol, r.side, r.size, r.why_json, r.config_id,
+                  r.prev_hash, r.hash) for r in records],
+            )
+            last = records[-1]
+            await self._db.execute(
+                "INSERT INTO runtime (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (AUDIT_HEAD_KEY, f"{last.seq}:{last.hash}"),
+            )
+        return records
+
+    async def list(self, since_ms: int | None = None, until_ms: int | None = None) -> list[AuditRecord]:
+        """Records with ``since_ms <= ts < until_ms`` (either bound optional), in storage order."""
+        where, params = _range(since_ms, until_ms, "ts")
+        rows = await self._db.fetchall(f"SELECT {self._COLUMNS} FROM audit{where} ORDER BY id", params)
+        return [AuditRecord(*r) for r in rows]
+
+    async def last(self, limit: int) -> list[AuditRecord]:
+        """The newest ``limit`` records, oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {self._COLUMNS} FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [AuditRecord(*r) for r in reversed(rows)]
+
+    async def count(self) -> int:
+        """How many records are stored."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM audit")
+        return int(row[0])
+
+    async def verify(self) -> Verification:
+        """Verify the whole chain and the head marker (see :func:`trading.audit.verify`)."""
+        records = await self.list()
+        marker = await self._db.fetchone("SELECT value FROM runtime WHERE key = ?", (AUDIT_HEAD_KEY,))
+        head = None
+        if marker is not None:
+            seq_text, _, digest = marker[0].partition(":")
+            head = (int(seq_text), digest) if seq_text.isdigit() else (0, GENESIS)
+        return verify(records, head)
+
+    async def exit_reasons(self, client_order_ids: Sequence[str]) -> dict[str, str]:
+        """The EXIT reason recorded for each of these close orders (client order id → reason
+        value), for restoring close orders in flight after a restart (SPEC L-3)."""
+        if not client_order_ids:
+            return {}
+        marks = ", ".join("?" * len(client_order_ids))
+        rows = await self._db.fetchall(
+            "SELECT json_extract(why, '$.client_order_id'), json_extract(why, '$.reason') FROM audit"
+            f" WHERE action = 'EXIT' AND json_extract(why, '$.client_order_id') IN ({marks})",
+            list(client_order_ids),
+        )
+        return {cid: reason for cid, reason in rows}
+
+
+class ConfigSnapshotRepository(_Repository):
+    """Trading config snapshots referenced by audit records (SPEC A-1), stored once by id."""
+
+    async def save(self, snapshot_id: str, body_json: str, created_ms: int) -> None:
+        """Store the snapshot unless this id is already stored."""
+        await self._db.execute(
+            "INSERT INTO config_snapshots (id, created_ms, body) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (snapshot_id, created_ms, body_json),
+        )
+
+    async def get(self, snapshot_id: str) -> str | None:
+        """The canonical JSON of a snapshot, or None."""
+        row = await self._db.fetchone("SELECT body FROM config_snapshots WHERE id = ?", (snapshot_id,))
+        return None if row is None else row[0]

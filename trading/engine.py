@@ -25,6 +25,7 @@ from trading.events import (
     BlacklistChanged,
     EquitySampled,
     EventSink,
+    ExitDecided,
     FillBooked,
     OrderUpdated,
     PositionChanged,
@@ -211,11 +212,14 @@ class Engine:
         blacklist: list[SymbolBlacklist] = (),
         closed_trades: int = 0,
         recent_fills: list[Fill] = (),
+        close_reasons: dict[str, ExitReason] | None = None,
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
         risk counters, paused symbols (R-7), symbol blacklist (R-6) and the last hour's fills
-        (their entries rebuild the F-4 cooldown and hourly entry count), oldest first."""
+        (their entries rebuild the F-4 cooldown and hourly entry count), oldest first, and the
+        exit reasons of close orders still in flight (client order id → reason, from the audit)."""
         self.account = account
+        self._close_reasons.update(close_reasons or {})
         for fill in recent_fills:
             if fill.leg is OrderLeg.ENTRY:
                 self._entry_logs.setdefault(fill.bot, EntryLog()).record(fill.symbol, fill.timestamp)
@@ -336,6 +340,7 @@ class Engine:
                             intent_id=f"{position.position_id}|step{steps_done}", contracts=step.contracts,
                             now_ms=self.clock.now_ms())
         self._close_reasons[order.client_order_id] = ExitReason.STEP_TP
+        self._decide_exit(position, ExitReason.STEP_TP, step.contracts, order.client_order_id, {"step": steps_done})
         await self._place(order)
 
     def _close_in_flight(self, bot: str, symbol: str) -> bool:
@@ -758,6 +763,9 @@ class Engine:
             tp1_done=position.tp1_done or fill.leg is OrderLeg.TP1,
         )
         reason = _LEG_REASONS.get(fill.leg) or self._close_reasons.pop(fill.client_order_id, ExitReason.MANUAL)
+        if fill.leg in _LEG_REASONS:  # a resting bracket decided this exit (E-1)
+            self._decide_exit(position, reason, fill.amount, why={"bracket_order_id": fill.client_order_id,
+                                                                   "price": fill.price})
         state = self.risk_states.get(position.bot)
         if state is not None and reason in _TAKE_PROFITS:
             state = replace(state, sl_streak=0)  # SPEC R-2: a take-profit resets the streak
@@ -865,7 +873,14 @@ class Engine:
                             intent_id=f"{position.position_id}|{reason.value}", contracts=position.contracts,
                             now_ms=self.clock.now_ms())
         self._close_reasons[order.client_order_id] = reason
+        self._decide_exit(position, reason, position.contracts, order.client_order_id)
         return await self._place(order)
+
+    def _decide_exit(self, position: Position, reason: ExitReason, contracts: Decimal, client_order_id: str = "",
+                     why: dict | None = None) -> None:
+        """Emit the exit decision with its reason for the audit trail (SPEC A-1)."""
+        self.sink.emit(ExitDecided(self.clock.now_ms(), position.bot, position.symbol, position.side.value,
+                                   position.position_id, reason.value, contracts, client_order_id, why or {}))
 
     def _track(self, order: Order) -> None:
         self.open_orders[order.client_order_id] = order

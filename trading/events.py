@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from trading.models import (
@@ -84,6 +85,46 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
+class ExitDecided:
+    """The engine decided to take a position (or part of it) off, or a bracket did (SPEC A-1,
+    E-1..E-5, R-10): ``reason`` is the ExitReason value (TP1, SL, STEP_TP, AUTO_PROFIT,
+    TIMEOUT…); ``contracts`` the size to close; ``client_order_id`` of the close order ("" for
+    a bracket that filled); ``why`` extra figures (PnL % on margin, step…). ``ts`` epoch ms UTC."""
+
+    ts: int
+    bot: str
+    symbol: str
+    side: str
+    position_id: str
+    reason: str
+    contracts: Decimal
+    client_order_id: str = ""
+    why: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandIssued:
+    """A manual command from the chat or the CLI changed trading state (SPEC A-1): ``command``
+    e.g. "pause", "resume"; ``source`` "chat"; ``ts`` epoch ms UTC."""
+
+    ts: int
+    command: str
+    bot: str = ""
+    symbol: str = ""
+    source: str = "chat"
+    why: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReported:
+    """The start-up reconciliation with the exchange (SPEC O-5, L-3): what was found and what
+    was repaired, as plain JSON values. ``ts`` epoch ms UTC."""
+
+    ts: int
+    report: dict
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayProgress:
     """The replay has processed every candle that opened before ``cursor_ms`` (epoch ms UTC)."""
 
@@ -100,6 +141,9 @@ Event = (
     | RiskStateChanged
     | BlacklistChanged
     | Alert
+    | ExitDecided
+    | CommandIssued
+    | ReconcileReported
     | ReplayProgress
 )
 

@@ -11,8 +11,10 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from trading.audit import entries_for_events
 from trading.engine import DAY_MS, Engine
 from trading.errors import UnknownSymbol
+from trading.events import CommandIssued
 from trading.models import ZERO
 from trading.presets import effective_limits
 from trading.reports import build_report
@@ -36,12 +38,14 @@ class TradingService:
         engine: the running engine (live state).
         store: the storage facade (``storage.Storage``): positions, equity, pauses repositories.
         mode: "paper" | "demo" | "live".
+        config_id: the config snapshot id that audit records of manual commands cite (A-1).
     """
 
-    def __init__(self, engine: Engine, store: Any, mode: str = "paper") -> None:
+    def __init__(self, engine: Engine, store: Any, mode: str = "paper", config_id: str = "") -> None:
         self._engine = engine
         self._store = store
         self.mode = mode
+        self.config_id = config_id  # config snapshot cited by audit records (SPEC A-1)
         self.quote = engine.config.account.quote
 
     # ------------------------------------------------------------ symbols
@@ -217,7 +221,10 @@ class TradingService:
         """Persist and apply pause flags for (bot, symbol) pairs in one transaction (R-7)."""
         engine = self._engine
         now = engine.clock.now_ms()
+        command = "pause" if paused else "resume"
+        audit = entries_for_events([CommandIssued(now, command, bot, symbol) for bot, symbol in pairs])
         async with self._store.transaction():
+            await self._store.audit.append(audit, self.config_id)  # SPEC A-1, same transaction
             for bot, symbol in pairs:
                 if paused:
                     await self._store.pauses.pause(bot, symbol, now)
