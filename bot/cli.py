@@ -54,7 +54,7 @@ def _day(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI grammar (``optiflow run`` / ``optiflow backtest``)."""
+    """The CLI grammar (``optiflow run`` / ``optiflow backtest`` / ``optiflow audit verify|export``)."""
     parser = _Parser(prog="optiflow", description="OptiFlow: Telegram-first futures trading bot")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _Parser(add_help=False)
@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     backtest.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     backtest.add_argument("--out", type=Path, help="output folder for the CSV and PNG (default OPTIFLOW_OUTPUT_DIR/backtest)")
+    audit = sub.add_parser("audit", help="check or export the audit trail (SPEC A-1)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
+    verify.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    export = audit_sub.add_parser("export", help="write records as JSON lines (dates UTC)")
+    export.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    export.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
+    export.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+    export.add_argument("--out", type=Path, help="output file (default: standard output)")
     return parser
 
 
@@ -320,11 +329,57 @@ def _breakdown(title: str, trades, key, quote: str) -> list[str]:
     return lines
 
 
+EXIT_BROKEN = 1
+
+
+async def _open_existing(db: Path | None):
+    """The storage of an existing database file (``--db`` or OPTIFLOW_DB_PATH).
+
+    Raises:
+        OptiFlowError: the file does not exist (an audit never creates a database).
+    """
+    from bot.settings import load_settings
+    from storage import Storage
+
+    path = db or load_settings().optiflow_db_path
+    if not Path(path).is_file():
+        raise OptiFlowError(f"no database at {path} (give --db PATH)")
+    return await Storage.open(path)
+
+
+async def _audit(args) -> int:
+    """``optiflow audit verify``: exit 0 and print the head hash and count, or exit 1 naming the
+    first broken record. ``optiflow audit export``: JSON lines of the records in the window."""
+    store = await _open_existing(args.db)
+    try:
+        if args.audit_command == "verify":
+            result = await store.audit.verify()
+            if not result.ok:
+                print(f"audit chain BROKEN at seq {result.broken_seq}: {result.problem}")
+                print(f"{result.count} records verified before it; last good hash {result.head_hash}")
+                return EXIT_BROKEN
+            print(f"audit chain OK: {result.count} records, head hash {result.head_hash}")
+            return 0
+        if args.start is not None and args.end is not None and args.end < args.start:
+            raise OptiFlowError("--to is before --from")
+        end_ms = None if args.end is None else args.end + 86_400_000
+        records = await store.audit.list(since_ms=args.start, until_ms=end_ms)
+        lines = "".join(record.as_json() + "\n" for record in records)
+        if args.out is None:
+            sys.stdout.write(lines)
+        else:
+            args.out.write_text(lines, encoding="utf-8")
+            print(f"{len(records)} audit records written to {args.out}", file=sys.stderr)
+        return 0
+    finally:
+        await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``optiflow`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler = _run if args.command == "run" else _backtest
+    handler = {"run": _run, "backtest": _backtest, "audit": _audit}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:

@@ -55,6 +55,7 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("filters", "current thresholds of each bot: /filters [bot]"),
     )),
     ("Ops", (
+        ("audit", "last audit records and hash-chain check"),
         ("help", "this list"),
     )),
 )

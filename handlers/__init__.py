@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import analytics, common, control, stats, status
+from handlers import analytics, audit, common, control, stats, status
 
 
 def build_routers() -> list[Router]:
     """Fresh routers for one Dispatcher (a Router can be attached to a single parent only)."""
     return [common.build_router(), status.build_router(), control.build_router(), analytics.build_router(),
-            stats.build_router()]
+            stats.build_router(), audit.build_router()]

@@ -123,3 +123,103 @@ async def test_a1_triggers_refuse_update_and_delete(audited_db, tmp_path):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("DELETE FROM audit WHERE seq = 3")
     conn.close()
+
+
+# ------------------------------------------------------------------ audit verify / export / chat
+def tamper(path: Path, *statements: str) -> None:
+    """Someone with file access drops the append-only triggers, then runs ``statements``."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER audit_no_update")
+        conn.execute("DROP TRIGGER audit_no_delete")
+        for statement in statements:
+            conn.execute(statement)
+    conn.close()
+
+
+def run_verify(path: Path, capsys) -> tuple[int, str]:
+    from bot.cli import main
+
+    code = main(["audit", "verify", "--db", str(path)])
+    return code, capsys.readouterr().out
+
+
+def test_a1_audit_verify_passes_an_untouched_log_and_prints_head_and_count(audited_db, tmp_path, capsys):
+    path = copy_db(audited_db, tmp_path / "copy.db")
+    code, out = run_verify(path, capsys)
+    with sqlite3.connect(path) as conn:
+        count, head = conn.execute("SELECT COUNT(*), (SELECT hash FROM audit ORDER BY id DESC LIMIT 1) FROM audit").fetchone()
+    conn.close()
+    assert code == 0
+    assert f"{count} records" in out and head in out
+
+
+@pytest.mark.parametrize("statements, seq, words", [
+    # An edited field: the record's own hash no longer matches.
+    (["UPDATE audit SET size = '999' WHERE seq = 5"], 5, "edited"),
+    # A stop-loss exit relabelled as a take-profit.
+    (["UPDATE audit SET why = replace(why, '\"SL\"', '\"TP1\"') WHERE seq = (SELECT MIN(seq) FROM audit"
+      " WHERE action = 'EXIT' AND why LIKE '%\"SL\"%')"], "first SL exit", "edited"),
+    # A record deleted in the middle, and a cut-off tail.
+    (["DELETE FROM audit WHERE seq = 7"], 8, "seq 7 was deleted"),
+    (["DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 3 FROM audit)"], "last - 2", "tail was deleted"),
+    # Two records swapped in storage order.
+    (["UPDATE audit SET id = -1 WHERE seq = 10", "UPDATE audit SET id = 10 WHERE seq = 11",
+      "UPDATE audit SET id = 11 WHERE seq = 10"], 11, "reordered"),
+])
+def test_a1_audit_verify_catches_edit_delete_reorder_and_names_the_record(
+    audited_db, tmp_path, capsys, statements, seq, words
+):
+    path = copy_db(audited_db, tmp_path / "copy.db")
+    with sqlite3.connect(path) as conn:
+        first_sl = conn.execute("SELECT MIN(seq) FROM audit WHERE action = 'EXIT' AND why LIKE '%\"SL\"%'").fetchone()[0]
+        last = conn.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+    conn.close()
+    expected = {"first SL exit": first_sl, "last - 2": last - 2}.get(seq, seq)
+    tamper(path, *statements)
+    code, out = run_verify(path, capsys)
+    assert code == 1
+    assert f"BROKEN at seq {expected}:" in out, out
+    assert words in out
+
+
+def test_a1_audit_export_writes_jsonl_of_the_utc_window(audited_db, tmp_path, capsys):
+    from bot.cli import main
+
+    path = copy_db(audited_db, tmp_path / "copy.db")
+    out_file = tmp_path / "audit.jsonl"
+    assert main(["audit", "export", "--db", str(path), "--from", "2025-06-04", "--to", "2025-06-04",
+                 "--out", str(out_file)]) == 0
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    day = (DAY0 + 86_400_000, DAY0 + 2 * 86_400_000)
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM audit WHERE ts >= ? AND ts < ?", day).fetchone()[0]
+    conn.close()
+    assert len(lines) == stored > 0
+    assert all(day[0] <= line["ts"] < day[1] for line in lines)
+    # Each line carries its hash, and re-hashing its canonical body gives it (offline check).
+    for line in lines:
+        digest = line.pop("hash")
+        assert hashlib.sha256(canonical_json(line).encode()).hexdigest() == digest
+    assert main(["audit", "export", "--db", str(tmp_path / "missing.db")]) == 2
+
+
+async def test_a1_chat_audit_shows_last_records_and_the_verification(audited_db, tmp_path, data_dir):
+    from tests.stack import ask
+
+    path = copy_db(audited_db, tmp_path / "copy.db")
+    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
+    try:
+        head = (await runtime.store.audit.verify()).head_hash
+        last = (await runtime.store.audit.last(1))[0]
+        (text,) = await ask(runtime, tmp_path, "/audit")
+    finally:
+        await runtime.close()
+    assert "Audit chain OK" in text and head[:16] in text
+    assert f"#{last.seq} " in text and last.action in text
+    tamper(path, "UPDATE audit SET size = '1' WHERE seq = 3")
+    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
+    try:
+        (text,) = await ask(runtime, tmp_path, "/audit")
+    finally:
+        await runtime.close()
+    assert "BROKEN at seq 3" in text

@@ -258,7 +258,7 @@ async def test_help_lists_categories_and_menu_matches_T2(dp, bot, session, tradi
         assert word in text
     assert [c.command for c in BOT_COMMANDS] == [
         "summary", "open", "risk", "pause", "resume", "daily",
-        "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "help",
+        "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "audit", "help",
     ]
 
 

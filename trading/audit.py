@@ -197,10 +197,10 @@ def verify(records: Iterable[AuditRecord], head_marker: tuple[int, str] | None =
     expected_seq, prev, count = 1, GENESIS, 0
     for record in records:
         if record.seq != expected_seq:
-            what = "is missing (deleted)" if record.seq > expected_seq else "is out of order or repeated"
+            what = (f"seq {expected_seq} was deleted or the records were reordered" if record.seq > expected_seq
+                    else f"seq {record.seq} is repeated or the records were reordered")
             return Verification(False, count, prev, record.seq,
-                                f"record seq {record.seq} found where seq {expected_seq} was expected: "
-                                f"seq {min(expected_seq, record.seq)} {what}")
+                                f"record seq {record.seq} found where seq {expected_seq} was expected: {what}")
         if record.prev_hash != prev:
             return Verification(False, count, prev, record.seq,
                                 f"record seq {record.seq}: prev_hash {record.prev_hash[:12]}… does not match "
@@ -225,6 +225,14 @@ def verify(records: Iterable[AuditRecord], head_marker: tuple[int, str] | None =
             return Verification(False, count, prev, marker_seq,
                                 f"record seq {marker_seq}: hash differs from the head marker")
     return Verification(True, count, prev)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStatus:
+    """What /audit shows: the chain's verification and the newest records, oldest first."""
+
+    verification: Verification
+    last: tuple[AuditRecord, ...]
 
 
 # ---------------------------------------------------------------- decision records from events

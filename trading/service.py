@@ -11,7 +11,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from trading.audit import entries_for_events
+from trading.audit import AuditStatus, entries_for_events
 from trading.engine import DAY_MS, Engine
 from trading.errors import UnknownSymbol
 from trading.events import CommandIssued
@@ -285,3 +285,9 @@ class TradingService:
 
         return await asyncio.to_thread(render_report_chart, report)
 
+    # -------------------------------------------------------------- audit
+    async def audit_status(self, limit: int = 8) -> AuditStatus:
+        """The last ``limit`` audit records and the verification of the whole chain (SPEC A-1,
+        /audit)."""
+        store = self._store
+        return AuditStatus(await store.audit.verify(), tuple(await store.audit.last(limit)))
