@@ -24,6 +24,7 @@ from trading.marketdata import (
 )
 from trading.models import ExitReason, Market, OrderLeg, Side
 from trading.ports import ReplayClock
+from trading.reconcile import ReconcileReport, reconcile
 from trading.replay import ReplayResult, ReplaySource, close_at_end, run_replay
 from trading.service import TradingService
 from trading.simulated import SimulatedExchange
@@ -46,6 +47,12 @@ def load_markets(data_dir: Path, symbols: tuple[str, ...]) -> dict[str, Market]:
     return markets
 
 
+async def audit_head(store: Storage) -> str:
+    """The hash of the last audit record of ``store`` (GENESIS, 64 zeros, when the log is
+    empty), as the build card shows it at start and at shutdown (SPEC L-1, A-1)."""
+    return (await store.audit.head())[1]
+
+
 @dataclass(slots=True)
 class PaperRuntime:
     """Everything a paper run needs, built and restored from the database by :meth:`build`."""
@@ -60,6 +67,9 @@ class PaperRuntime:
     service: TradingService
     sources: list[ReplaySource]
     resume_after_ms: int | None
+    reconcile_report: ReconcileReport
+    """What the start-up reconciliation found and repaired (SPEC L-3): the chat layer posts
+    ``reconcile_report.text()`` once the bot is up."""
 
     @classmethod
     async def build(
@@ -97,6 +107,7 @@ class PaperRuntime:
                     for p in positions
                 ],
                 open_orders,
+                await store.orders.list_closed(),
             )
             config_json = config.model_dump(mode="json")
             config_id = config_snapshot_id(config_json)  # SPEC A-1: records cite the config in force
@@ -114,6 +125,7 @@ class PaperRuntime:
                 risk_states=risk_states, paused=paused, blacklist=await store.blacklist.list(),
                 closed_trades=await store.positions.count_closed(), recent_fills=recent,
                 close_reasons=close_reasons,
+                last_sample_ms=getattr(await store.equity.latest(), "timestamp", None),
             )
             if start_ms is not None:
                 resume_after = max(resume_after or 0, start_ms - 1)
@@ -137,13 +149,16 @@ class PaperRuntime:
             first = min((s.series.timestamp[0] for s in sources if len(s.series)), default=0)
             clock.current_ms = max(resume_after or 0, first)
             await engine.start()
+            # SPEC L-3 / O-5: the exchange is the source of truth; repair before any new entry.
+            # The repairs and the report are persisted (and audited) in the next flush.
+            report = await reconcile(engine, await exchange.fetch_positions())
             persister = Persister(store, buffer, config_id)
             await persister.flush()
         except BaseException:
             await store.close()
             raise
         service = TradingService(engine, store, mode="paper", config_id=config_id)
-        return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after)
+        return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after, report)
 
     async def replay(self, speed: float | None = None, stop=None) -> ReplayResult:
         """Replay the loaded candles from the resume point (see :func:`run_replay`)."""
@@ -164,6 +179,12 @@ class PaperRuntime:
     async def close_positions_at_end(self) -> None:
         """Close everything at the last closes (backtests)."""
         await close_at_end(engine=self.engine, exchange=self.exchange, sources=self.sources, flush=self.persister.flush)
+
+    async def audit_head(self) -> str:
+        """The audit chain's head hash (64 hex; GENESIS zeros when empty) for the build card at
+        start and at shutdown (SPEC L-1, A-1). Persists buffered events first."""
+        await self.persister.flush()
+        return await audit_head(self.store)
 
     async def close(self) -> None:
         """Persist what is buffered and close the database."""

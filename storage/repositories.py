@@ -120,6 +120,13 @@ class OrderRepository(_Repository):
         rows = await self._db.fetchall(sql + " ORDER BY created_ms, client_order_id", params)
         return [self._order(r) for r in rows]
 
+    async def list_closed(self) -> list[Order]:
+        """Every order that is no longer open (filled, canceled, rejected), oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM orders WHERE status != ? ORDER BY created_ms, client_order_id", (OrderStatus.OPEN.value,)
+        )
+        return [self._order(r) for r in rows]
+
     @staticmethod
     def _order(r: sqlite3.Row) -> Order:
         return Order(

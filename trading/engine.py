@@ -213,13 +213,17 @@ class Engine:
         closed_trades: int = 0,
         recent_fills: list[Fill] = (),
         close_reasons: dict[str, ExitReason] | None = None,
+        last_sample_ms: int | None = None,
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
         risk counters, paused symbols (R-7), symbol blacklist (R-6) and the last hour's fills
         (their entries rebuild the F-4 cooldown and hourly entry count), oldest first, and the
-        exit reasons of close orders still in flight (client order id → reason, from the audit)."""
+        exit reasons of close orders still in flight (client order id → reason, from the audit)
+        and the time of the last equity sample (epoch ms UTC)."""
         self.account = account
         self._close_reasons.update(close_reasons or {})
+        if last_sample_ms is not None:  # the hourly equity sample keeps its rhythm (no extra sample)
+            self._next_sample_ms = last_sample_ms - last_sample_ms % HOUR_MS + HOUR_MS
         for fill in recent_fills:
             if fill.leg is OrderLeg.ENTRY:
                 self._entry_logs.setdefault(fill.bot, EntryLog()).record(fill.symbol, fill.timestamp)
@@ -232,6 +236,8 @@ class Engine:
         for order in open_orders:
             self.open_orders[order.client_order_id] = order
             if order.leg is OrderLeg.ENTRY:
+                # An entry sent but not filled yet counts for F-4 like the filled ones.
+                self._entry_logs.setdefault(order.bot, EntryLog()).record(order.symbol, order.created_ms)
                 side = Side.LONG if order.side.value == "buy" else Side.SHORT
                 intent_id = f"{order.bot}|{order.symbol}|{order.created_ms}"
                 leverage = self.bots[order.bot].profile.leverage

@@ -1,0 +1,91 @@
+"""SPEC L-3 / O-5: on restart the saved state is reconciled with the exchange before any new
+entry; a position without its stop gets one again, stray orders are cancelled, and the report
+(what was found, what was repaired) is returned, logged and stored in the audit trail."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bot.runtime import PaperRuntime
+from tests.stack import replayed
+from trading.config import TradingConfig
+from trading.models import OrderLeg
+
+DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
+END = DAY0 + 65 * 3_600_000  # the window ends with two positions open, brackets resting
+
+
+async def first_run(path: Path, data_dir: Path) -> list:
+    runtime = await replayed(path, data_dir, END)
+    positions = list(runtime.engine.positions.values())
+    await runtime.close()
+    return positions
+
+
+async def restart(path: Path, data_dir: Path) -> PaperRuntime:
+    return await PaperRuntime.build(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
+
+
+async def test_l3_clean_restart_reports_nothing_to_repair(tmp_path, data_dir):
+    db = tmp_path / "paper.db"
+    positions = await first_run(db, data_dir)
+    runtime = await restart(db, data_dir)
+    try:
+        report = runtime.reconcile_report
+        assert report.clean and report.positions == len(positions) == 2
+        assert "nothing to repair" in report.text()
+        last = (await runtime.store.audit.last(1))[0]
+        assert last.action == "RECONCILE" and last.why["found"] == []
+    finally:
+        await runtime.close()
+
+
+async def test_l3_o5_position_that_lost_its_stop_gets_it_back_before_any_entry(tmp_path, data_dir):
+    """Crash between the entry fill and the stop (the stop never reached the exchange): the
+    restart finds the naked position and places the stop at the position's level (R-10)."""
+    db = tmp_path / "paper.db"
+    positions = await first_run(db, data_dir)
+    naked = positions[0]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM orders WHERE symbol = ? AND leg = 'sl' AND status = 'open'", (naked.symbol,))
+    conn.close()
+    runtime = await restart(db, data_dir)
+    try:
+        report = runtime.reconcile_report
+        assert any(naked.symbol in line and "without a full stop" in line for line in report.found)
+        assert any(naked.symbol in line and "stop-loss" in line for line in report.repaired)
+        stops = [o for o in await runtime.exchange.fetch_open_orders(naked.symbol) if o.leg is OrderLeg.STOP_LOSS]
+        assert len(stops) == 1 and stops[0].amount == naked.contracts and stops[0].trigger_price == naked.stop_loss
+        # Persisted and audited before the replay goes on.
+        stored = [o for o in await runtime.store.orders.list_open(symbol=naked.symbol) if o.leg is OrderLeg.STOP_LOSS]
+        assert [o.client_order_id for o in stored] == [stops[0].client_order_id]
+        record = [r for r in await runtime.store.audit.last(5) if r.action == "RECONCILE"][-1]
+        assert record.why["repaired"] == report.repaired
+        assert (await runtime.store.audit.verify()).ok
+    finally:
+        await runtime.close()
+
+
+async def test_o5_stray_bracket_without_position_is_cancelled(tmp_path, data_dir):
+    """A reduce-only order of this bot resting on a symbol with no position (crash during a
+    close, before its brackets were cancelled) is cancelled on restart."""
+    db = tmp_path / "paper.db"
+    positions = await first_run(db, data_dir)
+    held = {p.symbol for p in positions}
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT * FROM orders WHERE leg = 'tp1' AND status != 'open' AND symbol NOT IN (?, ?)"
+                           " ORDER BY created_ms DESC LIMIT 1", tuple(held)).fetchone()
+        cid = row[0]
+        conn.execute("UPDATE orders SET status = 'open' WHERE client_order_id = ?", (cid,))
+        symbol = row[2]
+        # the exchange held a position then (restored from SQLite), so the order is accepted as resting
+    conn.close()
+    runtime = await restart(db, data_dir)
+    try:
+        report = runtime.reconcile_report
+        assert any(cid in line and "stray" in line for line in report.found), report.text()
+        assert cid not in {o.client_order_id for o in await runtime.exchange.fetch_open_orders(symbol)}
+        assert (await runtime.store.orders.get(cid)).status.value == "canceled"
+    finally:
+        await runtime.close()
