@@ -160,8 +160,9 @@ class PaperRuntime:
         service = TradingService(engine, store, mode="paper", config_id=config_id)
         return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after, report)
 
-    async def replay(self, speed: float | None = None, stop=None) -> ReplayResult:
-        """Replay the loaded candles from the resume point (see :func:`run_replay`)."""
+    async def replay(self, speed: float | None = None, stop=None, durable: bool | None = None) -> ReplayResult:
+        """Replay the loaded candles from the resume point (see :func:`run_replay`; ``durable``
+        persists state-bearing events before the next candle, default when paced)."""
         result = await run_replay(
             engine=self.engine,
             exchange=self.exchange,
@@ -172,6 +173,7 @@ class PaperRuntime:
             resume_after_ms=self.resume_after_ms,
             speed=speed,
             stop=stop,
+            durable=durable,
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
         return result

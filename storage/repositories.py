@@ -111,13 +111,14 @@ class OrderRepository(_Repository):
         return None if row is None else self._order(row)
 
     async def list_open(self, bot: str | None = None, symbol: str | None = None) -> list[Order]:
-        """Orders with status ``open``, optionally of one bot and/or symbol, oldest first."""
+        """Orders with status ``open``, optionally of one bot and/or symbol, oldest first (in the
+        order they were first stored, i.e. placed: a restart restores the same order, SPEC L-3)."""
         sql, params = "SELECT * FROM orders WHERE status = ?", [OrderStatus.OPEN.value]
         if bot is not None:
             sql, params = sql + " AND bot = ?", params + [bot]
         if symbol is not None:
             sql, params = sql + " AND symbol = ?", params + [symbol]
-        rows = await self._db.fetchall(sql + " ORDER BY created_ms, client_order_id", params)
+        rows = await self._db.fetchall(sql + " ORDER BY created_ms, rowid", params)
         return [self._order(r) for r in rows]
 
     async def list_closed(self) -> list[Order]:
