@@ -126,6 +126,8 @@ class PaperRuntime:
                 closed_trades=await store.positions.count_closed(), recent_fills=recent,
                 close_reasons=close_reasons,
                 last_sample_ms=getattr(await store.equity.latest(), "timestamp", None),
+                entry_details=await store.audit.entry_details(
+                    [o.client_order_id for o in open_orders if o.leg is OrderLeg.ENTRY]),
             )
             if start_ms is not None:
                 resume_after = max(resume_after or 0, start_ms - 1)

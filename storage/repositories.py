@@ -562,6 +562,21 @@ class AuditRepository(_Repository):
         return {cid: reason for cid, reason in rows}
 
 
+    async def entry_details(self, client_order_ids: Sequence[str]) -> dict[str, tuple[Decimal, Decimal | None, int]]:
+        """For unfilled entry orders: client order id → (TP1 share %, ATR or None, leverage) from
+        their RISK_ALLOWED records, so a restart resumes them as decided (SPEC L-3)."""
+        if not client_order_ids:
+            return {}
+        marks = ", ".join("?" * len(client_order_ids))
+        rows = await self._db.fetchall(
+            "SELECT json_extract(why, '$.client_order_id'), json_extract(why, '$.tp1_share_pct'),"
+            " json_extract(why, '$.atr'), json_extract(why, '$.leverage') FROM audit WHERE action = 'RISK_ALLOWED'"
+            f" AND json_extract(why, '$.client_order_id') IN ({marks}) AND json_extract(why, '$.leverage') IS NOT NULL",
+            list(client_order_ids),
+        )
+        return {cid: (Decimal(share), opt_dec_out(atr), int(leverage)) for cid, share, atr, leverage in rows}
+
+
 class ConfigSnapshotRepository(_Repository):
     """Trading config snapshots referenced by audit records (SPEC A-1), stored once by id."""
 

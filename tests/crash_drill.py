@@ -44,8 +44,16 @@ DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "XRP/USDT:USDT", "SOL/USDT:USDT")
 
 
+CONFIG_FILE: Path | None = None  # --config: a trading config TOML instead of the default below
+
+
 def drill_config() -> TradingConfig:
-    """Four symbols on 5m, up to 4 positions: trades, exits and open positions in a few days."""
+    """Four symbols on 5m, up to 4 positions: trades, exits and open positions in a few days
+    (or the ``--config`` file, e.g. examples/scaling.toml for the Z-4 preset and E-10 ladder)."""
+    if CONFIG_FILE is not None:
+        from trading.config import load_trading_config
+
+        return load_trading_config(CONFIG_FILE)
     return TradingConfig(bots=(BotProfile(symbols=SYMBOLS, timeframe="5m", max_positions=4),))
 
 
@@ -247,7 +255,7 @@ def drill(kills: int, seed: int, days: int, workdir: Path) -> dict:
     distinct = len(set(cursors))
     return {
         "kills": made, "moments": moments, "saved_state_at_kill": in_flight, "distinct_cursors": distinct,
-        "restarts_with_repairs": repairs, "window_days": days, "symbols": len(SYMBOLS),
+        "restarts_with_repairs": repairs, "window_days": days, "symbols": len(drill_config().all_symbols()),
         "reference_replay_s": round(replay_s, 3), "drill_s": round(elapsed, 2),
         "orders": len(got["orders"]), "fills": len(got["fills"]), "audit_records": check.count,
         "open_positions_end": sum(1 for p in got["positions"] if p[16] is None),
@@ -260,7 +268,10 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--days", type=int, default=6)
+    parser.add_argument("--config", type=Path, help="trading config TOML (default: 4 symbols, 5m)")
     args = parser.parse_args()
+    global CONFIG_FILE
+    CONFIG_FILE = args.config
     with tempfile.TemporaryDirectory(prefix="optiflow-crash-") as tmp:
         result = drill(args.kills, args.seed, args.days, Path(tmp))
     print(json.dumps(result))

@@ -223,3 +223,26 @@ async def test_a1_chat_audit_shows_last_records_and_the_verification(audited_db,
     finally:
         await runtime.close()
     assert "BROKEN at seq 3" in text
+
+
+async def test_a1_l1_audit_head_at_start_and_at_shutdown(tmp_path, data_dir):
+    """L-1 build card: the head hash at start is the stored chain's head; at shutdown it is the
+    head after everything the run recorded (the two differ when the run traded)."""
+    from bot.runtime import audit_head
+    from trading.audit import GENESIS
+
+    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "p.db", data_dir=data_dir, end_ms=END)
+    try:
+        at_start = await runtime.audit_head()
+        assert at_start != GENESIS  # the start-up reconciliation is the first record
+        await runtime.replay()
+        at_shutdown = await runtime.audit_head()
+        check = await runtime.store.audit.verify()
+    finally:
+        await runtime.close()
+    assert at_shutdown != at_start and at_shutdown == check.head_hash
+    store = await Storage.open(tmp_path / "p.db")
+    try:
+        assert await audit_head(store) == at_shutdown
+    finally:
+        await store.close()

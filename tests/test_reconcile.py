@@ -89,3 +89,27 @@ async def test_o5_stray_bracket_without_position_is_cancelled(tmp_path, data_dir
         assert (await runtime.store.orders.get(cid)).status.value == "canceled"
     finally:
         await runtime.close()
+
+
+async def test_l3_entry_in_flight_at_the_crash_fills_with_the_brackets_decided_at_the_signal(tmp_path, data_dir):
+    """Killed after the entry was sent, before it filled: the restart resumes the pending entry
+    with the TP1 share, ATR and leverage decided at the signal (from its RISK_ALLOWED record),
+    not recomputed at the fill."""
+    probe = await replayed(tmp_path / "probe.db", data_dir, END)
+    allowed = [r for r in await probe.store.audit.list() if r.action == "RISK_ALLOWED"]
+    await probe.close()
+    signal_ms = allowed[0].ts  # the entry goes out at this candle close = next candle's open
+    db = tmp_path / "paper.db"
+    first = await replayed(db, data_dir, signal_ms)
+    (key, pending), = first.engine._pending.items()
+    decided = (pending.tp1_share_pct, pending.atr, pending.leverage)
+    await first.close()
+    assert decided[0] is not None and decided[1] is not None
+    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    try:
+        restored = second.engine._pending[key]
+        assert (restored.tp1_share_pct, restored.atr, restored.leverage) == decided
+        assert restored.order.client_order_id == pending.order.client_order_id
+        assert second.reconcile_report.clean
+    finally:
+        await second.close()

@@ -35,6 +35,7 @@ from typing import Any
 
 from trading.events import (
     CommandIssued,
+    EntryDecided,
     ExitDecided,
     FillBooked,
     OrderUpdated,
@@ -244,9 +245,12 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
     account, equity samples…) are state, not decisions: they are not recorded."""
     out: list[AuditEntry] = []
     last_entry_order: dict[tuple[str, str], Any] = {}
+    details: dict[str, EntryDecided] = {}
     for event in events:
         kind = type(event)
-        if kind is OrderUpdated:
+        if kind is EntryDecided:
+            details[event.client_order_id] = event
+        elif kind is OrderUpdated:
             o = event.order
             if o.leg is OrderLeg.ENTRY and o.status is OrderStatus.OPEN:
                 last_entry_order[(o.bot, o.symbol)] = o
@@ -277,6 +281,9 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
                 if order is not None and order.created_ms == e.timestamp:
                     size = order.amount
                     why["client_order_id"] = order.client_order_id
+                    decided = details.pop(order.client_order_id, None)
+                    if decided is not None:  # what the brackets will use at the fill (restart, L-3)
+                        why.update(tp1_share_pct=decided.tp1_share_pct, atr=decided.atr, leverage=decided.leverage)
             else:
                 why["first_blocker"] = e.blocked_by
             out.append(AuditEntry(e.timestamp, RISK_ALLOWED if e.passed else RISK_DENIED, e.bot, e.symbol,

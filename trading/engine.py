@@ -24,6 +24,7 @@ from trading.events import (
     Alert,
     BlacklistChanged,
     EquitySampled,
+    EntryDecided,
     EventSink,
     ExitDecided,
     FillBooked,
@@ -214,12 +215,14 @@ class Engine:
         recent_fills: list[Fill] = (),
         close_reasons: dict[str, ExitReason] | None = None,
         last_sample_ms: int | None = None,
+        entry_details: dict[str, tuple[Decimal, Decimal | None, int]] | None = None,
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
         risk counters, paused symbols (R-7), symbol blacklist (R-6) and the last hour's fills
         (their entries rebuild the F-4 cooldown and hourly entry count), oldest first, and the
         exit reasons of close orders still in flight (client order id → reason, from the audit)
-        and the time of the last equity sample (epoch ms UTC)."""
+        the time of the last equity sample (epoch ms UTC), and per unfilled entry order (client
+        order id) the TP1 share %, ATR and leverage decided at the signal (from the audit)."""
         self.account = account
         self._close_reasons.update(close_reasons or {})
         if last_sample_ms is not None:  # the hourly equity sample keeps its rhythm (no extra sample)
@@ -240,8 +243,9 @@ class Engine:
                 self._entry_logs.setdefault(order.bot, EntryLog()).record(order.symbol, order.created_ms)
                 side = Side.LONG if order.side.value == "buy" else Side.SHORT
                 intent_id = f"{order.bot}|{order.symbol}|{order.created_ms}"
-                leverage = self.bots[order.bot].profile.leverage
-                self._pending[(order.bot, order.symbol)] = _PendingEntry(intent_id, side, order, leverage)
+                share, atr, leverage = (entry_details or {}).get(
+                    order.client_order_id, (None, None, self.bots[order.bot].profile.leverage))
+                self._pending[(order.bot, order.symbol)] = _PendingEntry(intent_id, side, order, leverage, share, atr)
         for state in risk_states:
             self.risk_states[state.bot] = state
         for bot, symbols in paused.items():
@@ -455,10 +459,11 @@ class Engine:
         self._track(accepted)
         entries.record(symbol, now)
         atr = feed.indicators.atr
-        self._pending[(profile.name, symbol)] = _PendingEntry(
+        pending = self._pending[(profile.name, symbol)] = _PendingEntry(
             intent_id, check.side, accepted, limits.leverage, limits.tp1_share_pct,
             Decimal(repr(atr)) if atr == atr and atr > 0 else None,  # NaN-safe
         )
+        self.sink.emit(EntryDecided(accepted.client_order_id, limits.tp1_share_pct, pending.atr, limits.leverage))
         return self._record(now, bot, symbol, check, "", min_score)
 
     def _record(

@@ -103,6 +103,18 @@ class ExitDecided:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryDecided:
+    """An entry order was accepted; the figures its brackets will use at the fill (SPEC E-1,
+    Z-4): ``tp1_share_pct`` (%), ``atr`` (quote, None when unknown) and ``leverage`` (×). They
+    go into the RISK_ALLOWED audit record, so a restart before the fill resumes exactly (L-3)."""
+
+    client_order_id: str
+    tp1_share_pct: Decimal
+    atr: Decimal | None
+    leverage: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommandIssued:
     """A manual command from the chat or the CLI changed trading state (SPEC A-1): ``command``
     e.g. "pause", "resume"; ``source`` "chat"; ``ts`` epoch ms UTC."""
@@ -142,6 +154,7 @@ Event = (
     | BlacklistChanged
     | Alert
     | ExitDecided
+    | EntryDecided
     | CommandIssued
     | ReconcileReported
     | ReplayProgress
