@@ -90,6 +90,12 @@ async def test_a1_replay_records_orders_fills_risk_and_exit_decisions(audited_db
     allowed, denied = by_action["RISK_ALLOWED"], by_action["RISK_DENIED"]
     assert all(r.why["first_blocker"] and "score" in r.why for r in denied)
     assert all(r.why["checks_passed"] and r.size is not None and r.why["client_order_id"] in placed for r in allowed)
+    # The decision comes first: each RISK_ALLOWED is followed by the entry order it sent.
+    for i, record in enumerate(records):
+        if record.action == "RISK_ALLOWED":
+            following = records[i + 1]
+            assert following.action == "ORDER_PLACED" and following.why["client_order_id"] == record.why["client_order_id"]
+            assert following.size == record.size and record.why["leverage"] > 0
     # The manual /pause is recorded, and records cite the stored config snapshot.
     assert [(r.why["command"], r.symbol) for r in by_action["COMMAND"]] == [("pause", "XRP/USDT:USDT")]
     assert json.loads(config_body)["account"]["starting_balance"] == str(TradingConfig().account.starting_balance)

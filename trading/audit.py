@@ -241,11 +241,13 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
     """The audit entries of a flush's events, in event order (SPEC A-1): every order state
     change, every fill, every risk decision on a signal that met its minimum score (signals
     under the score never reach the risk checks; ``record_below_min_score`` records them too),
-    every exit decision, manual command and reconciliation report. Other events (positions,
+    every exit decision, manual command and reconciliation report. An entry order's
+    ORDER_PLACED record follows the RISK_ALLOWED decision that sent it. Other events (positions,
     account, equity samples…) are state, not decisions: they are not recorded."""
     out: list[AuditEntry] = []
     last_entry_order: dict[tuple[str, str], Any] = {}
     details: dict[str, EntryDecided] = {}
+    held: dict[str, AuditEntry] = {}  # entry orders placed, waiting for their decision record
     for event in events:
         kind = type(event)
         if kind is EntryDecided:
@@ -262,8 +264,12 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
                 why["average"] = o.average
             if o.reason:
                 why["reason"] = o.reason
-            out.append(AuditEntry(o.updated_ms or o.created_ms, ORDER_ACTIONS[o.status], o.bot, o.symbol,
-                                  o.side.value, o.filled if o.status is OrderStatus.CLOSED else o.amount, why))
+            entry = AuditEntry(o.updated_ms or o.created_ms, ORDER_ACTIONS[o.status], o.bot, o.symbol,
+                               o.side.value, o.filled if o.status is OrderStatus.CLOSED else o.amount, why)
+            if o.leg is OrderLeg.ENTRY and o.status is OrderStatus.OPEN:
+                held[o.client_order_id] = entry  # written after its RISK_ALLOWED decision
+            else:
+                out.append(entry)
         elif kind is FillBooked:
             f = event.fill
             out.append(AuditEntry(f.timestamp, FILL, f.bot, f.symbol, f.side.value, f.amount,
@@ -288,6 +294,10 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
                 why["first_blocker"] = e.blocked_by
             out.append(AuditEntry(e.timestamp, RISK_ALLOWED if e.passed else RISK_DENIED, e.bot, e.symbol,
                                   e.side.value, size, why))
+            if e.passed and "client_order_id" in why:
+                placed = held.pop(why["client_order_id"], None)
+                if placed is not None:
+                    out.append(placed)
         elif kind is ExitDecided:
             why = {"reason": event.reason, "position_id": event.position_id, **event.why}
             if event.client_order_id:
@@ -298,4 +308,5 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
                                   {"command": event.command, "source": event.source, **event.why}))
         elif kind is ReconcileReported:
             out.append(AuditEntry(event.ts, RECONCILE, "", "", "", None, event.report))
+    out.extend(held.values())  # an entry without its decision in this batch still gets recorded
     return out
