@@ -113,3 +113,27 @@ async def test_l3_entry_in_flight_at_the_crash_fills_with_the_brackets_decided_a
         assert second.reconcile_report.clean
     finally:
         await second.close()
+
+
+async def test_l3_close_in_flight_at_the_crash_keeps_its_exit_reason(tmp_path, data_dir):
+    """Killed after a TIMEOUT close was sent, before it filled: after the restart the fill books
+    the position as closed by TIMEOUT (the reason comes back from the EXIT audit record), not
+    as a manual close."""
+    week = DAY0 + 7 * 86_400_000
+    probe = await replayed(tmp_path / "probe.db", data_dir, week)
+    timeout_exit = next(r for r in await probe.store.audit.list()
+                        if r.action == "EXIT" and r.why["reason"] == "TIMEOUT")
+    await probe.close()
+    db = tmp_path / "paper.db"
+    first = await replayed(db, data_dir, timeout_exit.ts)  # the close is sent, not filled yet
+    cid = timeout_exit.why["client_order_id"]
+    assert cid in first.engine.open_orders
+    await first.close()
+    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=week)
+    try:
+        assert second.reconcile_report.clean
+        await second.replay()
+        closed = await second.store.positions.get(timeout_exit.why["position_id"])
+    finally:
+        await second.close()
+    assert closed.closed_ms is not None and closed.exit_reason.value == "TIMEOUT"

@@ -222,10 +222,9 @@ class TradingService:
         engine = self._engine
         now = engine.clock.now_ms()
         command = "pause" if paused else "resume"
-        audit = entries_for_events([CommandIssued(now, command, bot, symbol) for bot, symbol in pairs])
         async with self._store.transaction():
-            await self._store.audit.append(audit, self.config_id)  # SPEC A-1, same transaction
             for bot, symbol in pairs:
+                await self.record_command(command, bot=bot, symbol=symbol)  # SPEC A-1, same transaction
                 if paused:
                     await self._store.pauses.pause(bot, symbol, now)
                     engine.paused.setdefault(bot, set()).add(symbol)
@@ -286,6 +285,15 @@ class TradingService:
         return await asyncio.to_thread(render_report_chart, report)
 
     # -------------------------------------------------------------- audit
+    async def record_command(self, command: str, *, bot: str = "", symbol: str = "", why: dict | None = None) -> None:
+        """Append a manual command's audit record (SPEC A-1), e.g. ``record_command("close",
+        bot="main", symbol="BTC/USDT:USDT", why={"user": 123})``. Call it inside the
+        ``store.transaction()`` of the state change it describes, so both commit together; the
+        order and fill records of what the command causes come from the engine's events.
+        ``why`` holds plain values only (no secrets)."""
+        entries = entries_for_events([CommandIssued(self._engine.clock.now_ms(), command, bot, symbol, "chat", why or {})])
+        await self._store.audit.append(entries, self.config_id)
+
     async def audit_status(self, limit: int = 8) -> AuditStatus:
         """The last ``limit`` audit records and the verification of the whole chain (SPEC A-1,
         /audit)."""
