@@ -184,6 +184,14 @@ CREATE TABLE config_snapshots (
     created_ms INTEGER NOT NULL,
     body       TEXT NOT NULL
 );
+CREATE TRIGGER config_snapshots_no_update BEFORE UPDATE ON config_snapshots
+BEGIN
+    SELECT RAISE(ABORT, 'config snapshots are append-only (SPEC A-1)');
+END;
+CREATE TRIGGER config_snapshots_no_delete BEFORE DELETE ON config_snapshots
+BEGIN
+    SELECT RAISE(ABORT, 'config snapshots are append-only (SPEC A-1)');
+END;
 """
 
 MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_AUDIT)

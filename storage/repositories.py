@@ -22,7 +22,7 @@ from trading.analytics import (
     SymbolSignalStats,
     percent,
 )
-from trading.audit import GENESIS, AuditEntry, AuditRecord, Verification, chain, verify
+from trading.audit import GENESIS, AuditEntry, AuditRecord, Verification, chain, sha256_hex, verify
 from trading.models import (
     Account,
     EquitySnapshot,
@@ -546,7 +546,20 @@ class AuditRepository(_Repository):
         if marker is not None:
             seq_text, _, digest = marker[0].partition(":")
             head = (int(seq_text), digest) if seq_text.isdigit() else (0, GENESIS)
-        return verify(records, head)
+        result = verify(records, head)
+        if not result.ok:
+            return result
+        # Each cited config snapshot exists and still hashes to its id (an edited risk limit
+        # would otherwise rewrite the rationale of every record that cites it).
+        rows = await self._db.fetchall("SELECT id, body FROM config_snapshots")
+        intact = {snapshot_id: sha256_hex(body) == snapshot_id for snapshot_id, body in rows}
+        for record in records:
+            state = intact.get(record.config_id)
+            if state is not True:
+                what = "is missing" if state is None else "was edited"
+                return Verification(False, result.count, result.head_hash, record.seq,
+                                    f"record seq {record.seq}: config snapshot {record.config_id[:12]}… {what}")
+        return result
 
     async def exit_reasons(self, client_order_ids: Sequence[str]) -> dict[str, str]:
         """The EXIT reason recorded for each of these close orders (client order id → reason

@@ -168,6 +168,9 @@ def test_a1_audit_verify_passes_an_untouched_log_and_prints_head_and_count(audit
     # A record deleted in the middle, and a cut-off tail.
     (["DELETE FROM audit WHERE seq = 7"], 8, "seq 7 was deleted"),
     (["DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 3 FROM audit)"], "last - 2", "tail was deleted"),
+    # The config snapshot a record cites was edited (a risk limit rewritten after the fact).
+    (["DROP TRIGGER config_snapshots_no_update",
+      "UPDATE config_snapshots SET body = replace(body, '\"risk_pct\":', '\"risk_pct\": ')"], 1, "config snapshot"),
     # Two records swapped in storage order.
     (["UPDATE audit SET id = -1 WHERE seq = 10", "UPDATE audit SET id = 10 WHERE seq = 11",
       "UPDATE audit SET id = 11 WHERE seq = 10"], 11, "reordered"),
