@@ -137,3 +137,34 @@ async def test_l3_close_in_flight_at_the_crash_keeps_its_exit_reason(tmp_path, d
     finally:
         await second.close()
     assert closed.closed_ms is not None and closed.exit_reason.value == "TIMEOUT"
+
+
+async def test_l3_o5_entry_filled_while_down_is_booked_and_gets_its_brackets(tmp_path, data_dir):
+    """Crash between entry and brackets: the exchange filled the entry while the bot was down.
+    The restart's reconciliation books that fill at the exchange's price, opens the position
+    and places its stop before anything else (O-5 "fills missed while down are booked")."""
+    from trading.reconcile import reconcile
+
+    probe = await replayed(tmp_path / "probe.db", data_dir, END)
+    signal_ms = next(r.ts for r in await probe.store.audit.list() if r.action == "RISK_ALLOWED")
+    await probe.close()
+    db = tmp_path / "paper.db"
+    await (await replayed(db, data_dir, signal_ms)).close()
+    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    try:
+        ((bot, symbol), pending), = runtime.engine._pending.items()
+        # The exchange fills the entry at the next open without the bot seeing it.
+        source = next(s for s in runtime.sources if s.feed.symbol == symbol)
+        i = source.series.timestamp.index(signal_ms)
+        runtime.exchange.fill_pending(symbol, signal_ms, source.series.open[i])
+        contracts, price = (await runtime.exchange.fetch_positions())[symbol]
+        report = await reconcile(runtime.engine, await runtime.exchange.fetch_positions())
+        position = runtime.engine.positions[(bot, symbol)]
+        resting = await runtime.exchange.fetch_open_orders(symbol)
+    finally:
+        await runtime.close()
+    assert any("filled while down" in line for line in report.found)
+    assert position.entry_price == price and position.contracts == abs(contracts) == pending.order.amount
+    stops = [o for o in resting if o.leg is OrderLeg.STOP_LOSS]
+    assert len(stops) == 1 and stops[0].amount == position.contracts and stops[0].trigger_price == position.stop_loss
+    assert {o.leg for o in resting} >= {OrderLeg.STOP_LOSS, OrderLeg.TP1}

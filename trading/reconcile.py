@@ -3,8 +3,10 @@ entry, the state restored from SQLite is compared with what the exchange holds, 
 wins, and a report says what was found and what was repaired.
 
 Checks, in order:
-1. positions: an exchange position the engine does not know is closed at market (nobody manages
-   it and no stop protects it, R-10); a local position the exchange no longer holds is marked
+1. positions: an exchange position from an entry the bot sent but never saw fill (crash between
+   entry and brackets) is booked as that entry's fill, which opens the position and places its
+   brackets; any other exchange position the engine does not know is closed at market (nobody
+   manages it and no stop protects it, R-10); a local position the exchange no longer holds is marked
    closed at its last known price (the exit fill happened while the bot was down); a size
    difference takes the exchange's size;
 2. orders: a local open order the exchange no longer lists is marked canceled; an exchange
@@ -24,7 +26,7 @@ from decimal import Decimal
 from trading.engine import Engine
 from trading.errors import ExchangeError
 from trading.events import OrderUpdated, PositionChanged, ReconcileReported
-from trading.models import ExitReason, OrderLeg, OrderStatus, Side
+from trading.models import ExitReason, Fill, OrderLeg, OrderStatus, Side
 from trading.oms import client_order_id_prefix
 
 log = logging.getLogger(__name__)
@@ -77,11 +79,28 @@ async def reconcile(engine: Engine, exchange_positions: dict[str, tuple[Decimal,
     report = ReconcileReport(now, len(engine.positions), len(engine.open_orders))
     sink = engine.sink
     local = {symbol: position for (_bot, symbol), position in engine.positions.items()}
-    pending_symbols = {symbol for (_bot, symbol) in engine._pending}
+    pending = {symbol: (bot, entry) for (bot, symbol), entry in engine._pending.items()}
+    resting = {o.client_order_id: o for o in await engine.exchange.fetch_open_orders()}
     # 1. positions
     for symbol, (contracts, _entry) in exchange_positions.items():
         position = local.get(symbol)
-        if position is None and symbol not in pending_symbols:
+        waiting = pending.get(symbol)
+        if position is None and waiting is not None:
+            bot, entry = waiting
+            order = entry.order
+            if order.client_order_id in resting or (contracts > 0) != (entry.side is Side.LONG):
+                continue  # still resting: it fills later, as usual
+            # The entry filled while the bot was down (between entry and brackets): book the
+            # fill at the exchange's entry price; on_fill opens the position and its brackets.
+            amount = abs(contracts)
+            market = engine.markets[symbol]
+            report.found.append(f"{symbol}: entry {order.client_order_id} filled while down "
+                                f"({amount} contracts @ {_entry})")
+            await engine.on_fill(Fill(order.client_order_id, bot, symbol, order.side, OrderLeg.ENTRY, amount,
+                                      _entry, amount * market.contract_size * _entry * market.taker_fee, now))
+            report.repaired.append(f"{symbol}: fill booked, position opened with its stop-loss and take-profits")
+            resting = {o.client_order_id: o for o in await engine.exchange.fetch_open_orders()}
+        elif position is None:
             report.found.append(f"{symbol}: exchange position {contracts} contracts unknown to the bot")
             side = Side.LONG if contracts > 0 else Side.SHORT
             bot = next((b.name for b in engine.bots.values() if symbol in b.profile.symbols), "")
@@ -106,7 +125,6 @@ async def reconcile(engine: Engine, exchange_positions: dict[str, tuple[Decimal,
             sink.emit(PositionChanged(closed))
             report.repaired.append(f"{symbol}: position marked closed (closed on the exchange while down)")
     # 2. orders
-    resting = {o.client_order_id: o for o in await engine.exchange.fetch_open_orders()}
     for cid, order in list(engine.open_orders.items()):
         if cid not in resting:
             report.found.append(f"{order.symbol}: {order.leg.value} order {cid} open locally, not on the exchange")
