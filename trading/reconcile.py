@@ -161,7 +161,8 @@ async def reconcile(engine: Engine, exchange_positions: dict[str, tuple[Decimal,
         report.repaired.append(f"{position.symbol}: stop-loss at {position.stop_loss} placed again")
     sink.emit(ReconcileReported(now, report.as_dict()))
     if report.clean:
-        log.info("%s", report.text())
+        # A fresh start has nothing to check: keep the console quiet then.
+        log.log(logging.INFO if report.positions or report.open_orders else logging.DEBUG, "%s", report.text())
     else:
         log.warning("%s", report.text())
     return report
