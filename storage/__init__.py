@@ -20,8 +20,10 @@ from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
     AccountRepository,
     BlacklistRepository,
+    ConfirmationRepository,
     EquityRepository,
     FillRepository,
+    IncidentRepository,
     OrderRepository,
     PauseRepository,
     PositionRepository,
@@ -37,7 +39,7 @@ class Storage:
     """Facade over one :class:`Database` and its repositories.
 
     Attributes: ``db``, ``orders``, ``fills``, ``positions``, ``equity``, ``signals``, ``risk``,
-    ``pauses``, ``account``, ``runtime``.
+    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``confirmations``, ``incidents``.
     """
 
     def __init__(self, db: Database) -> None:
@@ -52,6 +54,8 @@ class Storage:
         self.account = AccountRepository(db)
         self.runtime = RuntimeRepository(db)
         self.blacklist = BlacklistRepository(db)
+        self.confirmations = ConfirmationRepository(db)
+        self.incidents = IncidentRepository(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":

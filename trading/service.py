@@ -7,26 +7,37 @@ compute. Live numbers come from the engine, history from the repositories.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 from trading.engine import DAY_MS, Engine
 from trading.errors import UnknownSymbol
-from trading.models import ZERO
+from trading.models import ZERO, ExitReason
 from trading.presets import effective_limits
 from trading.reports import build_report
 from trading.risk import daily_loss_pct, trading_state
 from trading.views import (
     BotRisk,
+    CloseResult,
     PeriodReport,
     PositionView,
     RiskReport,
+    RuntimeInfo,
     Summary,
     SymbolRisk,
 )
 
 HUNDRED = Decimal(100)
+CONFIRM_TTL_MS = 60_000  # a dangerous action's confirm button works this long (SPEC T-3)
+
+
+def wall_ms() -> int:
+    """Wall-clock epoch ms UTC (confirmations and uptime are about the trader's time, not the
+    replay's)."""
+    return int(time.time() * 1000)
 
 
 class TradingService:
@@ -36,13 +47,20 @@ class TradingService:
         engine: the running engine (live state).
         store: the storage facade (``storage.Storage``): positions, equity, pauses repositories.
         mode: "paper" | "demo" | "live".
+        wall_clock: epoch ms UTC now (wall time) for confirmations and uptime; tests inject one.
     """
 
-    def __init__(self, engine: Engine, store: Any, mode: str = "paper") -> None:
+    def __init__(
+        self, engine: Engine, store: Any, mode: str = "paper", wall_clock: Callable[[], int] = wall_ms
+    ) -> None:
         self._engine = engine
         self._store = store
         self.mode = mode
         self.quote = engine.config.account.quote
+        self.wall_clock = wall_clock
+        self.started_ms = wall_clock()
+        self.feed_state = "starting"  # set by the runtime: "replaying", "replay finished", ...
+        self.feed_stale = False  # set by the runtime when the market feed stops moving (M-1)
 
     # ------------------------------------------------------------ symbols
     def symbols(self) -> tuple[str, ...]:
@@ -234,6 +252,13 @@ class TradingService:
             paused |= symbols
         return paused
 
+    async def bot_pause_states(self) -> dict[str, bool]:
+        """Per bot: True when every one of its symbols is paused (SPEC R-7 per bot)."""
+        engine = self._engine
+        return {
+            name: set(bot.profile.symbols) <= engine.paused.get(name, set()) for name, bot in engine.bots.items()
+        }
+
     async def set_paused(self, symbol: str, paused: bool) -> None:
         """Pause or resume entries on ``symbol`` for every bot trading it; persisted (R-7).
 
@@ -278,3 +303,92 @@ class TradingService:
 
         return await asyncio.to_thread(render_report_chart, report)
 
+
+    # ------------------------------------------------------ manual closes
+    async def close_position(self, symbol: str) -> list[CloseResult]:
+        """Close every bot's position on ``symbol`` at market, reduce-only (SPEC T-2 /close).
+
+        Returns the closes sent (empty: no open position, or its close is already on its way).
+
+        Raises:
+            UnknownSymbol: the symbol is not configured.
+            ExchangeError: the exchange refused the order (its reason is the message).
+        """
+        if symbol not in self.symbols():
+            raise UnknownSymbol(f"Unknown symbol: {symbol[:32]}")
+        results = []
+        for (bot, held), position in list(self._engine.positions.items()):
+            if held != symbol:
+                continue
+            order = await self._engine.close_position(bot, symbol, ExitReason.MANUAL)
+            if order is not None:
+                results.append(CloseResult(bot, symbol, position.side, order.amount, order.client_order_id))
+        return results
+
+    async def close_all(self) -> list[CloseResult]:
+        """Close every open position at market, reduce-only (SPEC T-2 /closeall)."""
+        results = []
+        for symbol in sorted({s for (_b, s) in self._engine.positions}):
+            results.extend(await self.close_position(symbol))
+        return results
+
+    def halted_bots(self) -> dict[str, str]:
+        """Bots stopped for the day by a risk rule, with the reason code (R-2..R-4)."""
+        return {name: s.halted_reason for name, s in self._engine.risk_states.items() if s.halted_reason}
+
+    async def clear_risk_stops(self) -> dict[str, str]:
+        """Lift every bot's day stop by hand (the trader confirmed it, SPEC T-1); returns what
+        was lifted (bot → reason)."""
+        lifted = {}
+        for bot in list(self._engine.risk_states):
+            reason = self._engine.clear_risk_stop(bot)
+            if reason:
+                lifted[bot] = reason
+        return lifted
+
+    # ------------------------------------------------------ confirmations
+    async def request_confirmation(self, user_id: int, action: str, argument: str = "") -> int:
+        """Store a dangerous action to confirm within 60 s; returns its id for the button
+        (SPEC T-1, T-3: the callback data carries only this id)."""
+        confirmation = await self._store.confirmations.create(
+            user_id, action, argument, self.wall_clock(), CONFIRM_TTL_MS
+        )
+        return confirmation.id
+
+    async def take_confirmation(self, confirmation_id: int, user_id: int) -> tuple[str, str] | str:
+        """Consume a confirmation: ``(action, argument)`` when it is this user's, unexpired and
+        unused; otherwise the reason it cannot run ("expired", "unknown", "used")."""
+        confirmation = await self._store.confirmations.get(confirmation_id)
+        if confirmation is None or confirmation.user_id != user_id:
+            return "unknown"
+        now = self.wall_clock()
+        if confirmation.used_ms is not None:
+            return "used"
+        if now >= confirmation.expires_ms:
+            return "expired"
+        if not await self._store.confirmations.use(confirmation_id, now):
+            return "used"
+        return confirmation.action, confirmation.argument
+
+    async def cancel_confirmation(self, confirmation_id: int, user_id: int) -> None:
+        """Mark a confirmation used without running it (the trader tapped Cancel)."""
+        confirmation = await self._store.confirmations.get(confirmation_id)
+        if confirmation is not None and confirmation.user_id == user_id:
+            await self._store.confirmations.use(confirmation_id, self.wall_clock())
+
+    # ------------------------------------------------------------ runtime
+    def runtime_info(self) -> RuntimeInfo:
+        """Uptime, mode, feed state and loop timings (SPEC T-2 /runtime)."""
+        engine = self._engine
+        return RuntimeInfo(
+            mode=self.mode,
+            uptime_s=max(0, (self.wall_clock() - self.started_ms) // 1000),
+            clock_ms=engine.clock.now_ms(),
+            feed_state=self.feed_state,
+            feed_stale=self.feed_stale,
+            symbols=self.symbols(),
+            open_positions=len(engine.positions),
+            open_orders=len(engine.open_orders),
+            loop_avg_ms=None,
+            loop_max_ms=None,
+        )
