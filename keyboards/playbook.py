@@ -52,3 +52,13 @@ def playbook_keyboard(playbook: Playbook) -> InlineKeyboardMarkup | None:
     builder.adjust(2)
     markup = builder.as_markup()
     return markup if markup.inline_keyboard else None
+
+
+def alert_keyboard(playbook_key: str) -> InlineKeyboardMarkup | None:
+    """The "📖 Playbook: …" button under a monitor alert (SPEC M-1), or None for no playbook."""
+    playbook = PLAYBOOKS.get(playbook_key)
+    if playbook is None:
+        return None
+    builder = InlineKeyboardBuilder()
+    builder.button(text=f"📖 Playbook: {playbook.title}", callback_data=packed(PlaybookCb(incident=playbook.key)))
+    return builder.as_markup()

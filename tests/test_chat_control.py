@@ -20,7 +20,7 @@ from bot.settings import Settings
 from keyboards.confirm import confirm_keyboard
 from keyboards.pager import PAGE_SIZE, PageCb, page_of
 from keyboards.pause import MAX_CALLBACK_BYTES, pause_keyboard
-from keyboards.playbook import playbook_keyboard, playbooks_keyboard
+from keyboards.playbook import alert_keyboard, playbook_keyboard, playbooks_keyboard
 from keyboards.positions import positions_keyboard
 from tests import stack
 from tests.test_chat import position_view
@@ -293,7 +293,37 @@ def test_t3_every_keyboard_fits_64_bytes():
         confirm_keyboard(2**62, "Close"),
         playbooks_keyboard(),
         *(playbook_keyboard(p) for p in PLAYBOOKS.values()),
+        *(alert_keyboard(p) for p in PLAYBOOKS),
     ]
     data = [d for m in markups for d in _all_data(m)]
     assert len(data) > 20
     assert all(len(d.encode()) <= MAX_CALLBACK_BYTES for d in data)
+
+
+# ------------------------------------------------------------------------ T-6 playbooks
+async def test_t6_playbook_lists_incidents_and_steps_run_safe_actions(open_stack):
+    """T-6: /playbook lists the incidents; a playbook's buttons pause all (at once), close a
+    symbol (through the confirm dialog), and say honestly what paper mode cannot do."""
+    chat = open_stack
+    listing = await chat.say("/playbook")
+    assert listing.startswith("Incident playbooks") and "Position without stop" in listing
+    assert len(chat.buttons()) == len(PLAYBOOKS)
+    await chat.tap("Position without stop")
+    assert chat.buttons() == ["🛡 Place stops again", "❌ Close a symbol", "⏸ Pause all"]
+    steps = chat.session.requests[-2].text
+    assert steps.startswith("Playbook: Position without stop") and "1. Place the stop-loss again" in steps
+    requests = await chat.tap("🛡 Place stops again")
+    assert answers(requests) == ["Not available in paper mode"]
+    assert "not available in paper mode" in requests[0].text
+    assert close_orders(chat.runtime) == [] and all(not v for v in chat.runtime.engine.paused.values())
+    await chat.say("/playbook no_stop")
+    await chat.tap("⏸ Pause all")
+    assert all(v == set(chat.runtime.engine.bots[k].profile.symbols) for k, v in chat.runtime.engine.paused.items())
+    await chat.say("/playbook stuck order")
+    await chat.tap("❌ Close a symbol")
+    symbol_button = chat.buttons()[0]
+    assert symbol_button.startswith("❌ Close ")
+    await chat.tap(symbol_button)
+    assert close_orders(chat.runtime) == []  # asks first
+    await chat.tap("✅")
+    assert len(close_orders(chat.runtime)) == 1

@@ -15,7 +15,9 @@ from typing import Any
 
 from trading.engine import DAY_MS, Engine
 from trading.errors import UnknownSymbol
-from trading.models import ZERO, ExitReason
+from trading.events import Alert
+from trading.models import ZERO, ExitReason, OrderLeg, Side
+from trading.monitor import MonitorLimits, MonitorSnapshot, WatchedPosition, detect, diff
 from trading.presets import effective_limits
 from trading.reports import build_report
 from trading.risk import daily_loss_pct, trading_state
@@ -392,3 +394,64 @@ class TradingService:
             loop_avg_ms=None,
             loop_max_ms=None,
         )
+
+    # ------------------------------------------------------------ monitor
+    def monitor_snapshot(self, now_ms: int, recent_errors: int) -> MonitorSnapshot:
+        """What the monitor checks (SPEC M-1), read from the engine and the exchange at ``now_ms``
+        (epoch ms UTC, the caller's clock); ``recent_errors`` from the log window."""
+        engine = self._engine
+        states = list(engine.risk_states.values())
+        day_start = states[0].day_start_equity if states else engine.equity()
+        realised = sum((s.realised_today for s in states), ZERO)
+        stops = {(o.bot, o.symbol) for o in engine.open_orders.values() if o.leg is OrderLeg.STOP_LOSS}
+        local: dict[str, Decimal] = {}
+        for position in engine.positions.values():
+            signed = position.contracts if position.side is Side.LONG else -position.contracts
+            local[position.symbol] = local.get(position.symbol, ZERO) + signed
+        exchange_position = getattr(engine.exchange, "position", None)  # the simulated exchange's view
+        remote = None
+        if exchange_position is not None:
+            remote = {}
+            for symbol in self.symbols():
+                held = exchange_position(symbol)
+                if held is not None and held[0] != 0:
+                    remote[symbol] = held[0]
+        return MonitorSnapshot(
+            now_ms=now_ms,
+            daily_loss_pct=daily_loss_pct(realised + engine.unrealised_pnl(), day_start),
+            sl_streaks={name: s.sl_streak for name, s in engine.risk_states.items()},
+            positions=tuple(
+                WatchedPosition(p.bot, p.symbol, p.opened_ms, (p.bot, p.symbol) in stops)
+                for p in engine.positions.values()
+            ),
+            recent_errors=recent_errors,
+            feed_stale=self.feed_stale,
+            local_contracts=local,
+            exchange_contracts=remote,
+        )
+
+    async def run_monitor(
+        self, now_ms: int | None = None, recent_errors: int = 0, limits: MonitorLimits = MonitorLimits()
+    ) -> list[Alert]:
+        """One monitor pass (SPEC M-1), meant for every minute: returns the alerts of incidents
+        that are NEW — each incident alerts once, and a restart does not alert again because
+        open incidents are kept in SQLite; incidents whose condition cleared are closed. The
+        alerts are also emitted to the engine's event sink (for the notifier).
+
+        Args:
+            now_ms: epoch ms UTC of this pass (default: the engine clock).
+            recent_errors: ERROR lines in the recent log window.
+        """
+        now = self._engine.clock.now_ms() if now_ms is None else now_ms
+        found = detect(self.monitor_snapshot(now, recent_errors), limits)
+        incidents = self._store.incidents
+        new, cleared = diff((await incidents.list_open()).keys(), found)
+        async with self._store.transaction():
+            for incident in new:
+                await incidents.open(incident.key, incident.kind, incident.playbook, incident.text, now)
+            for key in cleared:
+                await incidents.close(key, now)
+        alerts = [Alert(i.kind, i.bot, i.symbol, i.text, i.playbook) for i in new]
+        for alert in alerts:
+            self._engine.sink.emit(alert)
+        return alerts
