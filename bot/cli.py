@@ -147,7 +147,7 @@ async def _run(args) -> int:
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
-            return await _run_telegram(runtime, dp, settings, args, stop, shutdown, allowed)
+            return await _run_telegram(runtime, dp, settings, args, stop, shutdown, allowed, log_buffer)
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)
@@ -197,13 +197,15 @@ def _start_replay(runtime, args, stop: asyncio.Event) -> asyncio.Task:
     return task
 
 
-async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, shutdown, allowed) -> int:
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, shutdown, allowed, log_buffer) -> int:
     from bot.app import BOT_COMMANDS
+    from bot.monitor_job import monitor_loop
     from bot.shutdown import SHUTDOWN_TEXT
 
     bot = make_telegram_bot(settings)
     replay = _start_replay(runtime, args, stop)
     watcher: asyncio.Task | None = None
+    monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))  # SPEC M-1
     try:
         await bot.set_my_commands(BOT_COMMANDS)
 
@@ -221,6 +223,7 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, shutdo
                 except Exception:  # the shutdown goes on even if Telegram is unreachable
                     log.exception("could not send the shutdown message to %s", user_id)
     finally:
+        monitor.cancel()
         if watcher is not None:
             watcher.cancel()
         stop.set()

@@ -327,3 +327,28 @@ async def test_t6_playbook_lists_incidents_and_steps_run_safe_actions(open_stack
     assert close_orders(chat.runtime) == []  # asks first
     await chat.tap("✅")
     assert len(close_orders(chat.runtime)) == 1
+
+
+async def test_t3_open_pages_five_positions_at_a_time(tmp_path):
+    """T-3: a long /open shows 5 positions with their close buttons and a pager; "Next" edits
+    the same message to the next page."""
+    from tests.test_chat import FakeTradingService
+
+    views = [position_view(f"COIN{i}/USDT:USDT", position_id=f"p{i}") for i in range(12)]
+    trading = FakeTradingService(positions=views)
+    dp = build_dispatcher(trading, Settings(), frozenset({USER}))
+    bot = make_console_bot(tmp_path / "out", out=io.StringIO())
+    console = ConsoleChat(dp, bot, USER, out=io.StringIO())
+    try:
+        await console.send_text("/open")
+        labels = [b.text for b in keyboard_buttons(bot.session.keyboard_message)]
+        assert labels == [f"❌ Close COIN{i}" for i in range(5)] + ["1/3", "Next ▶️"]
+        assert "COIN4/USDT:USDT" in bot.session.keyboard_message.text
+        assert "COIN5/USDT:USDT" not in bot.session.keyboard_message.text
+        await console.tap(len(labels))  # Next ▶️
+        [edit] = [r for r in bot.session.requests if isinstance(r, EditMessageText)]
+        assert "COIN5/USDT:USDT" in edit.text and "COIN4/USDT:USDT" not in edit.text
+        page2 = [b.text for row in edit.reply_markup.inline_keyboard for b in row]
+        assert page2[-3:] == ["◀️ Prev", "2/3", "Next ▶️"]
+    finally:
+        await bot.session.close()

@@ -100,3 +100,39 @@ async def test_m1_alert_once_per_incident_survives_restart_and_reopens_after_cle
         assert stale.kind == "FEED_STALE" and stale.playbook == "ws_down"
     finally:
         await restarted.close()
+
+
+async def test_m1_log_errors_alert_reaches_chat_with_its_playbook_button(tmp_path, data_dir):
+    """M-1: more than 5 ERROR lines in the last 10 min of the log raise one alert, sent to the
+    chat with the "📖 Playbook" button (T-6); older errors do not count."""
+    import io
+    import logging
+
+    from aiogram.methods import SendMessage
+
+    from bot.console import make_console_bot
+    from bot.logbuffer import RingBufferHandler
+    from bot.monitor_job import monitor_pass, send_alerts
+
+    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
+    buffer = RingBufferHandler()
+    bot = make_console_bot(tmp_path / "out", out=io.StringIO())
+    try:
+        record = logging.LogRecord("optiflow", logging.ERROR, __file__, 1, "order rejected", None, None)
+        for _ in range(6):
+            buffer.emit(record)
+        wall = int(record.created * 1000)
+        opened = min(p.opened_ms for p in runtime.engine.positions.values())
+        runtime.engine.clock.current_ms = opened + MINUTE_MS  # positions young: only the log counts
+        assert await monitor_pass(runtime.service, buffer, wall + 11 * 60_000) == []  # outside the window
+        [alert] = await monitor_pass(runtime.service, buffer, wall + 60_000)
+        assert alert.kind == "LOG_ERRORS" and alert.playbook == "exchange_down"
+        await send_alerts(bot, [7], [alert])
+        [message] = [r for r in bot.session.requests if isinstance(r, SendMessage)]
+        assert message.text == "⚠️ LOG_ERRORS: 6 errors in the recent log (> 5)"
+        [[button]] = message.reply_markup.inline_keyboard
+        assert button.text == "📖 Playbook: Exchange down"
+        assert await monitor_pass(runtime.service, buffer, wall + 90_000) == []  # once per incident
+    finally:
+        await bot.session.close()
+        await runtime.close()
