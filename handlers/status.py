@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiogram import Router
+from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
@@ -74,7 +74,7 @@ async def on_page(
     query: CallbackQuery, callback_data: PageCb, trading: "TradingService", callback_answer: CallbackAnswer
 ) -> None:
     """A pager tap: redraw the list's message with the asked page (SPEC T-3)."""
-    if callback_data.name != "open" or not isinstance(query.message, Message):
+    if not isinstance(query.message, Message):
         callback_answer.text = "This list cannot be paged any more."
         return
     bot = trading.resolve_bot(callback_data.arg) if callback_data.arg else None
@@ -115,5 +115,5 @@ def build_router() -> Router:
     router.message.register(on_risk, Command("risk"))
     router.message.register(on_status, Command("status"))
     router.message.register(on_runtime, Command("runtime"))
-    router.callback_query.register(on_page, PageCb.filter())
+    router.callback_query.register(on_page, PageCb.filter(F.name == "open"))
     return router

@@ -352,3 +352,29 @@ async def test_t3_open_pages_five_positions_at_a_time(tmp_path):
         assert page2[-3:] == ["◀️ Prev", "2/3", "Next ▶️"]
     finally:
         await bot.session.close()
+
+
+async def test_t3_analytics_lists_share_the_pager(tmp_path, data_dir):
+    """T-3: /near and /topmissed page 10 lines at a time with the same pager as /open; the
+    second page continues where the first stopped."""
+    from trading.analytics import AnalyticsService
+
+    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
+    analytics = AnalyticsService(runtime.store, runtime.config, runtime.clock)
+    chat = Chat(runtime, tmp_path, analytics=analytics)
+    try:
+        report = await analytics.near(30)
+        assert len(report.signals) > 10
+        first = await chat.say("/near 30")
+        assert chat.buttons()[-2:] == [f"1/{-(-len(report.signals) // 10)}", "Next ▶️"]
+        assert first.count(" · bot ") == 10
+        requests = await chat.tap("Next ▶️")
+        [edit] = [r for r in requests if isinstance(r, EditMessageText)]
+        assert edit.text.count(" · bot ") == min(10, len(report.signals) - 10)
+        tenth = report.signals[10]
+        assert f"{tenth.symbol} {tenth.side.value.upper()} · score" in edit.text
+        await chat.say("/topmissed")  # a short list: no pager
+        assert chat.session.requests[-1].reply_markup is None
+    finally:
+        await chat.close()
+        await runtime.close()
