@@ -51,9 +51,9 @@ def _duration(seconds: int) -> str:
 def render_runtime(info: RuntimeInfo) -> Text:
     """/runtime: uptime, mode, feed state and loop timings (SPEC T-2)."""
     if info.loop_avg_ms is None:
-        timings = "not measured in this version"
+        timings = "no candle processed yet"
     else:
-        timings = f"avg {info.loop_avg_ms:.2f} ms, max {info.loop_max_ms or 0:.2f} ms per candle"
+        timings = f"avg {info.loop_avg_ms:.3f} ms, max {info.loop_max_ms or 0:.3f} ms per candle step (last 1000)"
     return as_list(
         Bold("Runtime"),
         as_key_value("Uptime", _duration(info.uptime_s)),

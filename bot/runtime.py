@@ -149,6 +149,7 @@ class PaperRuntime:
             resume_after_ms=self.resume_after_ms,
             speed=speed,
             stop=stop,
+            on_frame=self.service.loop_timings.record,
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
         return result

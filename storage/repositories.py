@@ -499,8 +499,10 @@ class ConfirmationRepository(_Repository):
     """Pending confirmations of dangerous actions (SPEC T-3: callback data ≤ 64 bytes)."""
 
     async def create(self, user_id: int, action: str, argument: str, now_ms: int, ttl_ms: int) -> Confirmation:
-        """Store a new confirmation valid for ``ttl_ms`` from ``now_ms`` and return it."""
+        """Store a new confirmation valid for ``ttl_ms`` from ``now_ms`` and return it; rows
+        expired for more than a day are dropped on the way (the table stays small)."""
         async with self._db.transaction():  # the insert and its rowid read, with nothing between
+            await self._db.execute("DELETE FROM confirmations WHERE expires_ms < ?", (now_ms - 86_400_000,))
             await self._db.execute(
                 "INSERT INTO confirmations (user_id, action, argument, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
                 (user_id, action, argument, now_ms, now_ms + ttl_ms),

@@ -133,7 +133,9 @@ async def test_t2_status_and_runtime_show_state_mode_feed(open_stack):
     chat.now += 3_725_000
     runtime = await chat.say("/runtime")
     assert "Uptime: 1h 02m 05s" in runtime and "Mode: PAPER" in runtime
-    assert "Loop timings: not measured" in runtime
+    assert "Loop timings: avg " in runtime and "per candle step" in runtime  # the replay was timed
+    avg, peak = chat.runtime.service.loop_timings.stats()
+    assert 0 < avg <= peak
 
 
 async def test_t2_log_shows_recent_lines_without_secrets(tmp_path, data_dir):

@@ -42,6 +42,26 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+class LoopTimings:
+    """Wall time per loop iteration (ms), over the last ``window`` iterations (SPEC T-2
+    /runtime "loop timings"). ``record`` is the replay's ``on_frame`` callback."""
+
+    def __init__(self, window: int = 1000) -> None:
+        from collections import deque
+
+        self._samples: deque[float] = deque(maxlen=window)
+
+    def record(self, elapsed_ms: float) -> None:
+        """Add one iteration's duration in ms."""
+        self._samples.append(elapsed_ms)
+
+    def stats(self) -> tuple[float | None, float | None]:
+        """(average, maximum) in ms over the window; (None, None) before the first iteration."""
+        if not self._samples:
+            return None, None
+        return sum(self._samples) / len(self._samples), max(self._samples)
+
+
 class TradingService:
     """Facade over the engine and the repositories.
 
@@ -63,6 +83,7 @@ class TradingService:
         self.started_ms = wall_clock()
         self.feed_state = "starting"  # set by the runtime: "replaying", "replay finished", ...
         self.feed_stale = False  # set by the runtime when the market feed stops moving (M-1)
+        self.loop_timings = LoopTimings()  # fed by the candle loop (replay ``on_frame``)
 
     # ------------------------------------------------------------ symbols
     def symbols(self) -> tuple[str, ...]:
@@ -382,6 +403,7 @@ class TradingService:
     def runtime_info(self) -> RuntimeInfo:
         """Uptime, mode, feed state and loop timings (SPEC T-2 /runtime)."""
         engine = self._engine
+        loop_avg, loop_max = self.loop_timings.stats()
         return RuntimeInfo(
             mode=self.mode,
             uptime_s=max(0, (self.wall_clock() - self.started_ms) // 1000),
@@ -391,8 +413,8 @@ class TradingService:
             symbols=self.symbols(),
             open_positions=len(engine.positions),
             open_orders=len(engine.open_orders),
-            loop_avg_ms=None,
-            loop_max_ms=None,
+            loop_avg_ms=loop_avg,
+            loop_max_ms=loop_max,
         )
 
     # ------------------------------------------------------------ monitor
