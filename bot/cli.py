@@ -160,7 +160,11 @@ async def _run(args) -> int:
             replay = _start_replay(runtime, args, stop)
             print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
             try:
-                await chat.run_interactive()
+                await chat.run_interactive(until=shutdown.event)
+                if shutdown.event.is_set():
+                    from bot.shutdown import SHUTDOWN_TEXT
+
+                    print(SHUTDOWN_TEXT)
             finally:
                 stop.set()
                 await replay

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from aiogram import Bot, Router
+from aiogram import Bot, F, Router
 from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
 from aiogram.filters import Command, CommandStart
 from aiogram.types import CallbackQuery, ErrorEvent, Message
@@ -65,10 +65,17 @@ async def on_unknown_callback(query: CallbackQuery, callback_answer: CallbackAns
     callback_answer.text = "This button is not valid any more."
 
 
+async def on_unknown_command(message: Message) -> None:
+    """A /command no handler took: one line pointing to /help (never silence, never a trace)."""
+    word = (message.text or "").split()[0][:33]
+    await message.answer(text=f"{word} is not available in this run. /help lists the commands.", parse_mode=None)
+
+
 def build_fallback_router() -> Router:
-    """Router to include LAST: answers callback queries nobody else handled."""
+    """Router to include LAST: answers callback queries and /commands nobody else handled."""
     router = Router(name="fallback")
     router.callback_query.register(on_unknown_callback)
+    router.message.register(on_unknown_command, F.text.startswith("/"))
     return router
 
 

@@ -120,6 +120,7 @@ async def test_t2_every_listed_command_answers_and_bad_arguments_get_one_usage_l
         assert "Usage: /" in reply, bad
         assert "Internal error" not in reply and "Traceback" not in reply, bad
     assert close_orders(chat.runtime) == []  # nothing above closed anything
+    assert await chat.say("/nosuch") == "/nosuch is not available in this run. /help lists the commands."
 
 
 async def test_t2_status_and_runtime_show_state_mode_feed(open_stack):
@@ -377,6 +378,24 @@ async def test_t3_analytics_lists_share_the_pager(tmp_path, data_dir):
         assert f"{tenth.symbol} {tenth.side.value.upper()} · score" in edit.text
         await chat.say("/topmissed")  # a short list: no pager
         assert chat.session.requests[-1].reply_markup is None
+    finally:
+        await chat.close()
+        await runtime.close()
+
+
+async def test_l2_console_shutdown_stops_reading_after_the_confirm(tmp_path, data_dir):
+    """L-2 in the console transport: "/shutdown", then tapping ✅ (button 1) ends the chat
+    loop; the line after it is never handled."""
+    from bot.shutdown import ShutdownSignal
+
+    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
+    signal = ShutdownSignal()
+    chat = Chat(runtime, tmp_path, request_shutdown=signal.request)
+    try:
+        await chat.console.run_interactive(io.StringIO("/shutdown\n1\n/summary\n"), until=signal.event)
+        assert signal.reason == f"/shutdown confirmed by user id={USER}"
+        sent_texts = [r.text for r in chat.session.requests if isinstance(r, SendMessage)]
+        assert sent_texts[0].startswith("Shut the bot down?") and not any("Balance:" in t for t in sent_texts)
     finally:
         await chat.close()
         await runtime.close()
