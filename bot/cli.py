@@ -157,7 +157,7 @@ async def _run(args) -> int:
                 print(f"replayed {result.candles} candles; {await runtime.store.positions.count_closed()} trades closed")
                 await chat.say(args.say)
                 return 0
-            replay = _start_replay(runtime, args, stop)
+            replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
             print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
             try:
                 await chat.run_interactive(until=shutdown.event)
@@ -188,26 +188,13 @@ def make_telegram_bot(settings):
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
-def _start_replay(runtime, args, stop: asyncio.Event) -> asyncio.Task:
-    """The replay as a task; /runtime and the monitor see whether it is still feeding prices."""
-    runtime.service.feed_state = "replaying"
-    task = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
-
-    def done(finished: asyncio.Task) -> None:
-        stopped = not finished.cancelled() and finished.exception() is None and finished.result().stopped
-        runtime.service.feed_state = "replay stopped" if stopped else "replay finished"
-
-    task.add_done_callback(done)
-    return task
-
-
 async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, shutdown, allowed, log_buffer) -> int:
     from bot.app import BOT_COMMANDS
     from bot.monitor_job import monitor_loop
     from bot.shutdown import SHUTDOWN_TEXT
 
     bot = make_telegram_bot(settings)
-    replay = _start_replay(runtime, args, stop)
+    replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
     watcher: asyncio.Task | None = None
     monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))  # SPEC M-1
     try:

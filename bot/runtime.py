@@ -138,7 +138,9 @@ class PaperRuntime:
         return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after)
 
     async def replay(self, speed: float | None = None, stop=None) -> ReplayResult:
-        """Replay the loaded candles from the resume point (see :func:`run_replay`)."""
+        """Replay the loaded candles from the resume point (see :func:`run_replay`); the
+        service's ``feed_state`` tells /runtime and /status whether prices are still moving."""
+        self.service.feed_state = "replaying"
         result = await run_replay(
             engine=self.engine,
             exchange=self.exchange,
@@ -152,6 +154,7 @@ class PaperRuntime:
             on_frame=self.service.loop_timings.record,
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
+        self.service.feed_state = "replay stopped" if result.stopped else "replay finished (no more candles)"
         return result
 
     async def close_positions_at_end(self) -> None:

@@ -127,10 +127,9 @@ async def test_t2_status_and_runtime_show_state_mode_feed(open_stack):
     """T-2 /status (trading state, halted bots, paused, feed) and /runtime (uptime, mode, feed
     state, loop timings said honestly)."""
     chat = open_stack
-    chat.runtime.service.feed_state = "replay finished"
     status = await chat.say("/status")
     assert "Trading state: ACTIVE" in status and "Halted bots: none" in status
-    assert "Open positions: 2" in status and "Market feed: replay finished" in status
+    assert "Open positions: 2" in status and "Market feed: replay finished (no more candles)" in status
     chat.now += 3_725_000
     runtime = await chat.say("/runtime")
     assert "Uptime: 1h 02m 05s" in runtime and "Mode: PAPER" in runtime
