@@ -398,3 +398,22 @@ async def test_l2_console_shutdown_stops_reading_after_the_confirm(tmp_path, dat
     finally:
         await chat.close()
         await runtime.close()
+
+
+async def test_t3_per_bot_pause_toggle_pauses_only_that_bot_R7_B1(open_stack):
+    """T-3/R-7: with two bots, /pause shows a toggle per bot; tapping "⏸ bot A" pauses exactly
+    A's symbols (engine and database) and redraws the toggle as paused."""
+    from aiogram.methods import EditMessageReplyMarkup
+
+    from tests.test_risk_chat import A_SYMBOLS
+
+    chat = open_stack
+    await chat.say("/pause")
+    assert {"⏸ bot A", "⏸ bot B"} <= set(chat.buttons())
+    requests = await chat.tap("⏸ bot A")
+    assert answers(requests) == ["Paused bot A"]
+    assert chat.runtime.engine.paused["A"] == set(A_SYMBOLS) and chat.runtime.engine.paused["B"] == set()
+    assert await chat.runtime.store.pauses.list("A") == set(A_SYMBOLS)
+    [edit] = [r for r in requests if isinstance(r, EditMessageReplyMarkup)]
+    labels = [b.text for row in edit.reply_markup.inline_keyboard for b in row]
+    assert "▶️ bot A (paused)" in labels and "⏸ bot B" in labels
