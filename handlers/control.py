@@ -72,9 +72,10 @@ async def _offer_lift(message: Message, trading: "TradingService", user_id: int)
     trader lifts that stop through a confirm dialog (SPEC T-1 "resume after a risk stop")."""
     halted = trading.halted_bots()
     if halted:
-        await ask_confirmation(
-            message, trading, user_id, LIFT_RISK_STOP, ", ".join(f"{b} ({r})" for b, r in halted.items())
+        await message.answer(
+            text="Still stopped by a risk rule: " + ", ".join(f"{b} ({r})" for b, r in halted.items()), parse_mode=None
         )
+        await ask_confirmation(message, trading, user_id, LIFT_RISK_STOP, ", ".join(halted))
 
 
 async def _refresh(query: CallbackQuery, trading: "TradingService") -> None:

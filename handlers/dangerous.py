@@ -38,7 +38,7 @@ QUESTIONS = {
     CLOSE: ("Close {arg} at market?", "Close"),
     CLOSE_ALL: ("Close ALL open positions at market?", "Close all"),
     SHUTDOWN: ("Shut the bot down?", "Shut down"),
-    LIFT_RISK_STOP: ("Lift the risk stop of {arg} and allow entries again today?", "Lift risk stop"),
+    LIFT_RISK_STOP: ("Lift the risk stop of bot(s) {arg} and allow entries again today?", "Lift risk stop"),
 }
 REFUSALS = {
     "expired": "This confirmation expired — ask again.",
@@ -126,7 +126,9 @@ async def on_confirm(
     """Run (or cancel) a stored confirmation if it is this user's, unexpired and unused."""
     user_id = query.from_user.id
     if not callback_data.ok:
-        await trading.cancel_confirmation(callback_data.id, user_id)
+        if not await trading.cancel_confirmation(callback_data.id, user_id):
+            callback_answer.text = REFUSALS["unknown"]
+            return
         callback_answer.text = "Cancelled"
         await _drop_keyboard(query, "Cancelled.")
         return
@@ -154,7 +156,7 @@ async def on_confirm(
     elif action == CLOSE_ALL:
         text = render_closes(await trading.close_all(), "")
     elif action == LIFT_RISK_STOP:
-        lifted = await trading.clear_risk_stops()
+        lifted = await trading.clear_risk_stops(arg.split(", "))  # only the bots the trader saw
         text = Text("Risk stop lifted: " + (", ".join(f"{b} ({r})" for b, r in lifted.items()) or "none was active") + ".")
     else:  # a row written by a newer version: refuse rather than guess
         callback_answer.text = REFUSALS["unknown"]

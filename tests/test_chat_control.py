@@ -197,6 +197,7 @@ async def test_t1_confirmation_of_another_user_and_cancel_run_nothing(open_stack
     await chat.say("/closeall")
     confirm = chat.data_of("✅")
     assert answers(await chat.tap("✅", user=OTHER)) == ["This button is not valid any more."]
+    assert answers(await chat.tap("✖️", user=OTHER)) == ["This button is not valid any more."]
     assert answers(await chat.tap("✖️")) == ["Cancelled"]
     assert answers(await chat.tap_data(confirm)) == ["Already done."]
     assert close_orders(chat.runtime) == []
@@ -239,11 +240,14 @@ async def test_t1_resume_after_a_risk_stop_asks_to_lift_it(tmp_path, data_dir):
         halted = runtime.service.halted_bots()
         assert halted
         reply = await chat.say("/resume all")
-        assert "Lift the risk stop of" in reply
+        assert "Still stopped by a risk rule: " + ", ".join(f"{b} ({r})" for b, r in halted.items()) in reply
+        assert f"Lift the risk stop of bot(s) {', '.join(halted)}" in reply
         assert runtime.service.halted_bots() == halted
+        confirm = chat.data_of("✅")
         requests = await chat.tap("✅")
         assert answers(requests) == ["Done"]
         assert runtime.service.halted_bots() == {}
+        assert answers(await chat.tap_data(confirm)) == ["Already done."]
     finally:
         await chat.close()
         await runtime.close()
@@ -417,3 +421,15 @@ async def test_t3_per_bot_pause_toggle_pauses_only_that_bot_R7_B1(open_stack):
     [edit] = [r for r in requests if isinstance(r, EditMessageReplyMarkup)]
     labels = [b.text for row in edit.reply_markup.inline_keyboard for b in row]
     assert "▶️ bot A (paused)" in labels and "⏸ bot B" in labels
+
+
+async def test_t1_lifting_a_risk_stop_touches_only_the_bots_named_in_the_dialog(tmp_path, data_dir):
+    """T-1: the confirm lifts the stops the trader was shown, not a stop that came later."""
+    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, RISK_END, two_bots())
+    try:
+        halted = runtime.service.halted_bots()
+        assert set(halted) == {"A", "B"}
+        assert await runtime.service.clear_risk_stops(["A"]) == {"A": halted["A"]}
+        assert runtime.service.halted_bots() == {"B": halted["B"]}
+    finally:
+        await runtime.close()

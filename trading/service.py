@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -359,11 +359,11 @@ class TradingService:
         """Bots stopped for the day by a risk rule, with the reason code (R-2..R-4)."""
         return {name: s.halted_reason for name, s in self._engine.risk_states.items() if s.halted_reason}
 
-    async def clear_risk_stops(self) -> dict[str, str]:
-        """Lift every bot's day stop by hand (the trader confirmed it, SPEC T-1); returns what
-        was lifted (bot → reason)."""
+    async def clear_risk_stops(self, bots: "Iterable[str] | None" = None) -> dict[str, str]:
+        """Lift the day stop of ``bots`` (default: every bot) by hand — the trader confirmed
+        it, SPEC T-1; returns what was lifted (bot → reason)."""
         lifted = {}
-        for bot in list(self._engine.risk_states):
+        for bot in list(self._engine.risk_states if bots is None else bots):
             reason = self._engine.clear_risk_stop(bot)
             if reason:
                 lifted[bot] = reason
@@ -393,11 +393,13 @@ class TradingService:
             return "used"
         return confirmation.action, confirmation.argument
 
-    async def cancel_confirmation(self, confirmation_id: int, user_id: int) -> None:
-        """Mark a confirmation used without running it (the trader tapped Cancel)."""
+    async def cancel_confirmation(self, confirmation_id: int, user_id: int) -> bool:
+        """Mark a confirmation used without running it (the trader tapped Cancel); False when
+        it is not this user's or was already used."""
         confirmation = await self._store.confirmations.get(confirmation_id)
-        if confirmation is not None and confirmation.user_id == user_id:
-            await self._store.confirmations.use(confirmation_id, self.wall_clock())
+        if confirmation is None or confirmation.user_id != user_id:
+            return False
+        return await self._store.confirmations.use(confirmation_id, self.wall_clock())
 
     # ------------------------------------------------------------ runtime
     def runtime_info(self) -> RuntimeInfo:
