@@ -65,9 +65,7 @@ async def on_playbook_action(
     message = query.message if isinstance(query.message, Message) else None
     action = callback_data.action
     if action == "PAUSE_ALL":
-        symbols = trading.symbols()
-        for symbol in symbols:
-            await trading.set_paused(symbol, True)
+        symbols = await trading.pause_all(True)
         callback_answer.text = "Paused all symbols"
         if message is not None:
             await message.answer(**render_paused(symbols, True).as_kwargs())

@@ -79,6 +79,7 @@ class Chat:
         return self.session.requests[before:]
 
     async def close(self) -> None:
+        """Close the console bot session."""
         await self.bot.session.close()
 
 

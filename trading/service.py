@@ -282,6 +282,15 @@ class TradingService:
             name: set(bot.profile.symbols) <= engine.paused.get(name, set()) for name, bot in engine.bots.items()
         }
 
+    async def pause_all(self, paused: bool = True) -> tuple[str, ...]:
+        """Pause (or resume) entries on every symbol of every bot in one transaction (SPEC R-7
+        "everything", T-6 "pause all"); returns the symbols."""
+        engine = self._engine
+        await self._apply_pauses(
+            [(name, symbol) for name, bot in engine.bots.items() for symbol in bot.profile.symbols], paused
+        )
+        return self.symbols()
+
     async def set_paused(self, symbol: str, paused: bool) -> None:
         """Pause or resume entries on ``symbol`` for every bot trading it; persisted (R-7).
 
