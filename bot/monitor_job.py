@@ -17,6 +17,7 @@ from aiogram import Bot
 
 from keyboards.playbook import alert_keyboard
 from trading.events import Alert
+from trading.monitor import FeedWatch
 
 if TYPE_CHECKING:
     from bot.logbuffer import RingBufferHandler
@@ -33,9 +34,14 @@ def render_alert(alert: Alert) -> str:
 
 
 async def monitor_pass(
-    trading: "TradingService", log_buffer: "RingBufferHandler | None", wall_ms: int
+    trading: "TradingService", log_buffer: "RingBufferHandler | None", wall_ms: int,
+    feed_watch: FeedWatch | None = None,
 ) -> list[Alert]:
-    """Run the monitor once; errors counted in the log lines of the last 10 min (wall clock)."""
+    """Run the monitor once; errors counted in the log lines of the last 10 min (wall clock);
+    with ``feed_watch``, the feed is stale when the replay runs but its clock stopped moving."""
+    if feed_watch is not None:
+        info = trading.runtime_info()
+        trading.feed_stale = feed_watch.observe(info.clock_ms, wall_ms, info.feed_state == "replaying")
     errors = log_buffer.errors_since(wall_ms - ERROR_WINDOW_MS) if log_buffer is not None else 0
     return await trading.run_monitor(recent_errors=errors)
 
@@ -57,10 +63,11 @@ async def monitor_loop(
 ) -> None:
     """Every ``interval_s`` seconds: one monitor pass, alerts sent. Runs until cancelled."""
     chat_ids = tuple(chat_ids)
+    feed_watch = FeedWatch()
     while True:
         await asyncio.sleep(interval_s)
         try:
-            alerts = await monitor_pass(trading, log_buffer, trading.wall_clock())
+            alerts = await monitor_pass(trading, log_buffer, trading.wall_clock(), feed_watch)
         except Exception:
             log.exception("monitor pass failed")
             continue

@@ -136,3 +136,16 @@ async def test_m1_log_errors_alert_reaches_chat_with_its_playbook_button(tmp_pat
     finally:
         await bot.session.close()
         await runtime.close()
+
+
+def test_m1_feed_is_stale_when_prices_stop_while_the_feed_should_run():
+    """M-1 feed stale: the market clock stuck for 3 min of wall time while feeding → stale; a
+    new price clears it; a finished replay (not feeding) is never stale."""
+    from trading.monitor import FeedWatch
+
+    watch = FeedWatch()
+    assert watch.observe(1000, 0, True) is False
+    assert watch.observe(1000, 2 * MINUTE_MS, True) is False
+    assert watch.observe(1000, 3 * MINUTE_MS, True) is True
+    assert watch.observe(2000, 4 * MINUTE_MS, True) is False  # prices moved again
+    assert watch.observe(2000, 60 * MINUTE_MS, False) is False  # replay over: not an incident

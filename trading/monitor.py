@@ -118,3 +118,26 @@ def diff(open_keys: Iterable[str], found: Iterable[Incident]) -> tuple[list[Inci
     found = list(found)
     found_keys = {i.key for i in found}
     return [i for i in found if i.key not in open_set], sorted(open_set - found_keys)
+
+
+class FeedWatch:
+    """Decides "feed stale" (SPEC M-1) from what the caller sees each minute: the market clock
+    (epoch ms of the last price) and the wall clock. Stale when the feed is supposed to run but
+    the market clock has not moved for ``stale_after_ms`` of wall time.
+
+    Args:
+        stale_after_ms: wall time without a new price that counts as stale (default 3 min).
+    """
+
+    def __init__(self, stale_after_ms: int = 3 * MINUTE_MS) -> None:
+        self.stale_after_ms = stale_after_ms
+        self._last_market_ms: int | None = None
+        self._moved_wall_ms = 0
+
+    def observe(self, market_ms: int, wall_ms: int, feeding: bool) -> bool:
+        """Record one observation; True when the feed is stale now."""
+        if market_ms != self._last_market_ms or not feeding:
+            self._last_market_ms = market_ms
+            self._moved_wall_ms = wall_ms
+            return False
+        return wall_ms - self._moved_wall_ms >= self.stale_after_ms
