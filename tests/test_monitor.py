@@ -149,3 +149,23 @@ def test_m1_feed_is_stale_when_prices_stop_while_the_feed_should_run():
     assert watch.observe(1000, 3 * MINUTE_MS, True) is True
     assert watch.observe(2000, 4 * MINUTE_MS, True) is False  # prices moved again
     assert watch.observe(2000, 60 * MINUTE_MS, False) is False  # replay over: not an incident
+
+
+async def test_m1_minute_pass_alerts_a_stuck_replay_feed_once(tmp_path, data_dir):
+    """M-1 through the minute job: a replay that should be feeding but whose clock stopped
+    raises FEED_STALE once, linked to the websocket-down playbook."""
+    from bot.monitor_job import monitor_pass
+    from trading.monitor import FeedWatch
+
+    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
+    try:
+        opened = min(p.opened_ms for p in runtime.engine.positions.values())
+        runtime.engine.clock.current_ms = opened + MINUTE_MS  # young positions: only the feed counts
+        runtime.service.feed_state = "replaying"
+        watch = FeedWatch()
+        assert await monitor_pass(runtime.service, None, 0, watch) == []
+        [alert] = await monitor_pass(runtime.service, None, 3 * MINUTE_MS, watch)
+        assert (alert.kind, alert.playbook) == ("FEED_STALE", "ws_down")
+        assert await monitor_pass(runtime.service, None, 4 * MINUTE_MS, watch) == []
+    finally:
+        await runtime.close()
