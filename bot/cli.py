@@ -126,8 +126,10 @@ def _load(args):
 async def _run(args) -> int:
     from bot.app import build_dispatcher
     from bot.console import ConsoleChat, make_console_bot
+    from bot.logbuffer import install as install_log_buffer
     from bot.runtime import PaperRuntime
     from bot.settings import CONSOLE_USER_ID
+    from bot.shutdown import ShutdownSignal
     from trading.analytics import AnalyticsService
 
     settings, config = _load(args)
@@ -144,12 +146,17 @@ async def _run(args) -> int:
         config=config, db_path=args.db or settings.optiflow_db_path, data_dir=settings.optiflow_data_dir
     )
     try:
+        log_buffer = install_log_buffer()
+        if settings.telegram_bot_token is not None:
+            log_buffer.add_secret(settings.telegram_bot_token.get_secret_value())
+        shutdown = ShutdownSignal()
         dp = build_dispatcher(
-            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock)
+            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
+            log_buffer=log_buffer, request_shutdown=shutdown.request,
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
-            return await _run_telegram(runtime, dp, settings, args, stop)
+            return await _run_telegram(runtime, dp, settings, args, stop, shutdown, allowed, log_buffer)
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)
@@ -162,7 +169,11 @@ async def _run(args) -> int:
             replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
             print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
             try:
-                await chat.run_interactive()
+                await chat.run_interactive(until=shutdown.event)
+                if shutdown.event.is_set():
+                    from bot.shutdown import SHUTDOWN_TEXT
+
+                    print(SHUTDOWN_TEXT)
             finally:
                 stop.set()
                 await replay
@@ -186,16 +197,35 @@ def make_telegram_bot(settings):
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
-async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int:
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, shutdown, allowed, log_buffer) -> int:
     from bot.app import BOT_COMMANDS
+    from bot.monitor_job import monitor_loop
+    from bot.shutdown import SHUTDOWN_TEXT
 
     bot = make_telegram_bot(settings)
     replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
+    watcher: asyncio.Task | None = None
+    monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))  # SPEC M-1
     try:
         await bot.set_my_commands(BOT_COMMANDS)
+
+        async def stop_on_request() -> None:
+            await shutdown.event.wait()
+            await dp.stop_polling()
+
+        watcher = asyncio.create_task(stop_on_request())
         # handle_signals: SIGINT/SIGTERM stop polling gracefully (SPEC L-2), then we flush.
         await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
+        if shutdown.event.is_set():  # a confirmed /shutdown (SPEC T-2, L-2)
+            for user_id in sorted(allowed):
+                try:
+                    await bot.send_message(chat_id=user_id, text=SHUTDOWN_TEXT, parse_mode=None)
+                except Exception:  # the shutdown goes on even if Telegram is unreachable
+                    log.exception("could not send the shutdown message to %s", user_id)
     finally:
+        monitor.cancel()
+        if watcher is not None:
+            watcher.cancel()
         stop.set()
         await replay
         await bot.session.close()

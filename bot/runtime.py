@@ -164,7 +164,9 @@ class PaperRuntime:
 
     async def replay(self, speed: float | None = None, stop=None, durable: bool | None = None) -> ReplayResult:
         """Replay the loaded candles from the resume point (see :func:`run_replay`; ``durable``
-        persists state-bearing events before the next candle, default when paced)."""
+        persists state-bearing events before the next candle, default when paced); the
+        service's ``feed_state`` tells /runtime and /status whether prices are still moving."""
+        self.service.feed_state = "replaying"
         result = await run_replay(
             engine=self.engine,
             exchange=self.exchange,
@@ -176,8 +178,10 @@ class PaperRuntime:
             speed=speed,
             stop=stop,
             durable=durable,
+            on_frame=self.service.loop_timings.record,
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
+        self.service.feed_state = "replay stopped" if result.stopped else "replay finished (no more candles)"
         return result
 
     async def close_positions_at_end(self) -> None:

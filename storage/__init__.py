@@ -22,8 +22,10 @@ from storage.repositories import (
     AuditRepository,
     BlacklistRepository,
     ConfigSnapshotRepository,
+    ConfirmationRepository,
     EquityRepository,
     FillRepository,
+    IncidentRepository,
     OrderRepository,
     PauseRepository,
     PositionRepository,
@@ -40,6 +42,7 @@ class Storage:
 
     Attributes: ``db``, ``orders``, ``fills``, ``positions``, ``equity``, ``signals``, ``risk``,
     ``pauses``, ``account``, ``runtime``, ``blacklist``, ``audit``, ``config_snapshots``.
+    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``confirmations``, ``incidents``.
     """
 
     def __init__(self, db: Database) -> None:
@@ -56,6 +59,8 @@ class Storage:
         self.blacklist = BlacklistRepository(db)
         self.audit = AuditRepository(db)
         self.config_snapshots = ConfigSnapshotRepository(db)
+        self.confirmations = ConfirmationRepository(db)
+        self.incidents = IncidentRepository(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":

@@ -194,7 +194,35 @@ BEGIN
 END;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_AUDIT)
+
+V5_CHAT_CONFIRMATIONS_AND_INCIDENTS = """
+-- SPEC T-1, T-3: a dangerous action waiting for its inline confirm. Callback data carries only
+-- the id (Telegram caps it at 64 bytes); the action and its argument live here until used or
+-- expired (epoch ms UTC, wall clock).
+CREATE TABLE confirmations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id     INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    argument    TEXT NOT NULL DEFAULT '',
+    created_ms  INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    used_ms     INTEGER
+);
+-- SPEC M-1: one row per monitor incident; open while closed_ms is NULL, so a restart does not
+-- alert again for an incident already reported.
+CREATE TABLE incidents (
+    key         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    playbook    TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    opened_ms   INTEGER NOT NULL,
+    closed_ms   INTEGER
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_AUDIT, V5_CHAT_CONFIRMATIONS_AND_INCIDENTS,
+)
 """Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
 
 SCHEMA_VERSION: int = len(MIGRATIONS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from storage.db import Database
@@ -604,3 +605,93 @@ class ConfigSnapshotRepository(_Repository):
         """The canonical JSON of a snapshot, or None."""
         row = await self._db.fetchone("SELECT body FROM config_snapshots WHERE id = ?", (snapshot_id,))
         return None if row is None else row[0]
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A dangerous chat action waiting for its inline confirm (SPEC T-1, T-3).
+
+    Attributes: id (the only thing the callback data carries), user_id (Telegram user who asked),
+    action (UPPER_SNAKE code, e.g. ``CLOSE_POSITION``), argument (e.g. ``bot|symbol``),
+    created_ms / expires_ms / used_ms (epoch ms UTC, wall clock; used_ms None until used).
+    """
+
+    id: int
+    user_id: int
+    action: str
+    argument: str
+    created_ms: int
+    expires_ms: int
+    used_ms: int | None
+
+
+class ConfirmationRepository(_Repository):
+    """Pending confirmations of dangerous actions (SPEC T-3: callback data ≤ 64 bytes)."""
+
+    async def create(self, user_id: int, action: str, argument: str, now_ms: int, ttl_ms: int) -> Confirmation:
+        """Store a new confirmation valid for ``ttl_ms`` from ``now_ms`` and return it; rows
+        expired for more than a day are dropped on the way (the table stays small)."""
+        async with self._db.transaction():  # the insert and its rowid read, with nothing between
+            await self._db.execute("DELETE FROM confirmations WHERE expires_ms < ?", (now_ms - 86_400_000,))
+            await self._db.execute(
+                "INSERT INTO confirmations (user_id, action, argument, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+                (user_id, action, argument, now_ms, now_ms + ttl_ms),
+            )
+            row = await self._db.fetchone("SELECT last_insert_rowid()")
+        assert row is not None
+        return Confirmation(int(row[0]), user_id, action, argument, now_ms, now_ms + ttl_ms, None)
+
+    async def get(self, confirmation_id: int) -> Confirmation | None:
+        """The confirmation with this id, or None."""
+        r = await self._db.fetchone(
+            "SELECT id, user_id, action, argument, created_ms, expires_ms, used_ms FROM confirmations WHERE id = ?",
+            (confirmation_id,),
+        )
+        return None if r is None else Confirmation(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+
+    async def use(self, confirmation_id: int, now_ms: int) -> bool:
+        """Mark it used; True only for the one caller that found it unused (a double tap runs
+        the action once)."""
+        changed = await self._db.execute(
+            "UPDATE confirmations SET used_ms = ? WHERE id = ? AND used_ms IS NULL", (now_ms, confirmation_id)
+        )
+        return changed == 1
+
+    async def count(self) -> int:
+        """How many confirmations were ever stored."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM confirmations")
+        return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """A monitor incident as stored (SPEC M-1): open while ``closed_ms`` is None."""
+
+    key: str
+    kind: str
+    playbook: str
+    text: str
+    opened_ms: int
+    closed_ms: int | None
+
+
+class IncidentRepository(_Repository):
+    """Monitor incidents (SPEC M-1), so an alert is sent once per incident, across restarts."""
+
+    async def list_open(self) -> dict[str, IncidentRow]:
+        """Open incidents by key."""
+        rows = await self._db.fetchall(
+            "SELECT key, kind, playbook, text, opened_ms, closed_ms FROM incidents WHERE closed_ms IS NULL"
+        )
+        return {r[0]: IncidentRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    async def open(self, key: str, kind: str, playbook: str, text: str, now_ms: int) -> None:
+        """Open (or re-open after it closed) the incident ``key``."""
+        await self._db.execute(
+            "INSERT INTO incidents (key, kind, playbook, text, opened_ms, closed_ms) VALUES (?, ?, ?, ?, ?, NULL)"
+            " ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, playbook = excluded.playbook,"
+            " text = excluded.text, opened_ms = excluded.opened_ms, closed_ms = NULL",
+            (key, kind, playbook, text, now_ms),
+        )
+
+    async def close(self, key: str, now_ms: int) -> None:
+        """Close the incident ``key`` (its condition cleared)."""
+        await self._db.execute("UPDATE incidents SET closed_ms = ? WHERE key = ? AND closed_ms IS NULL", (now_ms, key))

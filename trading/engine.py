@@ -947,6 +947,24 @@ class Engine:
                 orders.append(order)
         return orders
 
+    async def close_position(self, bot: str, symbol: str, reason: ExitReason = ExitReason.MANUAL) -> Order | None:
+        """Send a reduce-only market close for ``bot``'s position on ``symbol`` (SPEC T-2
+        /close). Returns the close order, or None when there is no such position or a close is
+        already on its way (a second tap never doubles the close)."""
+        position = self.positions.get((bot, symbol))
+        if position is None or self._close_in_flight(bot, symbol):
+            return None
+        return await self._close_at_market(position, reason)
+
+    def clear_risk_stop(self, bot: str) -> str:
+        """Lift ``bot``'s day stop (R-2, R-3, R-4) by hand; returns the reason it had ('' if none).
+        The trader confirmed this in chat (SPEC T-1 "resume after a risk stop")."""
+        state = self.risk_states.get(bot)
+        if state is None or not state.halted_reason:
+            return ""
+        self._set_risk_state(replace(state, halted_reason=""))
+        return state.halted_reason
+
     async def cancel_pending_entries(self) -> None:
         """Cancel entry orders that have not filled yet (end of a backtest, shutdown)."""
         for key, pending in list(self._pending.items()):

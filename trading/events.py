@@ -76,12 +76,14 @@ class BlacklistChanged:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """Something a trader must hear about now (SPEC T-4, M-1): kind is an UPPER_SNAKE code."""
+    """Something a trader must hear about now (SPEC T-4, M-1): kind is an UPPER_SNAKE code;
+    ``playbook`` the key of the incident playbook to open (SPEC T-6, "" = none)."""
 
     kind: str
     bot: str
     symbol: str
     text: str
+    playbook: str = ""
 
 
 @dataclass(frozen=True, slots=True)
