@@ -23,6 +23,7 @@ from storage.repositories import (
     EquityRepository,
     FillRepository,
     OrderRepository,
+    OutboxRepository,
     PauseRepository,
     PositionRepository,
     RiskStateRepository,
@@ -37,7 +38,7 @@ class Storage:
     """Facade over one :class:`Database` and its repositories.
 
     Attributes: ``db``, ``orders``, ``fills``, ``positions``, ``equity``, ``signals``, ``risk``,
-    ``pauses``, ``account``, ``runtime``.
+    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``outbox``.
     """
 
     def __init__(self, db: Database) -> None:
@@ -52,6 +53,7 @@ class Storage:
         self.account = AccountRepository(db)
         self.runtime = RuntimeRepository(db)
         self.blacklist = BlacklistRepository(db)
+        self.outbox = OutboxRepository(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":

@@ -150,7 +150,21 @@ CREATE TABLE symbol_blacklist (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS)
+V4_NOTIFICATION_OUTBOX = """
+-- SPEC T-4: critical notifications (stop-loss, risk stop, monitor alert, shutdown, crash) are
+-- written here before they are sent and deleted once Telegram accepted them; a restart sends
+-- what is left. body is Telegram HTML, already escaped and at most 4096 characters.
+CREATE TABLE notification_outbox (
+    id          INTEGER PRIMARY KEY,
+    chat_id     INTEGER NOT NULL,
+    category    TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    silent      INTEGER NOT NULL CHECK (silent IN (0, 1)),
+    created_ms  INTEGER NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_NOTIFICATION_OUTBOX)
 """Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
 
 SCHEMA_VERSION: int = len(MIGRATIONS)
