@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import logging
 import sys
 import tempfile
@@ -245,36 +244,18 @@ def _with_start_equity(report, starting_balance: Decimal):
     )
 
 
-CSV_FIELDS = (
-    "position_id", "bot", "symbol", "side", "contracts", "entry_price", "exit_price",
-    "opened_utc", "closed_utc", "exit_reason", "realised_pnl", "fees", "funding", "net_pnl",
-)
-
-
 def _utc(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from bot.exports import iso_utc
 
-
-def _plain(value: Decimal) -> str:
-    """Fixed-point text of a Decimal (no exponent), trailing zeros kept as computed."""
-    return format(value, "f")
+    return iso_utc(ms)
 
 
 def _write_trades_csv(path: Path, trades) -> None:
-    """One row per closed trade; money in quote at full Decimal precision, so the columns sum
-    exactly to the printed totals and net_pnl = realised_pnl − fees + funding on every row."""
+    """One row per closed trade at full Decimal precision (see :mod:`bot.exports`)."""
+    from bot.exports import write_trades_csv
+
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_FIELDS)
-        for t in trades:
-            writer.writerow([
-                t.position_id, t.bot, t.symbol, t.side.value, t.initial_contracts, t.entry_price,
-                _plain(t.exit_price) if t.exit_price is not None else "", _utc(t.opened_ms),
-                _utc(t.closed_ms), t.exit_reason.value if t.exit_reason else "",
-                _plain(t.realised_pnl), _plain(t.fees), _plain(t.funding), _plain(t.net_pnl),
-            ])
+        write_trades_csv(handle, trades)
 
 
 def _format_backtest(report, candles: int, config) -> str:

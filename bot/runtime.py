@@ -137,8 +137,9 @@ class PaperRuntime:
         service = TradingService(engine, store, mode="paper")
         return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after)
 
-    async def replay(self, speed: float | None = None, stop=None) -> ReplayResult:
-        """Replay the loaded candles from the resume point (see :func:`run_replay`)."""
+    async def replay(self, speed: float | None = None, stop=None, clock_hook=None) -> ReplayResult:
+        """Replay the loaded candles from the resume point (see :func:`run_replay`);
+        ``clock_hook`` runs at simulated times (the daily report, SPEC T-5)."""
         result = await run_replay(
             engine=self.engine,
             exchange=self.exchange,
@@ -149,6 +150,7 @@ class PaperRuntime:
             resume_after_ms=self.resume_after_ms,
             speed=speed,
             stop=stop,
+            clock_hook=clock_hook,
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
         return result

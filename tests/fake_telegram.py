@@ -137,6 +137,10 @@ class FakeTelegram:
                     params[part.name] = {"filename": part.filename, "data": bytes(data)}  # type: ignore[union-attr]
                 else:
                     params[part.name] = data.decode("utf-8")  # type: ignore[union-attr]
+            # aiogram sends a file as "attach://<name>" plus a part of that name.
+            for key, value in list(params.items()):
+                if isinstance(value, str) and value.startswith("attach://"):
+                    params[key] = params.pop(value[len("attach://"):], value)
             return params
         return {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from decimal import Decimal
 
 from trading.engine import Engine, FeedState
@@ -44,6 +45,18 @@ class ReplayResult:
 Flush = Callable[[], Awaitable[None]]
 
 
+class ClockHook(Protocol):
+    """Something that must run when the replay clock reaches ``next_due_ms`` (epoch ms UTC),
+    e.g. the daily report at simulated day boundaries (SPEC T-5). The replay persists every
+    buffered event first, so the hook sees the state up to that time; ``due`` moves
+    ``next_due_ms`` forward."""
+
+    next_due_ms: int
+
+    async def due(self, now_ms: int) -> None:
+        """Run for the replay clock at ``now_ms``."""
+
+
 async def run_replay(
     *,
     engine: Engine,
@@ -57,6 +70,7 @@ async def run_replay(
     flush_every: int = 50_000,
     durable: bool | None = None,
     stop: asyncio.Event | None = None,
+    clock_hook: ClockHook | None = None,
 ) -> ReplayResult:
     """Replay ``sources`` through ``engine``.
 
@@ -69,6 +83,7 @@ async def run_replay(
             next candle; default: only when paced (``speed`` set). A flush writes the state and
             the replay cursor in one transaction, so a restart is consistent either way.
         stop: set it to end the replay early (Ctrl+C, /shutdown).
+        clock_hook: run (after a flush) each time the replay clock reaches its ``next_due_ms``.
     """
     stamps: set[int] = set()
     for source in sources:
@@ -91,6 +106,10 @@ async def run_replay(
             await _flush(buffer, flush, last_open)
             return ReplayResult(candles, last_open, True)
         warm = resume_after_ms is not None and ts <= resume_after_ms
+        if not warm and clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
+            # Every candle that closed by now is processed: persist it, then run the hook.
+            await _flush(buffer, flush, last_open)
+            await clock_hook.due(clock.current_ms)
         if not warm:
             clock.current_ms = ts
             engine.tick(ts)
@@ -141,6 +160,8 @@ async def run_replay(
         if frame_seconds is not None:
             await asyncio.sleep(frame_seconds)
     await _flush(buffer, flush, last_open)
+    if clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
+        await clock_hook.due(clock.current_ms)
     return ReplayResult(candles, last_open, False)
 
 
