@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -165,30 +166,90 @@ async def _run(args) -> int:
 
 def make_telegram_bot(settings):
     """The Telegram Bot (long polling) for ``TELEGRAM_BOT_TOKEN``, talking to the official Bot
-    API or to ``TELEGRAM_API_BASE`` (a self-hosted Bot API server)."""
+    API or to ``TELEGRAM_API_BASE`` (a self-hosted Bot API server, aiogram's
+    ``TelegramAPIServer.from_base``), through ``TELEGRAM_PROXY`` if set.
+
+    Raises:
+        ConfigError: TELEGRAM_PROXY is set but aiogram's proxy extra (aiohttp-socks) is missing.
+    """
     from aiogram import Bot
     from aiogram.client.session.aiohttp import AiohttpSession
-    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 
-    session = None
-    if settings.telegram_api_base:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    from trading.errors import ConfigError
+
+    api = TelegramAPIServer.from_base(settings.telegram_api_base) if settings.telegram_api_base else PRODUCTION
+    proxy = settings.telegram_proxy.get_secret_value() if settings.telegram_proxy is not None else None
+    try:
+        session = AiohttpSession(api=api, proxy=proxy)
+    except RuntimeError:
+        raise ConfigError(
+            "environment: TELEGRAM_PROXY: needs aiogram's proxy support: pip install 'aiogram[proxy]'"
+        ) from None
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
 async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int:
+    """Long polling plus the outgoing side: notifier (T-4), scheduled daily report (T-5), build
+    card (L-1) and the graceful shutdown (L-2). Returns 0 after the shutdown message, 1 after
+    a crash (its message sent first)."""
     from bot.app import BOT_COMMANDS
+    from bot.lifecycle import Lifecycle, close_with_timeout
+    from bot.notices import NoticeBuilder
+    from bot.notifier import Notifier
+    from bot.scheduler import DailyReport, Jobs, ReplayDayBoundary
 
     bot = make_telegram_bot(settings)
-    replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
+    notifier = Notifier(bot, runtime.store.outbox, settings.notify_chat_ids(), settings.optiflow_notifications,
+                        builder=NoticeBuilder(runtime.config.account.quote))
+    notifier.builder.prime(
+        await runtime.store.positions.list_open(),
+        [s for s in [await runtime.store.risk.get(b.name) for b in runtime.config.bots] if s],
+    )
+    runtime.persister.add_listener(notifier.on_events)
+    secrets = [settings.telegram_bot_token.get_secret_value()]
+    for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret):
+        if secret is not None:
+            secrets.append(secret.get_secret_value())
+    lifecycle = Lifecycle(runtime, notifier, flatten=settings.optiflow_flatten_on_shutdown, secrets=secrets)
+    dp["request_shutdown"] = lifecycle.request_shutdown
+    dp["notifier"] = notifier
+    jobs = Jobs()
+    # T-5 in replay: the report follows the simulated clock; at --speed max the replay is a
+    # fast-forward (a backtest), so the trader asks /daily instead of getting one per day.
+    report = DailyReport(runtime.service, notifier, settings.report_zone())
+    hook = ReplayDayBoundary(report, runtime.clock.now_ms()) if args.speed is not None else None
+    replay = None
+    crashed = False
     try:
+        lifecycle.install_signal_handlers()
+        await notifier.start()
+        await lifecycle.announce_start()
+        jobs.start()
+        replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop, clock_hook=hook))
+        replay.add_done_callback(lifecycle.watch)
+        await bot.delete_webhook(drop_pending_updates=False)
         await bot.set_my_commands(BOT_COMMANDS)
-        # handle_signals: SIGINT/SIGTERM stop polling gracefully (SPEC L-2), then we flush.
-        await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
+        polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False, close_bot_session=False))
+        stopping = asyncio.create_task(lifecycle.stop_requested.wait())
+        await asyncio.wait({polling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not polling.done():
+            await close_with_timeout("polling", dp.stop_polling(), 10)
+        stopping.cancel()
+        if polling.done() and not polling.cancelled() and polling.exception() is not None:
+            lifecycle.crash = lifecycle.crash or polling.exception()
+    except Exception as exc:  # a crash: report it in chat before exit (L-2)
+        lifecycle.crash = lifecycle.crash or exc
     finally:
-        stop.set()
-        await replay
-        await bot.session.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+        crashed = lifecycle.crash is not None
+        await lifecycle.shutdown(replay, stop)
+        jobs.shutdown()
+        await close_with_timeout("bot session", bot.session.close(), lifecycle.timeouts.session)
+    if crashed:
+        print("optiflow: stopped on an error (see the log)", file=sys.stderr)
+        return 1
     return 0
 
 

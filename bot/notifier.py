@@ -122,7 +122,7 @@ class Notifier:
         self.chat_interval = chat_interval
         self.group_per_minute = group_per_minute
         self.merge_after = merge_after
-        self._heap: list[tuple[int, int, _Outgoing]] = []
+        self._heap: list[tuple[int, int, int, _Outgoing]] = []  # (priority key, seq, part, item)
         self._seq = itertools.count()
         self._last_sent: dict[int, float] = {}
         self._group_window: dict[int, deque[float]] = {}
@@ -130,6 +130,7 @@ class Notifier:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task | None = None
+        self._current: list[_Outgoing] = []  # the batch being sent
         self.delivered = 0
         self.dropped = 0
 
@@ -140,7 +141,7 @@ class Notifier:
 
     async def start(self) -> None:
         """Queue the critical messages a previous run left in the outbox, then start sending."""
-        queued = {e[2].outbox_id for e in self._heap}
+        queued = {e[-1].outbox_id for e in self._heap}
         for message in await self.outbox.pending():
             if message.id in queued:
                 continue
@@ -150,11 +151,14 @@ class Notifier:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="notifier")
 
-    async def notify(self, category: Category, text: Text) -> None:
-        """Queue ``text`` for every chat (critical ones are stored in the outbox first)."""
+    async def notify(self, category: Category, text: Text, *, first: bool = False) -> list[int]:
+        """Queue ``text`` for every chat (critical ones are stored in the outbox first);
+        ``first`` puts a critical text ahead of everything queued (the shutdown message when
+        Telegram cannot take the backlog in time). Returns the outbox ids of critical parts."""
         mode = self.mode(category)
+        ids: list[int] = []
         if mode == "off":
-            return
+            return ids
         silent = mode == "silent"
         priority = PRIORITY[category]
         for chat_id in self.chat_ids:
@@ -162,9 +166,12 @@ class Notifier:
                 for part in split_text(text):
                     html = part.as_html()
                     outbox_id = await self.outbox.add(chat_id, category.value, html, silent, self._wall_ms())
-                    self._push(_Outgoing(priority, chat_id, category, silent, html=html, outbox_id=outbox_id))
+                    ids.append(outbox_id)
+                    self._push(_Outgoing(priority, chat_id, category, silent, html=html, outbox_id=outbox_id),
+                               first=first)
             else:
                 self._push(_Outgoing(priority, chat_id, category, silent, text=text))
+        return ids
 
     async def send_photo(self, category: Category, png: bytes, filename: str, caption: Text) -> None:
         """Queue a photo (e.g. the daily chart, SPEC T-5) with a caption cut to 1024 characters."""
@@ -193,8 +200,9 @@ class Notifier:
         for notice in notices:
             await self.notify(notice.category, notice.text)
 
-    def _push(self, item: _Outgoing) -> None:
-        heapq.heappush(self._heap, (int(item.priority), next(self._seq), item))
+    def _push(self, item: _Outgoing, first: bool = False, place: tuple[int, int, int] | None = None) -> None:
+        key = -1 if first else int(item.priority)
+        heapq.heappush(self._heap, (*(place or (key, next(self._seq), 0)), item))
         self._idle.clear()
         self._wakeup.set()
 
@@ -212,10 +220,31 @@ class Notifier:
             return False
         return True
 
+    async def wait_sent(self, outbox_ids: Iterable[int], timeout: float) -> bool:
+        """Wait until the critical messages with these outbox ids were handled (sent or
+        refused for good); False on timeout."""
+        ids = set(outbox_ids)
+
+        def waiting() -> bool:
+            return any(e[-1].outbox_id in ids for e in self._heap) or any(x.outbox_id in ids for x in self._current)
+
+        async def poll() -> None:
+            while waiting():
+                await asyncio.sleep(0.05)
+
+        try:
+            await asyncio.wait_for(poll(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def close(self, timeout: float = 10.0) -> bool:
         """Send what is queued within ``timeout`` seconds, then stop. Critical messages not sent
         stay in the outbox for the next start. Returns True when everything went out."""
         done = await self.drain(timeout)
+        if not done:
+            left = len(self._heap) + len(self._current)
+            log.warning("notifier closed with %s messages unsent (critical ones stay in the outbox)", left)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -232,56 +261,72 @@ class Notifier:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            _, _, item = heapq.heappop(self._heap)
-            batch = self._merge(item)
+            key, seq, _, item = heapq.heappop(self._heap)
+            batch = self._current = self._merge(item)
             try:
-                await self._send(batch)
+                await self._send(batch, (key, seq))
             except asyncio.CancelledError:
                 raise
             except Exception:  # the sender must survive anything; log and go on
                 log.exception("notification to chat %s failed", item.chat_id)
+            finally:
+                self._current = []
 
     def _merge(self, item: _Outgoing) -> list[_Outgoing]:
         """``item`` plus the waiting texts it absorbs: every low one for the chat (a digest),
-        or every normal one when ``merge_after`` or more wait."""
-        if item.kind != "text" or item.priority is Priority.CRITICAL:
-            return [item]
-        same = [e for e in self._heap if e[2].chat_id == item.chat_id and e[2].priority is item.priority
-                and e[2].kind == "text"]
-        if item.priority is Priority.NORMAL and len(same) + 1 < self.merge_after:
+        or every one of its priority (critical, normal) when ``merge_after`` or more wait —
+        critical texts stay whole and in order inside the merged message."""
+        if item.kind != "text" or (item.html is not None and item.priority is not Priority.CRITICAL):
+            return [item]  # files, and the later parts of an already merged message
+        if item.category is Category.LIFECYCLE:
+            return [item]  # build card, summary, shutdown, crash: each a message of its own
+        same = [e for e in self._heap if e[-1].chat_id == item.chat_id and e[-1].priority is item.priority
+                and e[-1].kind == "text" and (e[-1].html is None or item.priority is Priority.CRITICAL)
+                and e[-1].category is not Category.LIFECYCLE]
+        if item.priority is not Priority.LOW and len(same) + 1 < self.merge_after:
             return [item]
         if not same:
             return [item]
-        taken = {id(e[2]) for e in same}
-        self._heap = [e for e in self._heap if id(e[2]) not in taken]
+        taken = {id(e[-1]) for e in same}
+        self._heap = [e for e in self._heap if id(e[-1]) not in taken]
         heapq.heapify(self._heap)
-        return [item, *(e[2] for e in sorted(same))]
+        return [item, *(e[-1] for e in sorted(same, key=lambda e: e[:3]))]
 
-    async def _send(self, batch: list[_Outgoing]) -> None:
+    async def _send(self, batch: list[_Outgoing], place: tuple[int, int]) -> None:
         first = batch[0]
         if first.kind != "text":
             await self._deliver(first, None)
             return
-        if first.html is not None:
+        if first.html is not None and first.priority is not Priority.CRITICAL:
             await self._deliver(first, first.html)
+            return
+        if first.html is not None:
+            for chunk in _chunks(batch):
+                await self._deliver(first, chunk)
             # Sent, or refused for good (bad request, bot blocked): either way never again.
-            # Network trouble retries inside _deliver; a cancel (shutdown) keeps the row.
-            if first.outbox_id is not None:
-                await self.outbox.delete(first.outbox_id)
+            # Network trouble retries inside _deliver; a cancel (shutdown) keeps the rows.
+            for entry in batch:
+                if entry.outbox_id is not None:
+                    await self.outbox.delete(entry.outbox_id)
             return
         if len(batch) == 1:
             text = first.text
         else:
             title = "🗒 Digest" if first.priority is Priority.LOW else "📣 Updates"
+            # (critical batches are joined as stored HTML in _chunks)
             nodes: list[Any] = [Bold(f"{title} ({len(batch)})")]
             for entry in batch:
                 nodes += ["\n\n", entry.text]
             text = Text(*nodes)
         silent = all(e.silent for e in batch)
         assert text is not None
-        for part in split_text(text):
-            merged = _Outgoing(first.priority, first.chat_id, first.category, silent)
-            await self._deliver(merged, part.as_html())
+        parts = split_text(text)
+        # Later parts go back to the queue in this batch's place, so a critical message (or
+        # the shutdown message) can still go between them.
+        for n, part in enumerate(parts[1:], start=1):
+            self._push(_Outgoing(first.priority, first.chat_id, first.category, silent, html=part.as_html()),
+                       place=(place[0], place[1], n))
+        await self._deliver(_Outgoing(first.priority, first.chat_id, first.category, silent), parts[0].as_html())
 
     async def _wait_turn(self, chat_id: int) -> None:
         now = self._clock()
@@ -352,3 +397,22 @@ class Notifier:
             await self.bot.send_photo(photo=media, caption=caption, parse_mode="HTML", **common)
         else:
             await self.bot.send_document(document=media, caption=caption, parse_mode="HTML", **common)
+
+
+def _chunks(batch: list[_Outgoing], limit: int = 4096) -> list[str]:
+    """Stored HTML texts of a critical batch joined into messages of at most ``limit``
+    characters (each text is whole, in order; the HTML length bounds the visible length)."""
+    if len(batch) == 1:
+        return [batch[0].html or ""]
+    header = f"<b>🚨 {len(batch)} alerts</b>"
+    chunks: list[str] = []
+    current = header
+    for entry in batch:
+        html = entry.html or ""
+        if len(current) + 2 + len(html) > limit:
+            chunks.append(current)
+            current = html
+        else:
+            current = f"{current}\n\n{html}"
+    chunks.append(current)
+    return chunks

@@ -20,7 +20,7 @@ from trading.marketdata import (
     load_funding,
     market_from_ccxt,
 )
-from trading.models import Market, Side
+from trading.models import ExitReason, Market, Side
 from trading.ports import ReplayClock
 from trading.replay import ReplayResult, ReplaySource, close_at_end, run_replay
 from trading.service import TradingService
@@ -154,6 +154,19 @@ class PaperRuntime:
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
         return result
+
+    async def flatten(self) -> int:
+        """Close every open position at market now (SPEC L-2 ``flatten_on_shutdown``): the
+        simulated exchange fills each close at the symbol's last price. Returns how many."""
+        await self.engine.cancel_pending_entries()
+        orders = await self.engine.close_all(ExitReason.MANUAL)
+        last_close = {s.feed.symbol: s.feed.last_close for s in self.sources}
+        for order in orders:
+            price = last_close.get(order.symbol, 0.0)
+            for fill in self.exchange.fill_pending(order.symbol, self.clock.now_ms(), price):
+                await self.engine.on_fill(fill)
+        await self.persister.flush()
+        return len(orders)
 
     async def close_positions_at_end(self) -> None:
         """Close everything at the last closes (backtests)."""
