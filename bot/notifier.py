@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["on", "silent", "off"]
 CAPTION_LIMIT = 1024
+STANDALONE = frozenset({Category.LIFECYCLE, Category.REPORT})  # never merged into a burst
 GIVE_UP_AFTER = 5  # network failures before a non-critical message is dropped
 
 
@@ -278,11 +279,11 @@ class Notifier:
         critical texts stay whole and in order inside the merged message."""
         if item.kind != "text" or (item.html is not None and item.priority is not Priority.CRITICAL):
             return [item]  # files, and the later parts of an already merged message
-        if item.category is Category.LIFECYCLE:
-            return [item]  # build card, summary, shutdown, crash: each a message of its own
+        if item.category in STANDALONE:
+            return [item]  # build card, summary, shutdown, crash, daily report: each on its own
         same = [e for e in self._heap if e[-1].chat_id == item.chat_id and e[-1].priority is item.priority
                 and e[-1].kind == "text" and (e[-1].html is None or item.priority is Priority.CRITICAL)
-                and e[-1].category is not Category.LIFECYCLE]
+                and e[-1].category not in STANDALONE]
         if item.priority is not Priority.LOW and len(same) + 1 < self.merge_after:
             return [item]
         if not same:

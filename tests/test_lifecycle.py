@@ -44,19 +44,21 @@ async def until(predicate, timeout: float = 60) -> None:
 
 
 async def test_l1_l2_card_then_request_shutdown_from_chat_sends_summary_and_shutdown_last(fake, tmp_path, data_dir):
-    """The path /shutdown takes: the build card goes out first; ``request_shutdown`` from the
+    """The path /shutdown takes: the build card goes out first; a paced replay crossing
+    midnight sends that day's report and chart (T-5 wiring); ``request_shutdown`` from the
     Dispatcher's workflow data stops polling, posts the run summary and then "🛑 Bot shutting
     down…" with the reason; _run_telegram returns 0 and the outbox is empty."""
     runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "l.db", data_dir=data_dir,
-                                       end_ms=DAY0 + 12 * HOUR)
+                                       end_ms=DAY0 + 30 * HOUR)
     settings = Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base, telegram_allowed_user_ids=(USER,))
     dp = build_dispatcher(runtime.service, settings, settings.allowed_user_ids())
-    args = argparse.Namespace(speed=None)
+    args = argparse.Namespace(speed=1e9)  # paced (so reports follow the simulated clock), but fast
     stop = asyncio.Event()
     try:
         run = asyncio.create_task(_run_telegram(runtime, dp, settings, args, stop))
         await until(lambda: any(t.startswith("<b>🚀 OptiFlow") for t in fake.texts_to(USER)))
         await until(lambda: "setmycommands" in [m for m, _ in fake.calls])
+        await until(lambda: [p["photo"]["filename"] for p in fake.calls_of("sendPhoto")] == ["daily-2025-06-03.png"])
         await dp["request_shutdown"](f"/shutdown by {USER}")
         assert await asyncio.wait_for(run, 60) == 0
         assert await runtime.store.outbox.pending() == []
@@ -69,6 +71,40 @@ async def test_l1_l2_card_then_request_shutdown_from_chat_sends_summary_and_shut
     assert texts[-1] == f"{SHUTDOWN_TEXT} (/shutdown by {USER})"
     assert texts[-2].startswith("<b>Run summary</b>") and "Balance" in texts[-2]
     assert "deletewebhook" in [m for m, _ in fake.calls]
+    assert any(t.startswith("<b>Daily report 2025-06-03 (UTC)</b>") for t in texts)
+
+
+async def test_l2_a_crash_in_the_trading_loop_is_reported_in_chat_and_exits_1(fake, tmp_path, data_dir, monkeypatch):
+    """An exception inside the replay (here injected into the engine after some candles) stops
+    the bot: the chat gets the error type without secrets, then the summary and the shutdown
+    message; _run_telegram returns 1."""
+    from trading.engine import Engine
+
+    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "c.db", data_dir=data_dir,
+                                       end_ms=DAY0 + 12 * HOUR)
+    original = Engine.on_candle
+    calls = 0
+
+    def failing(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 500:
+            raise ZeroDivisionError(f"injected fault near {TOKEN}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "on_candle", failing)
+    settings = Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base, telegram_allowed_user_ids=(USER,))
+    dp = build_dispatcher(runtime.service, settings, settings.allowed_user_ids())
+    try:
+        code = await asyncio.wait_for(_run_telegram(runtime, dp, settings, argparse.Namespace(speed=None),
+                                                    asyncio.Event()), 60)
+    finally:
+        await runtime.close()
+    assert code == 1
+    texts = fake.texts_to(USER)
+    crash = next(t for t in texts if "stopped on an error" in t)
+    assert "ZeroDivisionError" in crash and TOKEN not in "\n".join(texts)
+    assert texts[-1] == SHUTDOWN_TEXT and texts.index(crash) < len(texts) - 1
 
 
 async def test_l2_flatten_closes_positions_and_a_crash_is_reported_without_secrets(fake, tmp_path, data_dir):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
+from decimal import Decimal as D
 
 import pytest
 from aiogram import Bot
@@ -13,12 +15,24 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.utils.formatting import Text
 
-from bot.notices import Category
+from bot.notices import Category, NoticeBuilder, Priority
 from bot.notifier import Notifier
 from bot.runtime import PaperRuntime
 from storage import Storage
 from tests.fake_telegram import FakeTelegram
 from trading.config import TradingConfig
+from trading.events import Alert, OrderUpdated, PositionChanged, RiskStateChanged
+from trading.models import (
+    ExitReason,
+    Order,
+    OrderLeg,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Position,
+    RiskState,
+    Side,
+)
 
 CHAT, GROUP = 4242, -1001
 DAY0 = 1_748_908_800_000
@@ -201,3 +215,49 @@ async def test_t4_replay_events_become_notifications_after_they_are_persisted(fa
     assert len(entries) >= len(closed)
     stop_losses = [p for p in closed if p.exit_reason and p.exit_reason.value == "SL"]
     assert len([t for t in exits if "Stop-loss" in t]) == len(stop_losses)
+
+
+def _position(**changes) -> Position:
+    base = Position(position_id="p1", bot="main", symbol="BTC/USDT:USDT", side=Side.LONG,
+                    contracts=D("0.010"), initial_contracts=D("0.010"), entry_price=D("105000.0"),
+                    opened_ms=DAY0, stop_loss=D("104160.0"), take_profit_1=D("105315.0"),
+                    take_profit_2=D("105630.0"), leverage=5)
+    return replace(base, **changes)
+
+
+def test_t4_notice_kinds_from_position_and_risk_snapshots():
+    """Entry, TP1, stepwise step, scaling addition, each exit reason's category (SL critical,
+    AutoProfit/Timeout normal), a risk stop announced once, funding as a digest, alerts and
+    exchange rejections; a restart (prime) does not announce restored positions again."""
+    builder = NoticeBuilder("USDT")
+    opened = _position()
+    tp1 = replace(opened, contracts=D("0.005"), tp1_done=True, stop_loss=D("105000.0"))
+    step = replace(tp1, steps_done=1)
+    added = replace(step, additions=1, contracts=D("0.008"))
+    funded = replace(added, funding=D("0.12"))
+    halted = RiskState("main", "2025-06-03", D("1000"), sl_streak=2, halted_reason="SL_STREAK")
+    notices = builder.build([
+        PositionChanged(opened), PositionChanged(tp1), PositionChanged(step), PositionChanged(added),
+        PositionChanged(funded), RiskStateChanged(halted), RiskStateChanged(replace(halted, trades_today=3)),
+        Alert("NO_STOP", "main", "BTC/USDT:USDT", "no working stop"),
+    ])
+    assert [n.category for n in notices] == [
+        Category.ENTRY, Category.TAKE_PROFIT, Category.TAKE_PROFIT, Category.SCALING, Category.DIGEST,
+        Category.RISK, Category.ALERT,
+    ]
+    assert [n.priority for n in notices][-2:] == [Priority.CRITICAL, Priority.CRITICAL]
+    assert "SL_STREAK" in notices[5].text.as_html() and "+0.12 USDT" in notices[4].text.as_html()
+    for reason, category in ((ExitReason.STOP_LOSS, Category.STOP_LOSS), (ExitReason.AUTO_PROFIT, Category.EXIT),
+                             (ExitReason.TIMEOUT, Category.EXIT), (ExitReason.TP2, Category.TAKE_PROFIT)):
+        fresh = NoticeBuilder("USDT")
+        fresh.prime([funded])
+        closed = replace(funded, contracts=D(0), closed_ms=DAY0 + 600_000, exit_price=D("104160.0"), exit_reason=reason)
+        [notice] = fresh.build([PositionChanged(closed), PositionChanged(closed)])
+        assert notice.category is category and "Net PnL" in notice.text.as_html()
+    restarted = NoticeBuilder("USDT")
+    restarted.prime([funded], [halted])
+    assert restarted.build([PositionChanged(funded), RiskStateChanged(halted)]) == []
+    rejected = Order("c1", "main", "BTC/USDT:USDT", OrderSide.BUY, OrderType.MARKET, OrderLeg.ENTRY, D("0.01"),
+                     False, DAY0, status=OrderStatus.REJECTED, reason="-2019 Margin is insufficient")
+    [notice] = NoticeBuilder().build([OrderUpdated(rejected)])
+    assert notice.category is Category.ORDER and "-2019 Margin is insufficient" in notice.text.as_html()
