@@ -141,6 +141,16 @@ async def _run(args) -> int:
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
             return await _run_telegram(runtime, dp, settings, args, stop)
+
+        async def request_shutdown(reason: str) -> None:
+            """Console stand-in for the L-2 path: stop the replay; the terminal session ends at
+            ``quit`` or end of input (a blocked terminal read cannot be interrupted)."""
+            if not stop.is_set():
+                log.warning("shutdown requested: %s", reason[:200])
+                stop.set()
+                print("🛑 Bot shutting down… (type quit to leave the console)")
+
+        dp["request_shutdown"] = request_shutdown
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)

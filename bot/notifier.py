@@ -25,7 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiogram.exceptions import (
@@ -36,7 +36,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import BufferedInputFile
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 from aiogram.utils.formatting import Bold, Text
 
 from bot.notices import CRITICAL_CATEGORIES, PRIORITY, Category, Notice, NoticeBuilder, Priority
@@ -71,6 +71,7 @@ class _Outgoing:
     file: bytes | None = None
     filename: str = ""
     kind: Literal["text", "photo", "document"] = "text"
+    markup: str = ""  # inline keyboard JSON, sent with this message
     attempts: int = field(default=0)
 
 
@@ -148,30 +149,36 @@ class Notifier:
                 continue
             self._push(_Outgoing(Priority.CRITICAL, message.chat_id, Category(message.category)
                                  if message.category in Category._value2member_map_ else Category.ALERT,
-                                 message.silent, html=message.body, outbox_id=message.id))
+                                 message.silent, html=message.body, outbox_id=message.id, markup=message.markup))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="notifier")
 
-    async def notify(self, category: Category, text: Text, *, first: bool = False) -> list[int]:
+    async def notify(self, category: Category, text: Text, *, first: bool = False,
+                     reply_markup: InlineKeyboardMarkup | None = None) -> list[int]:
         """Queue ``text`` for every chat (critical ones are stored in the outbox first);
         ``first`` puts a critical text ahead of everything queued (the shutdown message when
-        Telegram cannot take the backlog in time). Returns the outbox ids of critical parts."""
+        Telegram cannot take the backlog in time); ``reply_markup`` (e.g. a monitor alert's
+        playbook button, M-1) goes with the last part and keeps the message out of merges.
+        Returns the outbox ids of critical parts."""
         mode = self.mode(category)
         ids: list[int] = []
         if mode == "off":
             return ids
         silent = mode == "silent"
         priority = PRIORITY[category]
+        markup = reply_markup.model_dump_json(exclude_none=True) if reply_markup is not None else ""
         for chat_id in self.chat_ids:
             if priority is Priority.CRITICAL:
-                for part in split_text(text):
+                parts = split_text(text)
+                for n, part in enumerate(parts):
                     html = part.as_html()
-                    outbox_id = await self.outbox.add(chat_id, category.value, html, silent, self._wall_ms())
+                    keyboard = markup if n == len(parts) - 1 else ""
+                    outbox_id = await self.outbox.add(chat_id, category.value, html, silent, self._wall_ms(), keyboard)
                     ids.append(outbox_id)
-                    self._push(_Outgoing(priority, chat_id, category, silent, html=html, outbox_id=outbox_id),
-                               first=first)
+                    self._push(_Outgoing(priority, chat_id, category, silent, html=html, outbox_id=outbox_id,
+                                         markup=keyboard), first=first)
             else:
-                self._push(_Outgoing(priority, chat_id, category, silent, text=text))
+                self._push(_Outgoing(priority, chat_id, category, silent, text=text, markup=markup))
         return ids
 
     async def send_photo(self, category: Category, png: bytes, filename: str, caption: Text) -> None:
@@ -279,11 +286,11 @@ class Notifier:
         critical texts stay whole and in order inside the merged message."""
         if item.kind != "text" or (item.html is not None and item.priority is not Priority.CRITICAL):
             return [item]  # files, and the later parts of an already merged message
-        if item.category in STANDALONE:
+        if item.category in STANDALONE or item.markup:
             return [item]  # build card, summary, shutdown, crash, daily report: each on its own
         same = [e for e in self._heap if e[-1].chat_id == item.chat_id and e[-1].priority is item.priority
                 and e[-1].kind == "text" and (e[-1].html is None or item.priority is Priority.CRITICAL)
-                and e[-1].category not in STANDALONE]
+                and e[-1].category not in STANDALONE and not e[-1].markup]
         if item.priority is not Priority.LOW and len(same) + 1 < self.merge_after:
             return [item]
         if not same:
@@ -302,8 +309,10 @@ class Notifier:
             await self._deliver(first, first.html)
             return
         if first.html is not None:
-            for chunk in _chunks(batch):
-                await self._deliver(first, chunk)
+            chunks = _chunks(batch)
+            for n, chunk in enumerate(chunks):
+                # Only a single (unmerged) message carries a keyboard, on its last chunk.
+                await self._deliver(first if n == len(chunks) - 1 else replace(first, markup=""), chunk)
             # Sent, or refused for good (bad request, bot blocked): either way never again.
             # Network trouble retries inside _deliver; a cancel (shutdown) keeps the rows.
             for entry in batch:
@@ -312,6 +321,11 @@ class Notifier:
             return
         if len(batch) == 1:
             text = first.text
+            if first.markup:
+                for part in split_text(text)[:-1]:  # a keyboard goes with the last part
+                    await self._deliver(replace(first, markup=""), part.as_html())
+                await self._deliver(first, split_text(text)[-1].as_html())
+                return
         else:
             title = "🗒 Digest" if first.priority is Priority.LOW else "📣 Updates"
             # (critical batches are joined as stored HTML in _chunks)
@@ -388,7 +402,9 @@ class Notifier:
             return True
 
     async def _call(self, item: _Outgoing, html: str | None, plain_text: bool) -> None:
-        common = {"chat_id": item.chat_id, "disable_notification": item.silent}
+        common: dict[str, Any] = {"chat_id": item.chat_id, "disable_notification": item.silent}
+        if item.markup:
+            common["reply_markup"] = InlineKeyboardMarkup.model_validate_json(item.markup)
         if item.kind == "text":
             await self.bot.send_message(text=html, parse_mode=None if plain_text else "HTML", **common)
             return

@@ -160,6 +160,7 @@ CREATE TABLE notification_outbox (
     category    TEXT NOT NULL,
     body        TEXT NOT NULL,
     silent      INTEGER NOT NULL CHECK (silent IN (0, 1)),
+    markup      TEXT,               -- inline keyboard JSON (e.g. a playbook button), NULL = none
     created_ms  INTEGER NOT NULL
 );
 """

@@ -480,7 +480,8 @@ class RuntimeRepository(_Repository):
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     """A critical notification waiting for Telegram (SPEC T-4): ``body`` is Telegram HTML of at
-    most 4096 characters; ``silent`` sends it without sound; ``created_ms`` epoch ms UTC."""
+    most 4096 characters; ``silent`` sends it without sound; ``markup`` is the inline keyboard
+    as JSON ("" = none); ``created_ms`` epoch ms UTC."""
 
     id: int
     chat_id: int
@@ -488,18 +489,21 @@ class OutboxMessage:
     body: str
     silent: bool
     created_ms: int
+    markup: str = ""
 
 
 class OutboxRepository(_Repository):
     """The notification outbox: critical messages are stored before sending, deleted once sent,
     and re-sent in insertion order after a restart (SPEC T-4)."""
 
-    async def add(self, chat_id: int, category: str, body: str, silent: bool, created_ms: int) -> int:
+    async def add(self, chat_id: int, category: str, body: str, silent: bool, created_ms: int,
+                  markup: str = "") -> int:
         """Store one message; returns its id (ids grow in insertion order)."""
         async with self._db.transaction():
             await self._db.execute(
-                "INSERT INTO notification_outbox (chat_id, category, body, silent, created_ms) VALUES (?, ?, ?, ?, ?)",
-                (chat_id, category, body, int(silent), created_ms),
+                "INSERT INTO notification_outbox (chat_id, category, body, silent, markup, created_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (chat_id, category, body, int(silent), markup or None, created_ms),
             )
             row = await self._db.fetchone("SELECT last_insert_rowid()")
         assert row is not None
@@ -508,9 +512,9 @@ class OutboxRepository(_Repository):
     async def pending(self) -> list[OutboxMessage]:
         """Every message not yet accepted by Telegram, oldest first."""
         rows = await self._db.fetchall(
-            "SELECT id, chat_id, category, body, silent, created_ms FROM notification_outbox ORDER BY id"
+            "SELECT id, chat_id, category, body, silent, created_ms, markup FROM notification_outbox ORDER BY id"
         )
-        return [OutboxMessage(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+        return [OutboxMessage(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6] or "") for r in rows]
 
     async def delete(self, message_id: int) -> None:
         """Forget a message Telegram accepted (or one that can never be delivered)."""

@@ -5,6 +5,7 @@ across a restart, and notices built from a real replay's persisted events."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import replace
 from decimal import Decimal as D
@@ -13,6 +14,7 @@ import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.formatting import Text
 
 from bot.notices import Category, NoticeBuilder, Priority
@@ -128,6 +130,8 @@ async def test_t4_critical_messages_pending_in_sqlite_are_sent_after_a_restart(f
     await first.start()
     for i in range(3):
         await first.notify(Category.RISK, Text(f"Risk stop {i}"))
+    playbook = InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text="📖 Playbook", callback_data="pb|NO_STOP")]])
+    await first.notify(Category.ALERT, Text("No stop on BTC"), reply_markup=playbook)
     await first.notify(Category.ENTRY, Text("entry, not critical"))
     assert not await first.close(timeout=0.3)
     await bot.session.close()
@@ -136,7 +140,7 @@ async def test_t4_critical_messages_pending_in_sqlite_are_sent_after_a_restart(f
 
     fake.fail_all = None
     store = await Storage.open(tmp_path / "r.db")
-    assert [m.body for m in await store.outbox.pending()] == ["Risk stop 0", "Risk stop 1", "Risk stop 2"]
+    assert [m.body for m in await store.outbox.pending()] == ["Risk stop 0", "Risk stop 1", "Risk stop 2", "No stop on BTC"]
     bot = make_bot(fake)
     clock = FakeTime()
     second = Notifier(bot, store.outbox, [CHAT], clock=clock.clock, sleep=clock.sleep)
@@ -148,8 +152,10 @@ async def test_t4_critical_messages_pending_in_sqlite_are_sent_after_a_restart(f
         await second.close(timeout=1)
         await bot.session.close()
         await store.close()
-    [text] = fake.texts_to(CHAT)  # the backlog goes out merged, each text whole and in order
-    assert text == "<b>🚨 3 alerts</b>\n\nRisk stop 0\n\nRisk stop 1\n\nRisk stop 2"
+    # The backlog goes out merged, each text whole and in order; the alert keeps its button.
+    assert fake.texts_to(CHAT) == ["<b>🚨 3 alerts</b>\n\nRisk stop 0\n\nRisk stop 1\n\nRisk stop 2", "No stop on BTC"]
+    markup = json.loads(fake.calls_of("sendMessage")[-1]["reply_markup"])
+    assert markup["inline_keyboard"][0][0]["callback_data"] == "pb|NO_STOP"
 
 
 async def test_t4_long_text_split_at_4096_modes_silent_and_off_group_pacing(fake, tmp_path):
