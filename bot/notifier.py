@@ -147,9 +147,12 @@ class Notifier:
         for message in await self.outbox.pending():
             if message.id in queued:
                 continue
-            self._push(_Outgoing(Priority.CRITICAL, message.chat_id, Category(message.category)
-                                 if message.category in Category._value2member_map_ else Category.ALERT,
-                                 message.silent, html=message.body, outbox_id=message.id, markup=message.markup))
+            try:
+                category = Category(message.category)
+            except ValueError:  # a category this version does not know: still critical
+                category = Category.ALERT
+            self._push(_Outgoing(Priority.CRITICAL, message.chat_id, category, message.silent,
+                                 html=message.body, outbox_id=message.id, markup=message.markup))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="notifier")
 

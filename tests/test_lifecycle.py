@@ -4,6 +4,8 @@ issue-5 settings, through the real aiogram HTTP session against the loopback fak
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import asyncio
 import sqlite3
 
@@ -186,3 +188,21 @@ def test_outbox_table_exists_in_a_fresh_database(tmp_path):
     asyncio.run(create())
     tables = {r[0] for r in sqlite3.connect(tmp_path / "o.db").execute("SELECT name FROM sqlite_master")}
     assert "notification_outbox" in tables
+
+
+async def test_l2_sigterm_takes_the_same_shutdown_path(fake, tmp_path, data_dir):
+    """SIGTERM (a service manager stopping the bot) posts the summary and "🛑 Bot shutting
+    down… (SIGTERM)" last and returns 0, like Ctrl+C."""
+    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "t.db", data_dir=data_dir,
+                                       end_ms=DAY0 + 6 * HOUR)
+    settings = Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base, telegram_allowed_user_ids=(USER,))
+    dp = build_dispatcher(runtime.service, settings, settings.allowed_user_ids())
+    try:
+        run = asyncio.create_task(_run_telegram(runtime, dp, settings, argparse.Namespace(speed=None), asyncio.Event()))
+        await until(lambda: "setmycommands" in [m for m, _ in fake.calls])
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(run, 60) == 0
+    finally:
+        await runtime.close()
+    texts = fake.texts_to(USER)
+    assert texts[-1] == f"{SHUTDOWN_TEXT} (SIGTERM)" and texts[-2].startswith("<b>Run summary</b>")
