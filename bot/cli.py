@@ -199,10 +199,15 @@ def make_telegram_bot(settings):
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
-async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int:
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, setup_jobs=None) -> int:
     """Long polling plus the outgoing side: notifier (T-4), scheduled daily report (T-5), build
     card (L-1) and the graceful shutdown (L-2). Returns 0 after the shutdown message, 1 after
-    a crash (its message sent first)."""
+    a crash (its message sent first).
+
+    ``setup_jobs(jobs, notifier)`` registers interval hooks before the scheduler starts, e.g.
+    ``jobs.add_interval("monitor", 60, monitor.check)`` whose alerts call
+    ``notifier.notify(Category.ALERT, text, reply_markup=playbook_button)`` (M-1, O-5).
+    ``dp["request_shutdown"]`` and ``dp["notifier"]`` reach handlers by those names."""
     from bot.app import BOT_COMMANDS
     from bot.lifecycle import Lifecycle, close_with_timeout
     from bot.notices import NoticeBuilder
@@ -229,6 +234,8 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int
     # fast-forward (a backtest), so the trader asks /daily instead of getting one per day.
     report = DailyReport(runtime.service, notifier, settings.report_zone())
     hook = ReplayDayBoundary(report, runtime.clock.now_ms()) if args.speed is not None else None
+    if setup_jobs is not None:
+        setup_jobs(jobs, notifier)
     replay = None
     crashed = False
     try:

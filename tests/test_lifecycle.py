@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 
 import pytest
+from aiogram.utils.formatting import Text
 
 from bot.app import build_dispatcher
 from bot.cli import _run_telegram, main, make_telegram_bot
@@ -190,19 +191,39 @@ def test_outbox_table_exists_in_a_fresh_database(tmp_path):
     assert "notification_outbox" in tables
 
 
-async def test_l2_sigterm_takes_the_same_shutdown_path(fake, tmp_path, data_dir):
+async def test_l2_sigterm_takes_the_same_shutdown_path_and_interval_hooks_alert_with_a_button(
+        fake, tmp_path, data_dir):
     """SIGTERM (a service manager stopping the bot) posts the summary and "🛑 Bot shutting
-    down… (SIGTERM)" last and returns 0, like Ctrl+C."""
+    down… (SIGTERM)" last and returns 0, like Ctrl+C. An interval hook registered by the
+    composition root (the monitor's place, M-1) runs and its alert arrives with its button."""
+    from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+    from bot.notices import Category
+
+    def setup_jobs(jobs, notifier):
+        async def monitor():
+            if not alerts:
+                alerts.append(1)
+                button = InlineKeyboardButton(text="📖 Playbook", callback_data="pb|NO_STOP")
+                await notifier.notify(Category.ALERT, Text("⚠️ Position without stop: BTC"),
+                                      reply_markup=InlineKeyboardMarkup(inline_keyboard=[[button]]))
+        jobs.add_interval("monitor", 0.05, monitor)
+
+    alerts: list[int] = []
     runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "t.db", data_dir=data_dir,
                                        end_ms=DAY0 + 6 * HOUR)
     settings = Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base, telegram_allowed_user_ids=(USER,))
     dp = build_dispatcher(runtime.service, settings, settings.allowed_user_ids())
     try:
-        run = asyncio.create_task(_run_telegram(runtime, dp, settings, argparse.Namespace(speed=None), asyncio.Event()))
+        run = asyncio.create_task(_run_telegram(runtime, dp, settings, argparse.Namespace(speed=None), asyncio.Event(),
+                                                setup_jobs=setup_jobs))
         await until(lambda: "setmycommands" in [m for m, _ in fake.calls])
+        await until(lambda: "⚠️ Position without stop: BTC" in fake.texts_to(USER))
         os.kill(os.getpid(), signal.SIGTERM)
         assert await asyncio.wait_for(run, 60) == 0
     finally:
         await runtime.close()
     texts = fake.texts_to(USER)
     assert texts[-1] == f"{SHUTDOWN_TEXT} (SIGTERM)" and texts[-2].startswith("<b>Run summary</b>")
+    alert = next(p for p in fake.calls_of("sendMessage") if p["text"] == "⚠️ Position without stop: BTC")
+    assert "pb|NO_STOP" in alert["reply_markup"] and alerts == [1]
