@@ -5,8 +5,9 @@
 * Critical messages are never dropped: each part is written to the SQLite outbox before it is
   queued and deleted once Telegram accepted it; :meth:`Notifier.start` re-queues what a previous
   run left behind.
-* Pacing under Telegram's limits: at most one message per ``chat_interval`` seconds per chat and
-  ``group_per_minute`` per minute in a group chat (negative chat id); a 429 ``retry_after``
+* Pacing under Telegram's limits: at most one message per ``chat_interval`` seconds per chat,
+  ``group_per_minute`` per minute in a group chat (negative chat id) and about 30 a second in
+  all; a 429 ``retry_after``
   (aiogram's :class:`~aiogram.exceptions.TelegramRetryAfter`) is waited out and the same
   message is sent again. The clock and the sleep are injectable, so tests do not wait.
 * Bursts are merged: all queued low-priority texts for a chat go out as one digest, and when
@@ -89,6 +90,7 @@ class Notifier:
         wall_ms: epoch ms UTC for the outbox's created_ms.
         chat_interval: seconds between two messages to one chat (Telegram: about 1/s).
         group_per_minute: messages per minute to a group chat (Telegram: 20).
+        global_interval: seconds between any two messages (Telegram: about 30/s per bot).
         merge_after: this many waiting normal texts for one chat are sent as one message.
 
     Raises:
@@ -109,6 +111,7 @@ class Notifier:
         chat_interval: float = 1.0,
         group_per_minute: int = 20,
         merge_after: int = 3,
+        global_interval: float = 1 / 30,
     ) -> None:
         self.bot = bot
         self.outbox = outbox
@@ -124,6 +127,8 @@ class Notifier:
         self.chat_interval = chat_interval
         self.group_per_minute = group_per_minute
         self.merge_after = merge_after
+        self.global_interval = global_interval
+        self._last_any = float("-inf")
         self._heap: list[tuple[int, int, int, _Outgoing]] = []  # (priority key, seq, part, item)
         self._seq = itertools.count()
         self._last_sent: dict[int, float] = {}
@@ -348,7 +353,8 @@ class Notifier:
 
     async def _wait_turn(self, chat_id: int) -> None:
         now = self._clock()
-        ready = self._last_sent.get(chat_id, float("-inf")) + self.chat_interval
+        ready = max(self._last_sent.get(chat_id, float("-inf")) + self.chat_interval,
+                    self._last_any + self.global_interval)
         if chat_id < 0:
             window = self._group_window.setdefault(chat_id, deque())
             while window and window[0] <= now - 60:
@@ -361,6 +367,7 @@ class Notifier:
     def _sent(self, chat_id: int) -> None:
         now = self._clock()
         self._last_sent[chat_id] = now
+        self._last_any = now
         if chat_id < 0:
             self._group_window.setdefault(chat_id, deque()).append(now)
 
