@@ -237,7 +237,6 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, setup_
     if setup_jobs is not None:
         setup_jobs(jobs, notifier)
     replay = None
-    crashed = False
     try:
         lifecycle.install_signal_handlers()
         await notifier.start()
@@ -260,11 +259,10 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, setup_
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().remove_signal_handler(sig)
-        crashed = lifecycle.crash is not None
+        jobs.shutdown()  # no monitor alert or report after the shutdown message
         await lifecycle.shutdown(replay, stop)
-        jobs.shutdown()
         await close_with_timeout("bot session", bot.session.close(), lifecycle.timeouts.session)
-    if crashed:
+    if lifecycle.crash is not None:
         print("optiflow: stopped on an error (see the log)", file=sys.stderr)
         return 1
     return 0
