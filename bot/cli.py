@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import logging
+import signal
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -156,7 +156,7 @@ async def _run(args) -> int:
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
-            return await _run_telegram(runtime, dp, settings, args, stop, shutdown, allowed, log_buffer)
+            return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)
@@ -186,49 +186,99 @@ async def _run(args) -> int:
 
 def make_telegram_bot(settings):
     """The Telegram Bot (long polling) for ``TELEGRAM_BOT_TOKEN``, talking to the official Bot
-    API or to ``TELEGRAM_API_BASE`` (a self-hosted Bot API server)."""
+    API or to ``TELEGRAM_API_BASE`` (a self-hosted Bot API server, aiogram's
+    ``TelegramAPIServer.from_base``), through ``TELEGRAM_PROXY`` if set.
+
+    Raises:
+        ConfigError: TELEGRAM_PROXY is set but aiogram's proxy extra (aiohttp-socks) is missing.
+    """
     from aiogram import Bot
     from aiogram.client.session.aiohttp import AiohttpSession
-    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 
-    session = None
-    if settings.telegram_api_base:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    from trading.errors import ConfigError
+
+    api = TelegramAPIServer.from_base(settings.telegram_api_base) if settings.telegram_api_base else PRODUCTION
+    proxy = settings.telegram_proxy.get_secret_value() if settings.telegram_proxy is not None else None
+    try:
+        session = AiohttpSession(api=api, proxy=proxy)
+    except RuntimeError:
+        raise ConfigError(
+            "environment: TELEGRAM_PROXY: needs aiogram's proxy support: pip install 'aiogram[proxy]'"
+        ) from None
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
-async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, shutdown, allowed, log_buffer) -> int:
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_buffer=None, setup_jobs=None) -> int:
+    """Long polling plus the outgoing side: notifier (T-4), scheduled daily report (T-5), build
+    card (L-1) and the graceful shutdown (L-2). Returns 0 after the shutdown message, 1 after
+    a crash (its message sent first).
+
+    ``setup_jobs(jobs, notifier)`` registers interval hooks before the scheduler starts, e.g.
+    ``jobs.add_interval("monitor", 60, monitor.check)`` whose alerts call
+    ``notifier.notify(Category.ALERT, text, reply_markup=playbook_button)`` (M-1, O-5).
+    ``dp["request_shutdown"]`` and ``dp["notifier"]`` reach handlers by those names. The
+    monitor (M-1) runs every minute and sends each new alert once, as a critical message with
+    its playbook button (T-6); ``log_buffer`` gives it the recent log errors."""
     from bot.app import BOT_COMMANDS
-    from bot.monitor_job import monitor_loop
-    from bot.shutdown import SHUTDOWN_TEXT
+    from bot.lifecycle import Lifecycle, close_with_timeout
+    from bot.monitor_job import monitor_job
+    from bot.notices import NoticeBuilder
+    from bot.notifier import Notifier
+    from bot.scheduler import DailyReport, Jobs, ReplayDayBoundary
 
     bot = make_telegram_bot(settings)
-    replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
-    watcher: asyncio.Task | None = None
-    monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))  # SPEC M-1
+    notifier = Notifier(bot, runtime.store.outbox, settings.notify_chat_ids(), settings.optiflow_notifications,
+                        builder=NoticeBuilder(runtime.config.account.quote))
+    notifier.builder.prime(
+        await runtime.store.positions.list_open(),
+        [s for s in [await runtime.store.risk.get(b.name) for b in runtime.config.bots] if s],
+    )
+    runtime.persister.add_listener(notifier.on_events)
+    secrets = [settings.telegram_bot_token.get_secret_value()]
+    for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret):
+        if secret is not None:
+            secrets.append(secret.get_secret_value())
+    lifecycle = Lifecycle(runtime, notifier, flatten=settings.optiflow_flatten_on_shutdown, secrets=secrets)
+    dp["request_shutdown"] = lifecycle.request_shutdown
+    dp["notifier"] = notifier
+    jobs = Jobs()
+    # T-5 in replay: the report follows the simulated clock; at --speed max the replay is a
+    # fast-forward (a backtest), so the trader asks /daily instead of getting one per day.
+    report = DailyReport(runtime.service, notifier, settings.report_zone())
+    hook = ReplayDayBoundary(report, runtime.clock.now_ms()) if args.speed is not None else None
+    jobs.add_interval("monitor", 60, monitor_job(runtime.service, notifier, log_buffer))  # M-1
+    if setup_jobs is not None:
+        setup_jobs(jobs, notifier)
+    replay = None
     try:
+        lifecycle.install_signal_handlers()
+        await notifier.start()
+        await lifecycle.announce_start()
+        jobs.start()
+        replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop, clock_hook=hook))
+        replay.add_done_callback(lifecycle.watch)
+        await bot.delete_webhook(drop_pending_updates=False)
         await bot.set_my_commands(BOT_COMMANDS)
-
-        async def stop_on_request() -> None:
-            await shutdown.event.wait()
-            await dp.stop_polling()
-
-        watcher = asyncio.create_task(stop_on_request())
-        # handle_signals: SIGINT/SIGTERM stop polling gracefully (SPEC L-2), then we flush.
-        await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
-        if shutdown.event.is_set():  # a confirmed /shutdown (SPEC T-2, L-2)
-            for user_id in sorted(allowed):
-                try:
-                    await bot.send_message(chat_id=user_id, text=SHUTDOWN_TEXT, parse_mode=None)
-                except Exception:  # the shutdown goes on even if Telegram is unreachable
-                    log.exception("could not send the shutdown message to %s", user_id)
+        polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False, close_bot_session=False))
+        stopping = asyncio.create_task(lifecycle.stop_requested.wait())
+        await asyncio.wait({polling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not polling.done():
+            await close_with_timeout("polling", dp.stop_polling(), 10)
+        stopping.cancel()
+        if polling.done() and not polling.cancelled() and polling.exception() is not None:
+            lifecycle.crash = lifecycle.crash or polling.exception()
+    except Exception as exc:  # a crash: report it in chat before exit (L-2)
+        lifecycle.crash = lifecycle.crash or exc
     finally:
-        monitor.cancel()
-        if watcher is not None:
-            watcher.cancel()
-        stop.set()
-        await replay
-        await bot.session.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+        jobs.shutdown()  # no monitor alert or report after the shutdown message
+        await lifecycle.shutdown(replay, stop)
+        await close_with_timeout("bot session", bot.session.close(), lifecycle.timeouts.session)
+    if lifecycle.crash is not None:
+        print("optiflow: stopped on an error (see the log)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -284,36 +334,18 @@ def _with_start_equity(report, starting_balance: Decimal):
     )
 
 
-CSV_FIELDS = (
-    "position_id", "bot", "symbol", "side", "contracts", "entry_price", "exit_price",
-    "opened_utc", "closed_utc", "exit_reason", "realised_pnl", "fees", "funding", "net_pnl",
-)
-
-
 def _utc(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from bot.exports import iso_utc
 
-
-def _plain(value: Decimal) -> str:
-    """Fixed-point text of a Decimal (no exponent), trailing zeros kept as computed."""
-    return format(value, "f")
+    return iso_utc(ms)
 
 
 def _write_trades_csv(path: Path, trades) -> None:
-    """One row per closed trade; money in quote at full Decimal precision, so the columns sum
-    exactly to the printed totals and net_pnl = realised_pnl − fees + funding on every row."""
+    """One row per closed trade at full Decimal precision (see :mod:`bot.exports`)."""
+    from bot.exports import write_trades_csv
+
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_FIELDS)
-        for t in trades:
-            writer.writerow([
-                t.position_id, t.bot, t.symbol, t.side.value, t.initial_contracts, t.entry_price,
-                _plain(t.exit_price) if t.exit_price is not None else "", _utc(t.opened_ms),
-                _utc(t.closed_ms), t.exit_reason.value if t.exit_reason else "",
-                _plain(t.realised_pnl), _plain(t.fees), _plain(t.funding), _plain(t.net_pnl),
-            ])
+        write_trades_csv(handle, trades)
 
 
 def _format_backtest(report, candles: int, config) -> str:

@@ -1,26 +1,23 @@
 """The minute job of the monitor (SPEC M-1) in chat: one pass of
-``TradingService.run_monitor`` and each new alert sent with its playbook button (T-6).
-
-INTEGRATION NOTE: the scheduler and the outgoing notifier queue (T-4, T-5) live in the other
-branch; at merge, schedule :func:`monitor_pass` every minute there and send the alerts through
-the notifier (critical priority) instead of ``bot.send_message``.
-"""
+``TradingService.run_monitor`` and each new alert sent once, through the notifier as a critical
+message, with its playbook button (T-4, T-6). ``optiflow run`` schedules :func:`monitor_job`
+every minute (``bot/cli.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from aiogram import Bot
+from aiogram.utils.formatting import Text
 
+from bot.notices import Category
 from keyboards.playbook import alert_keyboard
 from trading.events import Alert
 from trading.monitor import FeedWatch
 
 if TYPE_CHECKING:
     from bot.logbuffer import RingBufferHandler
+    from bot.notifier import Notifier
     from trading.service import TradingService
 
 log = logging.getLogger(__name__)
@@ -46,29 +43,19 @@ async def monitor_pass(
     return await trading.run_monitor(recent_errors=errors)
 
 
-async def send_alerts(bot: Bot, chat_ids: Iterable[int], alerts: list[Alert]) -> None:
-    """Send each alert to each chat with the button of its playbook; a failed send is logged."""
+async def send_alerts(notifier: "Notifier", alerts: list[Alert]) -> None:
+    """Queue each alert once for every chat as a critical message (T-4: kept in the outbox until
+    Telegram took it) with the button of its playbook (T-6)."""
     for alert in alerts:
-        for chat_id in chat_ids:
-            try:
-                await bot.send_message(chat_id=chat_id, text=render_alert(alert), parse_mode=None,
-                                       reply_markup=alert_keyboard(alert.playbook))
-            except Exception:  # an alert that cannot be sent must not stop the monitor
-                log.exception("could not send the %s alert to %s", alert.kind, chat_id)
+        await notifier.notify(Category.ALERT, Text(render_alert(alert)), reply_markup=alert_keyboard(alert.playbook))
 
 
-async def monitor_loop(
-    bot: Bot, trading: "TradingService", log_buffer: "RingBufferHandler | None", chat_ids: Iterable[int],
-    interval_s: float = 60.0,
-) -> None:
-    """Every ``interval_s`` seconds: one monitor pass, alerts sent. Runs until cancelled."""
-    chat_ids = tuple(chat_ids)
+def monitor_job(trading: "TradingService", notifier: "Notifier", log_buffer: "RingBufferHandler | None"):
+    """The minute job of SPEC M-1 for the scheduler (``Jobs.add_interval``): one
+    :func:`monitor_pass` with a feed watch kept across passes, then :func:`send_alerts`."""
     feed_watch = FeedWatch()
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            alerts = await monitor_pass(trading, log_buffer, trading.wall_clock(), feed_watch)
-        except Exception:
-            log.exception("monitor pass failed")
-            continue
-        await send_alerts(bot, chat_ids, alerts)
+
+    async def run() -> None:
+        await send_alerts(notifier, await monitor_pass(trading, log_buffer, trading.wall_clock(), feed_watch))
+
+    return run

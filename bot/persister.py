@@ -9,11 +9,15 @@ written in the SAME transaction as the state they describe, so a crash keeps bot
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
 from trading.audit import entries_for_events
 from trading.events import (
     AccountChanged,
     BlacklistChanged,
     EquitySampled,
+    Event,
     EventBuffer,
     FillBooked,
     OrderUpdated,
@@ -25,6 +29,10 @@ from trading.events import (
 
 REPLAY_CURSOR_KEY = "replay_cursor_ms"
 
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Sequence[Event]], Awaitable[None]]
+
 
 class Persister:
     """Drains an :class:`EventBuffer` into the repositories of a ``storage.Storage``."""
@@ -35,6 +43,13 @@ class Persister:
         self._store = store
         self._buffer = buffer
         self.config_id = config_id
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``await listener(events)`` with every flushed batch, in order, AFTER it is
+        committed (the notifier, SPEC T-4: nothing is announced that a crash could undo).
+        A listener's exception is logged, never raised into the trading loop."""
+        self._listeners.append(listener)
 
     async def flush(self) -> int:
         """Persist every buffered event; returns how many were written."""
@@ -86,4 +101,9 @@ class Persister:
                 await store.signals.add_many(signals)
             if cursor is not None:
                 await store.runtime.set(REPLAY_CURSOR_KEY, str(cursor))
+        for listener in self._listeners:
+            try:
+                await listener(events)
+            except Exception:
+                log.exception("event listener %r failed", listener)
         return len(events)

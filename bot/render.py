@@ -52,7 +52,7 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     )),
     ("Analytics", (
         ("daily", "daily report + chart: /daily [YYYY-MM-DD]"),
-        ("dailycsv", "the day's trades as a CSV document: /dailycsv [YYYY-MM-DD]"),
+        ("dailycsv", "that day's trades as a CSV file: /dailycsv [YYYY-MM-DD]"),
         ("signalstats", "signals evaluated / passed per symbol: /signalstats [hours]"),
         ("failstats", "blocked signals per symbol and why: /failstats [hours]"),
         ("blockers", "which filters block signals most: /blockers [hours]"),

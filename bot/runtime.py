@@ -162,10 +162,12 @@ class PaperRuntime:
         service = TradingService(engine, store, mode="paper", config_id=config_id)
         return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after, report)
 
-    async def replay(self, speed: float | None = None, stop=None, durable: bool | None = None) -> ReplayResult:
+    async def replay(self, speed: float | None = None, stop=None, durable: bool | None = None,
+                     clock_hook=None) -> ReplayResult:
         """Replay the loaded candles from the resume point (see :func:`run_replay`; ``durable``
         persists state-bearing events before the next candle, default when paced); the
-        service's ``feed_state`` tells /runtime and /status whether prices are still moving."""
+        service's ``feed_state`` tells /runtime and /status whether prices are still moving;
+        ``clock_hook`` runs at simulated times (the daily report, SPEC T-5)."""
         self.service.feed_state = "replaying"
         result = await run_replay(
             engine=self.engine,
@@ -179,10 +181,24 @@ class PaperRuntime:
             stop=stop,
             durable=durable,
             on_frame=self.service.loop_timings.record,
+            clock_hook=clock_hook,
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
         self.service.feed_state = "replay stopped" if result.stopped else "replay finished (no more candles)"
         return result
+
+    async def flatten(self) -> int:
+        """Close every open position at market now (SPEC L-2 ``flatten_on_shutdown``): the
+        simulated exchange fills each close at the symbol's last price. Returns how many."""
+        await self.engine.cancel_pending_entries()
+        orders = await self.engine.close_all(ExitReason.MANUAL)
+        last_close = {s.feed.symbol: s.feed.last_close for s in self.sources}
+        for order in orders:
+            price = last_close.get(order.symbol, 0.0)
+            for fill in self.exchange.fill_pending(order.symbol, self.clock.now_ms(), price):
+                await self.engine.on_fill(fill)
+        await self.persister.flush()
+        return len(orders)
 
     async def close_positions_at_end(self) -> None:
         """Close everything at the last closes (backtests)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -14,6 +16,15 @@ from trading.marketdata import default_data_dir
 
 # The console transport speaks as this user when the allow-list is empty.
 CONSOLE_USER_ID = 1
+
+# SPEC T-4 notification categories (bot.notices.Category values) and which cannot be off.
+NOTIFICATION_CATEGORIES = (
+    "stop_loss", "risk", "alert", "lifecycle", "entry", "take_profit", "exit", "scaling", "order",
+    "report", "digest",
+)
+CRITICAL_NOTIFICATIONS = ("stop_loss", "risk", "alert", "lifecycle")
+NOTIFICATION_MODES = ("on", "silent", "off")
+PROXY_SCHEMES = ("http", "https", "socks4", "socks5")
 
 
 class Settings(BaseSettings):
@@ -29,6 +40,11 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_allowed_user_ids: Annotated[tuple[int, ...], NoDecode] = ()
     telegram_api_base: str | None = None  # a self-hosted Bot API server, e.g. http://127.0.0.1:8081
+    telegram_proxy: SecretStr | None = None  # e.g. socks5://user:pass@host:1080 (needs aiogram[proxy])
+    telegram_notify_chat_ids: Annotated[tuple[int, ...], NoDecode] = ()  # extra chats (a group) for notifications
+    optiflow_notifications: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    optiflow_report_tz: str = "UTC"
+    optiflow_flatten_on_shutdown: bool = False
     optiflow_mode: Literal["paper", "demo", "live"] = "paper"
     optiflow_config: Path | None = None
     optiflow_db_path: Path = Path("optiflow.db")
@@ -38,7 +54,7 @@ class Settings(BaseSettings):
     binance_api_secret: SecretStr | None = None
     optiflow_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("telegram_allowed_user_ids", mode="before")
+    @field_validator("telegram_allowed_user_ids", "telegram_notify_chat_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
@@ -48,7 +64,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "telegram_bot_token", "binance_api_key", "binance_api_secret", "optiflow_config",
-        "telegram_api_base", mode="before"
+        "telegram_api_base", "telegram_proxy", mode="before"
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -58,6 +74,66 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
         return default_data_dir() if value in ("", None) else value
+
+    @field_validator("telegram_api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http(s) URL of a Bot API server, e.g. http://127.0.0.1:8081")
+        return value
+
+    @field_validator("telegram_proxy")
+    @classmethod
+    def _proxy_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in PROXY_SCHEMES or not parts.hostname:
+                # Never echo the value: it may hold a password.
+                raise ValueError(f"must be a proxy URL with scheme {', '.join(PROXY_SCHEMES)} and a host")
+        return value
+
+    @field_validator("optiflow_notifications", mode="before")
+    @classmethod
+    def _categories(cls, value: object) -> object:
+        """``entry=silent,digest=off`` → {category: mode}; critical categories cannot be off."""
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for item in (p.strip() for p in value.split(",")):
+                if not item:
+                    continue
+                name, sep, mode = (x.strip().lower() for x in item.partition("="))
+                if not sep:
+                    raise ValueError(f"{item!r} is not CATEGORY=MODE")
+                pairs[name] = mode
+            value = pairs
+        if isinstance(value, dict):
+            for name, mode in value.items():
+                if name not in NOTIFICATION_CATEGORIES:
+                    raise ValueError(f"unknown category {name!r} (one of {', '.join(NOTIFICATION_CATEGORIES)})")
+                if mode not in NOTIFICATION_MODES:
+                    raise ValueError(f"{name}: mode must be on, silent or off, not {mode!r}")
+                if mode == "off" and name in CRITICAL_NOTIFICATIONS:
+                    raise ValueError(f"{name} is critical: on or silent only")
+        return value
+
+    @field_validator("optiflow_report_tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value[:64]!r} (IANA name, e.g. UTC or Europe/Berlin)") from None
+        return value
+
+    def report_zone(self) -> ZoneInfo:
+        """The zone whose midnight ends a day for the daily report (SPEC T-5)."""
+        return ZoneInfo(self.optiflow_report_tz)
+
+    def notify_chat_ids(self) -> tuple[int, ...]:
+        """Chats that get notifications: each allowed user's private chat, then extra chats."""
+        return tuple(dict.fromkeys((*self.telegram_allowed_user_ids, *self.telegram_notify_chat_ids)))
 
     def allowed_user_ids(self) -> frozenset[int]:
         """The allow-list; in console mode an empty list admits the console user only."""

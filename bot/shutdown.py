@@ -1,12 +1,10 @@
-"""Minimal shutdown request for /shutdown (SPEC L-2, T-2 control).
+"""The shutdown request of the console chat (SPEC L-2, T-2 /shutdown).
 
-A confirmed /shutdown calls :meth:`ShutdownSignal.request` (injected into the Dispatcher as
-``request_shutdown``); the run loop in ``bot/cli.py`` waits on :attr:`ShutdownSignal.event`,
-stops polling and the replay, sends :data:`SHUTDOWN_TEXT` and exits 0.
-
-INTEGRATION NOTE: the full L-2 sequence (stop entries, optional flatten, cancel our orders, run
-summary, session timeouts) lives in the lifecycle module of the other branch; at merge its
-``request_shutdown(reason)`` replaces this class and the run loop calls that sequence.
+In the console, a confirmed /shutdown calls :meth:`ShutdownSignal.request` (the Dispatcher's
+``request_shutdown``); ``optiflow run`` stops the interactive session and the replay, prints
+:data:`SHUTDOWN_TEXT` and exits 0. With Telegram, ``bot.lifecycle.Lifecycle.request_shutdown``
+takes its place and runs the whole L-2 sequence (stop entries, optional flatten, cancel our
+orders, run summary, sessions closed with timeouts).
 """
 
 from __future__ import annotations

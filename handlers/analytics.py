@@ -1,4 +1,5 @@
-"""/daily: the day's report as text, then its chart as a photo (SPEC T-5)."""
+"""/daily: the day's report as text, then its chart as a photo (SPEC T-5); /dailycsv: that
+day's trades as a CSV document (SPEC T-2)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 
+from bot.exports import trades_csv
 from bot.render import render_report, render_usage
 from handlers.common import answer_text
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from trading.service import TradingService
 
 DAILY_USAGE = "Usage: /daily [YYYY-MM-DD]"
+DAILYCSV_USAGE = "Usage: /dailycsv [YYYY-MM-DD]"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -46,8 +49,27 @@ async def on_daily(message: Message, command: CommandObject, trading: "TradingSe
     await message.answer_photo(BufferedInputFile(png, filename=f"daily-{name}.png"), caption=report.title)
 
 
+async def on_dailycsv(message: Message, command: CommandObject, trading: "TradingService") -> None:
+    """The closed trades of the given UTC day (default: the engine's current day) as a CSV
+    document, one row per trade at full precision (SPEC T-2, T-5)."""
+    day = None
+    if command.args:
+        day = parse_day(command.args.strip())
+        if day is None:
+            problem = f"Bad date: {command.args.strip()[:32]}"
+            await message.answer(**render_usage(DAILYCSV_USAGE, problem).as_kwargs())
+            return
+    report = await trading.daily_report(day)
+    name = datetime.fromtimestamp(report.start_ms / 1000, tz=timezone.utc).date().isoformat()
+    await message.answer_document(
+        BufferedInputFile(trades_csv(report.trades), filename=f"trades-{name}.csv"),
+        caption=f"{len(report.trades)} trades closed on {name} (UTC)",
+    )
+
+
 def build_router() -> Router:
-    """Router with /daily."""
+    """Router with /daily and /dailycsv."""
     router = Router(name="analytics")
     router.message.register(on_daily, Command("daily"))
+    router.message.register(on_dailycsv, Command("dailycsv"))
     return router

@@ -27,6 +27,7 @@ from storage.repositories import (
     FillRepository,
     IncidentRepository,
     OrderRepository,
+    OutboxRepository,
     PauseRepository,
     PositionRepository,
     RiskStateRepository,
@@ -41,8 +42,8 @@ class Storage:
     """Facade over one :class:`Database` and its repositories.
 
     Attributes: ``db``, ``orders``, ``fills``, ``positions``, ``equity``, ``signals``, ``risk``,
-    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``audit``, ``config_snapshots``.
-    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``confirmations``, ``incidents``.
+    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``audit``, ``config_snapshots``,
+    ``confirmations``, ``incidents``, ``outbox``.
     """
 
     def __init__(self, db: Database) -> None:
@@ -61,6 +62,7 @@ class Storage:
         self.config_snapshots = ConfigSnapshotRepository(db)
         self.confirmations = ConfirmationRepository(db)
         self.incidents = IncidentRepository(db)
+        self.outbox = OutboxRepository(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":

@@ -220,8 +220,24 @@ CREATE TABLE incidents (
 );
 """
 
+V6_NOTIFICATION_OUTBOX = """
+-- SPEC T-4: critical notifications (stop-loss, risk stop, monitor alert, shutdown, crash) are
+-- written here before they are sent and deleted once Telegram accepted them; a restart sends
+-- what is left. body is Telegram HTML, already escaped and at most 4096 characters.
+CREATE TABLE notification_outbox (
+    id          INTEGER PRIMARY KEY,
+    chat_id     INTEGER NOT NULL,
+    category    TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    silent      INTEGER NOT NULL CHECK (silent IN (0, 1)),
+    markup      TEXT,               -- inline keyboard JSON (e.g. a playbook button), NULL = none
+    created_ms  INTEGER NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_AUDIT, V5_CHAT_CONFIRMATIONS_AND_INCIDENTS,
+    V6_NOTIFICATION_OUTBOX,
 )
 """Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
 

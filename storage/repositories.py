@@ -605,6 +605,8 @@ class ConfigSnapshotRepository(_Repository):
         """The canonical JSON of a snapshot, or None."""
         row = await self._db.fetchone("SELECT body FROM config_snapshots WHERE id = ?", (snapshot_id,))
         return None if row is None else row[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Confirmation:
     """A dangerous chat action waiting for its inline confirm (SPEC T-1, T-3).
@@ -695,3 +697,47 @@ class IncidentRepository(_Repository):
     async def close(self, key: str, now_ms: int) -> None:
         """Close the incident ``key`` (its condition cleared)."""
         await self._db.execute("UPDATE incidents SET closed_ms = ? WHERE key = ? AND closed_ms IS NULL", (now_ms, key))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A critical notification waiting for Telegram (SPEC T-4): ``body`` is Telegram HTML of at
+    most 4096 characters; ``silent`` sends it without sound; ``markup`` is the inline keyboard
+    as JSON ("" = none); ``created_ms`` epoch ms UTC."""
+
+    id: int
+    chat_id: int
+    category: str
+    body: str
+    silent: bool
+    created_ms: int
+    markup: str = ""
+
+
+class OutboxRepository(_Repository):
+    """The notification outbox: critical messages are stored before sending, deleted once sent,
+    and re-sent in insertion order after a restart (SPEC T-4)."""
+
+    async def add(self, chat_id: int, category: str, body: str, silent: bool, created_ms: int,
+                  markup: str = "") -> int:
+        """Store one message; returns its id (ids grow in insertion order)."""
+        async with self._db.transaction():
+            await self._db.execute(
+                "INSERT INTO notification_outbox (chat_id, category, body, silent, markup, created_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (chat_id, category, body, int(silent), markup or None, created_ms),
+            )
+            row = await self._db.fetchone("SELECT last_insert_rowid()")
+        assert row is not None
+        return int(row[0])
+
+    async def pending(self) -> list[OutboxMessage]:
+        """Every message not yet accepted by Telegram, oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT id, chat_id, category, body, silent, created_ms, markup FROM notification_outbox ORDER BY id"
+        )
+        return [OutboxMessage(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6] or "") for r in rows]
+
+    async def delete(self, message_id: int) -> None:
+        """Forget a message Telegram accepted (or one that can never be delivered)."""
+        await self._db.execute("DELETE FROM notification_outbox WHERE id = ?", (message_id,))

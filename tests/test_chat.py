@@ -7,6 +7,7 @@ view objects; end-to-end tests on the real stack live elsewhere.
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 from datetime import date, datetime, timezone
@@ -15,6 +16,7 @@ from itertools import count
 
 import pytest
 from aiogram.methods import (
+    SendDocument,
     AnswerCallbackQuery,
     EditMessageReplyMarkup,
     SendMessage,
@@ -366,6 +368,21 @@ async def test_daily_sends_report_and_png_chart_T5(dp, bot, session, trading, tm
     assert photo.photo.data.startswith(b"\x89PNG\r\n\x1a\n")
     assert (tmp_path / "out" / "daily-2024-03-01.png").read_bytes() == photo.photo.data
     assert session.requests.index(sent(session)[0]) < session.requests.index(photo)
+
+
+async def test_dailycsv_sends_the_days_trades_as_a_csv_document_T2(dp, bot, session, trading):
+    """T-2 /dailycsv: a CSV document with one row per closed trade of that day, at full
+    precision, whose net_pnl column sums to the report's net PnL; a bad date gets the usage."""
+    await dp.feed_update(bot, message_update("/dailycsv 2024-03-01"), trading=trading)
+    [document] = sent(session, SendDocument)
+    assert document.document.filename == "trades-2024-03-01.csv"
+    rows = list(csv.DictReader(io.StringIO(document.document.data.decode("utf-8"))))
+    report = await trading.daily_report(DAY)
+    assert [r["position_id"] for r in rows] == [t.position_id for t in report.trades]
+    assert sum(D(r["net_pnl"]) for r in rows) == report.net_pnl
+    assert document.caption == "2 trades closed on 2024-03-01 (UTC)"
+    await dp.feed_update(bot, message_update("/dailycsv yesterday"), trading=trading)
+    assert "Usage: /dailycsv [YYYY-MM-DD]" in texts(session)
 
 
 async def test_daily_without_trades_still_charts_T5(dp, bot, session):

@@ -100,10 +100,12 @@ async def test_acceptance_allowed_user_session_ends_with_confirmed_shutdown_T2_T
     stderr = (tmp_path / "stderr.txt").read_text()
     assert returncode == 0, stderr[-2000:]
     assert "Traceback" not in stderr and "TEST-TOKEN" not in stderr
-    assert texts()[-1] == SHUTDOWN_TEXT
+    assert texts()[-1] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={ALLOWED})"
+    assert texts()[-2].startswith("<b>Run summary</b>")  # L-2: the summary, then the shutdown message
+    assert texts()[0].startswith("<b>🚀 OptiFlow") and "Audit head" in texts()[0]  # L-1 build card first
     [(_, field, photo)] = [f for f in fake.files if f[0] == "sendphoto"]
     [photo_params] = [p for m, p in fake.calls if m == "sendphoto"]
-    assert photo_params["photo"] == f"attach://{field}" and str(photo_params["chat_id"]) == str(ALLOWED)
+    assert photo_params[field]["filename"].endswith(".png") and str(photo_params["chat_id"]) == str(ALLOWED)
     assert photo.startswith(PNG_MAGIC) and len(photo) > 1000
     with sqlite3.connect(db) as conn:  # the button's pause was persisted (SPEC R-7)
         paused = {row[0] for row in conn.execute("SELECT symbol FROM paused_symbols")}

@@ -104,7 +104,8 @@ async def test_m1_alert_once_per_incident_survives_restart_and_reopens_after_cle
 
 async def test_m1_log_errors_alert_reaches_chat_with_its_playbook_button(tmp_path, data_dir):
     """M-1: more than 5 ERROR lines in the last 10 min of the log raise one alert, sent to the
-    chat with the "📖 Playbook" button (T-6); older errors do not count."""
+    chat through the notifier as a critical message with the "📖 Playbook" button (T-4, T-6);
+    older errors do not count."""
     import io
     import logging
 
@@ -113,6 +114,7 @@ async def test_m1_log_errors_alert_reaches_chat_with_its_playbook_button(tmp_pat
     from bot.console import make_console_bot
     from bot.logbuffer import RingBufferHandler
     from bot.monitor_job import monitor_pass, send_alerts
+    from bot.notifier import Notifier
 
     runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
     buffer = RingBufferHandler()
@@ -127,9 +129,14 @@ async def test_m1_log_errors_alert_reaches_chat_with_its_playbook_button(tmp_pat
         assert await monitor_pass(runtime.service, buffer, wall + 11 * 60_000) == []  # outside the window
         [alert] = await monitor_pass(runtime.service, buffer, wall + 60_000)
         assert alert.kind == "LOG_ERRORS" and alert.playbook == "exchange_down"
-        await send_alerts(bot, [7], [alert])
+        notifier = Notifier(bot, runtime.store.outbox, [7])
+        await notifier.start()
+        await send_alerts(notifier, [alert])
+        assert len(await runtime.store.outbox.pending()) <= 1  # critical: kept until Telegram took it (T-4)
+        assert await notifier.close(10)
+        assert await runtime.store.outbox.pending() == []
         [message] = [r for r in bot.session.requests if isinstance(r, SendMessage)]
-        assert message.text == "⚠️ LOG_ERRORS: 6 errors in the recent log (> 5)"
+        assert message.text == "⚠️ LOG_ERRORS: 6 errors in the recent log (&gt; 5)"  # HTML, escaped (T-4)
         [[button]] = message.reply_markup.inline_keyboard
         assert button.text == "📖 Playbook: Exchange down"
         assert await monitor_pass(runtime.service, buffer, wall + 90_000) == []  # once per incident

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -55,26 +56,43 @@ async def test_long_polling_answers_allowed_user_only(fake, tmp_path, data_dir):
 
 
 async def test_optiflow_run_over_telegram_and_sigint_shuts_down_cleanly(fake, tmp_path):
-    """`optiflow run` with a token: sets the command menu, answers over long polling, and on
-    SIGINT stops, persists and exits 0 (SPEC L-2)."""
+    """`optiflow run` with a token: sends the build card (L-1, also in the log), sets the
+    command menu, answers over long polling, notifies trades (T-4), and on SIGINT stops,
+    persists, posts the run summary and "🛑 Bot shutting down…" LAST, and exits 0 (SPEC L-2)."""
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": "123456:TEST-TOKEN", "TELEGRAM_API_BASE": fake.base,
-           "TELEGRAM_ALLOWED_USER_IDS": str(ALLOWED), "OPTIFLOW_DB_PATH": str(tmp_path / "run.db")}
+           "TELEGRAM_ALLOWED_USER_IDS": str(ALLOWED), "OPTIFLOW_DB_PATH": str(tmp_path / "run.db"),
+           "OPTIFLOW_LOG_LEVEL": "INFO"}
     fake.queue_text(ALLOWED, "/open")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "run", "--speed", "max", env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
+
+    def answered_open() -> bool:
+        return any(t.startswith("Open positions") or t.startswith("No open positions") for t in fake.texts_to(ALLOWED))
+
     try:
-        await asyncio.wait_for(fake.sent.wait(), timeout=90)
+        async def wait_open():
+            while not answered_open():
+                await asyncio.sleep(0.1)
+        await asyncio.wait_for(wait_open(), timeout=90)
         process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     finally:
         if process.returncode is None:
             process.kill()
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    assert "Traceback" not in stderr.decode()
-    assert "TEST-TOKEN" not in stderr.decode()  # secrets never reach the logs
+    log = stderr.decode()
+    assert process.returncode == 0, log[-2000:]
+    assert "Traceback" not in log
+    assert "TEST-TOKEN" not in log  # secrets never reach the logs
+    assert "build card: 🚀 OptiFlow" in log and "build card: Mode: PAPER" in log
     methods = [m for m, _ in fake.calls]
-    assert "setmycommands" in methods
-    assert any(t.startswith("Open positions") or t.startswith("No open positions") for t in fake.texts_to(ALLOWED))
+    assert "setmycommands" in methods and "deletewebhook" in methods
+    texts = fake.texts_to(ALLOWED)
+    assert texts[0].startswith("<b>🚀 OptiFlow")
+    assert texts[-1] == "🛑 Bot shutting down… (SIGINT)", log[-3000:]
+    assert texts[-2].startswith("<b>Run summary</b>")
     assert Path(tmp_path / "run.db").stat().st_size > 0
+    with sqlite3.connect(tmp_path / "run.db") as db:
+        # The build card, summary and shutdown message were accepted (deleted from the outbox).
+        assert db.execute("SELECT COUNT(*) FROM notification_outbox WHERE category = 'lifecycle'").fetchone()[0] == 0

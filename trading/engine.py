@@ -965,6 +965,20 @@ class Engine:
         self._set_risk_state(replace(state, halted_reason=""))
         return state.halted_reason
 
+    async def cancel_working_orders(self, *, keep_protection: bool = True) -> int:
+        """Cancel this process's working orders at shutdown (SPEC L-2): pending entries and
+        ladder additions always; reduce-only stops and take-profits only when
+        ``keep_protection`` is False (an open position keeps its exchange stop otherwise).
+        Returns how many orders were cancelled."""
+        await self.cancel_pending_entries()
+        cancelled = 0
+        for order in list(self.open_orders.values()):
+            if order.reduce_only and keep_protection:
+                continue
+            await self._cancel(order)
+            cancelled += 1
+        return cancelled
+
     async def cancel_pending_entries(self) -> None:
         """Cancel entry orders that have not filled yet (end of a backtest, shutdown)."""
         for key, pending in list(self._pending.items()):

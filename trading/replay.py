@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from decimal import Decimal
 from time import perf_counter
 
@@ -45,6 +46,18 @@ class ReplayResult:
 Flush = Callable[[], Awaitable[None]]
 
 
+class ClockHook(Protocol):
+    """Something that must run when the replay clock reaches ``next_due_ms`` (epoch ms UTC),
+    e.g. the daily report at simulated day boundaries (SPEC T-5). The replay persists every
+    buffered event first, so the hook sees the state up to that time; ``due`` moves
+    ``next_due_ms`` forward."""
+
+    next_due_ms: int
+
+    async def due(self, now_ms: int) -> None:
+        """Run for the replay clock at ``now_ms``."""
+
+
 async def run_replay(
     *,
     engine: Engine,
@@ -59,6 +72,7 @@ async def run_replay(
     durable: bool | None = None,
     stop: asyncio.Event | None = None,
     on_frame: Callable[[float], None] | None = None,
+    clock_hook: ClockHook | None = None,
 ) -> ReplayResult:
     """Replay ``sources`` through ``engine``.
 
@@ -74,6 +88,7 @@ async def run_replay(
         on_frame: called with the wall time (ms) the engine spent on each timestamp's candles
             (fills, funding, signals, exits; not the pacing sleep) — the loop timings of
             /runtime (SPEC T-2). None = not measured.
+        clock_hook: run (after a flush) each time the replay clock reaches its ``next_due_ms``.
     """
     stamps: set[int] = set()
     for source in sources:
@@ -96,6 +111,10 @@ async def run_replay(
             await _flush(buffer, flush, last_open)
             return ReplayResult(candles, last_open, True)
         warm = resume_after_ms is not None and ts <= resume_after_ms
+        if not warm and clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
+            # Every candle that closed by now is processed: persist it, then run the hook.
+            await _flush(buffer, flush, last_open)
+            await clock_hook.due(clock.current_ms)
         started = perf_counter() if on_frame is not None and not warm else 0.0
         if not warm:
             clock.current_ms = ts
@@ -149,6 +168,8 @@ async def run_replay(
         if frame_seconds is not None:
             await asyncio.sleep(frame_seconds)
     await _flush(buffer, flush, last_open)
+    if clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
+        await clock_hook.due(clock.current_ms)
     return ReplayResult(candles, last_open, False)
 
 
