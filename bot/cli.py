@@ -209,7 +209,8 @@ def make_telegram_bot(settings):
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
-async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_buffer=None, setup_jobs=None) -> int:
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_buffer=None, setup_jobs=None, *,
+                        trading=None, mode: str = "paper", exchange: str | None = None) -> int:
     """Long polling plus the outgoing side: notifier (T-4), scheduled daily report (T-5), build
     card (L-1) and the graceful shutdown (L-2). Returns 0 after the shutdown message, 1 after
     a crash (its message sent first).
@@ -219,7 +220,12 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     ``notifier.notify(Category.ALERT, text, reply_markup=playbook_button)`` (M-1, O-5).
     ``dp["request_shutdown"]`` and ``dp["notifier"]`` reach handlers by those names. The
     monitor (M-1) runs every minute and sends each new alert once, as a critical message with
-    its playbook button (T-6); ``log_buffer`` gives it the recent log errors."""
+    its playbook button (T-6); ``log_buffer`` gives it the recent log errors.
+
+    ``trading(stop, clock_hook)`` returns the coroutine that trades until ``stop`` is set:
+    None = the paper replay of ``runtime`` at ``args.speed`` (the daily report at simulated
+    midnights); otherwise demo/live on the exchange (the daily report at wall-clock midnight in
+    the report zone), with ``mode`` and ``exchange`` shown on the build card."""
     from bot.app import BOT_COMMANDS
     from bot.lifecycle import Lifecycle, close_with_timeout
     from bot.monitor_job import monitor_job
@@ -239,14 +245,22 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret):
         if secret is not None:
             secrets.append(secret.get_secret_value())
-    lifecycle = Lifecycle(runtime, notifier, flatten=settings.optiflow_flatten_on_shutdown, secrets=secrets)
+    lifecycle = Lifecycle(runtime, notifier, flatten=settings.optiflow_flatten_on_shutdown, secrets=secrets,
+                          mode=mode, **({"exchange": exchange} if exchange else {}))
     dp["request_shutdown"] = lifecycle.request_shutdown
     dp["notifier"] = notifier
     jobs = Jobs()
     # T-5 in replay: the report follows the simulated clock; at --speed max the replay is a
     # fast-forward (a backtest), so the trader asks /daily instead of getting one per day.
     report = DailyReport(runtime.service, notifier, settings.report_zone())
-    hook = ReplayDayBoundary(report, runtime.clock.now_ms()) if args.speed is not None else None
+    hook = None
+    if trading is None:
+        hook = ReplayDayBoundary(report, runtime.clock.now_ms()) if args.speed is not None else None
+
+        def trading(stop, clock_hook):
+            return runtime.replay(speed=args.speed, stop=stop, clock_hook=clock_hook)
+    else:
+        jobs.add_daily_report(report)  # demo/live: 00:00 in OPTIFLOW_REPORT_TZ
     jobs.add_interval("monitor", 60, monitor_job(runtime.service, notifier, log_buffer))  # M-1
     if setup_jobs is not None:
         setup_jobs(jobs, notifier)
@@ -256,7 +270,7 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
         await notifier.start()
         await lifecycle.announce_start()
         jobs.start()
-        replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop, clock_hook=hook))
+        replay = asyncio.create_task(trading(stop, hook))
         replay.add_done_callback(lifecycle.watch)
         await bot.delete_webhook(drop_pending_updates=False)
         await bot.set_my_commands(BOT_COMMANDS)
