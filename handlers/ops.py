@@ -21,6 +21,7 @@ from handlers.stats import parse_count
 from keyboards.pause import packed, symbol_labels
 from keyboards.playbook import PlaybookActionCb, PlaybookCb, playbook_keyboard, playbooks_keyboard
 from keyboards.positions import ClosePositionCb
+from trading.errors import OptiFlowError
 from trading.playbooks import PLAYBOOKS, find_playbook
 
 if TYPE_CHECKING:
@@ -82,6 +83,14 @@ async def on_playbook_action(
                 builder.button(text=f"❌ Close {labels[symbol]}", callback_data=packed(ClosePositionCb(symbol=symbol)))
             builder.adjust(2)
             await message.answer(text="Which symbol? (a confirm follows)", reply_markup=builder.as_markup())
+    elif action in trading.exchange_actions:  # demo/live: place stops again, reconcile now (O-5, O-6)
+        callback_answer.text = "Running…"
+        try:
+            result = await trading.exchange_actions[action]()
+        except OptiFlowError as exc:  # the exchange refused or is down: say why, keep the bot up
+            result = f"{action.replace('_', ' ').capitalize()} failed: {exc}"
+        if message is not None:
+            await message.answer(text=result, parse_mode=None)
     elif action in NOT_IN_PAPER and trading.mode == "paper":
         callback_answer.text = "Not available in paper mode"
         if message is not None:

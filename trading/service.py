@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -88,6 +88,9 @@ class TradingService:
         self.feed_state = "starting"  # set by the runtime: "replaying", "replay finished", ...
         self.feed_stale = False  # set by the runtime when the market feed stops moving (M-1)
         self.loop_timings = LoopTimings()  # fed by the candle loop (replay ``on_frame``)
+        # Playbook actions that need a real exchange (T-6: "REPLACE_STOPS", "RECONCILE"): the
+        # demo/live runtime registers them; each returns a one-line result for the chat.
+        self.exchange_actions: dict[str, Callable[[], Awaitable[str]]] = {}
 
     # ------------------------------------------------------------ symbols
     def symbols(self) -> tuple[str, ...]:
