@@ -138,12 +138,15 @@ class FakeBinance:
     trades: list[Trade] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self.raw_markets = load_ccxt_markets(self.data_dir)
+        self.raw_markets = _cached("markets", self.data_dir, lambda: load_ccxt_markets(self.data_dir))
         self._by_id = {m["id"]: m for m in self.raw_markets.values() if m.get("linear") and m.get("swap")}
         markets = {s: market_from_ccxt(self.raw_markets[s]) for s in self.symbols}
         self.clock = ReplayClock()
         self.sim = SimulatedExchange(markets, self.balance, self.slippage_pct, self.clock)
-        self.series: dict[str, CandleSeries] = {s: load_candles(self.data_dir, s, self.timeframe) for s in self.symbols}
+        self.series: dict[str, CandleSeries] = {
+            s: _cached(f"{s}|{self.timeframe}", self.data_dir, lambda s=s: load_candles(self.data_dir, s, self.timeframe))
+            for s in self.symbols
+        }
         self.index = self.start_index - 1  # index of the current (last closed) candle
         self._records: dict[str, _Record] = {}
         self._ids = itertools.count(1_000_001)
@@ -699,6 +702,17 @@ class FakeBinance:
         return {"ipRestrict": False, "createTime": 0, "enableReading": True, "enableFutures": self.can_trade,
                 "enableWithdrawals": False, "enableSpotAndMarginTrading": False, "enableMargin": False,
                 "enableInternalTransfer": False, "permitsUniversalTransfer": False, "enableVanillaOptions": False}
+
+
+_CACHE: dict = {}
+
+
+def _cached(key: str, data_dir: Path, load):
+    """Bundled files are read once per test session (they never change)."""
+    full = (key, str(data_dir))
+    if full not in _CACHE:
+        _CACHE[full] = load()
+    return _CACHE[full]
 
 
 def _run_sync(coro):

@@ -37,7 +37,7 @@ async def fake():
 
 @pytest.fixture
 async def adapter(fake):
-    ex = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url, timeout_ms=250)
+    ex = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url, timeout_ms=250, rate_limit_ms=1)
     await ex.load_markets()
     yield ex
     await ex.close()

@@ -137,7 +137,8 @@ class CcxtExchange:
         api_base: test/self-hosted base URL replacing every REST URL (loopback fake in tests);
         stop_working_type: ``MARK_PRICE`` or ``CONTRACT_PRICE`` for stops (SPEC O-3);
         timeout_ms: per-request timeout; quote: the quote / settle coin (SPEC S-4, see
-        :func:`resolve_quote`).
+        :func:`resolve_quote`); rate_limit_ms: ccxt's ``rateLimit`` (ms per unit of request
+        weight; None keeps ccxt's exchange default — tests against the loopback fake lower it).
     Raises:
         ConfigError: unknown exchange, or sandbox mode requested for Binance futures.
     """
@@ -155,6 +156,7 @@ class CcxtExchange:
         stop_working_type: str = "MARK_PRICE",
         timeout_ms: int = 10_000,
         quote: str = "USDT",
+        rate_limit_ms: int | None = None,
         client: Any | None = None,
     ) -> None:
         resolved = EXCHANGE_IDS.get(exchange_id)
@@ -175,6 +177,8 @@ class CcxtExchange:
         config: dict[str, Any] = {
             "enableRateLimit": True, "timeout": timeout_ms, "options": options,
         }
+        if rate_limit_ms is not None:
+            config["rateLimit"] = rate_limit_ms  # ms per request weight (ccxt's throttle stays on)
         if api_key:
             config["apiKey"] = api_key
         if secret:

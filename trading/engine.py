@@ -995,3 +995,98 @@ class Engine:
     def pending_entries(self) -> int:
         """Entries sent but not filled yet."""
         return len(self._pending)
+
+    # ------------------------------------------------- live order path (SPEC O-5, O-6)
+    async def submit_entry(self, bot: str, symbol: str, side: Side, contracts: Decimal) -> Order | None:
+        """Send a market entry of ``contracts`` (already at step size) for ``bot`` outside the
+        strategy (operator smoke test, SPEC O-3); brackets follow when it fills. Returns the
+        accepted order, or None when the exchange rejected it (recorded with the reason)."""
+        now = self.clock.now_ms()
+        leverage = self.bots[bot].profile.leverage
+        intent_id = f"{bot}|{symbol}|{now}"
+        order = entry_order(env=self.env, bot=bot, symbol=symbol, side=side, intent_id=intent_id,
+                            contracts=contracts, now_ms=now)
+        accepted = await self._place(order)
+        if accepted is not None:
+            self._pending[(bot, symbol)] = _PendingEntry(intent_id, side, accepted, leverage)
+        return accepted
+
+    async def close_position(self, bot: str, symbol: str, reason: ExitReason = ExitReason.MANUAL) -> Order | None:
+        """Send a reduce-only market close for the open position of ``bot`` on ``symbol``."""
+        position = self.positions.get((bot, symbol))
+        return None if position is None else await self._close_at_market(position, reason)
+
+    def tracked_order(self, client_order_id: str) -> Order | None:
+        """The open order this engine tracks under ``client_order_id``, if any."""
+        return self.open_orders.get(client_order_id)
+
+    def forget_order(self, client_order_id: str, status: OrderStatus, reason: str = "") -> None:
+        """Drop an order the exchange no longer holds open (canceled, rejected or never
+        accepted, SPEC O-5); a pending entry is dropped with it."""
+        order = self.open_orders.pop(client_order_id, None)
+        if order is None:
+            return
+        if order.leg is OrderLeg.ENTRY:
+            pending = self._pending.get((order.bot, order.symbol))
+            if pending is not None and pending.order.client_order_id == client_order_id:
+                del self._pending[(order.bot, order.symbol)]
+        self.sink.emit(OrderUpdated(replace(order, status=status, reason=reason, updated_ms=self.clock.now_ms())))
+
+    def stop_of(self, bot: str, symbol: str) -> Order | None:
+        """The stop-loss order tracked for ``bot``'s position on ``symbol``, if any."""
+        for order in self.open_orders.values():
+            if order.bot == bot and order.symbol == symbol and order.leg is OrderLeg.STOP_LOSS:
+                return order
+        return None
+
+    async def ensure_stop(self, bot: str, symbol: str) -> None:
+        """SPEC O-6 / R-10: place the position's stop again for its current size; if that is
+        rejected the position is closed at market and a NO_STOP alert is raised."""
+        position = self.positions.get((bot, symbol))
+        if position is not None:
+            await self._replace_stop(position, self.markets[symbol], self.clock.now_ms())
+
+    async def repair_position(self, bot: str, symbol: str, signed_contracts: Decimal, entry_price: Decimal) -> None:
+        """SPEC O-5: make the local position of ``bot`` on ``symbol`` match the exchange's
+        (signed contracts, entry price in quote; 0 = flat). A position found only on the
+        exchange is adopted with a stop; one gone from the exchange is closed locally at the
+        last mark; a size difference moves the stop to the exchange's size."""
+        key = (bot, symbol)
+        position = self.positions.get(key)
+        now = self.clock.now_ms()
+        market = self.markets[symbol]
+        if signed_contracts == 0:
+            if position is None:
+                return
+            mark = self.mark_price(symbol) or position.entry_price
+            fill = Fill(f"reconcile|{position.position_id}", bot, symbol, position.side.exit_order_side,
+                        OrderLeg.CLOSE, position.contracts, mark, ZERO, now)
+            self.sink.emit(Alert("RECONCILED", bot, symbol, "position closed on the exchange; booked at the last mark"))
+            await self._reduce_position(position, fill)
+            return
+        side = Side.LONG if signed_contracts > 0 else Side.SHORT
+        contracts = abs(signed_contracts)
+        if position is not None and position.side is side and position.contracts == contracts:
+            return
+        if position is not None and position.side is not side:
+            await self.repair_position(bot, symbol, ZERO, entry_price)
+            position = None
+        if position is None:
+            profile = self.bots[bot].profile
+            levels = fixed_targets(entry_price, side, profile.take_profit_1_pct, profile.take_profit_2_pct,
+                                   profile.stop_loss_pct)
+            position = Position(
+                position_id=f"{bot}|{symbol}|{now}|adopted", bot=bot, symbol=symbol, side=side,
+                contracts=contracts, initial_contracts=contracts, entry_price=entry_price, opened_ms=now,
+                stop_loss=floor_price(market, levels.stop_loss), take_profit_1=floor_price(market, levels.take_profit_1),
+                take_profit_2=floor_price(market, levels.take_profit_2), leverage=profile.leverage,
+                tp1_done=True,
+            )
+            self._pending.pop(key, None)
+            self.sink.emit(Alert("RECONCILED", bot, symbol, f"position of {contracts} found on the exchange; adopted"))
+        else:
+            position = replace(position, contracts=contracts, initial_contracts=max(position.initial_contracts, contracts))
+        self.positions[key] = position
+        self.held_symbols.add(symbol)
+        self.sink.emit(PositionChanged(position))
+        await self._replace_stop(position, market, now)

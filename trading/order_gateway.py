@@ -142,6 +142,14 @@ class OrderGateway:
         """One order by client order id (retried). Raises OrderNotFound when unknown."""
         return await self._retrying(lambda: self.exchange.fetch_order(client_order_id, symbol))
 
+    async def fetch_positions(self) -> list:
+        """The exchange's open positions (retried)."""
+        return await self._retrying(self.exchange.fetch_positions)
+
+    async def load_time_difference(self) -> None:
+        """Resync the clock offset (retried)."""
+        await self._retrying(self.exchange.load_time_difference)
+
     def spread_pct(self, symbol: str, price: float) -> float | None:
         """The adapter's cached spread (SPEC F-1)."""
         return self.exchange.spread_pct(symbol, price)

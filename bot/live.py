@@ -1,0 +1,154 @@
+"""Composition of demo / live trading (SPEC S-1, O-2, O-5, O-6, L-3): the ccxt adapter behind the
+order gateway, the engine restored from SQLite, then reconciled with the exchange before any
+entry. Paper mode never comes here (``bot.runtime.PaperRuntime``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from bot.persister import Persister
+from storage import Storage
+from trading.ccxt_exchange import CcxtExchange, resolve_quote, unified_symbol
+from trading.config import TradingConfig
+from trading.engine import HOUR_MS, Engine
+from trading.errors import ConfigError, UnknownSymbol
+from trading.events import EventBuffer
+from trading.models import Order
+from trading.order_gateway import OrderGateway, Sleep
+from trading.ports import Clock
+from trading.reconcile import FillTracker, Reconciler, ReconcileReport, StopVerifier, Supervisor
+
+
+class WallClock:
+    """The wall clock, epoch ms UTC."""
+
+    def now_ms(self) -> int:
+        """Current wall time, epoch ms UTC."""
+        return int(time.time() * 1000)
+
+
+def make_exchange(settings, mode: str, *, timeout_ms: int = 10_000) -> CcxtExchange:
+    """The ccxt adapter for ``mode`` from settings (keys from SecretStr, never printed).
+
+    Raises:
+        ConfigError: keys missing (names the variables, never their values).
+    """
+    if settings.binance_api_key is None or settings.binance_api_secret is None:
+        raise ConfigError(f"{mode} mode needs BINANCE_API_KEY and BINANCE_API_SECRET")
+    return CcxtExchange(
+        exchange_id=settings.optiflow_exchange,
+        mode=mode,  # type: ignore[arg-type]
+        api_key=settings.binance_api_key.get_secret_value(),
+        secret=settings.binance_api_secret.get_secret_value(),
+        api_base=settings.exchange_api_base,
+        quote=resolve_quote(mode, settings.optiflow_quote),
+        timeout_ms=timeout_ms,
+    )
+
+
+def requote(config: TradingConfig, quote: str) -> TradingConfig:
+    """SPEC S-4: every bot's symbols on the resolved quote coin (``XRP/USDT:USDT`` →
+    ``XRP/USDC:USDC`` when the quote is USDC)."""
+    bots = []
+    for bot in config.bots:
+        symbols = tuple(unified_symbol(s.split("/")[0], quote) for s in bot.symbols)
+        bots.append(bot.model_copy(update={"symbols": symbols}))
+    account = config.account.model_copy(update={"quote": quote})
+    return config.model_copy(update={"bots": tuple(bots), "account": account})
+
+
+@dataclass(slots=True)
+class LiveRuntime:
+    """Engine + gateway + reconciliation over one SQLite file (built by :meth:`build`)."""
+
+    config: TradingConfig
+    store: Storage
+    exchange: CcxtExchange
+    gateway: OrderGateway
+    engine: Engine
+    buffer: EventBuffer
+    persister: Persister
+    supervisor: Supervisor
+    first_report: ReconcileReport
+
+    @classmethod
+    async def build(
+        cls,
+        *,
+        config: TradingConfig,
+        db_path: Path,
+        exchange: CcxtExchange,
+        env: str,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        rng=None,
+    ) -> "LiveRuntime":
+        """Load markets, restore the saved state, start the engine and reconcile (L-3: before
+        any entry). ``sleep`` / ``rng`` / ``clock`` are injected by tests.
+
+        Raises:
+            UnknownSymbol: a configured symbol is not listed; ExchangeError: the exchange could
+            not be reached after retries; StorageError.
+        """
+        clock = clock or WallClock()
+        store = await Storage.open(db_path)
+        try:
+            async def record(order: Order) -> None:
+                async with store.transaction():  # SPEC O-2: stored before it is sent
+                    await store.orders.upsert(order)
+
+            kwargs = {"record": record}
+            if sleep is not None:
+                kwargs["sleep"] = sleep
+            if rng is not None:
+                kwargs["rng"] = rng
+            gateway = OrderGateway(exchange, **kwargs)
+            all_markets = await gateway.load_markets()
+            markets = {}
+            for symbol in config.all_symbols():
+                if symbol not in all_markets:
+                    raise UnknownSymbol(f"{symbol} is not listed on {exchange.exchange_id}")
+                markets[symbol] = all_markets[symbol]
+            buffer = EventBuffer()
+            engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=env)
+            recent = await store.fills.list(since_ms=clock.now_ms() - HOUR_MS)
+            engine.restore(
+                account=await store.account.get(), positions=await store.positions.list_open(),
+                open_orders=await store.orders.list_open(),
+                risk_states=[s for s in [await store.risk.get(b.name) for b in config.bots] if s],
+                paused={b.name: await store.pauses.list(b.name) for b in config.bots},
+                blacklist=await store.blacklist.list(), closed_trades=await store.positions.count_closed(),
+                recent_fills=recent,
+            )
+            await engine.start()
+            verifier = StopVerifier(engine, gateway)
+            tracker = FillTracker(engine, gateway, verifier)
+            reconciler = Reconciler(engine, gateway, tracker, verifier)
+            supervisor = Supervisor(tracker, verifier, reconciler)
+            persister = Persister(store, buffer)
+            first = await reconciler.run()  # SPEC L-3: reconcile before any new entry
+            supervisor._next_reconcile_ms = clock.now_ms() + 30_000
+            await persister.flush()
+        except BaseException:
+            await store.close()
+            raise
+        return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first)
+
+    async def tick(self, now_ms: int) -> ReconcileReport | None:
+        """Poll fills, verify stops, reconcile when due, then persist the events."""
+        report = await self.supervisor.tick(now_ms)
+        await self.persister.flush()
+        return report
+
+    async def close(self, *, flush: bool = True) -> None:
+        """Persist (unless simulating a kill), close the database and the ccxt session."""
+        try:
+            if flush:
+                await self.persister.flush()
+        finally:
+            await self.store.close()
+            await self.exchange.close()
+
