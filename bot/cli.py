@@ -3,6 +3,8 @@
 ``optiflow run``: paper mode on a replay of the bundled real candles; the chat runs over Telegram
 when ``TELEGRAM_BOT_TOKEN`` is set, otherwise in this terminal. ``optiflow backtest``: the same
 engine as fast as possible over a window, then a result table, a trades CSV and a chart PNG.
+``optiflow check`` / ``optiflow smoke``: pre-flight and a round trip on the exchange in demo, or
+live with ``--live`` (SPEC O-7, S-1; see ``bot.preflight``).
 Invalid options or config print one line naming the problem and exit 2, never a traceback.
 """
 
@@ -72,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     backtest.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     backtest.add_argument("--out", type=Path, help="output folder for the CSV and PNG (default OPTIFLOW_OUTPUT_DIR/backtest)")
+    check = sub.add_parser("check", parents=[common], help="pre-flight against the exchange (demo, or live with --live)")
+    check.add_argument("--live", action="store_true", help="check the real-money account (needs API keys)")
+    smoke = sub.add_parser("smoke", parents=[common], help="open → brackets → verify → close on the exchange")
+    smoke.add_argument("--symbol", required=True, help="symbol, e.g. XRP or XRP/USDT:USDT")
+    smoke.add_argument("--notional", type=Decimal, default=Decimal(10), help="entry notional in quote (default 10)")
+    smoke.add_argument("--live", action="store_true", help="trade real money (needs API keys)")
+    smoke.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step (default 60)")
     return parser
 
 
@@ -324,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``optiflow`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler = _run if args.command == "run" else _backtest
+    from bot.preflight import check_command, smoke_command
+
+    handler = {"run": _run, "backtest": _backtest, "check": check_command, "smoke": smoke_command}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:

@@ -176,8 +176,21 @@ class FakeBinance:
             self.advance()
         return self.base_url
 
+    def start_auto(self, interval_s: float) -> None:
+        """Advance one candle every ``interval_s`` seconds of wall time (for CLI tests that run
+        the bot's own loop); :meth:`stop` ends it."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                self.advance()
+
+        self._auto = asyncio.get_running_loop().create_task(loop())
+
     async def stop(self) -> None:
         """Stop serving (stalled replies are released)."""
+        if getattr(self, "_auto", None) is not None:
+            self._auto.cancel()
         self._stop.set()
         if self._runner is not None:
             await self._runner.cleanup()
