@@ -96,9 +96,12 @@ class LiveRuntime:
         clock = clock or WallClock()
         store = await Storage.open(db_path)
         try:
-            async def record(order: Order) -> None:
+            async def record(order: Order) -> bool:
                 async with store.transaction():  # SPEC O-2: stored before it is sent
+                    if await store.orders.get(order.client_order_id) is not None:
+                        return True
                     await store.orders.upsert(order)
+                return False
 
             kwargs = {"record": record}
             if sleep is not None:

@@ -160,6 +160,8 @@ class FakeBinance:
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self.stalled = 0
+        self.duplicate_rejections = 0  # orders sent again under an id already used (-4116)
+        self.duplicate_ids: list[str] = []
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> str:
@@ -494,6 +496,8 @@ class FakeBinance:
         if not cid:
             raise BinanceReject(-1102, "Mandatory parameter 'newClientOrderId' was not sent.")
         if cid in self._records:
+            self.duplicate_rejections += 1
+            self.duplicate_ids.append(cid)
             raise BinanceReject(-4116, "ClientOrderId is duplicated.")
         if not self.can_trade:
             raise BinanceReject(-2015, "Invalid API-key, IP, or permissions for action.", http=401)

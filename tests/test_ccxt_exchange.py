@@ -189,6 +189,7 @@ async def test_o2_order_is_recorded_before_it_is_sent(fake, adapter):
 
     async def record(order):
         seen.append((order.client_order_id, fake.requests["POST /fapi/v1/order"]))
+        return False
 
     gateway = OrderGateway(adapter, record=record, sleep=SimSleep())
     order = _entry("rec")

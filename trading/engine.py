@@ -227,7 +227,7 @@ class Engine:
             self.held_symbols.add(position.symbol)
         for order in open_orders:
             self.open_orders[order.client_order_id] = order
-            if order.leg is OrderLeg.ENTRY:
+            if order.leg is OrderLeg.ENTRY and order.filled == 0:  # a partly filled one has its position
                 side = Side.LONG if order.side.value == "buy" else Side.SHORT
                 intent_id = f"{order.bot}|{order.symbol}|{order.created_ms}"
                 leverage = self.bots[order.bot].profile.leverage
@@ -842,7 +842,8 @@ class Engine:
                              contracts=position.contracts, trigger_price=position.stop_loss, now_ms=now)
         placed = await self._place(stop)
         for order in old:
-            await self._cancel(order)
+            if order.client_order_id != stop.client_order_id:  # the same event placed it already (O-2)
+                await self._cancel(order)
         if placed is None:
             self.sink.emit(Alert("NO_STOP", position.bot, position.symbol,
                                  f"stop-loss re-placement rejected; closing {position.symbol} at market"))
@@ -1014,11 +1015,19 @@ class Engine:
     async def close_position(self, bot: str, symbol: str, reason: ExitReason = ExitReason.MANUAL) -> Order | None:
         """Send a reduce-only market close for the open position of ``bot`` on ``symbol``."""
         position = self.positions.get((bot, symbol))
-        return None if position is None else await self._close_at_market(position, reason)
+        if position is None or self._close_in_flight(bot, symbol):
+            return None
+        return await self._close_at_market(position, reason)
 
     def tracked_order(self, client_order_id: str) -> Order | None:
         """The open order this engine tracks under ``client_order_id``, if any."""
         return self.open_orders.get(client_order_id)
+
+    def track_partial(self, order: Order) -> None:
+        """Keep a partly filled order tracked, with its ``filled`` / ``average`` so far (persisted
+        with the fill, so a restart books only the growth, SPEC O-5)."""
+        self.open_orders[order.client_order_id] = order
+        self.sink.emit(OrderUpdated(order))
 
     def forget_order(self, client_order_id: str, status: OrderStatus, reason: str = "") -> None:
         """Drop an order the exchange no longer holds open (canceled, rejected or never

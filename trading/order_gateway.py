@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[None]]
-Record = Callable[[Order], Awaitable[None]]
+Record = Callable[[Order], Awaitable[bool]]
 
 
 class OrderGateway:
@@ -51,7 +51,8 @@ class OrderGateway:
     Args:
         exchange: the adapter (needs the port methods plus ``fetch_order`` and
             ``load_time_difference``);
-        record: awaited with each order before it is first sent (persist it, SPEC O-2);
+        record: awaited with each order before it is sent (persist it, SPEC O-2); returns True
+            when that client order id was recorded before (the order is then looked up first);
         sleep: ``asyncio.sleep`` or a test clock's; rng: jitter source;
         max_attempts: tries per operation (first try included); base_delay_s / max_delay_s:
             back-off bounds in seconds; max_retry_after_s: cap on a Retry-After wait.
@@ -167,7 +168,8 @@ class OrderGateway:
     async def create_order(self, order: Order) -> Order:
         """Place ``order`` exactly once (SPEC O-2), under the symbol lock (O-8).
 
-        The order is recorded before the first send. An unknown outcome (timeout, network error,
+        The order is recorded before the first send; an id recorded before is looked up before
+        anything is sent. An unknown outcome (timeout, network error,
         5xx) or a "duplicated" reply is resolved by looking the order up by client order id; it is
         sent again only if the exchange does not know it.
 
@@ -177,8 +179,12 @@ class OrderGateway:
                 (SPEC O-5) settles it from the exchange.
         """
         async with self.lock(order.symbol):
-            if self._record is not None:
-                await self._record(order)
+            if self._record is not None and await self._record(order):
+                # Sent before (a retry, or a restart after a kill): look before sending again.
+                self.stats["lookup_before_resend"] += 1
+                found = await self._lookup(order)
+                if found is not None:
+                    return found
             attempt = 0
             while True:
                 try:

@@ -19,7 +19,7 @@ its small public methods only.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from trading.engine import Engine
@@ -37,6 +37,9 @@ RECONCILE_EVERY_MS = 30_000  # SPEC O-5
 class FillTracker:
     """Books the fills of tracked orders (SPEC O-5 "missed fills are booked").
 
+    A partly filled order stays tracked with its ``filled`` and ``average`` updated (persisted
+    with the fill, so a restart resumes from what was booked); each poll books only the growth.
+
     Args: engine; gateway (``OrderGateway`` or any port with ``fetch_order``); verifier to
     schedule the O-6 check after entries (optional).
     """
@@ -44,7 +47,6 @@ class FillTracker:
     engine: Engine
     gateway: object
     verifier: "StopVerifier | None" = None
-    _booked: dict[str, tuple[Order, Decimal, Decimal]] = field(default_factory=dict)  # cid → (order, contracts, value)
 
     async def poll(self) -> int:
         """Look for new fills; returns how many were booked.
@@ -53,60 +55,58 @@ class FillTracker:
             ExchangeError: the exchange could not be read (the next poll tries again).
         """
         engine = self.engine
-        watched: dict[str, Order] = {o.client_order_id: o for o in engine.open_orders.values()}
-        for cid, (order, _, _) in self._booked.items():
-            watched.setdefault(cid, order)
+        watched = list(engine.open_orders.values())
         if not watched:
             return 0
-        symbols = sorted({o.symbol for o in watched.values()})
-        open_ids: set[str] = set()
         open_by_id: dict[str, Order] = {}
-        for symbol in symbols:
+        for symbol in sorted({o.symbol for o in watched}):
             for order in await self.gateway.fetch_open_orders(symbol):
-                open_ids.add(order.client_order_id)
                 open_by_id[order.client_order_id] = order
         booked = 0
-        for cid, local in watched.items():
+        for local in watched:
+            cid = local.client_order_id
+            if engine.tracked_order(cid) is None:
+                continue  # dropped meanwhile (a fill closed its position and cancelled it)
             remote = open_by_id.get(cid)
-            if remote is None or cid in self._booked or remote.filled > 0:
+            if remote is None or remote.filled > local.filled:
                 try:
                     remote = await self.gateway.fetch_order(cid, local.symbol)
                 except OrderNotFound:
-                    self._booked.pop(cid, None)
                     engine.forget_order(cid, OrderStatus.REJECTED, "not on the exchange")
                     continue
             booked += await self._book(local, remote)
         return booked
 
     async def _book(self, local: Order, remote: Order) -> int:
+        engine = self.engine
         cid = local.client_order_id
-        _, done, value = self._booked.get(cid, (local, Decimal(0), Decimal(0)))
+        done = local.filled
         booked = 0
         if remote.filled > done and remote.average is not None:
             increment = remote.filled - done
-            total_value = remote.filled * remote.average
-            price = (total_value - value) / increment
-            market = self.engine.markets[local.symbol]
+            value_before = done * (local.average or Decimal(0))
+            price = (remote.filled * remote.average - value_before) / increment
+            market = engine.markets[local.symbol]
             price = price.quantize(market.tick_size) if market.tick_size > 0 else price
             fee = increment * market.contract_size * price * market.taker_fee
             leg = local.leg
             if done > 0 and leg is OrderLeg.ENTRY:
                 leg = OrderLeg.ADD  # the rest of a partly filled entry grows the position
             fill = Fill(cid, local.bot, local.symbol, local.side, leg, increment, price, fee,
-                        remote.updated_ms or self.engine.clock.now_ms())
-            if done > 0:
-                self.engine.open_orders.pop(cid, None)
-            await self.engine.on_fill(fill)
+                        remote.updated_ms or engine.clock.now_ms())
+            log.info("fill booked: %s %s %s at %s (order filled %s of %s)", cid, leg.value, increment,
+                     price, remote.filled, local.amount)
+            try:
+                await engine.on_fill(fill)
+            finally:
+                if remote.status is OrderStatus.OPEN:
+                    # Still working: it stays tracked with what is booked so far.
+                    engine.track_partial(replace(local, filled=remote.filled, average=remote.average))
             booked = 1
-            done, value = remote.filled, total_value
-            if leg is OrderLeg.ENTRY and self.verifier is not None:
-                self.verifier.schedule(local.bot, local.symbol, self.engine.clock.now_ms())
-        if remote.status is OrderStatus.OPEN and done > 0:
-            self._booked[cid] = (local, done, value)
-        else:
-            self._booked.pop(cid, None)
-            if remote.status is not OrderStatus.OPEN and done == 0:
-                self.engine.forget_order(cid, remote.status, remote.reason)
+            if local.leg is OrderLeg.ENTRY and done == 0 and self.verifier is not None:
+                self.verifier.schedule(local.bot, local.symbol, engine.clock.now_ms())
+        elif remote.status is not OrderStatus.OPEN:
+            engine.forget_order(cid, remote.status, remote.reason or "closed on the exchange")
         return booked
 
 
