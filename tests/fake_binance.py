@@ -299,6 +299,18 @@ class FakeBinance:
         return [o for o in self.sim._orders.values() if o.status is OrderStatus.OPEN
                 and not o.client_order_id.endswith("#p") and (symbol is None or o.symbol == symbol)]
 
+    def plant_order(self, symbol: str, client_order_id: str, contracts: Decimal) -> None:
+        """An open conditional order the client does not know about (a leftover of an earlier
+        session whose database was lost): a TAKE_PROFIT_MARKET buy at half the last price."""
+        market = self.sim._markets[symbol]
+        trigger = (self._last(symbol) / 2 // market.tick_size) * market.tick_size
+        order = Order(client_order_id=client_order_id, bot="exchange", symbol=symbol, side=OrderSide.BUY,
+                      type=OrderType.TAKE_PROFIT_MARKET, leg=OrderLeg.TP1, amount=contracts, reduce_only=False,
+                      created_ms=self.clock.current_ms, trigger_price=trigger)
+        _run_sync(self.sim.create_order(order))
+        self._records[client_order_id] = _Record(next(self._ids), True, self.clock.current_ms)
+        self.accepted_ids.append(client_order_id)
+
     def force_fill(self, symbol: str) -> list[Trade]:
         """Fill pending market orders of ``symbol`` at the current close (a fill the client has
         not seen: reconciliation must book it)."""

@@ -4,7 +4,7 @@ Seeded random steps against the loopback fake Binance USDⓈ-M with the real ccx
 engine, the order gateway and a real SQLite file. Every step moves simulated time by 250 ms; the
 fake moves to its next real candle at random; entries and closes are sent at random; faults are
 armed at random (5xx, 429 and 418 with Retry-After, -1021, timeout after the order was accepted,
-partial fills); and the bot is killed at random mid-order (its in-flight task cancelled, nothing
+partial fills); stray orders of ours that the bot does not know are planted on the exchange; and the bot is killed at random mid-order (its in-flight task cancelled, nothing
 flushed, every in-memory object dropped) and rebuilt from the SQLite file, then reconciled.
 
 Asserted throughout: no client order id is ever sent twice to the exchange (the fake would
@@ -90,6 +90,8 @@ class Chaos:
                 await adapter.close()
                 self.figures["restart_retries"] += 1
                 continue
+            self.figures["strays_cancelled"] += self.rt.first_report.strays_cancelled
+            self.figures["positions_repaired"] += self.rt.first_report.positions_repaired
             self.check_reconciled("restart")
             return
         raise AssertionError("the bot could not start 20 times in a row")
@@ -183,8 +185,13 @@ class Chaos:
             kind = rng.choice(tuple(FAULT_PATHS))
             self.fake.inject(kind, path=rng.choice(FAULT_PATHS[kind]), count=rng.randint(1, 2),
                              retry_after_s=rng.choice((0, 1)))
+        elif roll < 0.27:
+            # a stray of ours the bot does not know (its database lost it): reconcile cancels it
+            self.figures["strays_planted"] += 1
+            self.fake.plant_order(rng.choice(SYMBOLS), f"{self.prefix}stray{self.figures['strays_planted']}-tp1",
+                                  Decimal(100))
         task = None
-        if roll >= 0.26:
+        if roll >= 0.27:
             action = rng.random()
             if action < 0.25:
                 task = self.entry_task()
@@ -221,7 +228,9 @@ async def test_chaos_no_duplicates_stops_in_time_no_orphans_state_matches(tmp_pa
         fake.clear_faults()
         chaos.time.clock.current_ms += 31_000  # a last clean reconciliation
         assert chaos.rt is not None
-        await chaos.rt.tick(chaos.time.clock.now_ms())
+        final = await chaos.rt.tick(chaos.time.clock.now_ms())
+        assert final is not None
+        chaos.figures["strays_cancelled"] += final.strays_cancelled
         chaos.check_reconciled("final")
     finally:
         if chaos.rt is not None:
@@ -238,4 +247,5 @@ async def test_chaos_no_duplicates_stops_in_time_no_orphans_state_matches(tmp_pa
     # The run exercised what it claims to.
     assert set(faults) == {"5xx", "429", "418", "-1021", "timeout_after_accept", "partial"}
     assert figures["kills_mid_order"] >= 3 and figures["reconciliations_checked"] >= 20
+    assert figures["strays_cancelled"] == figures["strays_planted"] > 0
     assert len(fake.trades) >= 50
