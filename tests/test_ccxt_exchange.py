@@ -269,3 +269,20 @@ async def test_o2_partial_fill_is_reported_then_completed(fake, adapter):
     assert full.status is OrderStatus.CLOSED and full.filled == Decimal(20)
     assert fake.position(XRP)[0] == Decimal(20)
     assert len(await adapter.fetch_my_trades(XRP)) == 2
+
+
+async def test_o2_an_order_sent_before_is_looked_up_and_returned_without_its_fill(fake, adapter):
+    """A restart re-sending an entry that already filled: the gateway finds it by client order id
+    (nothing is sent) and hands it back without the fill, which the fill tracker books once."""
+    order = _entry("again")
+    await adapter.create_order(order)
+    fake.advance()
+
+    async def recorded_before(_order):
+        return True
+
+    gateway = OrderGateway(adapter, record=recorded_before, sleep=SimSleep())
+    result = await gateway.create_order(order)
+    assert result.status is OrderStatus.CLOSED and result.filled == 0 and result.average is None
+    assert fake.requests["POST /fapi/v1/order"] == 1
+    assert fake.duplicate_rejections == 0

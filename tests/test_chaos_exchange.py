@@ -30,7 +30,7 @@ from trading.models import OrderType, Side
 from trading.oms import client_order_id_prefix
 from trading.ports import ReplayClock
 
-SEED = 20250603
+SEED = int(__import__("os").environ.get("CHAOS_SEED", "20250603"))
 STEPS = int(__import__("os").environ.get("CHAOS_STEPS", "2000"))
 STEP_MS = 250
 STOP_DEADLINE_MS = 2_000

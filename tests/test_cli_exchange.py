@@ -75,3 +75,13 @@ async def test_smoke_refuses_a_notional_below_the_exchange_minimum(fake, capsys)
     assert code == 1
     assert "is below the exchange limit" in capsys.readouterr().out
     assert fake.accepted_ids == []
+
+
+async def test_o7_live_check_reads_the_key_restrictions(fake, capsys):
+    fake.can_trade = False
+    code = await run_cli("check", "--live", "--symbols", "XRP")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "live mode" in out and "quote coin: USDC (default for live)" in out
+    assert "futures trading NOT enabled" in out and "XRP/USDC:USDC: tick 0.0001" in out
+    assert fake.requests["GET /sapi/v1/account/apiRestrictions"] == 1

@@ -261,7 +261,7 @@ class CcxtExchange:
             OrderRejected (DuplicateClientOrderId for -4116), RateLimited, TimestampOutOfSync,
             RequestTimedOut, ExchangeUnavailable, ExchangeError.
         """
-        market = self.market(order.symbol)
+        self.market(order.symbol)  # UnknownSymbol before anything is sent
         amount = self.client.amount_to_precision(order.symbol, str(order.amount))
         params: dict[str, Any] = {"clientOrderId": order.client_order_id}
         if order.reduce_only:
@@ -276,7 +276,6 @@ class CcxtExchange:
         self._conditional[order.client_order_id] = conditional
         raw = await self._call("create_order", order.symbol, order.type.value.lower() if not conditional
                                else order.type.value, order.side.value, amount, None, params)
-        del market
         return self._merge(order, raw)
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> Order:

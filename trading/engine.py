@@ -850,7 +850,11 @@ class Engine:
             await self._close_at_market(position, ExitReason.NO_STOP)
 
     async def _place(self, order: Order) -> Order | None:
-        """Place an order; a rejection is recorded with the exchange's reason and returns None."""
+        """Place an order; a rejection is recorded with the exchange's reason and returns None.
+        An order already tracked under the same client order id is not sent again (SPEC O-2)."""
+        tracked = self.open_orders.get(order.client_order_id)
+        if tracked is not None:
+            return tracked
         try:
             accepted = await self.exchange.create_order(order)
         except ExchangeError as exc:
@@ -862,9 +866,12 @@ class Engine:
 
     async def _close_at_market(self, position: Position, reason: ExitReason) -> Order | None:
         """Send a reduce-only market order for the whole remaining position."""
+        now = self.clock.now_ms()
+        # The id derives from the event (reason, time and size, SPEC O-2): a retry of this close
+        # reuses it, a later close of the same position (the first one expired) never does.
         order = close_order(env=self.env, bot=position.bot, symbol=position.symbol, side=position.side,
-                            intent_id=f"{position.position_id}|{reason.value}", contracts=position.contracts,
-                            now_ms=self.clock.now_ms())
+                            intent_id=f"{position.position_id}|{reason.value}|{now}|{position.contracts}",
+                            contracts=position.contracts, now_ms=now)
         self._close_reasons[order.client_order_id] = reason
         return await self._place(order)
 

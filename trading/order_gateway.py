@@ -25,6 +25,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from trading.errors import (
@@ -36,7 +37,7 @@ from trading.errors import (
     RateLimited,
     TimestampOutOfSync,
 )
-from trading.models import Market, Order
+from trading.models import ZERO, Market, Order
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -169,7 +170,8 @@ class OrderGateway:
         """Place ``order`` exactly once (SPEC O-2), under the symbol lock (O-8).
 
         The order is recorded before the first send; an id recorded before is looked up before
-        anything is sent. An unknown outcome (timeout, network error,
+        anything is sent. The order returned carries the exchange's status but no fill (fills
+        are booked from the exchange by ``trading.reconcile.FillTracker``). An unknown outcome (timeout, network error,
         5xx) or a "duplicated" reply is resolved by looking the order up by client order id; it is
         sent again only if the exchange does not know it.
 
@@ -188,7 +190,10 @@ class OrderGateway:
             attempt = 0
             while True:
                 try:
-                    return await self.exchange.create_order(order)
+                    accepted = await self.exchange.create_order(order)
+                    # Fills are booked from the exchange by the fill tracker (SPEC O-5); the
+                    # order handed back carries none, so none is booked twice or skipped.
+                    return replace(accepted, filled=ZERO, average=None)
                 except DuplicateClientOrderId:
                     self.stats["duplicate_reply"] += 1
                     found = await self._lookup(order)
@@ -217,9 +222,4 @@ class OrderGateway:
             found = await self._retrying(lambda: self.exchange.fetch_order(order.client_order_id, order.symbol))
         except OrderNotFound:
             return None
-        return Order(
-            client_order_id=order.client_order_id, bot=order.bot, symbol=order.symbol, side=order.side,
-            type=order.type, leg=order.leg, amount=order.amount, reduce_only=order.reduce_only,
-            created_ms=order.created_ms, status=found.status, trigger_price=order.trigger_price,
-            filled=found.filled, average=found.average, updated_ms=found.updated_ms,
-        )
+        return replace(order, status=found.status, updated_ms=found.updated_ms)

@@ -236,7 +236,8 @@ class Reconciler:
 @dataclass(slots=True)
 class Supervisor:
     """Drives the live order checks on the clock: fills are polled every ``poll_every_ms``, due
-    stop verifications run (O-6) and a reconciliation runs every 30 s (O-5). Call
+    stop verifications run (O-6), a position without a tracked stop gets one (R-10) and a
+    reconciliation runs every 30 s (O-5). Call
     :meth:`tick` from the live loop (or a test) with the current time."""
 
     tracker: FillTracker
@@ -246,6 +247,7 @@ class Supervisor:
     _next_poll_ms: int = 0
     _next_reconcile_ms: int = 0
     failures: int = 0
+    stops_placed: int = 0
 
     async def tick(self, now_ms: int) -> ReconcileReport | None:
         """Run what is due at ``now_ms``; returns the report of a reconciliation if one ran.
@@ -266,6 +268,14 @@ class Supervisor:
                 self.failures += 1
         if not await safe(self.verifier.run_due(now_ms), "stop verification"):
             self.failures += 1
+        engine = self.reconciler.engine
+        for bot, symbol in list(engine.positions):
+            if engine.stop_of(bot, symbol) is None:
+                # R-10: a position must never rest without a stop (its stop filled partly,
+                # expired or was forgotten): place one now, not at the next reconciliation.
+                self.stops_placed += 1
+                if not await safe(engine.ensure_stop(bot, symbol), "stop placement"):
+                    self.failures += 1
         return report
 
 
