@@ -103,3 +103,45 @@ async def test_l3_restart_reconciles_missed_fill_and_strays(fake, tmp_path):
         assert local == {o.client_order_id for o in ours(fake)}
     finally:
         await rt.close()
+
+
+async def test_s2_rest_feed_processes_each_closed_candle_once_with_replay_state(tmp_path):
+    """S-2 REST polling: warm-up, catch-up after missed polls, no candle twice, retried reads;
+    the market state equals the one the replay path builds from the same bundled candles."""
+    from trading.engine import Engine
+    from trading.events import EventBuffer
+    from trading.live_feed import RestCandleFeed
+    from trading.marketdata import load_candles
+
+    fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=400)
+    await fake.start()
+    clock = ReplayClock()
+    try:
+        clock.current_ms = fake.clock.current_ms + 1
+        rt = await build(fake, tmp_path / "live.db", clock)
+        try:
+            feed = RestCandleFeed(rt.engine, rt.gateway, warmup=300, window=5)
+            await feed.warm_up(clock.now_ms())
+            for _ in range(3):
+                fake.advance()
+            clock.current_ms = fake.clock.current_ms + 1
+            assert await feed.poll(clock.now_ms()) == 3
+            assert await feed.poll(clock.now_ms()) == 0
+            fake.advance()
+            fake.inject("5xx", path="klines")
+            clock.current_ms = fake.clock.current_ms + 1
+            assert await feed.poll(clock.now_ms()) == 1
+            state = rt.engine.feeds[(XRP, "1m")]
+            series = load_candles(default_data_dir(), XRP, "1m")
+            assert feed.last_open_ms[(XRP, "1m")] == series.timestamp[404]
+            reference = Engine(config=xrp_config(), markets=rt.engine.markets, exchange=rt.gateway,
+                               clock=ReplayClock(), sink=EventBuffer())
+            ref = reference.feeds[(XRP, "1m")]
+            for i in range(101, 405):  # the same candles: 300 warm-up + the 4 polled
+                reference.warm(ref, series.high[i], series.low[i], series.close[i], series.volume[i])
+            assert state.last_close == series.close[404]
+            assert state.indicators.rsi == ref.indicators.rsi and state.indicators.atr == ref.indicators.atr
+        finally:
+            await rt.close()
+    finally:
+        await fake.stop()

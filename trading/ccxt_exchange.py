@@ -37,7 +37,7 @@ from trading.errors import (
     UnknownSymbol,
 )
 from trading.marketdata import market_from_ccxt
-from trading.models import Market, Order, OrderLeg, OrderSide, OrderStatus, OrderType
+from trading.models import Candle, Market, Order, OrderLeg, OrderSide, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +367,12 @@ class CcxtExchange:
         for symbol, t in raw.items():
             if t.get("bid") and t.get("ask"):
                 self._top_of_book[symbol] = (Decimal(str(t["bid"])), Decimal(str(t["ask"])))
+
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        """The last ``limit`` candles of ``symbol`` (open time epoch ms UTC, prices in quote,
+        volume in contracts), oldest first; the last one may still be forming."""
+        rows = await self._call("fetch_ohlcv", symbol, timeframe, None, limit)
+        return [Candle(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])) for r in rows]
 
     async def fetch_last_price(self, symbol: str) -> Decimal:
         """Last traded price of ``symbol`` in quote."""

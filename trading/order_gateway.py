@@ -144,6 +144,10 @@ class OrderGateway:
         """One order by client order id (retried). Raises OrderNotFound when unknown."""
         return await self._retrying(lambda: self.exchange.fetch_order(client_order_id, symbol))
 
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, limit: int) -> list:
+        """Recent candles (retried), see ``CcxtExchange.fetch_ohlcv``."""
+        return await self._retrying(lambda: self.exchange.fetch_ohlcv(symbol, timeframe, limit))
+
     async def fetch_positions(self) -> list:
         """The exchange's open positions (retried)."""
         return await self._retrying(self.exchange.fetch_positions)
