@@ -197,7 +197,7 @@ class Chaos:
                 task = self.entry_task()
             elif action < 0.33:
                 task = self.close_task()
-        if rng.random() < 0.02:
+        if rng.random() < (0.06 if task is not None else 0.01):
             self.figures["kills_mid_order" if task is not None else "kills_idle"] += 1
             await self.kill(task)
             await self.start()
