@@ -132,11 +132,7 @@ async def _run(args) -> int:
 
     settings, config = _load(args)
     if args.live or settings.optiflow_mode != "paper":
-        # SPEC S-1: live needs keys AND --live; this version ships the paper engine only.
-        raise OptiFlowError(
-            "live and demo trading are not available in this version: run without --live "
-            "and with OPTIFLOW_MODE=paper"
-        )
+        return await _run_exchange(args, settings, config)
     allowed = settings.allowed_user_ids()
     if settings.telegram_bot_token is not None and not allowed:
         raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
@@ -170,6 +166,67 @@ async def _run(args) -> int:
         finally:
             await bot.session.close()
     finally:
+        await runtime.close()
+
+
+async def _run_exchange(args, settings, config) -> int:
+    """Demo or live trading (SPEC S-1: live needs --live AND keys): the engine on the exchange,
+    candles polled over REST (S-2), orders through the gateway, reconciled before any entry
+    (L-3); the chat runs over Telegram or in this terminal as in paper mode."""
+    from bot.app import build_dispatcher
+    from bot.console import ConsoleChat, make_console_bot
+    from bot.live import LiveRuntime, make_exchange, requote
+    from bot.preflight import _mode
+    from bot.settings import CONSOLE_USER_ID
+    from trading.analytics import AnalyticsService
+    from trading.ccxt_exchange import resolve_quote
+
+    mode = _mode(settings, args.live)
+    allowed = settings.allowed_user_ids()
+    if settings.telegram_bot_token is not None and not allowed:
+        raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
+    quote = resolve_quote(mode, settings.optiflow_quote)
+    config = requote(config, quote)
+    exchange = make_exchange(settings, mode)
+    if mode == "live":
+        print(f"⚠️ LIVE trading on {settings.optiflow_exchange}: real money, {len(config.bots)} bot(s), "
+              f"symbols {', '.join(config.all_symbols())}, quote {quote}")
+    try:
+        runtime = await LiveRuntime.build(config=config, db_path=args.db or settings.optiflow_db_path,
+                                          exchange=exchange, env=mode)
+    except BaseException:
+        await exchange.close()
+        raise
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
+    try:
+        dp = build_dispatcher(
+            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock)
+        )
+        if settings.telegram_bot_token is not None:
+            bot = make_telegram_bot(settings)
+            try:
+                await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
+            finally:
+                await bot.session.close()
+            return 0
+        bot = make_console_bot(settings.optiflow_output_dir)
+        chat = ConsoleChat(dp, bot, min(allowed) if allowed else CONSOLE_USER_ID)
+        try:
+            if args.say:
+                await asyncio.wait([asyncio.ensure_future(ready.wait()), loop_task],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                await chat.say(args.say)
+                return 0
+            print(f"OptiFlow {mode} mode — console chat. Type /help, a button number to tap it, or quit.")
+            await chat.run_interactive()
+            return 0
+        finally:
+            await bot.session.close()
+    finally:
+        stop.set()
+        await asyncio.gather(loop_task, return_exceptions=True)
         await runtime.close()
 
 

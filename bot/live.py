@@ -4,6 +4,7 @@ entry. Paper mode never comes here (``bot.runtime.PaperRuntime``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,7 +20,9 @@ from trading.events import EventBuffer
 from trading.models import Order
 from trading.order_gateway import OrderGateway, Sleep
 from trading.ports import Clock
+from trading.live_feed import RestCandleFeed, poll_safely
 from trading.reconcile import FillTracker, Reconciler, ReconcileReport, StopVerifier, Supervisor
+from trading.service import TradingService
 
 
 class WallClock:
@@ -73,6 +76,9 @@ class LiveRuntime:
     persister: Persister
     supervisor: Supervisor
     first_report: ReconcileReport
+    service: TradingService
+    feed: RestCandleFeed
+    clock: Clock
 
     @classmethod
     async def build(
@@ -138,13 +144,31 @@ class LiveRuntime:
         except BaseException:
             await store.close()
             raise
-        return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first)
+        service = TradingService(engine, store, mode=env)
+        feed = RestCandleFeed(engine, gateway)
+        return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first, service, feed, clock)
 
     async def tick(self, now_ms: int) -> ReconcileReport | None:
         """Poll fills, verify stops, reconcile when due, then persist the events."""
         report = await self.supervisor.tick(now_ms)
         await self.persister.flush()
         return report
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0, ready: asyncio.Event | None = None) -> None:
+        """The live loop (SPEC S-2 REST polling, O-5, O-6): warm the indicators, then every
+        ``interval_s`` process new closed candles, poll fills, verify stops, reconcile when due
+        and persist, until ``stop`` is set. ``ready`` is set after the first pass."""
+        await self.feed.warm_up(self.clock.now_ms())
+        while not stop.is_set():
+            now = self.clock.now_ms()
+            await poll_safely(self.feed, now)
+            await self.tick(now)
+            if ready is not None:
+                ready.set()
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except TimeoutError:
+                pass
 
     async def close(self, *, flush: bool = True) -> None:
         """Persist (unless simulating a kill), close the database and the ccxt session."""

@@ -85,3 +85,17 @@ async def test_o7_live_check_reads_the_key_restrictions(fake, capsys):
     assert "live mode" in out and "quote coin: USDC (default for live)" in out
     assert "futures trading NOT enabled" in out and "XRP/USDC:USDC: tick 0.0001" in out
     assert fake.requests["GET /sapi/v1/account/apiRestrictions"] == 1
+
+
+async def test_s1_demo_run_trades_on_the_exchange_and_chats(fake, capsys, tmp_path):
+    """``optiflow run`` in demo mode: reconciled, candles polled from the exchange, the chat
+    answers from the live state (no Telegram token: console)."""
+    fake.start_auto(0.2)
+    code = await run_cli("run", "--symbols", "XRP", "--timeframe", "1m", "--db", str(tmp_path / "demo.db"),
+                         "--say", "/summary")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Summary — DEMO" in out and "Balance: 10,000.00 USDT" in out
+    assert "Realised PnL (total): +0.00 USDT" in out  # the bot's trades, not balance − paper start
+    assert fake.requests["GET /fapi/v1/klines"] >= 2  # warm-up and the first poll
+    assert (tmp_path / "demo.db").exists()
