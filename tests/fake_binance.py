@@ -91,6 +91,7 @@ class _Record:
     time_ms: int
     working_type: str = "CONTRACT_PRICE"
     price_protect: bool = False
+    actual_order_id: int | None = None  # an algo order that triggered: the market order it became
 
 
 @dataclass(slots=True)
@@ -149,6 +150,7 @@ class FakeBinance:
         }
         self.index = self.start_index - 1  # index of the current (last closed) candle
         self._records: dict[str, _Record] = {}
+        self._actual: dict[int, str] = {}  # actualOrderId → client id of the algo order
         self._ids = itertools.count(1_000_001)
         self._trade_ids = itertools.count(1)
         self._faults: list[Fault] = []
@@ -284,7 +286,13 @@ class FakeBinance:
     def _book(self, fill) -> Trade:
         cid = fill.client_order_id.removesuffix("#p")
         record = self._records[cid]
-        trade = Trade(next(self._trade_ids), record.order_id, cid, fill.symbol, fill.side, fill.amount,
+        order_id = record.order_id
+        if record.algo:
+            # Binance: a triggered conditional order becomes a market order of its own; the algo
+            # order only tells its id (actualOrderId).
+            record.actual_order_id = order_id = next(self._ids)
+            self._actual[order_id] = cid
+        trade = Trade(next(self._trade_ids), order_id, cid, fill.symbol, fill.side, fill.amount,
                       fill.price, fill.fee, Decimal(0), fill.timestamp)
         self.trades.append(trade)
         return trade
@@ -558,18 +566,27 @@ class FakeBinance:
     def _lookup(self, p: dict, algo: bool) -> Order:
         symbol = self._unified(p.get("symbol")) if p.get("symbol") else None
         cid = p.get("clientAlgoId") if algo else p.get("origClientOrderId")
+        actual = False
         if cid is None:
             key = "algoId" if algo else "orderId"
             wanted = int(p.get(key, -1))
             cid = next((c for c, r in self._records.items() if r.order_id == wanted), None)
+            if cid is None and not algo and wanted in self._actual:
+                cid, actual = self._actual[wanted], True
         record = self._records.get(cid or "")
         order = self.sim._orders.get(cid or "")
-        if record is None or order is None or record.algo != algo or (symbol and order.symbol != symbol):
+        if record is None or order is None or (record.algo != algo and not actual) or (symbol and order.symbol != symbol):
             raise BinanceReject(-2013, "Order does not exist.")
         return order
 
     def _get_order(self, p: dict) -> dict:
-        return self._order_json(self._lookup(p, algo=False))
+        order = self._lookup(p, algo=False)
+        record = self._records[order.client_order_id]
+        if record.algo:  # the market order a triggered conditional order became
+            return {**self._order_json(order), "orderId": record.actual_order_id, "type": "MARKET",
+                    "clientOrderId": f"autoclose-{record.actual_order_id}", "origType": order.type.value,
+                    "stopPrice": str(order.trigger_price)}
+        return self._order_json(order)
 
     def _get_algo_order(self, p: dict) -> dict:
         return self._algo_json(self._lookup(p, algo=True))
@@ -646,8 +663,10 @@ class FakeBinance:
             "algoStatus": _ALGO_STATUS[order.status], "triggerPrice": str(order.trigger_price), "price": "0",
             "workingType": record.working_type, "closePosition": False, "priceProtect": record.price_protect,
             "reduceOnly": order.reduce_only, "createTime": record.time_ms,
-            "updateTime": order.updated_ms or record.time_ms, "triggerTime": 0, "goodTillDate": 0,
-            "executedQty": str(order.filled), "avgPrice": str(order.average or 0),
+            "updateTime": order.updated_ms or record.time_ms,
+            "triggerTime": order.updated_ms if record.actual_order_id else 0, "goodTillDate": 0,
+            "actualOrderId": str(record.actual_order_id or ""),
+            "actualPrice": str(order.average) if record.actual_order_id else "0",
         }
 
     # -------------------------------------------------------------- account

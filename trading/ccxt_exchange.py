@@ -293,7 +293,16 @@ class CcxtExchange:
             except OrderNotFound:
                 continue
             self._conditional[client_order_id] = conditional
-            return self.parse_order(raw)
+            order = self.parse_order(raw)
+            actual = (raw.get("info") or {}).get("actualOrderId")
+            if conditional and actual and order.filled == 0:
+                # A triggered conditional order became a market order of its own (Binance algo
+                # service): its fill is read there.
+                executed = self.parse_order(await self._call("fetch_order", str(actual), symbol))
+                status = OrderStatus.CLOSED if executed.status is OrderStatus.CLOSED else order.status
+                order = replace(order, status=status, filled=executed.filled, average=executed.average,
+                                updated_ms=executed.updated_ms or order.updated_ms)
+            return order
         raise OrderNotFound(f"{symbol}: order {client_order_id} does not exist")
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> Order:
@@ -407,9 +416,10 @@ class CcxtExchange:
             order_type = OrderType.MARKET
         cid = raw.get("clientOrderId") or ""
         status = _STATUS.get(raw.get("status") or "", OrderStatus.OPEN)
-        algo_status = info.get("algoStatus")
-        if algo_status in ("FINISHED", "TRIGGERED", "TRIGGERING") and _dec(info.get("executedQty") or 0):
+        if info.get("algoStatus") in ("TRIGGERED", "FINISHED") and not info.get("actualOrderId"):
             status = OrderStatus.CLOSED
+        elif info.get("algoStatus") in ("TRIGGERED", "FINISHED", "TRIGGERING"):
+            status = OrderStatus.OPEN  # until the market order it became is read (fetch_order)
         if conditional is not None:
             self._conditional[cid] = conditional
         return Order(
