@@ -91,7 +91,7 @@ class Chaos:
                 self.figures["restart_retries"] += 1
                 continue
             self.figures["strays_cancelled"] += self.rt.first_report.strays_cancelled
-            self.figures["positions_repaired"] += self.rt.first_report.positions_repaired
+            self.figures["positions_repaired_at_restart"] += self.rt.first_report.positions_repaired
             self.check_reconciled("restart")
             return
         raise AssertionError("the bot could not start 20 times in a row")
@@ -211,7 +211,7 @@ class Chaos:
         report = await self.rt.tick(self.time.clock.now_ms())
         if report is not None:
             self.figures["strays_cancelled"] += report.strays_cancelled
-            self.figures["positions_repaired"] += report.positions_repaired
+            self.figures["positions_repaired_running"] += report.positions_repaired
             self.check_reconciled("reconcile")
         self.check_stops()
 

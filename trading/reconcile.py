@@ -276,6 +276,10 @@ class Supervisor:
                 self.stops_placed += 1
                 if not await safe(engine.ensure_stop(bot, symbol), "stop placement"):
                     self.failures += 1
+                if (bot, symbol) in engine.positions and engine.stop_of(bot, symbol) is None:
+                    # Still no stop (the exchange refused it: its position may differ from
+                    # ours): reconcile at the next tick instead of in up to 30 s.
+                    self._next_reconcile_ms = 0
         return report
 
 
