@@ -84,7 +84,7 @@ async def test_o6_entry_gets_brackets_verified_stop_and_closes_clean(fake, tmp_p
         await rt.close()
 
 
-async def test_l3_restart_reconciles_missed_fill_and_strays(fake, tmp_path):
+async def test_o5_l3_restart_reconciles_missed_fill_and_strays(fake, tmp_path):
     clock = ReplayClock(1_000_000)
     db = tmp_path / "live.db"
     rt = await build(fake, db, clock)
