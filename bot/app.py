@@ -13,6 +13,9 @@ from bot.render import COMMANDS
 from handlers import build_routers
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bot.logbuffer import RingBufferHandler
     from trading.analytics import AnalyticsService
     from trading.service import TradingService
 
@@ -29,13 +32,21 @@ def build_dispatcher(
     settings: Any,
     allowed_user_ids: frozenset[int],
     analytics: "AnalyticsService | None" = None,
+    *,
+    log_buffer: "RingBufferHandler | None" = None,
+    request_shutdown: "Callable[[str], Any] | None" = None,
 ) -> Dispatcher:
     """A Dispatcher serving ``trading`` to the users in ``allowed_user_ids`` (SPEC T-1).
 
-    ``trading``, ``settings`` and ``analytics`` reach handlers as parameters of those names;
-    without ``analytics`` the signal analytics commands answer that they are not available.
+    ``trading``, ``settings``, ``analytics``, ``log_buffer`` (/log) and ``request_shutdown``
+    (the lifecycle's ``request_shutdown(reason)``, called after a confirmed /shutdown) reach
+    handlers as parameters of those names; without ``analytics`` the signal analytics commands
+    answer that they are not available, without the others /log and /shutdown say so.
     """
-    dp = Dispatcher(trading=trading, settings=settings, analytics=analytics)
+    dp = Dispatcher(
+        trading=trading, settings=settings, analytics=analytics, log_buffer=log_buffer,
+        request_shutdown=request_shutdown,
+    )
     dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids))
     dp.callback_query.middleware(CallbackAnswerMiddleware())
     dp.include_routers(*build_routers())

@@ -56,7 +56,7 @@ def _day(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI grammar (``optiflow run`` / ``optiflow backtest``)."""
+    """The CLI grammar (``optiflow run`` / ``optiflow backtest`` / ``optiflow audit verify|export``)."""
     parser = _Parser(prog="optiflow", description="OptiFlow: Telegram-first futures trading bot")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _Parser(add_help=False)
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--notional", type=Decimal, default=Decimal(10), help="entry notional in quote (default 10)")
     smoke.add_argument("--live", action="store_true", help="trade real money (needs API keys)")
     smoke.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step (default 60)")
+    audit = sub.add_parser("audit", help="check or export the audit trail (SPEC A-1)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
+    verify.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    export = audit_sub.add_parser("export", help="write records as JSON lines (dates UTC)")
+    export.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    export.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
+    export.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+    export.add_argument("--out", type=Path, help="output file (default: standard output)")
     return parser
 
 
@@ -126,8 +135,10 @@ def _load(args):
 async def _run(args) -> int:
     from bot.app import build_dispatcher
     from bot.console import ConsoleChat, make_console_bot
+    from bot.logbuffer import install as install_log_buffer
     from bot.runtime import PaperRuntime
     from bot.settings import CONSOLE_USER_ID
+    from bot.shutdown import ShutdownSignal
     from trading.analytics import AnalyticsService
 
     settings, config = _load(args)
@@ -140,12 +151,17 @@ async def _run(args) -> int:
         config=config, db_path=args.db or settings.optiflow_db_path, data_dir=settings.optiflow_data_dir
     )
     try:
+        log_buffer = install_log_buffer()
+        if settings.telegram_bot_token is not None:
+            log_buffer.add_secret(settings.telegram_bot_token.get_secret_value())
+        shutdown = ShutdownSignal()
         dp = build_dispatcher(
-            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock)
+            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
+            log_buffer=log_buffer, request_shutdown=shutdown.request,
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
-            return await _run_telegram(runtime, dp, settings, args, stop)
+            return await _run_telegram(runtime, dp, settings, args, stop, shutdown, allowed, log_buffer)
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)
@@ -158,7 +174,11 @@ async def _run(args) -> int:
             replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
             print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
             try:
-                await chat.run_interactive()
+                await chat.run_interactive(until=shutdown.event)
+                if shutdown.event.is_set():
+                    from bot.shutdown import SHUTDOWN_TEXT
+
+                    print(SHUTDOWN_TEXT)
             finally:
                 stop.set()
                 await replay
@@ -176,8 +196,10 @@ async def _run_exchange(args, settings, config) -> int:
     from bot.app import build_dispatcher
     from bot.console import ConsoleChat, make_console_bot
     from bot.live import LiveRuntime, make_exchange, requote
+    from bot.logbuffer import install as install_log_buffer
     from bot.preflight import _mode
     from bot.settings import CONSOLE_USER_ID
+    from bot.shutdown import SHUTDOWN_TEXT, ShutdownSignal
     from trading.analytics import AnalyticsService
     from trading.ccxt_exchange import resolve_quote
 
@@ -201,16 +223,19 @@ async def _run_exchange(args, settings, config) -> int:
     ready = asyncio.Event()
     loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
     try:
+        # /log (secrets redacted: the Telegram token and the exchange keys) and a confirmed
+        # /shutdown work as in paper mode (SPEC T-2, L-2).
+        log_buffer = install_log_buffer()
+        for secret in (settings.telegram_bot_token, settings.binance_api_key, settings.binance_api_secret):
+            if secret is not None:
+                log_buffer.add_secret(secret.get_secret_value())
+        shutdown = ShutdownSignal()
         dp = build_dispatcher(
-            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock)
+            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
+            log_buffer=log_buffer, request_shutdown=shutdown.request,
         )
         if settings.telegram_bot_token is not None:
-            bot = make_telegram_bot(settings)
-            try:
-                await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
-            finally:
-                await bot.session.close()
-            return 0
+            return await _poll_exchange_telegram(dp, settings, runtime, shutdown, allowed, log_buffer)
         bot = make_console_bot(settings.optiflow_output_dir)
         chat = ConsoleChat(dp, bot, min(allowed) if allowed else CONSOLE_USER_ID)
         try:
@@ -220,7 +245,9 @@ async def _run_exchange(args, settings, config) -> int:
                 await chat.say(args.say)
                 return 0
             print(f"OptiFlow {mode} mode — console chat. Type /help, a button number to tap it, or quit.")
-            await chat.run_interactive()
+            await chat.run_interactive(until=shutdown.event)
+            if shutdown.event.is_set():
+                print(SHUTDOWN_TEXT)
             return 0
         finally:
             await bot.session.close()
@@ -228,6 +255,37 @@ async def _run_exchange(args, settings, config) -> int:
         stop.set()
         await asyncio.gather(loop_task, return_exceptions=True)
         await runtime.close()
+
+
+async def _poll_exchange_telegram(dp, settings, runtime, shutdown, allowed, log_buffer) -> int:
+    """Telegram long polling for demo/live: the minute monitor (SPEC M-1) runs alongside, a
+    confirmed /shutdown stops polling and tells the allowed users (L-2, T-2)."""
+    from bot.app import BOT_COMMANDS
+    from bot.monitor_job import monitor_loop
+    from bot.shutdown import SHUTDOWN_TEXT
+
+    bot = make_telegram_bot(settings)
+    monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))
+
+    async def stop_on_request() -> None:
+        await shutdown.event.wait()
+        await dp.stop_polling()
+
+    watcher = asyncio.create_task(stop_on_request())
+    try:
+        await bot.set_my_commands(BOT_COMMANDS)
+        await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
+        if shutdown.event.is_set():
+            for user_id in sorted(allowed):
+                try:
+                    await bot.send_message(chat_id=user_id, text=SHUTDOWN_TEXT, parse_mode=None)
+                except Exception:  # the shutdown goes on even if Telegram is unreachable
+                    log.exception("could not send the shutdown message to %s", user_id)
+        return 0
+    finally:
+        monitor.cancel()
+        watcher.cancel()
+        await bot.session.close()
 
 
 def make_telegram_bot(settings):
@@ -243,16 +301,35 @@ def make_telegram_bot(settings):
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
-async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event) -> int:
+async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, shutdown, allowed, log_buffer) -> int:
     from bot.app import BOT_COMMANDS
+    from bot.monitor_job import monitor_loop
+    from bot.shutdown import SHUTDOWN_TEXT
 
     bot = make_telegram_bot(settings)
     replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
+    watcher: asyncio.Task | None = None
+    monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))  # SPEC M-1
     try:
         await bot.set_my_commands(BOT_COMMANDS)
+
+        async def stop_on_request() -> None:
+            await shutdown.event.wait()
+            await dp.stop_polling()
+
+        watcher = asyncio.create_task(stop_on_request())
         # handle_signals: SIGINT/SIGTERM stop polling gracefully (SPEC L-2), then we flush.
         await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
+        if shutdown.event.is_set():  # a confirmed /shutdown (SPEC T-2, L-2)
+            for user_id in sorted(allowed):
+                try:
+                    await bot.send_message(chat_id=user_id, text=SHUTDOWN_TEXT, parse_mode=None)
+                except Exception:  # the shutdown goes on even if Telegram is unreachable
+                    log.exception("could not send the shutdown message to %s", user_id)
     finally:
+        monitor.cancel()
+        if watcher is not None:
+            watcher.cancel()
         stop.set()
         await replay
         await bot.session.close()
@@ -386,13 +463,60 @@ def _breakdown(title: str, trades, key, quote: str) -> list[str]:
     return lines
 
 
+EXIT_BROKEN = 1
+
+
+async def _open_existing(db: Path | None):
+    """The storage of an existing database file (``--db`` or OPTIFLOW_DB_PATH).
+
+    Raises:
+        OptiFlowError: the file does not exist (an audit never creates a database).
+    """
+    from bot.settings import load_settings
+    from storage import Storage
+
+    path = db or load_settings().optiflow_db_path
+    if not Path(path).is_file():
+        raise OptiFlowError(f"no database at {path} (give --db PATH)")
+    return await Storage.open(path)
+
+
+async def _audit(args) -> int:
+    """``optiflow audit verify``: exit 0 and print the head hash and count, or exit 1 naming the
+    first broken record. ``optiflow audit export``: JSON lines of the records in the window."""
+    store = await _open_existing(args.db)
+    try:
+        if args.audit_command == "verify":
+            result = await store.audit.verify()
+            if not result.ok:
+                print(f"audit chain BROKEN at seq {result.broken_seq}: {result.problem}")
+                print(f"{result.count} records verified before it; last good hash {result.head_hash}")
+                return EXIT_BROKEN
+            print(f"audit chain OK: {result.count} records, head hash {result.head_hash}")
+            return 0
+        if args.start is not None and args.end is not None and args.end < args.start:
+            raise OptiFlowError("--to is before --from")
+        end_ms = None if args.end is None else args.end + 86_400_000
+        records = await store.audit.list(since_ms=args.start, until_ms=end_ms)
+        lines = "".join(record.as_json() + "\n" for record in records)
+        if args.out is None:
+            sys.stdout.write(lines)
+        else:
+            args.out.write_text(lines, encoding="utf-8")
+            print(f"{len(records)} audit records written to {args.out}", file=sys.stderr)
+        return 0
+    finally:
+        await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``optiflow`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bot.preflight import check_command, smoke_command
 
-    handler = {"run": _run, "backtest": _backtest, "check": check_command, "smoke": smoke_command}[args.command]
+    handler = {"run": _run, "backtest": _backtest, "audit": _audit,
+               "check": check_command, "smoke": smoke_command}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:

@@ -293,14 +293,17 @@ class ConsoleChat:
             self._echo(f"> {line}")
             await self.handle_line(line)
 
-    async def run_interactive(self, stdin: TextIO | None = None) -> None:
-        """Read lines until ``quit``/``exit`` or EOF, without blocking the event loop."""
+    async def run_interactive(self, stdin: TextIO | None = None, until: asyncio.Event | None = None) -> None:
+        """Read lines until ``quit``/``exit``, EOF, or ``until`` is set by a handled line (a
+        confirmed /shutdown), without blocking the event loop."""
         stdin = stdin or sys.stdin
         while True:
             line = await asyncio.to_thread(stdin.readline)  # replay and timers keep running meanwhile
             if not line or line.strip().lower() in ("quit", "exit"):
                 return
             await self.handle_line(line)
+            if until is not None and until.is_set():
+                return
 
     def _echo(self, text: str) -> None:
         print(text, file=self._out or sys.stdout, flush=True)

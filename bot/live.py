@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from bot.persister import Persister
+from bot.runtime import audit_head, audited_restore_details, save_config_snapshot
 from storage import Storage
 from trading.ccxt_exchange import CcxtExchange, resolve_quote, unified_symbol
 from trading.config import TradingConfig
@@ -21,7 +22,14 @@ from trading.models import Order
 from trading.order_gateway import OrderGateway, Sleep
 from trading.ports import Clock
 from trading.live_feed import RestCandleFeed, poll_safely
-from trading.reconcile import FillTracker, Reconciler, ReconcileReport, StopVerifier, Supervisor
+from trading.reconcile import (
+    RECONCILE_EVERY_MS,
+    FillTracker,
+    Reconciler,
+    ReconcileReport,
+    StopVerifier,
+    Supervisor,
+)
 from trading.service import TradingService
 
 
@@ -123,30 +131,46 @@ class LiveRuntime:
                 markets[symbol] = all_markets[symbol]
             buffer = EventBuffer()
             engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=env)
+            config_id = await save_config_snapshot(store, config)  # SPEC A-1: records cite it
             recent = await store.fills.list(since_ms=clock.now_ms() - HOUR_MS)
+            open_orders = await store.orders.list_open()
             engine.restore(
                 account=await store.account.get(), positions=await store.positions.list_open(),
-                open_orders=await store.orders.list_open(),
+                open_orders=open_orders,
                 risk_states=[s for s in [await store.risk.get(b.name) for b in config.bots] if s],
                 paused={b.name: await store.pauses.list(b.name) for b in config.bots},
                 blacklist=await store.blacklist.list(), closed_trades=await store.positions.count_closed(),
                 recent_fills=recent,
+                **await audited_restore_details(store, open_orders),
             )
             await engine.start()
             verifier = StopVerifier(engine, gateway)
             tracker = FillTracker(engine, gateway, verifier)
             reconciler = Reconciler(engine, gateway, tracker, verifier)
             supervisor = Supervisor(tracker, verifier, reconciler)
-            persister = Persister(store, buffer)
-            first = await reconciler.run()  # SPEC L-3: reconcile before any new entry
-            supervisor._next_reconcile_ms = clock.now_ms() + 30_000
+            persister = Persister(store, buffer, config_id)
+            # SPEC L-3: reconcile before any new entry; the report is audited in the flush below.
+            first = await reconciler.run()
+            supervisor._next_reconcile_ms = clock.now_ms() + RECONCILE_EVERY_MS
             await persister.flush()
         except BaseException:
             await store.close()
             raise
-        service = TradingService(engine, store, mode=env)
+        service = TradingService(engine, store, mode=env, config_id=config_id)
+        service.request_reconcile = supervisor.reconcile_soon  # playbook buttons (T-6)
         feed = RestCandleFeed(engine, gateway)
         return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first, service, feed, clock)
+
+    @property
+    def reconcile_report(self) -> ReconcileReport:
+        """The start-up reconciliation's report (SPEC L-3), as ``PaperRuntime.reconcile_report``."""
+        return self.first_report
+
+    async def audit_head(self) -> str:
+        """The audit chain's head hash (64 hex; GENESIS zeros when empty) for the build card at
+        start and at shutdown (SPEC L-1, A-1). Persists buffered events first."""
+        await self.persister.flush()
+        return await audit_head(self.store)
 
     async def tick(self, now_ms: int) -> ReconcileReport | None:
         """Poll fills, verify stops, reconcile when due, then persist the events."""

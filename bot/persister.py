@@ -2,11 +2,14 @@
 
 Events are buffered by :class:`trading.events.EventBuffer`; a flush keeps only the last version
 of each order, position, risk state and the account (they are snapshots), and batch-inserts
-fills, equity samples and evaluated signals.
+fills, equity samples and evaluated signals. The audit records of the flush's decisions
+(SPEC A-1: orders, fills, risk decisions, exits, commands, reconciliation) are chained and
+written in the SAME transaction as the state they describe, so a crash keeps both or neither.
 """
 
 from __future__ import annotations
 
+from trading.audit import entries_for_events
 from trading.events import (
     AccountChanged,
     BlacklistChanged,
@@ -26,9 +29,12 @@ REPLAY_CURSOR_KEY = "replay_cursor_ms"
 class Persister:
     """Drains an :class:`EventBuffer` into the repositories of a ``storage.Storage``."""
 
-    def __init__(self, store, buffer: EventBuffer) -> None:
+    def __init__(self, store, buffer: EventBuffer, config_id: str = "") -> None:
+        """Args: store (``storage.Storage``), buffer (the engine's sink), config_id (the
+        config snapshot id audit records cite, SPEC A-1)."""
         self._store = store
         self._buffer = buffer
+        self.config_id = config_id
 
     async def flush(self) -> int:
         """Persist every buffered event; returns how many were written."""
@@ -57,8 +63,11 @@ class Persister:
                 blacklist[(event.entry.bot, event.entry.symbol)] = event.entry
             elif isinstance(event, ReplayProgress):
                 cursor = event.cursor_ms
+        audit = entries_for_events(events)
         store = self._store
         async with store.transaction():
+            if audit:
+                await store.audit.append(audit, self.config_id)
             for order in orders.values():
                 await store.orders.upsert(order)
             for fill in fills:

@@ -200,7 +200,7 @@ async def _smoke_steps(runtime, symbol: str, notional: Decimal, timeout_s: float
     if not await _wait(runtime, "the close fill", flat, timeout_s):
         return EXIT_FAILED
     await runtime.supervisor.reconciler.run()
-    left_positions = [p for p in await gateway.fetch_positions() if p.symbol == symbol]
+    left_positions = [s for s in await gateway.fetch_positions() if s == symbol]
     left_orders = [o for o in await gateway.fetch_open_orders(symbol) if o.client_order_id.startswith(prefix)]
     if left_positions or left_orders:
         _fail(f"left on the exchange: {len(left_positions)} position(s), {len(left_orders)} order(s)")

@@ -39,14 +39,20 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Status", (
         ("summary", "balance, equity, risk state, open positions"),
         ("open", "open positions with entry, PnL, SL, TP1/TP2: /open [bot]"),
+        ("status", "trading state, paused symbols, halted bots"),
         ("risk", "risk state, drawdown, daily loss, SL streaks, blacklist: /risk [bot]"),
+        ("runtime", "uptime, mode, feed state, loop timings"),
     )),
     ("Control", (
         ("pause", "pause entries: /pause [SYMBOL|bot|all], no argument = toggles"),
         ("resume", "resume entries: /resume [SYMBOL|bot|all]"),
+        ("close", "close a position at market (confirmed): /close SYMBOL"),
+        ("closeall", "close every position at market (confirmed)"),
+        ("shutdown", "stop the bot (confirmed)"),
     )),
     ("Analytics", (
         ("daily", "daily report + chart: /daily [YYYY-MM-DD]"),
+        ("dailycsv", "the day's trades as a CSV document: /dailycsv [YYYY-MM-DD]"),
         ("signalstats", "signals evaluated / passed per symbol: /signalstats [hours]"),
         ("failstats", "blocked signals per symbol and why: /failstats [hours]"),
         ("blockers", "which filters block signals most: /blockers [hours]"),
@@ -55,6 +61,9 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("filters", "current thresholds of each bot: /filters [bot]"),
     )),
     ("Ops", (
+        ("playbook", "incident playbooks with safe actions: /playbook [incident]"),
+        ("log", "the bot's recent log lines: /log [n]"),
+        ("audit", "the audit trail and its hash chain check"),
         ("help", "this list"),
     )),
 )

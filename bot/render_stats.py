@@ -110,8 +110,9 @@ def render_near(report: NearMissReport) -> Text:
     return as_list(header, rule, *lines)
 
 
-def render_top_missed(report: TopMissedReport) -> Text:
-    """/topmissed: symbols with most signals that met the score but were blocked."""
+def render_top_missed(report: TopMissedReport, first_rank: int = 1) -> Text:
+    """/topmissed: symbols with most signals that met the score but were blocked; ranks start
+    at ``first_rank`` (a later page of the list)."""
     if not report.evaluated:
         return no_signals(report.window)
     header = _header("Top missed", report.window)
@@ -121,7 +122,7 @@ def render_top_missed(report: TopMissedReport) -> Text:
     lines = [
         as_line(f"  {rank}. ", Code(m.symbol), f": {n(m.missed)} missed, mostly ",
                 Code(m.top_blocker), f" ({n(m.top_blocker_count)})", end="")
-        for rank, m in enumerate(report.symbols, start=1)
+        for rank, m in enumerate(report.symbols, start=first_rank)
     ]
     return as_list(header, rule, *lines)
 

@@ -4,11 +4,13 @@ service are wired together (STYLE). Paper mode on a replay of the bundled real c
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.persister import REPLAY_CURSOR_KEY, Persister
 from storage import Storage
+from trading.audit import canonical_json, config_snapshot_id
 from trading.config import TradingConfig
 from trading.engine import HOUR_MS, Engine
 from trading.errors import DataError, UnknownSymbol
@@ -20,8 +22,9 @@ from trading.marketdata import (
     load_funding,
     market_from_ccxt,
 )
-from trading.models import Market, Side
+from trading.models import ExitReason, Market, Order, OrderLeg, Side
 from trading.ports import ReplayClock
+from trading.reconcile import ReconcileReport, reconcile
 from trading.replay import ReplayResult, ReplaySource, close_at_end, run_replay
 from trading.service import TradingService
 from trading.simulated import SimulatedExchange
@@ -44,6 +47,34 @@ def load_markets(data_dir: Path, symbols: tuple[str, ...]) -> dict[str, Market]:
     return markets
 
 
+async def audit_head(store: Storage) -> str:
+    """The hash of the last audit record of ``store`` (GENESIS, 64 zeros, when the log is
+    empty), as the build card shows it at start and at shutdown (SPEC L-1, A-1)."""
+    return (await store.audit.head())[1]
+
+
+async def save_config_snapshot(store: Storage, config: TradingConfig) -> str:
+    """Store the config in force and return its snapshot id, which every audit record of this
+    run cites (SPEC A-1)."""
+    config_json = config.model_dump(mode="json")
+    config_id = config_snapshot_id(config_json)
+    await store.config_snapshots.save(config_id, canonical_json(config_json), int(time.time() * 1000))
+    return config_id
+
+
+async def audited_restore_details(store: Storage, open_orders: list[Order]) -> dict:
+    """The ``Engine.restore`` keyword arguments read from the audit and the equity log (SPEC
+    L-3, A-1): the exit reasons of close orders still in flight, the time of the last equity
+    sample (epoch ms UTC) and the TP1 share / ATR / leverage decided for unfilled entries."""
+    closing = [o.client_order_id for o in open_orders if o.leg is OrderLeg.CLOSE]
+    return {
+        "close_reasons": {cid: ExitReason(r) for cid, r in (await store.audit.exit_reasons(closing)).items()},
+        "last_sample_ms": getattr(await store.equity.latest(), "timestamp", None),
+        "entry_details": await store.audit.entry_details(
+            [o.client_order_id for o in open_orders if o.leg is OrderLeg.ENTRY]),
+    }
+
+
 @dataclass(slots=True)
 class PaperRuntime:
     """Everything a paper run needs, built and restored from the database by :meth:`build`."""
@@ -58,6 +89,9 @@ class PaperRuntime:
     service: TradingService
     sources: list[ReplaySource]
     resume_after_ms: int | None
+    reconcile_report: ReconcileReport
+    """What the start-up reconciliation found and repaired (SPEC L-3): the chat layer posts
+    ``reconcile_report.text()`` once the bot is up."""
 
     @classmethod
     async def build(
@@ -95,7 +129,9 @@ class PaperRuntime:
                     for p in positions
                 ],
                 open_orders,
+                await store.orders.list_closed(),
             )
+            config_id = await save_config_snapshot(store, config)
             engine = Engine(config=config, markets=markets, exchange=exchange, clock=clock, sink=buffer)
             risk_states = [s for s in [await store.risk.get(b.name) for b in config.bots] if s]
             paused = {b.name: await store.pauses.list(b.name) for b in config.bots}
@@ -106,6 +142,7 @@ class PaperRuntime:
                 account=account, positions=positions, open_orders=open_orders,
                 risk_states=risk_states, paused=paused, blacklist=await store.blacklist.list(),
                 closed_trades=await store.positions.count_closed(), recent_fills=recent,
+                **await audited_restore_details(store, open_orders),
             )
             if start_ms is not None:
                 resume_after = max(resume_after or 0, start_ms - 1)
@@ -129,16 +166,22 @@ class PaperRuntime:
             first = min((s.series.timestamp[0] for s in sources if len(s.series)), default=0)
             clock.current_ms = max(resume_after or 0, first)
             await engine.start()
-            persister = Persister(store, buffer)
+            # SPEC L-3 / O-5: the exchange is the source of truth; repair before any new entry.
+            # The repairs and the report are persisted (and audited) in the next flush.
+            report = await reconcile(engine, await exchange.fetch_positions())
+            persister = Persister(store, buffer, config_id)
             await persister.flush()
         except BaseException:
             await store.close()
             raise
-        service = TradingService(engine, store, mode="paper")
-        return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after)
+        service = TradingService(engine, store, mode="paper", config_id=config_id)
+        return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after, report)
 
-    async def replay(self, speed: float | None = None, stop=None) -> ReplayResult:
-        """Replay the loaded candles from the resume point (see :func:`run_replay`)."""
+    async def replay(self, speed: float | None = None, stop=None, durable: bool | None = None) -> ReplayResult:
+        """Replay the loaded candles from the resume point (see :func:`run_replay`; ``durable``
+        persists state-bearing events before the next candle, default when paced); the
+        service's ``feed_state`` tells /runtime and /status whether prices are still moving."""
+        self.service.feed_state = "replaying"
         result = await run_replay(
             engine=self.engine,
             exchange=self.exchange,
@@ -149,13 +192,22 @@ class PaperRuntime:
             resume_after_ms=self.resume_after_ms,
             speed=speed,
             stop=stop,
+            durable=durable,
+            on_frame=self.service.loop_timings.record,
         )
         self.resume_after_ms = result.last_open_ms or self.resume_after_ms
+        self.service.feed_state = "replay stopped" if result.stopped else "replay finished (no more candles)"
         return result
 
     async def close_positions_at_end(self) -> None:
         """Close everything at the last closes (backtests)."""
         await close_at_end(engine=self.engine, exchange=self.exchange, sources=self.sources, flush=self.persister.flush)
+
+    async def audit_head(self) -> str:
+        """The audit chain's head hash (64 hex; GENESIS zeros when empty) for the build card at
+        start and at shutdown (SPEC L-1, A-1). Persists buffered events first."""
+        await self.persister.flush()
+        return await audit_head(self.store)
 
     async def close(self) -> None:
         """Persist what is buffered and close the database."""

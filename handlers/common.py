@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from aiogram import Bot, Router
+from aiogram import Bot, F, Router
 from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
 from aiogram.filters import Command, CommandStart
-from aiogram.types import ErrorEvent, Message
+from aiogram.types import CallbackQuery, ErrorEvent, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.formatting import Text
 
 from bot.render import render_help, render_start, split_text
@@ -56,6 +57,26 @@ async def on_error(event: ErrorEvent, bot: Bot) -> bool:
     except Exception:  # the error path must never raise again: log and swallow
         log.exception("could not report an error to chat %s", chat.id)
     return True
+
+
+async def on_unknown_callback(query: CallbackQuery, callback_answer: CallbackAnswer) -> None:
+    """Any tap no other handler took (stale, unknown or forged data): answer it anyway (through
+    the answer middleware), so the trader's button never spins (SPEC T-3), and run nothing."""
+    callback_answer.text = "This button is not valid any more."
+
+
+async def on_unknown_command(message: Message) -> None:
+    """A /command no handler took: one line pointing to /help (never silence, never a trace)."""
+    word = (message.text or "").split()[0][:33]
+    await message.answer(text=f"{word} is not available in this run. /help lists the commands.", parse_mode=None)
+
+
+def build_fallback_router() -> Router:
+    """Router to include LAST: answers callback queries and /commands nobody else handled."""
+    router = Router(name="fallback")
+    router.callback_query.register(on_unknown_callback)
+    router.message.register(on_unknown_command, F.text.startswith("/"))
+    return router
 
 
 def build_router() -> Router:

@@ -12,7 +12,8 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.callback_answer import CallbackAnswer
 
 from bot.render import render_bot_paused, render_pause_menu, render_paused, render_usage
-from keyboards.pause import PauseAllCb, PauseSymbolCb, pause_keyboard, symbol_labels
+from handlers.dangerous import LIFT_RISK_STOP, ask_confirmation
+from keyboards.pause import PauseAllCb, PauseBotCb, PauseSymbolCb, pause_keyboard, symbol_labels
 from trading.errors import UnknownSymbol
 
 if TYPE_CHECKING:
@@ -36,8 +37,10 @@ async def on_pause_command(message: Message, command: CommandObject, trading: "T
     usage = f"Usage: /{command.command.lower()} [SYMBOL|bot|all]"
     args = (command.args or "").split()
     if not args:
-        markup = pause_keyboard(trading.symbols(), await trading.paused_symbols())
+        markup = pause_keyboard(trading.symbols(), await trading.paused_symbols(), await trading.bot_pause_states())
         await message.answer(**render_pause_menu().as_kwargs(), reply_markup=markup)
+        if not pause:
+            await _offer_lift(message, trading, message.from_user.id)
         return
     if len(args) > 1:
         await message.answer(**render_usage(usage).as_kwargs())
@@ -55,15 +58,30 @@ async def on_pause_command(message: Message, command: CommandObject, trading: "T
                 return
             await trading.set_bot_paused(bot, pause)
             await message.answer(**render_bot_paused(bot, pause).as_kwargs())
+            if not pause:
+                await _offer_lift(message, trading, message.from_user.id)
             return
     await _set_many(trading, symbols, pause)
     await message.answer(**render_paused(symbols, pause).as_kwargs())
+    if not pause:
+        await _offer_lift(message, trading, message.from_user.id)
+
+
+async def _offer_lift(message: Message, trading: "TradingService", user_id: int) -> None:
+    """After a resume: if a risk rule stopped a bot for the day, entries stay blocked until the
+    trader lifts that stop through a confirm dialog (SPEC T-1 "resume after a risk stop")."""
+    halted = trading.halted_bots()
+    if halted:
+        await message.answer(
+            text="Still stopped by a risk rule: " + ", ".join(f"{b} ({r})" for b, r in halted.items()), parse_mode=None
+        )
+        await ask_confirmation(message, trading, user_id, LIFT_RISK_STOP, ", ".join(halted))
 
 
 async def _refresh(query: CallbackQuery, trading: "TradingService") -> None:
     if not isinstance(query.message, Message):
         return  # too old to edit (InaccessibleMessage): the state change itself is done
-    markup = pause_keyboard(trading.symbols(), await trading.paused_symbols())
+    markup = pause_keyboard(trading.symbols(), await trading.paused_symbols(), await trading.bot_pause_states())
     try:
         await query.message.edit_reply_markup(reply_markup=markup)
     except TelegramBadRequest as error:
@@ -89,6 +107,20 @@ async def on_pause_all(
     await _set_many(trading, trading.symbols(), callback_data.pause)
     callback_answer.text = "Paused all symbols" if callback_data.pause else "Resumed all symbols"
     await _refresh(query, trading)
+    if not callback_data.pause and isinstance(query.message, Message):
+        await _offer_lift(query.message, trading, query.from_user.id)
+
+
+async def on_pause_bot(
+    query: CallbackQuery, callback_data: PauseBotCb, trading: "TradingService", callback_answer: CallbackAnswer
+) -> None:
+    """Toggle every symbol of one bot (SPEC R-7 per bot), then redraw the keyboard."""
+    if trading.resolve_bot(callback_data.bot) != callback_data.bot:
+        callback_answer.text = "Unknown bot"
+        return
+    await trading.set_bot_paused(callback_data.bot, callback_data.pause)
+    callback_answer.text = f"{'Paused' if callback_data.pause else 'Resumed'} bot {callback_data.bot}"
+    await _refresh(query, trading)
 
 
 def build_router() -> Router:
@@ -97,4 +129,5 @@ def build_router() -> Router:
     router.message.register(on_pause_command, Command("pause", "resume"))
     router.callback_query.register(on_pause_symbol, PauseSymbolCb.filter())
     router.callback_query.register(on_pause_all, PauseAllCb.filter())
+    router.callback_query.register(on_pause_bot, PauseBotCb.filter())
     return router

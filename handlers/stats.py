@@ -9,11 +9,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from aiogram import Router
-from aiogram.filters import Command, CommandObject
-from aiogram.types import Message
+from dataclasses import replace
 
-from bot.render import render_usage
+from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.callback_answer import CallbackAnswer
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.render import render_usage, split_text
 from bot.render_stats import (
     render_blockers,
     render_fail_stats,
@@ -23,6 +28,7 @@ from bot.render_stats import (
     render_top_missed,
 )
 from handlers.common import answer_text
+from keyboards.pager import PageCb, add_pager_row, page_of
 from trading.analytics import UnknownBot
 
 if TYPE_CHECKING:
@@ -32,6 +38,7 @@ MAX_HOURS = 24 * 365  # a year of replayed or live history is the longest window
 MAX_ROWS = 50  # /near and /topmissed: more lines than this is a report, not a chat answer
 _WHOLE = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() also accepts "²", which int() refuses
 UNAVAILABLE = "Signal analytics are not available in this run."
+LIST_PAGE = 10  # /near and /topmissed lines per page (SPEC T-3 paging)
 
 
 def parse_count(args: str | None, default: int, maximum: int) -> int | None:
@@ -91,7 +98,8 @@ async def on_near(message: Message, command: CommandObject, analytics: "Analytic
     limit = parse_count(command.args, 10, MAX_ROWS)
     if await _refused(message, command, analytics, limit, "n", MAX_ROWS):
         return
-    await answer_text(message, render_near(await analytics.near(limit)))
+    text, markup = await _list_page(analytics, "near", limit, 0)
+    await _answer_paged(message, text, markup)
 
 
 async def on_top_missed(message: Message, command: CommandObject, analytics: "AnalyticsService | None" = None) -> None:
@@ -99,7 +107,47 @@ async def on_top_missed(message: Message, command: CommandObject, analytics: "An
     limit = parse_count(command.args, 10, MAX_ROWS)
     if await _refused(message, command, analytics, limit, "n", MAX_ROWS):
         return
-    await answer_text(message, render_top_missed(await analytics.top_missed(limit)))
+    text, markup = await _list_page(analytics, "top", limit, 0)
+    await _answer_paged(message, text, markup)
+
+
+async def _list_page(analytics: "AnalyticsService", name: str, limit: int, page: int):
+    """One page (10 lines) of /near or /topmissed and its pager keyboard (None: one page)."""
+    if name == "near":
+        report = await analytics.near(limit)
+        shown, page, pages = page_of(report.signals, page, LIST_PAGE)
+        text = render_near(replace(report, signals=tuple(shown)))
+    else:
+        report = await analytics.top_missed(limit)
+        shown, page, pages = page_of(report.symbols, page, LIST_PAGE)
+        text = render_top_missed(replace(report, symbols=tuple(shown)), first_rank=page * LIST_PAGE + 1)
+    builder = InlineKeyboardBuilder()
+    add_pager_row(builder, name, page, pages, str(limit))
+    markup = builder.as_markup()
+    return text, markup if markup.inline_keyboard else None
+
+
+async def _answer_paged(message: Message, text, markup: InlineKeyboardMarkup | None) -> None:
+    parts = split_text(text)
+    for i, part in enumerate(parts):
+        await message.answer(**part.as_kwargs(), reply_markup=markup if i == len(parts) - 1 else None)
+
+
+async def on_list_page(
+    query: CallbackQuery, callback_data: PageCb, callback_answer: CallbackAnswer,
+    analytics: "AnalyticsService | None" = None,
+) -> None:
+    """A pager tap under /near or /topmissed: redraw that message with the asked page."""
+    limit = parse_count(callback_data.arg, 10, MAX_ROWS)
+    if analytics is None or limit is None or not isinstance(query.message, Message):
+        callback_answer.text = "This list cannot be paged any more."
+        return
+    text, markup = await _list_page(analytics, callback_data.name, limit, callback_data.page)
+    try:
+        await query.message.edit_text(**split_text(text)[0].as_kwargs(), reply_markup=markup)
+    except TelegramBadRequest as error:
+        if "not modified" not in error.message:
+            raise
 
 
 async def on_filters(message: Message, command: CommandObject, analytics: "AnalyticsService | None" = None) -> None:
@@ -129,4 +177,5 @@ def build_router() -> Router:
     router.message.register(on_near, Command("near"))
     router.message.register(on_top_missed, Command("topmissed"))
     router.message.register(on_filters, Command("filters"))
+    router.callback_query.register(on_list_page, PageCb.filter(F.name.in_({"near", "top"})))
     return router

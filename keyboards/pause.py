@@ -22,6 +22,13 @@ class PauseSymbolCb(CallbackData, prefix="ps", sep="|"):
     pause: bool
 
 
+class PauseBotCb(CallbackData, prefix="pt", sep="|"):
+    """Tap to pause or resume entries on every symbol of one bot (SPEC R-7 "per bot", B-1)."""
+
+    bot: str
+    pause: bool
+
+
 class PauseAllCb(CallbackData, prefix="pa", sep="|"):
     """Tap to pause or resume entries on every configured symbol."""
 
@@ -44,8 +51,11 @@ def symbol_labels(symbols: Sequence[str]) -> dict[str, str]:
     }
 
 
-def pause_keyboard(symbols: Iterable[str], paused: set[str]) -> InlineKeyboardMarkup:
-    """One toggle per symbol ("⏸ BTC" pauses, "▶️ BTC (paused)" resumes), two per row, then a
+def pause_keyboard(
+    symbols: Iterable[str], paused: set[str], bots: dict[str, bool] | None = None
+) -> InlineKeyboardMarkup:
+    """One toggle per symbol ("⏸ BTC" pauses, "▶️ BTC (paused)" resumes), two per row, then one
+    toggle per bot when ``bots`` (name → every symbol of it paused) has more than one, then a
     "Pause all" / "Resume all" row."""
     symbols = tuple(symbols)
     labels = symbol_labels(symbols)
@@ -55,6 +65,13 @@ def pause_keyboard(symbols: Iterable[str], paused: set[str]) -> InlineKeyboardMa
         text = f"▶️ {labels[symbol]} (paused)" if is_paused else f"⏸ {labels[symbol]}"
         builder.button(text=text, callback_data=packed(PauseSymbolCb(symbol=symbol, pause=not is_paused)))
     builder.adjust(2)
+    if bots and len(bots) > 1:
+        row = InlineKeyboardBuilder()
+        for bot, bot_paused in bots.items():
+            text = f"▶️ bot {bot} (paused)" if bot_paused else f"⏸ bot {bot}"
+            row.button(text=text[:64], callback_data=packed(PauseBotCb(bot=bot, pause=not bot_paused)))
+        row.adjust(2)
+        builder.attach(row)
     footer = InlineKeyboardBuilder()
     footer.button(text="⏸ Pause all", callback_data=packed(PauseAllCb(pause=True)))
     footer.button(text="▶️ Resume all", callback_data=packed(PauseAllCb(pause=False)))

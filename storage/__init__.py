@@ -19,9 +19,13 @@ from storage.db import Database, StorageError
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
     AccountRepository,
+    AuditRepository,
     BlacklistRepository,
+    ConfigSnapshotRepository,
+    ConfirmationRepository,
     EquityRepository,
     FillRepository,
+    IncidentRepository,
     OrderRepository,
     PauseRepository,
     PositionRepository,
@@ -37,7 +41,8 @@ class Storage:
     """Facade over one :class:`Database` and its repositories.
 
     Attributes: ``db``, ``orders``, ``fills``, ``positions``, ``equity``, ``signals``, ``risk``,
-    ``pauses``, ``account``, ``runtime``.
+    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``audit``, ``config_snapshots``.
+    ``pauses``, ``account``, ``runtime``, ``blacklist``, ``confirmations``, ``incidents``.
     """
 
     def __init__(self, db: Database) -> None:
@@ -52,6 +57,10 @@ class Storage:
         self.account = AccountRepository(db)
         self.runtime = RuntimeRepository(db)
         self.blacklist = BlacklistRepository(db)
+        self.audit = AuditRepository(db)
+        self.config_snapshots = ConfigSnapshotRepository(db)
+        self.confirmations = ConfirmationRepository(db)
+        self.incidents = IncidentRepository(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":

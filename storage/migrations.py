@@ -150,7 +150,79 @@ CREATE TABLE symbol_blacklist (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS)
+V4_AUDIT = """
+-- SPEC A-1: append-only audit records chained by sha256 (canonical form: trading/audit.py).
+-- id is the storage order (rowid); verification walks it and checks seq, prev_hash and hash.
+CREATE TABLE audit (
+    id        INTEGER PRIMARY KEY,
+    seq       INTEGER NOT NULL UNIQUE,    -- 1, 2, ... without gaps
+    ts        INTEGER NOT NULL,           -- epoch ms UTC of the decision (engine clock)
+    action    TEXT NOT NULL,              -- ORDER_PLACED, FILL, RISK_ALLOWED, EXIT, COMMAND...
+    bot       TEXT NOT NULL,
+    symbol    TEXT NOT NULL,
+    side      TEXT NOT NULL,
+    size      TEXT,                       -- contracts, str(Decimal), NULL when none
+    why       TEXT NOT NULL,              -- canonical JSON of the rationale
+    config_id TEXT NOT NULL,              -- config_snapshots.id in force
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX ix_audit_ts ON audit (ts);
+-- Defence in depth: the table refuses edits and deletions (verification still detects them
+-- when someone drops these triggers first).
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are append-only (SPEC A-1)');
+END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are append-only (SPEC A-1)');
+END;
+-- The trading config each record ran under, stored once: id = sha256 of its canonical JSON.
+CREATE TABLE config_snapshots (
+    id         TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE TRIGGER config_snapshots_no_update BEFORE UPDATE ON config_snapshots
+BEGIN
+    SELECT RAISE(ABORT, 'config snapshots are append-only (SPEC A-1)');
+END;
+CREATE TRIGGER config_snapshots_no_delete BEFORE DELETE ON config_snapshots
+BEGIN
+    SELECT RAISE(ABORT, 'config snapshots are append-only (SPEC A-1)');
+END;
+"""
+
+
+V5_CHAT_CONFIRMATIONS_AND_INCIDENTS = """
+-- SPEC T-1, T-3: a dangerous action waiting for its inline confirm. Callback data carries only
+-- the id (Telegram caps it at 64 bytes); the action and its argument live here until used or
+-- expired (epoch ms UTC, wall clock).
+CREATE TABLE confirmations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id     INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    argument    TEXT NOT NULL DEFAULT '',
+    created_ms  INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    used_ms     INTEGER
+);
+-- SPEC M-1: one row per monitor incident; open while closed_ms is NULL, so a restart does not
+-- alert again for an incident already reported.
+CREATE TABLE incidents (
+    key         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    playbook    TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    opened_ms   INTEGER NOT NULL,
+    closed_ms   INTEGER
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_AUDIT, V5_CHAT_CONFIRMATIONS_AND_INCIDENTS,
+)
 """Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
 
 SCHEMA_VERSION: int = len(MIGRATIONS)

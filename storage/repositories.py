@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from storage.db import Database
@@ -22,6 +23,7 @@ from trading.analytics import (
     SymbolSignalStats,
     percent,
 )
+from trading.audit import GENESIS, AuditEntry, AuditRecord, Verification, chain, sha256_hex, verify
 from trading.models import (
     Account,
     EquitySnapshot,
@@ -110,13 +112,21 @@ class OrderRepository(_Repository):
         return None if row is None else self._order(row)
 
     async def list_open(self, bot: str | None = None, symbol: str | None = None) -> list[Order]:
-        """Orders with status ``open``, optionally of one bot and/or symbol, oldest first."""
+        """Orders with status ``open``, optionally of one bot and/or symbol, oldest first (in the
+        order they were first stored, i.e. placed: a restart restores the same order, SPEC L-3)."""
         sql, params = "SELECT * FROM orders WHERE status = ?", [OrderStatus.OPEN.value]
         if bot is not None:
             sql, params = sql + " AND bot = ?", params + [bot]
         if symbol is not None:
             sql, params = sql + " AND symbol = ?", params + [symbol]
-        rows = await self._db.fetchall(sql + " ORDER BY created_ms, client_order_id", params)
+        rows = await self._db.fetchall(sql + " ORDER BY created_ms, rowid", params)
+        return [self._order(r) for r in rows]
+
+    async def list_closed(self) -> list[Order]:
+        """Every order that is no longer open (filled, canceled, rejected), oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM orders WHERE status != ? ORDER BY created_ms, client_order_id", (OrderStatus.OPEN.value,)
+        )
         return [self._order(r) for r in rows]
 
     @staticmethod
@@ -474,3 +484,214 @@ class RuntimeRepository(_Repository):
             "INSERT INTO runtime (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+AUDIT_HEAD_KEY = "audit_head"  # runtime key: "seq:hash" of the last record written (tail-cut check)
+
+
+class AuditRepository(_Repository):
+    """The append-only audit log (SPEC A-1). :meth:`append` chains new entries after the
+    stored head inside the caller's transaction, so a rolled-back transaction leaves no record
+    and the chain never forks; the head marker is written in the same transaction."""
+
+    _COLUMNS = "seq, ts, action, bot, symbol, side, size, why, config_id, prev_hash, hash"
+
+    async def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record, or (0, GENESIS) for an empty log."""
+        row = await self._db.fetchone("SELECT seq, hash FROM audit ORDER BY id DESC LIMIT 1")
+        return (0, GENESIS) if row is None else (row[0], row[1])
+
+    async def append(self, entries: Sequence[AuditEntry], config_id: str) -> list[AuditRecord]:
+        """Chain and insert ``entries`` (in the caller's transaction, or one of their own);
+        returns the stored records."""
+        if not entries:
+            return []
+        async with self._db._joined():
+            seq, prev = await self.head()
+            records = chain(entries, head_seq=seq, head_hash=prev, config_id=config_id)
+            await self._db.executemany(
+                f"INSERT INTO audit ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.ts, r.action, r.bot, r.symbol, r.side, r.size, r.why_json, r.config_id,
+                  r.prev_hash, r.hash) for r in records],
+            )
+            last = records[-1]
+            await self._db.execute(
+                "INSERT INTO runtime (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (AUDIT_HEAD_KEY, f"{last.seq}:{last.hash}"),
+            )
+        return records
+
+    async def list(self, since_ms: int | None = None, until_ms: int | None = None) -> list[AuditRecord]:
+        """Records with ``since_ms <= ts < until_ms`` (either bound optional), in storage order."""
+        where, params = _range(since_ms, until_ms, "ts")
+        rows = await self._db.fetchall(f"SELECT {self._COLUMNS} FROM audit{where} ORDER BY id", params)
+        return [AuditRecord(*r) for r in rows]
+
+    async def last(self, limit: int) -> list[AuditRecord]:
+        """The newest ``limit`` records, oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {self._COLUMNS} FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [AuditRecord(*r) for r in reversed(rows)]
+
+    async def count(self) -> int:
+        """How many records are stored."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM audit")
+        return int(row[0])
+
+    async def verify(self) -> Verification:
+        """Verify the whole chain and the head marker (see :func:`trading.audit.verify`)."""
+        records = await self.list()
+        marker = await self._db.fetchone("SELECT value FROM runtime WHERE key = ?", (AUDIT_HEAD_KEY,))
+        head = None
+        if marker is not None:
+            seq_text, _, digest = marker[0].partition(":")
+            head = (int(seq_text), digest) if seq_text.isdigit() else (0, GENESIS)
+        result = verify(records, head)
+        if not result.ok:
+            return result
+        # Each cited config snapshot exists and still hashes to its id (an edited risk limit
+        # would otherwise rewrite the rationale of every record that cites it).
+        rows = await self._db.fetchall("SELECT id, body FROM config_snapshots")
+        intact = {snapshot_id: sha256_hex(body) == snapshot_id for snapshot_id, body in rows}
+        for record in records:
+            state = intact.get(record.config_id)
+            if state is not True:
+                what = "is missing" if state is None else "was edited"
+                return Verification(False, result.count, result.head_hash, record.seq,
+                                    f"record seq {record.seq}: config snapshot {record.config_id[:12]}… {what}")
+        return result
+
+    async def exit_reasons(self, client_order_ids: Sequence[str]) -> dict[str, str]:
+        """The EXIT reason recorded for each of these close orders (client order id → reason
+        value), for restoring close orders in flight after a restart (SPEC L-3)."""
+        if not client_order_ids:
+            return {}
+        marks = ", ".join("?" * len(client_order_ids))
+        rows = await self._db.fetchall(
+            "SELECT json_extract(why, '$.client_order_id'), json_extract(why, '$.reason') FROM audit"
+            f" WHERE action = 'EXIT' AND json_extract(why, '$.client_order_id') IN ({marks})",
+            list(client_order_ids),
+        )
+        return {cid: reason for cid, reason in rows}
+
+
+    async def entry_details(self, client_order_ids: Sequence[str]) -> dict[str, tuple[Decimal, Decimal | None, int]]:
+        """For unfilled entry orders: client order id → (TP1 share %, ATR or None, leverage) from
+        their RISK_ALLOWED records, so a restart resumes them as decided (SPEC L-3)."""
+        if not client_order_ids:
+            return {}
+        marks = ", ".join("?" * len(client_order_ids))
+        rows = await self._db.fetchall(
+            "SELECT json_extract(why, '$.client_order_id'), json_extract(why, '$.tp1_share_pct'),"
+            " json_extract(why, '$.atr'), json_extract(why, '$.leverage') FROM audit WHERE action = 'RISK_ALLOWED'"
+            f" AND json_extract(why, '$.client_order_id') IN ({marks}) AND json_extract(why, '$.leverage') IS NOT NULL",
+            list(client_order_ids),
+        )
+        return {cid: (Decimal(share), opt_dec_out(atr), int(leverage)) for cid, share, atr, leverage in rows}
+
+
+class ConfigSnapshotRepository(_Repository):
+    """Trading config snapshots referenced by audit records (SPEC A-1), stored once by id."""
+
+    async def save(self, snapshot_id: str, body_json: str, created_ms: int) -> None:
+        """Store the snapshot unless this id is already stored."""
+        await self._db.execute(
+            "INSERT INTO config_snapshots (id, created_ms, body) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (snapshot_id, created_ms, body_json),
+        )
+
+    async def get(self, snapshot_id: str) -> str | None:
+        """The canonical JSON of a snapshot, or None."""
+        row = await self._db.fetchone("SELECT body FROM config_snapshots WHERE id = ?", (snapshot_id,))
+        return None if row is None else row[0]
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A dangerous chat action waiting for its inline confirm (SPEC T-1, T-3).
+
+    Attributes: id (the only thing the callback data carries), user_id (Telegram user who asked),
+    action (UPPER_SNAKE code, e.g. ``CLOSE_POSITION``), argument (e.g. ``bot|symbol``),
+    created_ms / expires_ms / used_ms (epoch ms UTC, wall clock; used_ms None until used).
+    """
+
+    id: int
+    user_id: int
+    action: str
+    argument: str
+    created_ms: int
+    expires_ms: int
+    used_ms: int | None
+
+
+class ConfirmationRepository(_Repository):
+    """Pending confirmations of dangerous actions (SPEC T-3: callback data ≤ 64 bytes)."""
+
+    async def create(self, user_id: int, action: str, argument: str, now_ms: int, ttl_ms: int) -> Confirmation:
+        """Store a new confirmation valid for ``ttl_ms`` from ``now_ms`` and return it; rows
+        expired for more than a day are dropped on the way (the table stays small)."""
+        async with self._db.transaction():  # the insert and its rowid read, with nothing between
+            await self._db.execute("DELETE FROM confirmations WHERE expires_ms < ?", (now_ms - 86_400_000,))
+            await self._db.execute(
+                "INSERT INTO confirmations (user_id, action, argument, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+                (user_id, action, argument, now_ms, now_ms + ttl_ms),
+            )
+            row = await self._db.fetchone("SELECT last_insert_rowid()")
+        assert row is not None
+        return Confirmation(int(row[0]), user_id, action, argument, now_ms, now_ms + ttl_ms, None)
+
+    async def get(self, confirmation_id: int) -> Confirmation | None:
+        """The confirmation with this id, or None."""
+        r = await self._db.fetchone(
+            "SELECT id, user_id, action, argument, created_ms, expires_ms, used_ms FROM confirmations WHERE id = ?",
+            (confirmation_id,),
+        )
+        return None if r is None else Confirmation(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+
+    async def use(self, confirmation_id: int, now_ms: int) -> bool:
+        """Mark it used; True only for the one caller that found it unused (a double tap runs
+        the action once)."""
+        changed = await self._db.execute(
+            "UPDATE confirmations SET used_ms = ? WHERE id = ? AND used_ms IS NULL", (now_ms, confirmation_id)
+        )
+        return changed == 1
+
+    async def count(self) -> int:
+        """How many confirmations were ever stored."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM confirmations")
+        return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """A monitor incident as stored (SPEC M-1): open while ``closed_ms`` is None."""
+
+    key: str
+    kind: str
+    playbook: str
+    text: str
+    opened_ms: int
+    closed_ms: int | None
+
+
+class IncidentRepository(_Repository):
+    """Monitor incidents (SPEC M-1), so an alert is sent once per incident, across restarts."""
+
+    async def list_open(self) -> dict[str, IncidentRow]:
+        """Open incidents by key."""
+        rows = await self._db.fetchall(
+            "SELECT key, kind, playbook, text, opened_ms, closed_ms FROM incidents WHERE closed_ms IS NULL"
+        )
+        return {r[0]: IncidentRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    async def open(self, key: str, kind: str, playbook: str, text: str, now_ms: int) -> None:
+        """Open (or re-open after it closed) the incident ``key``."""
+        await self._db.execute(
+            "INSERT INTO incidents (key, kind, playbook, text, opened_ms, closed_ms) VALUES (?, ?, ?, ?, ?, NULL)"
+            " ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, playbook = excluded.playbook,"
+            " text = excluded.text, opened_ms = excluded.opened_ms, closed_ms = NULL",
+            (key, kind, playbook, text, now_ms),
+        )
+
+    async def close(self, key: str, now_ms: int) -> None:
+        """Close the incident ``key`` (its condition cleared)."""
+        await self._db.execute("UPDATE incidents SET closed_ms = ? WHERE key = ? AND closed_ms IS NULL", (now_ms, key))

@@ -22,6 +22,7 @@ class FakeTelegram:
     def __init__(self) -> None:
         self.updates: list[dict[str, Any]] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.files: list[tuple[str, str, bytes]] = []  # (method, field, content) of multipart uploads
         self.sent = asyncio.Event()
         self._message_ids = itertools.count(1000)
         self._update_ids = itertools.count(1)
@@ -40,6 +41,24 @@ class FakeTelegram:
                 "text": text, "entities": entities,
             },
         })
+
+    def queue_callback(self, user_id: int, data: str, message: dict[str, Any] | None = None) -> None:
+        """Queue a button tap from ``user_id`` with callback ``data`` (forged data welcome) on
+        ``message`` (a message the bot sent; a placeholder when None)."""
+        message = message or {"message_id": 1, "date": int(time.time()), "chat": {"id": user_id, "type": "private"}}
+        self.updates.append({
+            "update_id": next(self._update_ids),
+            "callback_query": {
+                "id": str(next(self._update_ids)), "chat_instance": str(user_id), "data": data,
+                "from": {"id": user_id, "is_bot": False, "first_name": "T"}, "message": message,
+            },
+        })
+
+    async def wait_until(self, predicate, timeout: float = 60) -> None:
+        """Wait (polling every 50 ms) until ``predicate()`` is true; TimeoutError after ``timeout`` s."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
 
     def texts_to(self, chat_id: int) -> list[str]:
         """Texts the bot sent to ``chat_id``."""
@@ -64,7 +83,12 @@ class FakeTelegram:
         if request.content_type == "application/json":
             params = await request.json()
         else:
-            params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+            params = {}
+            for key, value in (await request.post()).items():
+                if isinstance(value, str):
+                    params[key] = value
+                else:  # an uploaded file (sendPhoto, sendDocument)
+                    self.files.append((request.match_info["method"].lower(), key, value.file.read()))
         if method == "getupdates":
             offset = int(params.get("offset") or 0)
             pending = [u for u in self.updates if u["update_id"] >= offset]
@@ -80,7 +104,9 @@ class FakeTelegram:
             message = {"message_id": next(self._message_ids), "date": int(time.time()),
                        "chat": {"id": chat_id, "type": "private"}, "text": params.get("text", "")}
             if "reply_markup" in params:
-                message["reply_markup"] = json.loads(params["reply_markup"])
+                markup = params["reply_markup"]
+                message["reply_markup"] = json.loads(markup) if isinstance(markup, str) else markup
+            params["result"] = message
             return self._ok(message)
         return self._ok(True)
 

@@ -10,10 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aiogram.methods import SendMessage
+from aiogram.methods import EditMessageText, SendMessage
 
 from bot.app import build_dispatcher
-from bot.console import ConsoleChat, make_console_bot
+from bot.console import ConsoleChat, keyboard_buttons, make_console_bot
 from bot.runtime import PaperRuntime
 from storage import Storage
 from trading.analytics import (
@@ -282,17 +282,23 @@ async def test_t2_chat_empty_window_and_missing_service(store, tmp_path):
     assert await replies(None, tmp_path, "/blockers", "/filters") == ["Signal analytics are not available in this run."] * 2
 
 
-async def test_t3_long_near_list_is_split_below_the_telegram_limit(store, tmp_path):
-    """T-3/T-4: /near 50 with long rows is split into several messages, none over 4096, no row lost."""
+async def test_t3_long_near_list_is_paged_below_the_telegram_limit(store, tmp_path):
+    """T-3/T-4: /near 50 with long rows comes in pages of 10 (none over 4096); walking the pager
+    shows all 50 rows, none lost or repeated."""
     many = [sig(NOW - i * 60_000, BTC, 3.5, MAXP, components=("rsi", "macd", "volume", "atr", "trend"))
             for i in range(60)]
     await store.signals.add_many(many)
     dp = build_dispatcher(object(), None, frozenset({USER}), analytics=AnalyticsService(store, config(), ReplayClock(NOW)))
     bot = make_console_bot(tmp_path / "out", out=io.StringIO())
-    await ConsoleChat(dp, bot, USER, out=io.StringIO()).send_text("/near 50")
-    messages = [r.text for r in bot.session.requests if isinstance(r, SendMessage)]
-    assert len(messages) >= 2 and all(len(m.encode("utf-16-le")) // 2 <= 4096 for m in messages)
-    assert sum(m.count("MAX_POSITIONS") for m in messages) == 50
+    chat = ConsoleChat(dp, bot, USER, out=io.StringIO())
+    await chat.send_text("/near 50")
+    for _ in range(4):
+        await chat.tap(len(keyboard_buttons(bot.session.keyboard_message)))  # Next ▶️
+    pages = [r.text for r in bot.session.requests if isinstance(r, (SendMessage, EditMessageText))]
+    assert len(pages) == 5 and all(len(m.encode("utf-16-le")) // 2 <= 4096 for m in pages)
+    assert [m.count("MAX_POSITIONS") for m in pages] == [10] * 5
+    rows = [line for m in pages for line in m.splitlines() if "MAX_POSITIONS" in line]
+    assert len(set(rows)) == 50
 
 
 # ----------------------------------------------------------------------------- real data

@@ -92,7 +92,10 @@ async def test_s1_market_entry_fills_at_next_open_and_stop_triggers(fake, adapte
     assert filled.status is OrderStatus.CLOSED and filled.filled == Decimal(10)
     assert filled.average >= Decimal(repr(series.open[1]))  # next open plus taker slippage
     positions = await adapter.fetch_positions()
-    assert [(p.symbol, p.contracts) for p in positions] == [(XRP, Decimal(10))]
+    assert list(positions) == [XRP] and positions[XRP][0] == Decimal(10)
+    assert positions[XRP][1] == filled.average  # the port's (signed contracts, entry price)
+    details = await adapter.fetch_position_details()
+    assert [(p.symbol, p.contracts, p.entry_price) for p in details] == [(XRP, Decimal(10), filled.average)]
     market = adapter.market(XRP)
     stop = bracket_order(env="demo", bot="xrp", market=market, side=Side.LONG, intent_id="fill",
                          leg=OrderLeg.STOP_LOSS, generation=0, contracts=Decimal(10),

@@ -120,6 +120,14 @@ class FakeTradingService:
         """Symbols paused so far."""
         return set(self.paused)
 
+    async def bot_pause_states(self) -> dict[str, bool]:
+        """The one bot: paused when every symbol is."""
+        return {"ema": set(SYMBOLS) <= self.paused}
+
+    def halted_bots(self) -> dict[str, str]:
+        """No risk stop in these tests."""
+        return {}
+
     async def set_paused(self, symbol: str, paused: bool) -> None:
         """Record the call and apply it (R-7)."""
         if symbol not in SYMBOLS:
@@ -257,8 +265,9 @@ async def test_help_lists_categories_and_menu_matches_T2(dp, bot, session, tradi
     for word in ("Status", "Control", "Analytics", "Ops", "/summary", "/open", "/pause", "/resume", "/daily", "/help"):
         assert word in text
     assert [c.command for c in BOT_COMMANDS] == [
-        "summary", "open", "risk", "pause", "resume", "daily",
-        "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "help",
+        "summary", "open", "status", "risk", "runtime", "pause", "resume", "close", "closeall", "shutdown",
+        "daily", "dailycsv", "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "playbook", "log",
+        "audit", "help",
     ]
 
 

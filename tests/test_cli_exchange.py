@@ -92,10 +92,14 @@ async def test_s1_demo_run_trades_on_the_exchange_and_chats(fake, capsys, tmp_pa
     answers from the live state (no Telegram token: console)."""
     fake.start_auto(0.2)
     code = await run_cli("run", "--symbols", "XRP", "--timeframe", "1m", "--db", str(tmp_path / "demo.db"),
-                         "--say", "/summary")
+                         "--say", "/summary", "--say", "/audit", "--say", "/log 100")
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Summary — DEMO" in out and "Balance: 10,000.00 USDT" in out
     assert "Realised PnL (total): +0.00 USDT" in out  # the bot's trades, not balance − paper start
+    # A-1 / L-3 in demo: the start-up reconciliation is an audit record of a verified chain.
+    assert "Audit chain OK" in out and "RECONCILE" in out
+    assert "The log buffer is not enabled" not in out  # /log is wired in demo as in paper
+    assert API_KEY not in out and API_SECRET not in out
     assert fake.requests["GET /fapi/v1/klines"] >= 2  # warm-up and the first poll
     assert (tmp_path / "demo.db").exists()

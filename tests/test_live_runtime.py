@@ -105,6 +105,54 @@ async def test_o5_l3_restart_reconciles_missed_fill_and_strays(fake, tmp_path):
         await rt.close()
 
 
+async def test_a1_l3_live_restart_reconciliation_and_fills_are_audited(fake, tmp_path):
+    """A-1 in demo/live: the fill booked at restart and the start-up reconciliation (L-3) are
+    audit records citing the config in force; a clean periodic check (O-5) adds no record, one
+    that cancels a stray does; the chain verifies and the head is the build card's."""
+    from storage import Storage
+
+    clock = ReplayClock(1_000_000)
+    db = tmp_path / "live.db"
+    rt = await build(fake, db, clock)
+    await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+    await rt.persister.flush()
+    await rt.close(flush=False)  # killed before it saw the fill
+    fake.advance()
+    clock.current_ms += 60_000
+    rt = await build(fake, db, clock)
+    try:
+        records = await rt.store.audit.list()
+        reconciles = [r for r in records if r.action == "RECONCILE"]
+        assert len(reconciles) == 2  # the first (empty) start and the restart
+        last = reconciles[-1]
+        assert last.why["fills_booked"] == 1 and last.why["repaired"] == rt.reconcile_report.repaired
+        assert not rt.reconcile_report.clean and "Restart reconciliation" in rt.reconcile_report.text()
+        assert any(r.action == "FILL" and r.symbol == XRP for r in records)
+        assert rt.service.config_id and all(r.config_id == rt.service.config_id for r in records)
+        # A clean periodic pass adds no record; a stray of ours is cancelled and audited.
+        clock.current_ms += 30_000
+        report = await rt.tick(clock.now_ms())
+        assert report is not None and report.periodic and report.clean
+        assert len([r for r in await rt.store.audit.list() if r.action == "RECONCILE"]) == 2
+        stray = client_order_id_prefix("demo", "xrp") + "stray1-tp1"
+        fake.plant_order(XRP, stray, Decimal(100))  # of ours, but its database lost it
+        clock.current_ms += 30_000
+        report = await rt.tick(clock.now_ms())
+        assert report.strays_cancelled == 1
+        assert stray not in {o.client_order_id for o in fake.open_orders()}
+        last = [r for r in await rt.store.audit.list() if r.action == "RECONCILE"][-1]
+        assert last.why["periodic"] and any(stray in line for line in last.why["found"])
+        assert (await rt.store.audit.verify()).ok
+        head = await rt.audit_head()
+    finally:
+        await rt.close()
+    store = await Storage.open(db)
+    try:
+        assert (await store.audit.head())[1] == head
+    finally:
+        await store.close()
+
+
 async def test_s2_rest_feed_processes_each_closed_candle_once_with_replay_state(tmp_path):
     """S-2 REST polling: warm-up, catch-up after missed polls, no candle twice, retried reads;
     the market state equals the one the replay path builds from the same bundled candles."""
@@ -145,3 +193,36 @@ async def test_s2_rest_feed_processes_each_closed_candle_once_with_replay_state(
             await rt.close()
     finally:
         await fake.stop()
+
+
+async def test_t6_o5_playbook_place_stops_again_reconciles_in_demo(fake, tmp_path):
+    """T-6 in demo/live: the "no stop" playbook's button asks the supervisor for a reconciliation
+    (O-5); the next tick places the vanished stop again (R-10) and audits the repair."""
+    from tests.test_chat_control import Chat, answers
+
+    clock = ReplayClock(1_000_000)
+    rt = await build(fake, tmp_path / "live.db", clock)
+    chat = Chat(rt, tmp_path)
+    try:
+        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+        fake.advance()
+        clock.current_ms += 500
+        await rt.tick(clock.now_ms())
+        [stop] = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
+        fake.sim._orders[stop.client_order_id] = stop
+        await fake.sim.cancel_order(stop.client_order_id, XRP)  # the stop vanished on the exchange
+        rt.supervisor.verifier.due.clear()  # (the O-6 check already ran long ago)
+        await chat.say("/playbook no_stop")
+        requests = await chat.tap("🛡 Place stops again")
+        assert answers(requests) == ["Reconciliation requested"]
+        assert "Reconciliation with the exchange requested" in requests[0].text
+        clock.current_ms += 1_000  # well before the 30 s period
+        report = await rt.tick(clock.now_ms())
+        assert report is not None and report.stops_replaced == 1
+        stops = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
+        assert len(stops) == 1 and stops[0].amount == Decimal(10)
+        record = [r for r in await rt.store.audit.list() if r.action == "RECONCILE"][-1]
+        assert record.why["stops_replaced"] == 1 and record.why["periodic"]
+    finally:
+        await chat.close()
+        await rt.close()

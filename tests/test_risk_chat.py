@@ -267,7 +267,7 @@ def test_render_risk_pause_stage_and_halted_state_R5():
 def test_risk_is_in_help_and_menu_under_status_T2():
     """T-2: /risk is listed under status in /help and the command menu; /pause names bots."""
     status = dict(COMMANDS)["Status"]
-    assert [c for c, _ in status] == ["summary", "open", "risk"]
+    assert [c for c, _ in status] == ["summary", "open", "status", "risk", "runtime"]
     assert "risk" in [c.command for c in BOT_COMMANDS]
     control = dict(dict(COMMANDS)["Control"])
     assert "[SYMBOL|bot|all]" in control["pause"] and "[SYMBOL|bot|all]" in control["resume"]

@@ -332,8 +332,14 @@ class CcxtExchange:
         orders = [self.parse_order(r) for r in plain] + [self.parse_order(r, conditional=True) for r in algo]
         return [o for o in orders if o.status is OrderStatus.OPEN]
 
-    async def fetch_positions(self) -> list[ExchangePosition]:
-        """Open positions (non-zero) of the account, one-way mode."""
+    async def fetch_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Open positions as the port defines them (``ExchangePort.fetch_positions``, SPEC O-5,
+        L-3): symbol → (signed contracts, +long/−short; entry price in quote)."""
+        return {p.symbol: (p.contracts, p.entry_price) for p in await self.fetch_position_details()}
+
+    async def fetch_position_details(self) -> list[ExchangePosition]:
+        """Open positions (non-zero) of the account, one-way mode, with mark price, leverage and
+        margin mode."""
         raw = await self._call("fetch_positions")
         positions = []
         for p in raw:

@@ -24,7 +24,9 @@ from trading.events import (
     Alert,
     BlacklistChanged,
     EquitySampled,
+    EntryDecided,
     EventSink,
+    ExitDecided,
     FillBooked,
     OrderUpdated,
     PositionChanged,
@@ -211,11 +213,20 @@ class Engine:
         blacklist: list[SymbolBlacklist] = (),
         closed_trades: int = 0,
         recent_fills: list[Fill] = (),
+        close_reasons: dict[str, ExitReason] | None = None,
+        last_sample_ms: int | None = None,
+        entry_details: dict[str, tuple[Decimal, Decimal | None, int]] | None = None,
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
         risk counters, paused symbols (R-7), symbol blacklist (R-6) and the last hour's fills
-        (their entries rebuild the F-4 cooldown and hourly entry count), oldest first."""
+        (their entries rebuild the F-4 cooldown and hourly entry count), oldest first, and the
+        exit reasons of close orders still in flight (client order id → reason, from the audit)
+        the time of the last equity sample (epoch ms UTC), and per unfilled entry order (client
+        order id) the TP1 share %, ATR and leverage decided at the signal (from the audit)."""
         self.account = account
+        self._close_reasons.update(close_reasons or {})
+        if last_sample_ms is not None:  # the hourly equity sample keeps its rhythm (no extra sample)
+            self._next_sample_ms = last_sample_ms - last_sample_ms % HOUR_MS + HOUR_MS
         for fill in recent_fills:
             if fill.leg is OrderLeg.ENTRY:
                 self._entry_logs.setdefault(fill.bot, EntryLog()).record(fill.symbol, fill.timestamp)
@@ -228,10 +239,13 @@ class Engine:
         for order in open_orders:
             self.open_orders[order.client_order_id] = order
             if order.leg is OrderLeg.ENTRY and order.filled == 0:  # a partly filled one has its position
+                # An entry sent but not filled yet counts for F-4 like the filled ones.
+                self._entry_logs.setdefault(order.bot, EntryLog()).record(order.symbol, order.created_ms)
                 side = Side.LONG if order.side.value == "buy" else Side.SHORT
                 intent_id = f"{order.bot}|{order.symbol}|{order.created_ms}"
-                leverage = self.bots[order.bot].profile.leverage
-                self._pending[(order.bot, order.symbol)] = _PendingEntry(intent_id, side, order, leverage)
+                share, atr, leverage = (entry_details or {}).get(
+                    order.client_order_id, (None, None, self.bots[order.bot].profile.leverage))
+                self._pending[(order.bot, order.symbol)] = _PendingEntry(intent_id, side, order, leverage, share, atr)
         for state in risk_states:
             self.risk_states[state.bot] = state
         for bot, symbols in paused.items():
@@ -336,6 +350,7 @@ class Engine:
                             intent_id=f"{position.position_id}|step{steps_done}", contracts=step.contracts,
                             now_ms=self.clock.now_ms())
         self._close_reasons[order.client_order_id] = ExitReason.STEP_TP
+        self._decide_exit(position, ExitReason.STEP_TP, step.contracts, order.client_order_id, {"step": steps_done})
         await self._place(order)
 
     def _close_in_flight(self, bot: str, symbol: str) -> bool:
@@ -444,10 +459,11 @@ class Engine:
         self._track(accepted)
         entries.record(symbol, now)
         atr = feed.indicators.atr
-        self._pending[(profile.name, symbol)] = _PendingEntry(
+        pending = self._pending[(profile.name, symbol)] = _PendingEntry(
             intent_id, check.side, accepted, limits.leverage, limits.tp1_share_pct,
             Decimal(repr(atr)) if atr == atr and atr > 0 else None,  # NaN-safe
         )
+        self.sink.emit(EntryDecided(accepted.client_order_id, limits.tp1_share_pct, pending.atr, limits.leverage))
         return self._record(now, bot, symbol, check, "", min_score)
 
     def _record(
@@ -758,6 +774,9 @@ class Engine:
             tp1_done=position.tp1_done or fill.leg is OrderLeg.TP1,
         )
         reason = _LEG_REASONS.get(fill.leg) or self._close_reasons.pop(fill.client_order_id, ExitReason.MANUAL)
+        if fill.leg in _LEG_REASONS:  # a resting bracket decided this exit (E-1)
+            self._decide_exit(position, reason, fill.amount, why={"bracket_order_id": fill.client_order_id,
+                                                                   "price": fill.price})
         state = self.risk_states.get(position.bot)
         if state is not None and reason in _TAKE_PROFITS:
             state = replace(state, sl_streak=0)  # SPEC R-2: a take-profit resets the streak
@@ -873,7 +892,14 @@ class Engine:
                             intent_id=f"{position.position_id}|{reason.value}|{now}|{position.contracts}",
                             contracts=position.contracts, now_ms=now)
         self._close_reasons[order.client_order_id] = reason
+        self._decide_exit(position, reason, position.contracts, order.client_order_id)
         return await self._place(order)
+
+    def _decide_exit(self, position: Position, reason: ExitReason, contracts: Decimal, client_order_id: str = "",
+                     why: dict | None = None) -> None:
+        """Emit the exit decision with its reason for the audit trail (SPEC A-1)."""
+        self.sink.emit(ExitDecided(self.clock.now_ms(), position.bot, position.symbol, position.side.value,
+                                   position.position_id, reason.value, contracts, client_order_id, why or {}))
 
     def _track(self, order: Order) -> None:
         self.open_orders[order.client_order_id] = order
@@ -928,6 +954,24 @@ class Engine:
             if order is not None:
                 orders.append(order)
         return orders
+
+    async def close_position(self, bot: str, symbol: str, reason: ExitReason = ExitReason.MANUAL) -> Order | None:
+        """Send a reduce-only market close for ``bot``'s position on ``symbol`` (SPEC T-2
+        /close). Returns the close order, or None when there is no such position or a close is
+        already on its way (a second tap never doubles the close)."""
+        position = self.positions.get((bot, symbol))
+        if position is None or self._close_in_flight(bot, symbol):
+            return None
+        return await self._close_at_market(position, reason)
+
+    def clear_risk_stop(self, bot: str) -> str:
+        """Lift ``bot``'s day stop (R-2, R-3, R-4) by hand; returns the reason it had ('' if none).
+        The trader confirmed this in chat (SPEC T-1 "resume after a risk stop")."""
+        state = self.risk_states.get(bot)
+        if state is None or not state.halted_reason:
+            return ""
+        self._set_risk_state(replace(state, halted_reason=""))
+        return state.halted_reason
 
     async def cancel_pending_entries(self) -> None:
         """Cancel entry orders that have not filled yet (end of a backtest, shutdown)."""

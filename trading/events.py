@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from trading.models import (
@@ -75,12 +76,67 @@ class BlacklistChanged:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """Something a trader must hear about now (SPEC T-4, M-1): kind is an UPPER_SNAKE code."""
+    """Something a trader must hear about now (SPEC T-4, M-1): kind is an UPPER_SNAKE code;
+    ``playbook`` the key of the incident playbook to open (SPEC T-6, "" = none)."""
 
     kind: str
     bot: str
     symbol: str
     text: str
+    playbook: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitDecided:
+    """The engine decided to take a position (or part of it) off, or a bracket did (SPEC A-1,
+    E-1..E-5, R-10): ``reason`` is the ExitReason value (TP1, SL, STEP_TP, AUTO_PROFIT,
+    TIMEOUT…); ``contracts`` the size to close; ``client_order_id`` of the close order ("" for
+    a bracket that filled); ``why`` extra figures (PnL % on margin, step…). ``ts`` epoch ms UTC."""
+
+    ts: int
+    bot: str
+    symbol: str
+    side: str
+    position_id: str
+    reason: str
+    contracts: Decimal
+    client_order_id: str = ""
+    why: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDecided:
+    """An entry order was accepted; the figures its brackets will use at the fill (SPEC E-1,
+    Z-4): ``tp1_share_pct`` (%), ``atr`` (quote, None when unknown) and ``leverage`` (×). They
+    go into the RISK_ALLOWED audit record, so a restart before the fill resumes exactly (L-3)."""
+
+    client_order_id: str
+    tp1_share_pct: Decimal
+    atr: Decimal | None
+    leverage: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandIssued:
+    """A manual command from the chat or the CLI changed trading state (SPEC A-1): ``command``
+    e.g. "pause", "resume"; ``source`` "chat"; ``ts`` epoch ms UTC."""
+
+    ts: int
+    command: str
+    bot: str = ""
+    symbol: str = ""
+    source: str = "chat"
+    why: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReported:
+    """A reconciliation with the exchange (SPEC O-5, L-3): the one at start, or a periodic live
+    one that repaired something; what was found and what was repaired, as plain JSON values
+    (``trading.reconcile.ReconcileReport.as_dict``). ``ts`` epoch ms UTC."""
+
+    ts: int
+    report: dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +156,10 @@ Event = (
     | RiskStateChanged
     | BlacklistChanged
     | Alert
+    | ExitDecided
+    | EntryDecided
+    | CommandIssued
+    | ReconcileReported
     | ReplayProgress
 )
 

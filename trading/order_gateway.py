@@ -148,8 +148,9 @@ class OrderGateway:
         """Recent candles (retried), see ``CcxtExchange.fetch_ohlcv``."""
         return await self._retrying(lambda: self.exchange.fetch_ohlcv(symbol, timeframe, limit))
 
-    async def fetch_positions(self) -> list:
-        """The exchange's open positions (retried)."""
+    async def fetch_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """The exchange's open positions (retried): symbol → (signed contracts, entry price in
+        quote), as ``ExchangePort.fetch_positions``."""
         return await self._retrying(self.exchange.fetch_positions)
 
     async def load_time_difference(self) -> None:

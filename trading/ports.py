@@ -55,6 +55,10 @@ class ExchangePort(Protocol):
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
         """Open orders, optionally of one symbol."""
 
+    async def fetch_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Open positions: symbol → (signed contracts, +long/−short; entry price in quote), for
+        the reconciliation on start (SPEC O-5, L-3)."""
+
     def spread_pct(self, symbol: str, price: float) -> float | None:
         """Latest bid/ask spread of ``symbol`` in % of mid (from the cached top of book), or
         None when unknown (SPEC F-1 then denies)."""

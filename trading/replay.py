@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from time import perf_counter
 
 from trading.engine import Engine, FeedState
 from trading.events import EventBuffer, ReplayProgress
@@ -57,6 +58,7 @@ async def run_replay(
     flush_every: int = 50_000,
     durable: bool | None = None,
     stop: asyncio.Event | None = None,
+    on_frame: Callable[[float], None] | None = None,
 ) -> ReplayResult:
     """Replay ``sources`` through ``engine``.
 
@@ -69,6 +71,9 @@ async def run_replay(
             next candle; default: only when paced (``speed`` set). A flush writes the state and
             the replay cursor in one transaction, so a restart is consistent either way.
         stop: set it to end the replay early (Ctrl+C, /shutdown).
+        on_frame: called with the wall time (ms) the engine spent on each timestamp's candles
+            (fills, funding, signals, exits; not the pacing sleep) — the loop timings of
+            /runtime (SPEC T-2). None = not measured.
     """
     stamps: set[int] = set()
     for source in sources:
@@ -91,6 +96,7 @@ async def run_replay(
             await _flush(buffer, flush, last_open)
             return ReplayResult(candles, last_open, True)
         warm = resume_after_ms is not None and ts <= resume_after_ms
+        started = perf_counter() if on_frame is not None and not warm else 0.0
         if not warm:
             clock.current_ms = ts
             engine.tick(ts)
@@ -135,6 +141,8 @@ async def run_replay(
         if warm:
             continue
         last_open = ts
+        if on_frame is not None:
+            on_frame((perf_counter() - started) * 1000)
         if (durable and buffer.critical) or since_flush >= flush_every:
             since_flush = 0
             await _flush(buffer, flush, ts)

@@ -122,16 +122,25 @@ class SimulatedExchange:
             if o.status is OrderStatus.OPEN and (symbol is None or o.symbol == symbol)
         ]
 
+    async def fetch_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Open positions: symbol → (signed contracts, +long/−short; entry price in quote)."""
+        return {symbol: (p.contracts, p.entry_price) for symbol, p in self._positions.items()}
+
     # --------------------------------------------------------- simulation
     def restore(
         self,
         balance: Decimal,
         positions: list[tuple[str, Decimal, Decimal, int]],
         open_orders: list[Order],
+        known_orders: list[Order] = (),
     ) -> None:
         """Resume a saved paper account: balance in quote; positions as (symbol, signed
-        contracts, entry price, leverage); the open orders as they were."""
+        contracts, entry price, leverage); the open orders as they were; ``known_orders``: every
+        other order ever sent (filled, canceled…), so a repeated client order id still returns
+        the existing order after a restart, as on the exchange (SPEC O-2)."""
         self._balance = balance
+        for order in known_orders:
+            self._orders[order.client_order_id] = order
         for symbol, contracts, entry, leverage in positions:
             self._positions[symbol] = _NetPosition(contracts, entry, leverage)
         for order in open_orders:

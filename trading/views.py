@@ -150,3 +150,34 @@ class RiskReport:
     symbols: tuple[SymbolRisk, ...]
     clock_ms: int
     drawdown_risk_multiplier: Decimal = Decimal("0.5")  # risk × this at the REDUCE stage (R-5)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    """A manual close sent (SPEC T-2 /close, /closeall): the reduce-only market order's client
+    order id and size (contracts); it fills at the next price the exchange sees."""
+
+    bot: str
+    symbol: str
+    side: Side
+    contracts: Decimal
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """What /runtime shows (SPEC T-2): uptime (s, wall clock), mode, the engine clock (epoch ms
+    UTC, the last candle seen), the market feed's state ("replaying", "replay finished", ...),
+    whether the monitor would call it stale (M-1), and loop timings of the candle loop (ms per
+    candle, None when not measured yet)."""
+
+    mode: str
+    uptime_s: int
+    clock_ms: int
+    feed_state: str
+    feed_stale: bool
+    symbols: tuple[str, ...]
+    open_positions: int
+    open_orders: int
+    loop_avg_ms: float | None
+    loop_max_ms: float | None
