@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 from bot.persister import Persister
