@@ -3,6 +3,8 @@
 ``optiflow run``: paper mode on a replay of the bundled real candles; the chat runs over Telegram
 when ``TELEGRAM_BOT_TOKEN`` is set, otherwise in this terminal. ``optiflow backtest``: the same
 engine as fast as possible over a window, then a result table, a trades CSV and a chart PNG.
+``optiflow check`` / ``optiflow smoke``: pre-flight and a round trip on the exchange in demo, or
+live with ``--live`` (SPEC O-7, S-1; see ``bot.preflight``).
 Invalid options or config print one line naming the problem and exit 2, never a traceback.
 """
 
@@ -72,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     backtest.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     backtest.add_argument("--out", type=Path, help="output folder for the CSV and PNG (default OPTIFLOW_OUTPUT_DIR/backtest)")
+    check = sub.add_parser("check", parents=[common], help="pre-flight against the exchange (demo, or live with --live)")
+    check.add_argument("--live", action="store_true", help="check the real-money account (needs API keys)")
+    smoke = sub.add_parser("smoke", parents=[common], help="open → brackets → verify → close on the exchange")
+    smoke.add_argument("--symbol", required=True, help="symbol, e.g. XRP or XRP/USDT:USDT")
+    smoke.add_argument("--notional", type=Decimal, default=Decimal(10), help="entry notional in quote (default 10)")
+    smoke.add_argument("--live", action="store_true", help="trade real money (needs API keys)")
+    smoke.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step (default 60)")
     audit = sub.add_parser("audit", help="check or export the audit trail (SPEC A-1)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
     verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
@@ -134,11 +143,7 @@ async def _run(args) -> int:
 
     settings, config = _load(args)
     if args.live or settings.optiflow_mode != "paper":
-        # SPEC S-1: live needs keys AND --live; this version ships the paper engine only.
-        raise OptiFlowError(
-            "live and demo trading are not available in this version: run without --live "
-            "and with OPTIFLOW_MODE=paper"
-        )
+        return await _run_exchange(args, settings, config)
     allowed = settings.allowed_user_ids()
     if settings.telegram_bot_token is not None and not allowed:
         raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
@@ -182,6 +187,105 @@ async def _run(args) -> int:
             await bot.session.close()
     finally:
         await runtime.close()
+
+
+async def _run_exchange(args, settings, config) -> int:
+    """Demo or live trading (SPEC S-1: live needs --live AND keys): the engine on the exchange,
+    candles polled over REST (S-2), orders through the gateway, reconciled before any entry
+    (L-3); the chat runs over Telegram or in this terminal as in paper mode."""
+    from bot.app import build_dispatcher
+    from bot.console import ConsoleChat, make_console_bot
+    from bot.live import LiveRuntime, make_exchange, requote
+    from bot.logbuffer import install as install_log_buffer
+    from bot.preflight import _mode
+    from bot.settings import CONSOLE_USER_ID
+    from bot.shutdown import SHUTDOWN_TEXT, ShutdownSignal
+    from trading.analytics import AnalyticsService
+    from trading.ccxt_exchange import resolve_quote
+
+    mode = _mode(settings, args.live)
+    allowed = settings.allowed_user_ids()
+    if settings.telegram_bot_token is not None and not allowed:
+        raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
+    quote = resolve_quote(mode, settings.optiflow_quote)
+    config = requote(config, quote)
+    exchange = make_exchange(settings, mode)
+    if mode == "live":
+        print(f"⚠️ LIVE trading on {settings.optiflow_exchange}: real money, {len(config.bots)} bot(s), "
+              f"symbols {', '.join(config.all_symbols())}, quote {quote}")
+    try:
+        runtime = await LiveRuntime.build(config=config, db_path=args.db or settings.optiflow_db_path,
+                                          exchange=exchange, env=mode)
+    except BaseException:
+        await exchange.close()
+        raise
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
+    try:
+        # /log (secrets redacted: the Telegram token and the exchange keys) and a confirmed
+        # /shutdown work as in paper mode (SPEC T-2, L-2).
+        log_buffer = install_log_buffer()
+        for secret in (settings.telegram_bot_token, settings.binance_api_key, settings.binance_api_secret):
+            if secret is not None:
+                log_buffer.add_secret(secret.get_secret_value())
+        shutdown = ShutdownSignal()
+        dp = build_dispatcher(
+            runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
+            log_buffer=log_buffer, request_shutdown=shutdown.request,
+        )
+        if settings.telegram_bot_token is not None:
+            return await _poll_exchange_telegram(dp, settings, runtime, shutdown, allowed, log_buffer)
+        bot = make_console_bot(settings.optiflow_output_dir)
+        chat = ConsoleChat(dp, bot, min(allowed) if allowed else CONSOLE_USER_ID)
+        try:
+            if args.say:
+                await asyncio.wait([asyncio.ensure_future(ready.wait()), loop_task],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                await chat.say(args.say)
+                return 0
+            print(f"OptiFlow {mode} mode — console chat. Type /help, a button number to tap it, or quit.")
+            await chat.run_interactive(until=shutdown.event)
+            if shutdown.event.is_set():
+                print(SHUTDOWN_TEXT)
+            return 0
+        finally:
+            await bot.session.close()
+    finally:
+        stop.set()
+        await asyncio.gather(loop_task, return_exceptions=True)
+        await runtime.close()
+
+
+async def _poll_exchange_telegram(dp, settings, runtime, shutdown, allowed, log_buffer) -> int:
+    """Telegram long polling for demo/live: the minute monitor (SPEC M-1) runs alongside, a
+    confirmed /shutdown stops polling and tells the allowed users (L-2, T-2)."""
+    from bot.app import BOT_COMMANDS
+    from bot.monitor_job import monitor_loop
+    from bot.shutdown import SHUTDOWN_TEXT
+
+    bot = make_telegram_bot(settings)
+    monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))
+
+    async def stop_on_request() -> None:
+        await shutdown.event.wait()
+        await dp.stop_polling()
+
+    watcher = asyncio.create_task(stop_on_request())
+    try:
+        await bot.set_my_commands(BOT_COMMANDS)
+        await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
+        if shutdown.event.is_set():
+            for user_id in sorted(allowed):
+                try:
+                    await bot.send_message(chat_id=user_id, text=SHUTDOWN_TEXT, parse_mode=None)
+                except Exception:  # the shutdown goes on even if Telegram is unreachable
+                    log.exception("could not send the shutdown message to %s", user_id)
+        return 0
+    finally:
+        monitor.cancel()
+        watcher.cancel()
+        await bot.session.close()
 
 
 def make_telegram_bot(settings):
@@ -455,7 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``optiflow`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler = {"run": _run, "backtest": _backtest, "audit": _audit}[args.command]
+    from bot.preflight import check_command, smoke_command
+
+    handler = {"run": _run, "backtest": _backtest, "audit": _audit,
+               "check": check_command, "smoke": smoke_command}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:

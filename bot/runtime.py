@@ -22,7 +22,7 @@ from trading.marketdata import (
     load_funding,
     market_from_ccxt,
 )
-from trading.models import ExitReason, Market, OrderLeg, Side
+from trading.models import ExitReason, Market, Order, OrderLeg, Side
 from trading.ports import ReplayClock
 from trading.reconcile import ReconcileReport, reconcile
 from trading.replay import ReplayResult, ReplaySource, close_at_end, run_replay
@@ -51,6 +51,28 @@ async def audit_head(store: Storage) -> str:
     """The hash of the last audit record of ``store`` (GENESIS, 64 zeros, when the log is
     empty), as the build card shows it at start and at shutdown (SPEC L-1, A-1)."""
     return (await store.audit.head())[1]
+
+
+async def save_config_snapshot(store: Storage, config: TradingConfig) -> str:
+    """Store the config in force and return its snapshot id, which every audit record of this
+    run cites (SPEC A-1)."""
+    config_json = config.model_dump(mode="json")
+    config_id = config_snapshot_id(config_json)
+    await store.config_snapshots.save(config_id, canonical_json(config_json), int(time.time() * 1000))
+    return config_id
+
+
+async def audited_restore_details(store: Storage, open_orders: list[Order]) -> dict:
+    """The ``Engine.restore`` keyword arguments read from the audit and the equity log (SPEC
+    L-3, A-1): the exit reasons of close orders still in flight, the time of the last equity
+    sample (epoch ms UTC) and the TP1 share / ATR / leverage decided for unfilled entries."""
+    closing = [o.client_order_id for o in open_orders if o.leg is OrderLeg.CLOSE]
+    return {
+        "close_reasons": {cid: ExitReason(r) for cid, r in (await store.audit.exit_reasons(closing)).items()},
+        "last_sample_ms": getattr(await store.equity.latest(), "timestamp", None),
+        "entry_details": await store.audit.entry_details(
+            [o.client_order_id for o in open_orders if o.leg is OrderLeg.ENTRY]),
+    }
 
 
 @dataclass(slots=True)
@@ -109,11 +131,7 @@ class PaperRuntime:
                 open_orders,
                 await store.orders.list_closed(),
             )
-            config_json = config.model_dump(mode="json")
-            config_id = config_snapshot_id(config_json)  # SPEC A-1: records cite the config in force
-            await store.config_snapshots.save(config_id, canonical_json(config_json), int(time.time() * 1000))
-            closing = [o.client_order_id for o in open_orders if o.leg is OrderLeg.CLOSE]
-            close_reasons = {cid: ExitReason(r) for cid, r in (await store.audit.exit_reasons(closing)).items()}
+            config_id = await save_config_snapshot(store, config)
             engine = Engine(config=config, markets=markets, exchange=exchange, clock=clock, sink=buffer)
             risk_states = [s for s in [await store.risk.get(b.name) for b in config.bots] if s]
             paused = {b.name: await store.pauses.list(b.name) for b in config.bots}
@@ -124,10 +142,7 @@ class PaperRuntime:
                 account=account, positions=positions, open_orders=open_orders,
                 risk_states=risk_states, paused=paused, blacklist=await store.blacklist.list(),
                 closed_trades=await store.positions.count_closed(), recent_fills=recent,
-                close_reasons=close_reasons,
-                last_sample_ms=getattr(await store.equity.latest(), "timestamp", None),
-                entry_details=await store.audit.entry_details(
-                    [o.client_order_id for o in open_orders if o.leg is OrderLeg.ENTRY]),
+                **await audited_restore_details(store, open_orders),
             )
             if start_ms is not None:
                 resume_after = max(resume_after or 0, start_ms - 1)

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     optiflow_db_path: Path = Path("optiflow.db")
     optiflow_data_dir: Path = Field(default_factory=default_data_dir)
     optiflow_output_dir: Path = Path("out")
+    optiflow_exchange: Literal["binanceusdm", "okx"] = "binanceusdm"
+    optiflow_quote: str | None = None  # SPEC S-4: empty → USDC in live, USDT in demo
+    # Base URL replacing every exchange REST URL: loopback fakes in tests, self-hosted proxies.
+    exchange_api_base: str | None = None
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
     optiflow_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -64,7 +68,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "telegram_bot_token", "binance_api_key", "binance_api_secret", "optiflow_config",
-        "telegram_api_base", "telegram_proxy", mode="before"
+        "telegram_api_base", "telegram_proxy", "exchange_api_base", "optiflow_quote", mode="before"
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -1,7 +1,9 @@
 """/playbook [incident], /log [n] and the playbook step buttons (SPEC T-2 ops, T-6).
 
 Playbook actions run through the same service verbs as the commands; closing a symbol asks for
-confirmation; an action this run cannot do (no exchange to reconcile with in paper mode) says so.
+confirmation; "place stops again" and "reconcile" ask the demo/live supervisor for a
+reconciliation with the exchange (SPEC O-5); an action this run cannot do (no exchange to
+reconcile with in paper mode) says so.
 """
 
 from __future__ import annotations

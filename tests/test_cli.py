@@ -92,10 +92,12 @@ def test_unknown_symbol_is_a_clear_error(tmp_path, capsys):
     assert "NOPE/USDT:USDT" in capsys.readouterr().err
 
 
-def test_s1_live_is_never_the_default_and_refused_in_this_version(tmp_path, capsys):
-    """SPEC S-1: live needs --live and keys; this version refuses it outright."""
+def test_s1_live_is_never_the_default_and_needs_keys(tmp_path, capsys, monkeypatch):
+    """SPEC S-1: live needs --live and keys; without keys it stops before touching anything."""
+    monkeypatch.delenv("BINANCE_API_KEY", raising=False)
+    monkeypatch.delenv("BINANCE_API_SECRET", raising=False)
     assert main(["run", "--live", "--db", str(tmp_path / "x.db"), "--say", "/summary"]) == 2
-    assert "not available" in capsys.readouterr().err
+    assert "needs BINANCE_API_KEY and BINANCE_API_SECRET" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()
 
 

@@ -110,3 +110,16 @@ async def test_reduce_only_without_position_is_rejected(exchange):
 async def test_cancel_unknown_order_is_rejected(exchange):
     with pytest.raises(OrderRejected, match="Unknown order"):
         await exchange.cancel_order("nope", SYMBOL)
+
+
+async def test_o3_reduce_only_close_expires_when_the_position_is_already_gone(exchange):
+    """Two reduce-only market closes queued for one long: the first closes it, the second
+    expires like on Binance instead of opening a short."""
+    await open_long(exchange, 2.0)
+    await exchange.create_order(order("c1", OrderSide.SELL, leg=OrderLeg.CLOSE, reduce_only=True))
+    await exchange.create_order(order("c2", OrderSide.SELL, leg=OrderLeg.CLOSE, reduce_only=True))
+    fills = exchange.fill_pending(SYMBOL, 120_000, 2.0)
+    assert [f.client_order_id for f in fills] == ["c1"]
+    assert exchange.position(SYMBOL) is None
+    assert await exchange.fetch_open_orders(SYMBOL) == []
+    assert exchange._orders["c2"].status is OrderStatus.REJECTED

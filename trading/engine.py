@@ -238,7 +238,7 @@ class Engine:
             self.held_symbols.add(position.symbol)
         for order in open_orders:
             self.open_orders[order.client_order_id] = order
-            if order.leg is OrderLeg.ENTRY:
+            if order.leg is OrderLeg.ENTRY and order.filled == 0:  # a partly filled one has its position
                 # An entry sent but not filled yet counts for F-4 like the filled ones.
                 self._entry_logs.setdefault(order.bot, EntryLog()).record(order.symbol, order.created_ms)
                 side = Side.LONG if order.side.value == "buy" else Side.SHORT
@@ -861,14 +861,19 @@ class Engine:
                              contracts=position.contracts, trigger_price=position.stop_loss, now_ms=now)
         placed = await self._place(stop)
         for order in old:
-            await self._cancel(order)
+            if order.client_order_id != stop.client_order_id:  # the same event placed it already (O-2)
+                await self._cancel(order)
         if placed is None:
             self.sink.emit(Alert("NO_STOP", position.bot, position.symbol,
                                  f"stop-loss re-placement rejected; closing {position.symbol} at market"))
             await self._close_at_market(position, ExitReason.NO_STOP)
 
     async def _place(self, order: Order) -> Order | None:
-        """Place an order; a rejection is recorded with the exchange's reason and returns None."""
+        """Place an order; a rejection is recorded with the exchange's reason and returns None.
+        An order already tracked under the same client order id is not sent again (SPEC O-2)."""
+        tracked = self.open_orders.get(order.client_order_id)
+        if tracked is not None:
+            return tracked
         try:
             accepted = await self.exchange.create_order(order)
         except ExchangeError as exc:
@@ -880,9 +885,12 @@ class Engine:
 
     async def _close_at_market(self, position: Position, reason: ExitReason) -> Order | None:
         """Send a reduce-only market order for the whole remaining position."""
+        now = self.clock.now_ms()
+        # The id derives from the event (reason, time and size, SPEC O-2): a retry of this close
+        # reuses it, a later close of the same position (the first one expired) never does.
         order = close_order(env=self.env, bot=position.bot, symbol=position.symbol, side=position.side,
-                            intent_id=f"{position.position_id}|{reason.value}", contracts=position.contracts,
-                            now_ms=self.clock.now_ms())
+                            intent_id=f"{position.position_id}|{reason.value}|{now}|{position.contracts}",
+                            contracts=position.contracts, now_ms=now)
         self._close_reasons[order.client_order_id] = reason
         self._decide_exit(position, reason, position.contracts, order.client_order_id)
         return await self._place(order)
@@ -1053,3 +1061,106 @@ class Engine:
     def pending_entries(self) -> int:
         """Entries sent but not filled yet."""
         return len(self._pending)
+
+    # ------------------------------------------------- live order path (SPEC O-5, O-6)
+    async def submit_entry(self, bot: str, symbol: str, side: Side, contracts: Decimal) -> Order | None:
+        """Send a market entry of ``contracts`` (already at step size) for ``bot`` outside the
+        strategy (operator smoke test, SPEC O-3); brackets follow when it fills. Returns the
+        accepted order, or None when the exchange rejected it (recorded with the reason)."""
+        now = self.clock.now_ms()
+        leverage = self.bots[bot].profile.leverage
+        intent_id = f"{bot}|{symbol}|{now}"
+        order = entry_order(env=self.env, bot=bot, symbol=symbol, side=side, intent_id=intent_id,
+                            contracts=contracts, now_ms=now)
+        accepted = await self._place(order)
+        if accepted is not None:
+            self._pending[(bot, symbol)] = _PendingEntry(intent_id, side, accepted, leverage)
+        return accepted
+
+    async def close_position(self, bot: str, symbol: str, reason: ExitReason = ExitReason.MANUAL) -> Order | None:
+        """Send a reduce-only market close for the open position of ``bot`` on ``symbol``."""
+        position = self.positions.get((bot, symbol))
+        if position is None or self._close_in_flight(bot, symbol):
+            return None
+        return await self._close_at_market(position, reason)
+
+    def tracked_order(self, client_order_id: str) -> Order | None:
+        """The open order this engine tracks under ``client_order_id``, if any."""
+        return self.open_orders.get(client_order_id)
+
+    def track_partial(self, order: Order) -> None:
+        """Keep a partly filled order tracked, with its ``filled`` / ``average`` so far (persisted
+        with the fill, so a restart books only the growth, SPEC O-5)."""
+        self.open_orders[order.client_order_id] = order
+        self.sink.emit(OrderUpdated(order))
+
+    def forget_order(self, client_order_id: str, status: OrderStatus, reason: str = "") -> None:
+        """Drop an order the exchange no longer holds open (canceled, rejected or never
+        accepted, SPEC O-5); a pending entry is dropped with it."""
+        order = self.open_orders.pop(client_order_id, None)
+        if order is None:
+            return
+        if order.leg is OrderLeg.ENTRY:
+            pending = self._pending.get((order.bot, order.symbol))
+            if pending is not None and pending.order.client_order_id == client_order_id:
+                del self._pending[(order.bot, order.symbol)]
+        self.sink.emit(OrderUpdated(replace(order, status=status, reason=reason, updated_ms=self.clock.now_ms())))
+
+    def stop_of(self, bot: str, symbol: str) -> Order | None:
+        """The stop-loss order tracked for ``bot``'s position on ``symbol``, if any."""
+        for order in self.open_orders.values():
+            if order.bot == bot and order.symbol == symbol and order.leg is OrderLeg.STOP_LOSS:
+                return order
+        return None
+
+    async def ensure_stop(self, bot: str, symbol: str) -> None:
+        """SPEC O-6 / R-10: place the position's stop again for its current size; if that is
+        rejected the position is closed at market and a NO_STOP alert is raised."""
+        position = self.positions.get((bot, symbol))
+        if position is not None:
+            await self._replace_stop(position, self.markets[symbol], self.clock.now_ms())
+
+    async def repair_position(self, bot: str, symbol: str, signed_contracts: Decimal, entry_price: Decimal) -> None:
+        """SPEC O-5: make the local position of ``bot`` on ``symbol`` match the exchange's
+        (signed contracts, entry price in quote; 0 = flat). A position found only on the
+        exchange is adopted with a stop; one gone from the exchange is closed locally at the
+        last mark; a size difference moves the stop to the exchange's size."""
+        key = (bot, symbol)
+        position = self.positions.get(key)
+        now = self.clock.now_ms()
+        market = self.markets[symbol]
+        if signed_contracts == 0:
+            if position is None:
+                return
+            mark = self.mark_price(symbol) or position.entry_price
+            fill = Fill(f"reconcile|{position.position_id}", bot, symbol, position.side.exit_order_side,
+                        OrderLeg.CLOSE, position.contracts, mark, ZERO, now)
+            self.sink.emit(Alert("RECONCILED", bot, symbol, "position closed on the exchange; booked at the last mark"))
+            await self._reduce_position(position, fill)
+            return
+        side = Side.LONG if signed_contracts > 0 else Side.SHORT
+        contracts = abs(signed_contracts)
+        if position is not None and position.side is side and position.contracts == contracts:
+            return
+        if position is not None and position.side is not side:
+            await self.repair_position(bot, symbol, ZERO, entry_price)
+            position = None
+        if position is None:
+            profile = self.bots[bot].profile
+            levels = fixed_targets(entry_price, side, profile.take_profit_1_pct, profile.take_profit_2_pct,
+                                   profile.stop_loss_pct)
+            position = Position(
+                position_id=f"{bot}|{symbol}|{now}|adopted", bot=bot, symbol=symbol, side=side,
+                contracts=contracts, initial_contracts=contracts, entry_price=entry_price, opened_ms=now,
+                stop_loss=floor_price(market, levels.stop_loss), take_profit_1=floor_price(market, levels.take_profit_1),
+                take_profit_2=floor_price(market, levels.take_profit_2), leverage=profile.leverage,
+                tp1_done=True,
+            )
+            self._pending.pop(key, None)
+            self.sink.emit(Alert("RECONCILED", bot, symbol, f"position of {contracts} found on the exchange; adopted"))
+        else:
+            position = replace(position, contracts=contracts, initial_contracts=max(position.initial_contracts, contracts))
+        self.positions[key] = position
+        self.held_symbols.add(symbol)
+        self.sink.emit(PositionChanged(position))
+        await self._replace_stop(position, market, now)

@@ -43,3 +43,38 @@ class OrderRejected(ExchangeError):
 
 class UnknownSymbol(OptiFlowError):
     """A symbol that is not configured or not listed on the exchange."""
+
+
+class ExchangeUnavailable(ExchangeError):
+    """A transient failure (network error, HTTP 5xx, timeout): the request may be retried, but an
+    order's fate is unknown until it is looked up by client order id (SPEC O-2, O-4)."""
+
+
+class RequestTimedOut(ExchangeUnavailable):
+    """The exchange did not answer in time; an order may still have been accepted (SPEC O-2)."""
+
+
+class RateLimited(ExchangeError):
+    """HTTP 429 / 418 (ccxt RateLimitExceeded, DDoSProtection); ``retry_after_s`` is the
+    exchange's Retry-After in seconds (SPEC O-4)."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class TimestampOutOfSync(ExchangeError):
+    """Binance -1021: the request timestamp is outside recvWindow; resync the clock and retry
+    (SPEC O-4)."""
+
+
+class OrderNotFound(ExchangeError):
+    """The exchange does not know this order (Binance -2011 / -2013)."""
+
+
+class DuplicateClientOrderId(OrderRejected):
+    """Binance -4116: an order with this client order id already exists (SPEC O-2)."""
+
+
+class AuthenticationFailed(ExchangeError):
+    """Keys missing, invalid or without permission (the message never contains the key)."""

@@ -131,8 +131,9 @@ class CommandIssued:
 
 @dataclass(frozen=True, slots=True)
 class ReconcileReported:
-    """The start-up reconciliation with the exchange (SPEC O-5, L-3): what was found and what
-    was repaired, as plain JSON values. ``ts`` epoch ms UTC."""
+    """A reconciliation with the exchange (SPEC O-5, L-3): the one at start, or a periodic live
+    one that repaired something; what was found and what was repaired, as plain JSON values
+    (``trading.reconcile.ReconcileReport.as_dict``). ``ts`` epoch ms UTC."""
 
     ts: int
     report: dict

@@ -159,13 +159,19 @@ class TradingService:
         streak_limit = effective_limits(
             engine.config.preset, worst.profile, balance + unrealised, engine.closed_trades
         ).sl_streak_limit
+        if self.mode == "paper":
+            realised_total = balance - engine.config.account.starting_balance
+        else:
+            # On an exchange account the balance did not start at the paper starting balance:
+            # the bot's realised result is the sum of its closed trades.
+            realised_total = sum((p.net_pnl for p in await self._store.positions.list_closed()), ZERO)
         return Summary(
             mode=self.mode,
             quote=self.quote,
             balance=balance,
             equity=balance + unrealised,
             unrealised_pnl=unrealised,
-            realised_pnl_total=balance - engine.config.account.starting_balance,
+            realised_pnl_total=realised_total,
             trading_state=trading_state(halted, engine.drawdown_stage()),
             state_reason=halted,
             sl_streak=worst_state.sl_streak if worst_state else 0,

@@ -159,8 +159,15 @@ class SimulatedExchange:
         fills = []
         for cid in ids:
             order = self._orders[cid]
-            if order.status is OrderStatus.OPEN:
-                fills.append(self._execute(order, Decimal(repr(open_price)), timestamp))
+            if order.status is not OrderStatus.OPEN:
+                continue
+            position = self._positions.get(symbol)
+            if order.reduce_only and (position is None or not self._reduces(position, order.side)):
+                # Binance expires a reduce-only order with nothing left to reduce (a stop closed
+                # the position first); it never opens the opposite side.
+                self._close_order(order, OrderStatus.REJECTED, "ReduceOnly Order is rejected")
+                continue
+            fills.append(self._execute(order, Decimal(repr(open_price)), timestamp))
         self._refresh_active(symbol)
         return fills
 

@@ -1,0 +1,225 @@
+"""Composition of demo / live trading (SPEC S-1, O-2, O-5, O-6, L-3): the ccxt adapter behind the
+order gateway, the engine restored from SQLite, then reconciled with the exchange before any
+entry. Paper mode never comes here (``bot.runtime.PaperRuntime``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.persister import Persister
+from bot.runtime import audit_head, audited_restore_details, save_config_snapshot
+from storage import Storage
+from trading.ccxt_exchange import CcxtExchange, resolve_quote, unified_symbol
+from trading.config import TradingConfig
+from trading.engine import HOUR_MS, Engine
+from trading.errors import ConfigError, UnknownSymbol
+from trading.events import EventBuffer
+from trading.models import Order
+from trading.order_gateway import OrderGateway, Sleep
+from trading.ports import Clock
+from trading.live_feed import RestCandleFeed, poll_safely
+from trading.reconcile import (
+    RECONCILE_EVERY_MS,
+    FillTracker,
+    Reconciler,
+    ReconcileReport,
+    StopVerifier,
+    Supervisor,
+)
+from trading.service import TradingService
+
+
+RECONCILE_REQUESTED = (
+    "🔁 Reconciliation with the exchange requested: it runs within a second — missed fills booked, "
+    "stray orders cancelled, missing stop-losses placed again (or the position closed at market if "
+    "the exchange refuses the stop). Repairs are logged and audited: see /audit."
+)
+
+
+def reconcile_actions(supervisor: Supervisor) -> dict[str, Callable[[], Awaitable[str]]]:
+    """The playbook actions a demo/live run serves (SPEC T-6 "place stops again", "reconcile"),
+    for ``TradingService.exchange_actions``. Both make a reconciliation due at the live loop's
+    next tick (O-5: one reconciliation also places missing stops again, R-10), so it never runs
+    beside the loop's own order operations; each returns the line the chat shows."""
+
+    async def request() -> str:
+        supervisor.reconcile_soon()
+        return RECONCILE_REQUESTED
+
+    return {"REPLACE_STOPS": request, "RECONCILE": request}
+
+
+class WallClock:
+    """The wall clock, epoch ms UTC."""
+
+    def now_ms(self) -> int:
+        """Current wall time, epoch ms UTC."""
+        return int(time.time() * 1000)
+
+
+def make_exchange(settings, mode: str, *, timeout_ms: int = 10_000) -> CcxtExchange:
+    """The ccxt adapter for ``mode`` from settings (keys from SecretStr, never printed).
+
+    Raises:
+        ConfigError: keys missing (names the variables, never their values).
+    """
+    if settings.binance_api_key is None or settings.binance_api_secret is None:
+        raise ConfigError(f"{mode} mode needs BINANCE_API_KEY and BINANCE_API_SECRET")
+    return CcxtExchange(
+        exchange_id=settings.optiflow_exchange,
+        mode=mode,  # type: ignore[arg-type]
+        api_key=settings.binance_api_key.get_secret_value(),
+        secret=settings.binance_api_secret.get_secret_value(),
+        api_base=settings.exchange_api_base,
+        quote=resolve_quote(mode, settings.optiflow_quote),
+        timeout_ms=timeout_ms,
+    )
+
+
+def requote(config: TradingConfig, quote: str) -> TradingConfig:
+    """SPEC S-4: every bot's symbols on the resolved quote coin (``XRP/USDT:USDT`` →
+    ``XRP/USDC:USDC`` when the quote is USDC)."""
+    bots = []
+    for bot in config.bots:
+        symbols = tuple(unified_symbol(s.split("/")[0], quote) for s in bot.symbols)
+        bots.append(bot.model_copy(update={"symbols": symbols}))
+    account = config.account.model_copy(update={"quote": quote})
+    return config.model_copy(update={"bots": tuple(bots), "account": account})
+
+
+@dataclass(slots=True)
+class LiveRuntime:
+    """Engine + gateway + reconciliation over one SQLite file (built by :meth:`build`)."""
+
+    config: TradingConfig
+    store: Storage
+    exchange: CcxtExchange
+    gateway: OrderGateway
+    engine: Engine
+    buffer: EventBuffer
+    persister: Persister
+    supervisor: Supervisor
+    first_report: ReconcileReport
+    service: TradingService
+    feed: RestCandleFeed
+    clock: Clock
+
+    @classmethod
+    async def build(
+        cls,
+        *,
+        config: TradingConfig,
+        db_path: Path,
+        exchange: CcxtExchange,
+        env: str,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        rng=None,
+    ) -> "LiveRuntime":
+        """Load markets, restore the saved state, start the engine and reconcile (L-3: before
+        any entry). ``sleep`` / ``rng`` / ``clock`` are injected by tests.
+
+        Raises:
+            UnknownSymbol: a configured symbol is not listed; ExchangeError: the exchange could
+            not be reached after retries; StorageError.
+        """
+        clock = clock or WallClock()
+        store = await Storage.open(db_path)
+        try:
+            async def record(order: Order) -> bool:
+                async with store.transaction():  # SPEC O-2: stored before it is sent
+                    if await store.orders.get(order.client_order_id) is not None:
+                        return True
+                    await store.orders.upsert(order)
+                return False
+
+            kwargs = {"record": record}
+            if sleep is not None:
+                kwargs["sleep"] = sleep
+            if rng is not None:
+                kwargs["rng"] = rng
+            gateway = OrderGateway(exchange, **kwargs)
+            all_markets = await gateway.load_markets()
+            markets = {}
+            for symbol in config.all_symbols():
+                if symbol not in all_markets:
+                    raise UnknownSymbol(f"{symbol} is not listed on {exchange.exchange_id}")
+                markets[symbol] = all_markets[symbol]
+            buffer = EventBuffer()
+            engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=env)
+            config_id = await save_config_snapshot(store, config)  # SPEC A-1: records cite it
+            recent = await store.fills.list(since_ms=clock.now_ms() - HOUR_MS)
+            open_orders = await store.orders.list_open()
+            engine.restore(
+                account=await store.account.get(), positions=await store.positions.list_open(),
+                open_orders=open_orders,
+                risk_states=[s for s in [await store.risk.get(b.name) for b in config.bots] if s],
+                paused={b.name: await store.pauses.list(b.name) for b in config.bots},
+                blacklist=await store.blacklist.list(), closed_trades=await store.positions.count_closed(),
+                recent_fills=recent,
+                **await audited_restore_details(store, open_orders),
+            )
+            await engine.start()
+            verifier = StopVerifier(engine, gateway)
+            tracker = FillTracker(engine, gateway, verifier)
+            reconciler = Reconciler(engine, gateway, tracker, verifier)
+            supervisor = Supervisor(tracker, verifier, reconciler)
+            persister = Persister(store, buffer, config_id)
+            # SPEC L-3: reconcile before any new entry; the report is audited in the flush below.
+            first = await reconciler.run()
+            supervisor._next_reconcile_ms = clock.now_ms() + RECONCILE_EVERY_MS
+            await persister.flush()
+        except BaseException:
+            await store.close()
+            raise
+        service = TradingService(engine, store, mode=env, config_id=config_id)
+        service.exchange_actions.update(reconcile_actions(supervisor))  # playbook buttons (T-6)
+        feed = RestCandleFeed(engine, gateway)
+        return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first, service, feed, clock)
+
+    @property
+    def reconcile_report(self) -> ReconcileReport:
+        """The start-up reconciliation's report (SPEC L-3), as ``PaperRuntime.reconcile_report``."""
+        return self.first_report
+
+    async def audit_head(self) -> str:
+        """The audit chain's head hash (64 hex; GENESIS zeros when empty) for the build card at
+        start and at shutdown (SPEC L-1, A-1). Persists buffered events first."""
+        await self.persister.flush()
+        return await audit_head(self.store)
+
+    async def tick(self, now_ms: int) -> ReconcileReport | None:
+        """Poll fills, verify stops, reconcile when due, then persist the events."""
+        report = await self.supervisor.tick(now_ms)
+        await self.persister.flush()
+        return report
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0, ready: asyncio.Event | None = None) -> None:
+        """The live loop (SPEC S-2 REST polling, O-5, O-6): warm the indicators, then every
+        ``interval_s`` process new closed candles, poll fills, verify stops, reconcile when due
+        and persist, until ``stop`` is set. ``ready`` is set after the first pass."""
+        await self.feed.warm_up(self.clock.now_ms())
+        while not stop.is_set():
+            now = self.clock.now_ms()
+            await poll_safely(self.feed, now)
+            await self.tick(now)
+            if ready is not None:
+                ready.set()
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except TimeoutError:
+                pass
+
+    async def close(self, *, flush: bool = True) -> None:
+        """Persist (unless simulating a kill), close the database and the ccxt session."""
+        try:
+            if flush:
+                await self.persister.flush()
+        finally:
+            await self.store.close()
+            await self.exchange.close()
+

@@ -1,0 +1,105 @@
+"""``optiflow check`` and ``optiflow smoke`` through the real CLI entry point and the real ccxt
+client against the loopback fake Binance USDⓈ-M (SPEC O-7, S-1, S-4, O-6)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.cli import main
+from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
+from trading.marketdata import default_data_dir
+
+XRP = "XRP/USDT:USDT"
+
+
+@pytest.fixture
+async def fake(monkeypatch, tmp_path):
+    exchange = FakeBinance(default_data_dir(), symbols=(XRP, "BTC/USDT:USDT"))
+    await exchange.start()
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("EXCHANGE_API_BASE", exchange.base_url)
+    monkeypatch.setenv("BINANCE_API_KEY", API_KEY)
+    monkeypatch.setenv("BINANCE_API_SECRET", API_SECRET)
+    monkeypatch.setenv("OPTIFLOW_MODE", "demo")
+    yield exchange
+    await exchange.stop()
+
+
+async def run_cli(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_o7_check_prints_what_it_checked_and_sets_margin_and_leverage(fake, capsys):
+    code = await run_cli("check", "--symbols", "XRP")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for line in ("API key present, secret present", "key permissions: futures trading enabled",
+                 "quote coin: USDT (default for demo)", "markets: ", "position mode: one-way",
+                 f"{XRP}: margin isolated, leverage 5×", "balance: 10000", "pre-flight passed"):
+        assert line in out, line
+    assert API_KEY not in out and API_SECRET not in out
+    assert fake._margin_type[XRP] == "isolated" and fake._leverage[XRP] == 5
+
+
+async def test_o7_check_fails_on_hedge_mode_and_missing_keys(fake, capsys, monkeypatch):
+    fake.dual_side = True
+    assert await run_cli("check", "--symbols", "XRP") == 1
+    assert "hedge (dual side)" in capsys.readouterr().out
+    monkeypatch.delenv("BINANCE_API_SECRET")
+    assert await run_cli("check", "--symbols", "XRP") == 1
+    assert "MISSING (BINANCE_API_SECRET)" in capsys.readouterr().out
+
+
+async def test_s1_live_mode_needs_the_flag(fake, capsys, monkeypatch):
+    monkeypatch.setenv("OPTIFLOW_MODE", "live")
+    assert await run_cli("check") == 2
+    assert "--live" in capsys.readouterr().err
+
+
+async def test_o6_smoke_opens_brackets_verifies_closes_and_leaves_nothing(fake, capsys):
+    fake.start_auto(0.3)
+    code = await run_cli("smoke", "--symbol", "XRP", "--notional", "10", "--timeout", "20")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for line in ("entry 4.5 contracts", "opened: 4.5", "brackets resting: sl STOP_MARKET",
+                 "stop verified on the exchange", "nothing of ours left", "smoke test passed"):
+        assert line in out, line
+    assert fake.position(XRP) is None and fake.open_orders() == []
+    assert len(fake.accepted_ids) == len(set(fake.accepted_ids)) >= 3
+
+
+async def test_smoke_refuses_a_notional_below_the_exchange_minimum(fake, capsys):
+    code = await run_cli("smoke", "--symbol", "BTC", "--notional", "10")
+    assert code == 1
+    assert "is below the exchange limit" in capsys.readouterr().out
+    assert fake.accepted_ids == []
+
+
+async def test_o7_live_check_reads_the_key_restrictions(fake, capsys):
+    fake.can_trade = False
+    code = await run_cli("check", "--live", "--symbols", "XRP")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "live mode" in out and "quote coin: USDC (default for live)" in out
+    assert "futures trading NOT enabled" in out and "XRP/USDC:USDC: tick 0.0001" in out
+    assert fake.requests["GET /sapi/v1/account/apiRestrictions"] == 1
+
+
+async def test_s1_demo_run_trades_on_the_exchange_and_chats(fake, capsys, tmp_path):
+    """``optiflow run`` in demo mode: reconciled, candles polled from the exchange, the chat
+    answers from the live state (no Telegram token: console)."""
+    fake.start_auto(0.2)
+    code = await run_cli("run", "--symbols", "XRP", "--timeframe", "1m", "--db", str(tmp_path / "demo.db"),
+                         "--say", "/summary", "--say", "/audit", "--say", "/log 100")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Summary — DEMO" in out and "Balance: 10,000.00 USDT" in out
+    assert "Realised PnL (total): +0.00 USDT" in out  # the bot's trades, not balance − paper start
+    # A-1 / L-3 in demo: the start-up reconciliation is an audit record of a verified chain.
+    assert "Audit chain OK" in out and "RECONCILE" in out
+    assert "The log buffer is not enabled" not in out  # /log is wired in demo as in paper
+    assert API_KEY not in out and API_SECRET not in out
+    assert fake.requests["GET /fapi/v1/klines"] >= 2  # warm-up and the first poll
+    assert (tmp_path / "demo.db").exists()

@@ -1,0 +1,228 @@
+"""Demo/live composition against the loopback fake Binance: entry → brackets → O-6 stop check →
+close, O-5 reconciliation and L-3 restart from the SQLite file (real ccxt client, real SQLite)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from bot.live import LiveRuntime
+from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
+from trading.ccxt_exchange import CcxtExchange
+from trading.config import TradingConfig
+from trading.marketdata import default_data_dir
+from trading.models import OrderType, Side
+from trading.oms import client_order_id_prefix
+from trading.ports import ReplayClock
+
+XRP = "XRP/USDT:USDT"
+
+
+def xrp_config() -> TradingConfig:
+    base = TradingConfig()
+    bot = base.bots[0].model_copy(update={"name": "xrp", "symbols": (XRP,), "timeframe": "1m"})
+    return base.model_copy(update={"bots": (bot,)})
+
+
+class Sleep:
+    def __init__(self, clock: ReplayClock) -> None:
+        self.clock = clock
+
+    async def __call__(self, seconds: float) -> None:
+        self.clock.current_ms += int(seconds * 1000)
+
+
+@pytest.fixture
+async def fake():
+    exchange = FakeBinance(default_data_dir(), symbols=(XRP,), stall_s=0.4)
+    await exchange.start()
+    yield exchange
+    await exchange.stop()
+
+
+async def build(fake, db, clock) -> LiveRuntime:
+    adapter = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url, timeout_ms=200,
+                           rate_limit_ms=1)
+    return await LiveRuntime.build(config=xrp_config(), db_path=db, exchange=adapter, env="demo",
+                                   clock=clock, sleep=Sleep(clock))
+
+
+def ours(fake):
+    prefix = client_order_id_prefix("demo", "xrp")
+    return [o for o in fake.open_orders() if o.client_order_id.startswith(prefix)]
+
+
+async def test_o6_entry_gets_brackets_verified_stop_and_closes_clean(fake, tmp_path):
+    clock = ReplayClock(1_000_000)
+    rt = await build(fake, tmp_path / "live.db", clock)
+    try:
+        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+        fake.advance()
+        clock.current_ms += 500
+        await rt.tick(clock.now_ms())
+        assert fake.position(XRP)[0] == Decimal(10)
+        assert ("xrp", XRP) in rt.engine.positions
+        stops = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
+        assert len(stops) == 1 and stops[0].reduce_only and stops[0].amount == Decimal(10)
+        # O-6: the stop vanishes on the exchange (cancelled by hand); the check 1.5 s later
+        # places it again.
+        fake.sim._orders[stops[0].client_order_id] = stops[0]
+        await fake.sim.cancel_order(stops[0].client_order_id, XRP)
+        clock.current_ms += 1_500
+        await rt.tick(clock.now_ms())
+        assert rt.supervisor.verifier.replaced == 1
+        assert len([o for o in ours(fake) if o.type is OrderType.STOP_MARKET]) == 1
+        await rt.engine.close_position("xrp", XRP)
+        fake.advance()
+        clock.current_ms += 500
+        await rt.tick(clock.now_ms())
+        assert fake.position(XRP) is None
+        assert ours(fake) == []
+        assert rt.engine.positions == {}
+    finally:
+        await rt.close()
+
+
+async def test_o5_l3_restart_reconciles_missed_fill_and_strays(fake, tmp_path):
+    clock = ReplayClock(1_000_000)
+    db = tmp_path / "live.db"
+    rt = await build(fake, db, clock)
+    await rt.engine.submit_entry("xrp", XRP, Side.SHORT, Decimal(10))
+    await rt.persister.flush()
+    await rt.close(flush=False)  # killed before it saw the fill
+    fake.advance()  # the entry fills while the bot is down
+    clock.current_ms += 60_000
+    rt = await build(fake, db, clock)
+    try:
+        assert rt.first_report.fills_booked == 1
+        position = rt.engine.positions[("xrp", XRP)]
+        assert position.side is Side.SHORT and position.contracts == Decimal(10)
+        assert any(o.type is OrderType.STOP_MARKET for o in ours(fake))
+        local = {o.client_order_id for o in rt.engine.open_orders.values()}
+        assert local == {o.client_order_id for o in ours(fake)}
+    finally:
+        await rt.close()
+
+
+async def test_a1_l3_live_restart_reconciliation_and_fills_are_audited(fake, tmp_path):
+    """A-1 in demo/live: the fill booked at restart and the start-up reconciliation (L-3) are
+    audit records citing the config in force; a clean periodic check (O-5) adds no record, one
+    that cancels a stray does; the chain verifies and the head is the build card's."""
+    from storage import Storage
+
+    clock = ReplayClock(1_000_000)
+    db = tmp_path / "live.db"
+    rt = await build(fake, db, clock)
+    await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+    await rt.persister.flush()
+    await rt.close(flush=False)  # killed before it saw the fill
+    fake.advance()
+    clock.current_ms += 60_000
+    rt = await build(fake, db, clock)
+    try:
+        records = await rt.store.audit.list()
+        reconciles = [r for r in records if r.action == "RECONCILE"]
+        assert len(reconciles) == 2  # the first (empty) start and the restart
+        last = reconciles[-1]
+        assert last.why["fills_booked"] == 1 and last.why["repaired"] == rt.reconcile_report.repaired
+        assert not rt.reconcile_report.clean and "Restart reconciliation" in rt.reconcile_report.text()
+        assert any(r.action == "FILL" and r.symbol == XRP for r in records)
+        assert rt.service.config_id and all(r.config_id == rt.service.config_id for r in records)
+        # A clean periodic pass adds no record; a stray of ours is cancelled and audited.
+        clock.current_ms += 30_000
+        report = await rt.tick(clock.now_ms())
+        assert report is not None and report.periodic and report.clean
+        assert len([r for r in await rt.store.audit.list() if r.action == "RECONCILE"]) == 2
+        stray = client_order_id_prefix("demo", "xrp") + "stray1-tp1"
+        fake.plant_order(XRP, stray, Decimal(100))  # of ours, but its database lost it
+        clock.current_ms += 30_000
+        report = await rt.tick(clock.now_ms())
+        assert report.strays_cancelled == 1
+        assert stray not in {o.client_order_id for o in fake.open_orders()}
+        last = [r for r in await rt.store.audit.list() if r.action == "RECONCILE"][-1]
+        assert last.why["periodic"] and any(stray in line for line in last.why["found"])
+        assert (await rt.store.audit.verify()).ok
+        head = await rt.audit_head()
+    finally:
+        await rt.close()
+    store = await Storage.open(db)
+    try:
+        assert (await store.audit.head())[1] == head
+    finally:
+        await store.close()
+
+
+async def test_s2_rest_feed_processes_each_closed_candle_once_with_replay_state(tmp_path):
+    """S-2 REST polling: warm-up, catch-up after missed polls, no candle twice, retried reads;
+    the market state equals the one the replay path builds from the same bundled candles."""
+    from trading.engine import Engine
+    from trading.events import EventBuffer
+    from trading.live_feed import RestCandleFeed
+    from trading.marketdata import load_candles
+
+    fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=400)
+    await fake.start()
+    clock = ReplayClock()
+    try:
+        clock.current_ms = fake.clock.current_ms + 1
+        rt = await build(fake, tmp_path / "live.db", clock)
+        try:
+            feed = RestCandleFeed(rt.engine, rt.gateway, warmup=300, window=5)
+            await feed.warm_up(clock.now_ms())
+            for _ in range(3):
+                fake.advance()
+            clock.current_ms = fake.clock.current_ms + 1
+            assert await feed.poll(clock.now_ms()) == 3
+            assert await feed.poll(clock.now_ms()) == 0
+            fake.advance()
+            fake.inject("5xx", path="klines")
+            clock.current_ms = fake.clock.current_ms + 1
+            assert await feed.poll(clock.now_ms()) == 1
+            state = rt.engine.feeds[(XRP, "1m")]
+            series = load_candles(default_data_dir(), XRP, "1m")
+            assert feed.last_open_ms[(XRP, "1m")] == series.timestamp[404]
+            reference = Engine(config=xrp_config(), markets=rt.engine.markets, exchange=rt.gateway,
+                               clock=ReplayClock(), sink=EventBuffer())
+            ref = reference.feeds[(XRP, "1m")]
+            for i in range(101, 405):  # the same candles: 300 warm-up + the 4 polled
+                reference.warm(ref, series.high[i], series.low[i], series.close[i], series.volume[i])
+            assert state.last_close == series.close[404]
+            assert state.indicators.rsi == ref.indicators.rsi and state.indicators.atr == ref.indicators.atr
+        finally:
+            await rt.close()
+    finally:
+        await fake.stop()
+
+
+async def test_t6_o5_playbook_place_stops_again_reconciles_in_demo(fake, tmp_path):
+    """T-6 in demo/live: the "no stop" playbook's button asks the supervisor for a reconciliation
+    (O-5); the next tick places the vanished stop again (R-10) and audits the repair."""
+    from tests.test_chat_control import Chat, answers
+
+    clock = ReplayClock(1_000_000)
+    rt = await build(fake, tmp_path / "live.db", clock)
+    chat = Chat(rt, tmp_path)
+    try:
+        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+        fake.advance()
+        clock.current_ms += 500
+        await rt.tick(clock.now_ms())
+        [stop] = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
+        fake.sim._orders[stop.client_order_id] = stop
+        await fake.sim.cancel_order(stop.client_order_id, XRP)  # the stop vanished on the exchange
+        rt.supervisor.verifier.due.clear()  # (the O-6 check already ran long ago)
+        await chat.say("/playbook no_stop")
+        requests = await chat.tap("🛡 Place stops again")
+        assert answers(requests) == ["Running…"]
+        assert "Reconciliation with the exchange requested" in requests[0].text
+        clock.current_ms += 1_000  # well before the 30 s period
+        report = await rt.tick(clock.now_ms())
+        assert report is not None and report.stops_replaced == 1
+        stops = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
+        assert len(stops) == 1 and stops[0].amount == Decimal(10)
+        record = [r for r in await rt.store.audit.list() if r.action == "RECONCILE"][-1]
+        assert record.why["stops_replaced"] == 1 and record.why["periodic"]
+    finally:
+        await chat.close()
+        await rt.close()
