@@ -221,7 +221,7 @@ async def _run_exchange(args, settings, config) -> int:
         raise
     stop = asyncio.Event()
     ready = asyncio.Event()
-    loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
+    loop_task = None
     try:
         # /log (secrets redacted: the Telegram token and the exchange keys) and a confirmed
         # /shutdown work as in paper mode (SPEC T-2, L-2).
@@ -235,7 +235,13 @@ async def _run_exchange(args, settings, config) -> int:
             log_buffer=log_buffer, request_shutdown=shutdown.request,
         )
         if settings.telegram_bot_token is not None:
-            return await _poll_exchange_telegram(dp, settings, runtime, shutdown, allowed, log_buffer)
+            # The same outgoing side as paper: notifier, daily report, monitor, build card and
+            # the L-2 shutdown; the live loop is the trading coroutine.
+            return await _run_telegram(
+                runtime, dp, settings, args, stop, log_buffer, trading=lambda stop, _hook: runtime.run(stop),
+                mode=mode, exchange=settings.optiflow_exchange,
+            )
+        loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
         bot = make_console_bot(settings.optiflow_output_dir)
         chat = ConsoleChat(dp, bot, min(allowed) if allowed else CONSOLE_USER_ID)
         try:
@@ -253,39 +259,9 @@ async def _run_exchange(args, settings, config) -> int:
             await bot.session.close()
     finally:
         stop.set()
-        await asyncio.gather(loop_task, return_exceptions=True)
+        if loop_task is not None:
+            await asyncio.gather(loop_task, return_exceptions=True)
         await runtime.close()
-
-
-async def _poll_exchange_telegram(dp, settings, runtime, shutdown, allowed, log_buffer) -> int:
-    """Telegram long polling for demo/live: the minute monitor (SPEC M-1) runs alongside, a
-    confirmed /shutdown stops polling and tells the allowed users (L-2, T-2)."""
-    from bot.app import BOT_COMMANDS
-    from bot.monitor_job import monitor_loop
-    from bot.shutdown import SHUTDOWN_TEXT
-
-    bot = make_telegram_bot(settings)
-    monitor = asyncio.create_task(monitor_loop(bot, runtime.service, log_buffer, sorted(allowed)))
-
-    async def stop_on_request() -> None:
-        await shutdown.event.wait()
-        await dp.stop_polling()
-
-    watcher = asyncio.create_task(stop_on_request())
-    try:
-        await bot.set_my_commands(BOT_COMMANDS)
-        await dp.start_polling(bot, handle_signals=True, close_bot_session=False)
-        if shutdown.event.is_set():
-            for user_id in sorted(allowed):
-                try:
-                    await bot.send_message(chat_id=user_id, text=SHUTDOWN_TEXT, parse_mode=None)
-                except Exception:  # the shutdown goes on even if Telegram is unreachable
-                    log.exception("could not send the shutdown message to %s", user_id)
-        return 0
-    finally:
-        monitor.cancel()
-        watcher.cancel()
-        await bot.session.close()
 
 
 def make_telegram_bot(settings):

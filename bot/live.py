@@ -5,6 +5,7 @@ entry. Paper mode never comes here (``bot.runtime.PaperRuntime``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from storage import Storage
 from trading.ccxt_exchange import CcxtExchange, resolve_quote, unified_symbol
 from trading.config import TradingConfig
 from trading.engine import HOUR_MS, Engine
-from trading.errors import ConfigError, UnknownSymbol
+from trading.errors import ConfigError, ExchangeError, UnknownSymbol
 from trading.events import EventBuffer
-from trading.models import Order
+from trading.models import ExitReason, Order
 from trading.order_gateway import OrderGateway, Sleep
 from trading.ports import Clock
 from trading.live_feed import RestCandleFeed, poll_safely
@@ -31,6 +32,8 @@ from trading.reconcile import (
     Supervisor,
 )
 from trading.service import TradingService
+
+log = logging.getLogger(__name__)
 
 
 RECONCILE_REQUESTED = (
@@ -213,6 +216,26 @@ class LiveRuntime:
                 await asyncio.wait_for(stop.wait(), interval_s)
             except TimeoutError:
                 pass
+
+    async def flatten(self, *, attempts: int = 10, pause_s: float = 0.5) -> int:
+        """Close every open position at market now (SPEC L-2 ``flatten_on_shutdown``): pending
+        entries cancelled, a reduce-only market close sent per position, then the exchange is
+        polled (up to ``attempts`` × ``pause_s`` seconds) until the closes are booked as fills.
+        Returns how many closes were sent. Exchange errors while polling are logged; the next
+        start's reconciliation (L-3) books whatever fill this missed."""
+        await self.engine.cancel_pending_entries()
+        orders = await self.engine.close_all(ExitReason.MANUAL)
+        for attempt in range(attempts):
+            if not self.engine.positions:
+                break
+            if attempt:
+                await asyncio.sleep(pause_s)
+            try:
+                await self.supervisor.tracker.poll()
+            except ExchangeError as exc:
+                log.warning("flatten: fills not read yet: %s", exc.reason)
+        await self.persister.flush()
+        return len(orders)
 
     async def close(self, *, flush: bool = True) -> None:
         """Persist (unless simulating a kill), close the database and the ccxt session."""

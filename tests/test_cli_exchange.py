@@ -103,3 +103,61 @@ async def test_s1_demo_run_trades_on_the_exchange_and_chats(fake, capsys, tmp_pa
     assert API_KEY not in out and API_SECRET not in out
     assert fake.requests["GET /fapi/v1/klines"] >= 2  # warm-up and the first poll
     assert (tmp_path / "demo.db").exists()
+
+
+async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_path):
+    """``optiflow run`` in demo mode over the real aiogram HTTP session (loopback fake Bot API):
+    the build card comes first with the mode and exchange (L-1), /summary answers from the
+    exchange state, the "no stop" playbook's button asks for a reconciliation (T-6, O-5), a
+    confirmed /shutdown sends the run summary and then the shutdown message last (L-2), exit 0,
+    and no key or token reaches the chat or the log."""
+    import os
+    import sys
+
+    from bot.live import RECONCILE_REQUESTED
+    from bot.shutdown import SHUTDOWN_TEXT
+    from tests.fake_telegram import FakeTelegram
+    from tests.test_e2e_telegram import _button_data, _messages_with_button
+
+    allowed = 4242
+    telegram = FakeTelegram()
+    await telegram.start()
+    fake.start_auto(0.2)
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": "123456:TEST-TOKEN", "TELEGRAM_API_BASE": telegram.base,
+           "TELEGRAM_ALLOWED_USER_IDS": str(allowed)}
+    stderr = (tmp_path / "stderr.txt").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", "--symbols", "XRP", "--timeframe", "1m",
+        "--db", str(tmp_path / "demo.db"), env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+    )
+    texts = lambda: telegram.texts_to(allowed)  # noqa: E731 - a short local accessor
+    try:
+        await telegram.wait_until(lambda: any("OptiFlow" in t for t in texts()), timeout=90)
+        telegram.queue_text(allowed, "/summary")
+        await telegram.wait_until(lambda: any("Summary — DEMO" in t for t in texts()), timeout=30)
+        telegram.queue_text(allowed, "/playbook no_stop")
+        await telegram.wait_until(lambda: _messages_with_button(telegram, allowed, "🛡"), timeout=30)
+        [playbook] = _messages_with_button(telegram, allowed, "🛡")
+        telegram.queue_callback(allowed, _button_data(playbook, "🛡"), playbook)
+        await telegram.wait_until(lambda: RECONCILE_REQUESTED in texts(), timeout=30)
+        telegram.queue_text(allowed, "/shutdown")
+        await telegram.wait_until(lambda: _messages_with_button(telegram, allowed, "✅ Shut down"), timeout=30)
+        [dialog] = _messages_with_button(telegram, allowed, "✅ Shut down")
+        telegram.queue_callback(allowed, _button_data(dialog, "✅ Shut down"), dialog)
+        returncode = await asyncio.wait_for(process.wait(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        stderr.close()
+        await telegram.stop()
+    log = (tmp_path / "stderr.txt").read_text()
+    assert returncode == 0, log[-2000:]
+    card = texts()[0]
+    assert card.startswith("<b>🚀 OptiFlow") and "DEMO" in card and "binanceusdm" in card and "Audit head" in card
+    assert texts()[-1] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={allowed})"
+    assert texts()[-2].startswith("<b>Run summary</b>")
+    everything = log + "\n".join(texts())
+    assert "Traceback" not in log
+    for secret in ("TEST-TOKEN", API_KEY, API_SECRET):
+        assert secret not in everything
