@@ -70,7 +70,8 @@ async def harness(tmp_path):
     await fake.start()
     clock = ReplayClock(fake.clock.current_ms + 1)
     rt = await build(fake, tmp_path / "live.db", clock)
-    ws = make_ws_client("demo", api_base=fake.base_url, ws_base=fake.ws.ccxt_ws_base(), timeout_ms=2_000)
+    ws = make_ws_client("demo", api_base=fake.base_url, timeout_ms=2_000)  # streams at the same host
+    assert ws.urls["api"]["ws"]["linear"] == fake.ws.ccxt_ws_base()
     # the fake pushes one kline per candle (Binance: every 250 ms), so silence is 1.5 candles
     feed = HybridCandleFeed(rt.engine, RestCandleFeed(rt.engine, rt.gateway, warmup=300, window=5), ws, clock,
                             silence_timeout_ms=90_000, retry_ms=0, close_grace_ms=0)
@@ -155,3 +156,17 @@ async def test_s2_silent_socket_falls_back_after_the_timeout_and_recovers(harnes
     assert await h.step() == 1
     assert [s for _, s in h.journal()] == ["websocket", "rest", "rest", "rest", "websocket"]
     h.assert_engine_saw_each_candle_once(START + 5)
+
+
+async def test_s2_rest_catches_up_an_outage_longer_than_its_poll_window(harness):
+    """Seven candles (window 5) close while the socket is down and REST has not polled yet:
+    the fall back reads them all, in order, none lost, none twice."""
+    h = harness
+    h.fake.ws.refuse()
+    await h.fake.ws.drop()
+    await until(lambda: not h.feed.listening)
+    for _ in range(7):
+        await h.candle(over_socket=False)
+    assert await h.step() == 7
+    assert h.feed.active == "rest" and h.feed.processed_by == {"rest": 7}
+    h.assert_engine_saw_each_candle_once(START + 7)

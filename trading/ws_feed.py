@@ -10,7 +10,8 @@ more, so the socket never leaves a gap.
 
 Wiring in ``bot.live.LiveRuntime`` (the integrator's part):
   build: ``feed = HybridCandleFeed(engine, RestCandleFeed(engine, gateway),
-  make_ws_client(mode, api_base=settings.exchange_api_base, ws_base=<ws base or None>), clock)``;
+  make_ws_client(mode, api_base=settings.exchange_api_base), clock)`` (field type ``RestCandleFeed |
+  HybridCandleFeed``; paper mode never builds it);
   run(): ``await feed.warm_up(now)`` once instead of ``self.feed.warm_up``, then each pass
   ``await feed.step(now)`` instead of ``poll_safely(self.feed, now)``;
   close(): ``await feed.close()`` before ``exchange.close()``;
@@ -48,7 +49,8 @@ def make_ws_client(mode: str = "demo", *, api_base: str | None = None, ws_base: 
         every REST URL (markets are loaded over REST), as ``CcxtExchange``'s ``api_base``;
         ws_base: replaces ``urls['api']['ws']['linear']`` (the USDⓈ-M streams; ccxt turns
         ``<base>/ws`` into ``<base>/market/ws/<n>`` for klines), e.g. ``ws://127.0.0.1:PORT/ws``;
-        timeout_ms: REST timeout.
+        when omitted with ``api_base`` given, ``api_base`` with ws(s):// and ``/ws`` (a loopback
+        fake or a proxy serves both); timeout_ms: REST timeout.
     """
     import ccxt.pro as ccxt_pro  # ccxt's websocket flavour (SPEC S-2)
 
@@ -62,6 +64,8 @@ def make_ws_client(mode: str = "demo", *, api_base: str | None = None, ws_base: 
     urls = dict(client.urls["api"])
     if api_base:
         urls = {key: _rebase(url, api_base) for key, url in urls.items()}
+    if ws_base is None and api_base:
+        ws_base = api_base.rstrip("/").replace("http", "ws", 1) + "/ws"
     if ws_base:
         ws = dict(urls["ws"])
         ws["linear"] = ws_base
@@ -143,7 +147,10 @@ class HybridCandleFeed:
         if self.active == WEBSOCKET:
             reason = self._socket_trouble(now_ms)
             if reason is None:
-                return await self._process_ws(now_ms)
+                count = await self._process_ws(now_ms)
+                if self._overdue(now_ms):  # one stream of the socket stays mute: REST catches up
+                    count += await self._poll_rest(now_ms)
+                return count
             await self._fall_back(now_ms, reason)
         count = await self._poll_rest(now_ms)
         if self._listener is None or self._listener.done():
@@ -155,8 +162,7 @@ class HybridCandleFeed:
             if now_ms - self._listen_started_ms > self.silence_timeout_ms:  # connected but mute: redial
                 await self._stop_listener()
                 self._next_retry_ms = now_ms + self.retry_ms
-        else:  # the socket delivers again
-            count += await self._poll_rest(now_ms)  # catch up to now before trusting the socket
+        else:  # the socket delivers again; the poll above caught up to now
             self._switch(WEBSOCKET, now_ms, "socket recovered")
             count += await self._process_ws(now_ms)
         return count
@@ -170,6 +176,15 @@ class HybridCandleFeed:
         if silent_ms > self.silence_timeout_ms:
             return f"socket silent for {silent_ms // 1000} s"
         return None
+
+    def _overdue(self, now_ms: int) -> bool:
+        """A feed whose next candle closed more than the silence timeout ago (other feeds'
+        messages keep the socket looking alive)."""
+        for key, feed in self.engine.feeds.items():
+            last = self.rest_feed.last_open_ms.get(key)
+            if last is not None and now_ms - (last + 2 * feed.timeframe_ms) > self.silence_timeout_ms:
+                return True
+        return False
 
     def _note_failure(self, now_ms: int) -> None:
         task = self._listener
