@@ -44,9 +44,11 @@ class Harness:
             await until(lambda: self.feed.messages > seen)
 
     async def step(self) -> int:
+        """One pass of the live loop at the replay clock's time."""
         return await self.feed.step(self.clock.now_ms())
 
     def journal(self) -> list[tuple[int, str]]:
+        """Processed candles: (open time ms, source), oldest first."""
         return [(open_ms, source) for _, _, open_ms, source in self.feed.rest_feed.journal]
 
     def assert_engine_saw_each_candle_once(self, last_index: int) -> None:
@@ -170,3 +172,23 @@ async def test_s2_rest_catches_up_an_outage_longer_than_its_poll_window(harness)
     assert await h.step() == 7
     assert h.feed.active == "rest" and h.feed.processed_by == {"rest": 7}
     h.assert_engine_saw_each_candle_once(START + 7)
+
+
+async def test_s2_a_candle_last_updated_before_its_close_is_read_over_rest(harness):
+    """The socket's last update of a candle came 5 s before its close (a hiccup at the close): its
+    values may not be final, so REST reads that candle; the socket stays the active source."""
+    h = harness
+    series = load_candles(default_data_dir(), XRP, "1m")
+    seen = h.feed.messages
+    h.clock.current_ms += 55_000
+    h.fake.advance()
+    await until(lambda: h.feed.messages > seen)
+    h.clock.current_ms += 5_000  # its close time
+    rest_reads = h.fake.requests[KLINES]
+    assert await h.step() == 1
+    assert h.fake.requests[KLINES] == rest_reads + 1
+    assert h.journal() == [(series.timestamp[START + 1], "rest")]
+    await h.candle()
+    assert await h.step() == 1
+    assert h.journal()[-1] == (series.timestamp[START + 2], "websocket") and h.feed.active == "websocket"
+    h.assert_engine_saw_each_candle_once(START + 2)

@@ -86,7 +86,10 @@ class HybridCandleFeed:
         kline updates every 250 ms, so 10 s of silence means a dead socket; a fake that pushes
         once per candle needs about 2× the timeframe); retry_ms: wait before reconnecting after
         a failure; close_grace_ms: a websocket candle counts as closed once a later candle of the
-        same feed has arrived or this long after its close time (its final update has come).
+        same feed has arrived or this long after its close time (its final update has come);
+        final_slack_ms: a closed candle whose last socket update was received earlier than this
+        before its close time may not hold its final values (a hiccup at the close): it is read
+        over REST instead (ccxt drops Binance's "closed" flag ``x``).
 
     State for /runtime: :attr:`active` ("websocket" or "rest"), :attr:`last_switch_ms`,
     :attr:`last_switch_reason`, :attr:`switches`; :attr:`messages` counts websocket updates.
@@ -99,6 +102,7 @@ class HybridCandleFeed:
     silence_timeout_ms: int = 10_000
     retry_ms: int = 5_000
     close_grace_ms: int = 1_000
+    final_slack_ms: int = 2_000
     active: str = WEBSOCKET
     last_switch_ms: int | None = None
     last_switch_reason: str = ""
@@ -106,7 +110,7 @@ class HybridCandleFeed:
     messages: int = 0
     socket_error: str | None = None
     processed_by: Counter = field(default_factory=Counter)
-    _cache: dict[tuple[str, str], dict[int, Candle]] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], dict[int, tuple[Candle, int]]] = field(default_factory=dict)  # → (candle, received ms)
     _listener: asyncio.Task | None = None
     _listen_started_ms: int = 0
     _messages_at_start: int = 0
@@ -226,8 +230,15 @@ class HybridCandleFeed:
             closed = [cached[t] for t in stamps
                       if (last is None or t > last)
                       and (t < newest or t + feed.timeframe_ms + self.close_grace_ms <= now_ms)]
-            if closed and last is not None and closed[0].timestamp > last + feed.timeframe_ms:
+            final = []
+            for candle, received_ms in closed:
+                if received_ms < candle.timestamp + feed.timeframe_ms - self.final_slack_ms:
+                    break  # maybe not its final values: REST reads it (and waits for it, in order)
+                final.append(candle)
+            gap = bool(closed) and last is not None and closed[0][0].timestamp > last + feed.timeframe_ms
+            if gap or len(final) < len(closed):
                 count += await self._poll_rest(now_ms)  # the socket missed some: REST fills the gap
+            closed = final
             done = await self.rest_feed.process_closed(key, closed, now_ms, source=WEBSOCKET)
             self.processed_by[WEBSOCKET] += done
             count += done
@@ -271,5 +282,6 @@ class HybridCandleFeed:
                         continue
                     cache = self._cache.setdefault(key, {})
                     for row in rows:
-                        cache[int(row[0])] = Candle(int(row[0]), float(row[1]), float(row[2]), float(row[3]),
-                                                    float(row[4]), float(row[5]))
+                        candle = Candle(int(row[0]), float(row[1]), float(row[2]), float(row[3]),
+                                        float(row[4]), float(row[5]))
+                        cache[candle.timestamp] = (candle, self._last_message_ms)
