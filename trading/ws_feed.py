@@ -5,8 +5,10 @@ A background task only listens (candles land in a cache, message times are noted
 step happens in :meth:`HybridCandleFeed.step`, on the caller's loop, through the same
 :meth:`RestCandleFeed.process_closed` bookkeeping as REST polling: each closed candle exactly once,
 in order, whichever source delivered it, never twice across a switch. After a fall back REST
-catches up on the candles missed while the socket was down; before switching back it polls once
-more, so the socket never leaves a gap.
+catches up on the candles missed while the socket was down; the pass that switches back polls
+REST first, so the socket never leaves a gap (a gap seen later is filled over REST too). A candle
+whose last socket update came before its close is read over REST (its values may not be final).
+Binance USDⓈ-M only (OKX stays on REST polling).
 
 Wiring in ``bot.live.LiveRuntime`` (the integrator's part):
   build: ``feed = HybridCandleFeed(engine, RestCandleFeed(engine, gateway),
