@@ -20,7 +20,8 @@ as on Binance: a second order with an id already used is refused with -4116
 Fault injection (:meth:`FakeBinance.inject`): ``5xx`` (HTTP 503), ``429`` and ``418`` with a
 ``Retry-After`` header, ``-1021`` (timestamp outside recvWindow), ``timeout_after_accept`` (the
 order is accepted, then the reply stalls past the client's timeout) and ``partial`` (a market
-order fills in two halves over two candles).
+order fills in two halves over two candles). Market streams over websocket (kline events, with
+drop / refuse / silence faults): :attr:`FakeBinance.ws`, see ``tests.fake_binance_ws``.
 """
 
 from __future__ import annotations
@@ -164,11 +165,15 @@ class FakeBinance:
         self.stalled = 0
         self.duplicate_rejections = 0  # orders sent again under an id already used (-4116)
         self.duplicate_ids: list[str] = []
+        from tests.fake_binance_ws import FakeBinanceStreams
+
+        self.ws = FakeBinanceStreams(self)  # market streams (SPEC S-2 websocket feed)
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> str:
         """Serve on 127.0.0.1 (a free port) and return the base URL ``http://127.0.0.1:PORT``."""
         app = web.Application()
+        self.ws.attach(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -196,6 +201,7 @@ class FakeBinance:
         if getattr(self, "_auto", None) is not None:
             self._auto.cancel()
         self._stop.set()
+        await self.ws.drop()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -243,6 +249,7 @@ class FakeBinance:
                 new.append(self._book(fill))
             self.clock.current_ms = ts + self._tf_ms() - 1
             self.sim._last_price[symbol] = Decimal(repr(c))
+        self.ws.publish()
         return new
 
     def _tf_ms(self) -> int:

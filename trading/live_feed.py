@@ -1,11 +1,13 @@
 """SPEC S-2 market data for demo / live: ccxt REST polling of closed candles (the websocket feed
-with fall-back is not built yet). Each new closed candle goes through the same engine steps as a
-replayed one: market state → position management → entries; missed polls catch up in order, and
-a candle is never processed twice."""
+with fall back to this one is ``trading.ws_feed``). Each new closed candle goes through the same
+engine steps as a replayed one: market state → position management → entries; missed polls catch
+up in order, and a candle is never processed twice (:meth:`RestCandleFeed.process_closed`, shared
+by both feeds)."""
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 from trading.engine import Engine
@@ -22,8 +24,11 @@ class RestCandleFeed:
     Args:
         engine: the trading core; exchange: the order gateway (retried reads) or the adapter,
         with ``fetch_ohlcv(symbol, timeframe, limit) -> list[Candle]``; warmup: candles read at
-        start to warm the indicators (no trading on them); window: candles read per poll (a poll
-        missed for longer than ``window`` candles leaves a gap, logged).
+        start to warm the indicators (no trading on them); window: candles read per poll at least
+        (after a longer pause a poll reads every candle since the last one processed, up to 1000).
+
+    ``journal`` keeps the last 1000 processed candles as (symbol, timeframe, open time ms,
+    source) — source "rest" or "websocket" — for /runtime and tests.
     """
 
     engine: Engine
@@ -32,7 +37,8 @@ class RestCandleFeed:
     window: int = 5
     last_open_ms: dict[tuple[str, str], int] = field(default_factory=dict)
     processed: int = 0
-    active: str = "rest"  # what /runtime would show: "rest" (websocket not built yet)
+    active: str = "rest"  # what /runtime shows for this feed alone (trading.ws_feed switches)
+    journal: deque = field(default_factory=lambda: deque(maxlen=1000))
 
     async def warm_up(self, now_ms: int) -> None:
         """Warm each feed's indicators on its last closed candles (SPEC S-10, L-3)."""
@@ -49,24 +55,49 @@ class RestCandleFeed:
             ExchangeError: a read failed after the gateway's retries (the next poll catches up).
         """
         count = 0
-        engine = self.engine
-        for key, feed in engine.feeds.items():
-            candles = await self.exchange.fetch_ohlcv(feed.symbol, feed.timeframe, self.window)
+        for key, feed in self.engine.feeds.items():
             last = self.last_open_ms.get(key)
-            fresh = [c for c in self._closed(candles, feed.timeframe_ms, now_ms) if last is None or c.timestamp > last]
-            if fresh and last is not None and fresh[0].timestamp > last + feed.timeframe_ms:
-                log.warning("%s %s: candles missing between %s and %s", feed.symbol, feed.timeframe,
-                            last, fresh[0].timestamp)
-            for candle in fresh:
-                engine.tick(now_ms)
-                found = engine.on_candle(feed, candle.open, candle.high, candle.low, candle.close, candle.volume)
-                if feed.symbol in engine.held_symbols:
-                    await engine.manage_positions(feed)
-                if found is not None:
-                    for bot, check in found:
-                        await engine.try_enter(bot, feed, check)
-                self.last_open_ms[key] = candle.timestamp
-                count += 1
+            limit = self.window
+            if last is not None:  # catch up after a pause (or a websocket outage) in one read
+                limit = max(limit, min(1000, (now_ms - last) // feed.timeframe_ms + 2))
+            candles = await self.exchange.fetch_ohlcv(feed.symbol, feed.timeframe, limit)
+            count += await self.process_closed(key, self._closed(candles, feed.timeframe_ms, now_ms), now_ms)
+        return count
+
+    async def process_closed(self, key: tuple[str, str], candles: list[Candle], now_ms: int,
+                             source: str = "rest") -> int:
+        """Run each CLOSED candle of feed ``key`` (symbol, timeframe) newer than the last one
+        processed through the engine, oldest first: tick, market state, position management,
+        entries (SPEC S-2: each candle exactly once, in order, whichever source delivered it).
+
+        Args:
+            key: the engine feed key; candles: closed candles in any order (older or already
+            processed ones are skipped); now_ms: epoch ms UTC for ``engine.tick``; source: "rest"
+            or "websocket", recorded in :attr:`journal`.
+        Returns: how many candles were processed.
+        """
+        engine = self.engine
+        feed = engine.feeds[key]
+        last = self.last_open_ms.get(key)
+        fresh = sorted((c for c in candles if last is None or c.timestamp > last), key=lambda c: c.timestamp)
+        if fresh and last is not None and fresh[0].timestamp > last + feed.timeframe_ms:
+            log.warning("%s %s: candles missing between %s and %s", feed.symbol, feed.timeframe,
+                        last, fresh[0].timestamp)
+        count = 0
+        for candle in fresh:
+            done = self.last_open_ms.get(key)
+            if done is not None and candle.timestamp <= done:  # a duplicate row: never twice
+                continue
+            engine.tick(now_ms)
+            found = engine.on_candle(feed, candle.open, candle.high, candle.low, candle.close, candle.volume)
+            if feed.symbol in engine.held_symbols:
+                await engine.manage_positions(feed)
+            if found is not None:
+                for bot, check in found:
+                    await engine.try_enter(bot, feed, check)
+            self.last_open_ms[key] = candle.timestamp
+            self.journal.append((feed.symbol, feed.timeframe, candle.timestamp, source))
+            count += 1
         self.processed += count
         return count
 
