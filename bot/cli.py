@@ -191,11 +191,11 @@ async def _run(args) -> int:
 
 async def _run_exchange(args, settings, config) -> int:
     """Demo or live trading (SPEC S-1: live needs --live AND keys): the engine on the exchange,
-    candles polled over REST (S-2), orders through the gateway, reconciled before any entry
+    candles over the websocket with REST polling as its fall back (S-2), orders through the gateway, reconciled before any entry
     (L-3); the chat runs over Telegram or in this terminal as in paper mode."""
     from bot.app import build_dispatcher
     from bot.console import ConsoleChat, make_console_bot
-    from bot.live import LiveRuntime, make_exchange, requote
+    from bot.live import LiveRuntime, make_exchange, make_market_stream_client, requote
     from bot.logbuffer import install as install_log_buffer
     from bot.preflight import _mode
     from bot.settings import CONSOLE_USER_ID
@@ -213,11 +213,14 @@ async def _run_exchange(args, settings, config) -> int:
     if mode == "live":
         print(f"⚠️ LIVE trading on {settings.optiflow_exchange}: real money, {len(config.bots)} bot(s), "
               f"symbols {', '.join(config.all_symbols())}, quote {quote}")
+    ws_client = make_market_stream_client(settings, mode)
     try:
         runtime = await LiveRuntime.build(config=config, db_path=args.db or settings.optiflow_db_path,
-                                          exchange=exchange, env=mode)
+                                          exchange=exchange, env=mode, ws_client=ws_client)
     except BaseException:
         await exchange.close()
+        if ws_client is not None:
+            await ws_client.close()
         raise
     stop = asyncio.Event()
     ready = asyncio.Event()

@@ -22,7 +22,7 @@ from trading.events import EventBuffer
 from trading.models import ExitReason, Order
 from trading.order_gateway import OrderGateway, Sleep
 from trading.ports import Clock
-from trading.live_feed import RestCandleFeed, poll_safely
+from trading.live_feed import RestCandleFeed
 from trading.reconcile import (
     RECONCILE_EVERY_MS,
     FillTracker,
@@ -32,6 +32,7 @@ from trading.reconcile import (
     Supervisor,
 )
 from trading.service import TradingService
+from trading.ws_feed import HybridCandleFeed, make_ws_client
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,27 @@ def reconcile_actions(supervisor: Supervisor) -> dict[str, Callable[[], Awaitabl
         return RECONCILE_REQUESTED
 
     return {"REPLACE_STOPS": request, "RECONCILE": request}
+
+
+def feed_state_text(status: dict) -> str:
+    """The /runtime and /status "Market feed" line for a live feed's ``status()`` (SPEC S-2):
+    the active source, and since when and why it last switched (epoch ms UTC shown in UTC)."""
+    from bot.render import utc
+
+    source = "websocket (ccxt.pro watch_ohlcv)" if status["active"] == "websocket" else "REST polling"
+    if status.get("last_switch_ms") is None:
+        return source
+    reason = status.get("last_switch_reason") or ""
+    return f"{source} since {utc(status['last_switch_ms'])} UTC" + (f" ({reason})" if reason else "")
+
+
+def make_market_stream_client(settings, mode: str):
+    """The ccxt.pro client for S-2 websocket candles, or None where the feed stays on REST
+    polling: only Binance USDⓈ-M streams are wired (OKX polls). Public streams: no keys.
+    ``EXCHANGE_API_BASE`` also moves the streams (``ws://host/ws``: loopback fakes, proxies)."""
+    if settings.optiflow_exchange != "binanceusdm":
+        return None
+    return make_ws_client(mode, api_base=settings.exchange_api_base)
 
 
 class WallClock:
@@ -108,7 +130,7 @@ class LiveRuntime:
     supervisor: Supervisor
     first_report: ReconcileReport
     service: TradingService
-    feed: RestCandleFeed
+    feed: RestCandleFeed | HybridCandleFeed
     clock: Clock
 
     @classmethod
@@ -122,9 +144,12 @@ class LiveRuntime:
         clock: Clock | None = None,
         sleep: Sleep | None = None,
         rng=None,
+        ws_client=None,
     ) -> "LiveRuntime":
         """Load markets, restore the saved state, start the engine and reconcile (L-3: before
-        any entry). ``sleep`` / ``rng`` / ``clock`` are injected by tests.
+        any entry). ``sleep`` / ``rng`` / ``clock`` are injected by tests. ``ws_client`` (a
+        ccxt.pro client, :func:`make_market_stream_client`) makes the candle feed a websocket
+        one with REST as its fall back (S-2); the runtime closes it. None = REST polling.
 
         Raises:
             UnknownSymbol: a configured symbol is not listed; ExchangeError: the exchange could
@@ -181,7 +206,9 @@ class LiveRuntime:
             raise
         service = TradingService(engine, store, mode=env, config_id=config_id)
         service.exchange_actions.update(reconcile_actions(supervisor))  # playbook buttons (T-6)
-        feed = RestCandleFeed(engine, gateway)
+        feed: RestCandleFeed | HybridCandleFeed = RestCandleFeed(engine, gateway, on_step=service.loop_timings.record)
+        if ws_client is not None:  # S-2: websocket candles, REST as the fall back
+            feed = HybridCandleFeed(engine, feed, ws_client, clock)
         return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first, service, feed, clock)
 
     @property
@@ -206,9 +233,11 @@ class LiveRuntime:
         ``interval_s`` process new closed candles, poll fills, verify stops, reconcile when due
         and persist, until ``stop`` is set. ``ready`` is set after the first pass."""
         await self.feed.warm_up(self.clock.now_ms())
+        self.service.feed_state = feed_state_text(self.feed.status())
         while not stop.is_set():
             now = self.clock.now_ms()
-            await poll_safely(self.feed, now)
+            await self.feed.step(now)
+            self.service.feed_state = feed_state_text(self.feed.status())
             await self.tick(now)
             if ready is not None:
                 ready.set()
@@ -243,6 +272,9 @@ class LiveRuntime:
             if flush:
                 await self.persister.flush()
         finally:
-            await self.store.close()
-            await self.exchange.close()
+            try:
+                await self.feed.close()  # the websocket client, if any (S-2)
+            finally:
+                await self.store.close()
+                await self.exchange.close()
 

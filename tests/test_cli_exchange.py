@@ -92,7 +92,7 @@ async def test_s1_demo_run_trades_on_the_exchange_and_chats(fake, capsys, tmp_pa
     answers from the live state (no Telegram token: console)."""
     fake.start_auto(0.2)
     code = await run_cli("run", "--symbols", "XRP", "--timeframe", "1m", "--db", str(tmp_path / "demo.db"),
-                         "--say", "/summary", "--say", "/audit", "--say", "/log 100")
+                         "--say", "/summary", "--say", "/audit", "--say", "/log 100", "--say", "/runtime")
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Summary — DEMO" in out and "Balance: 10,000.00 USDT" in out
@@ -101,7 +101,9 @@ async def test_s1_demo_run_trades_on_the_exchange_and_chats(fake, capsys, tmp_pa
     assert "Audit chain OK" in out and "RECONCILE" in out
     assert "The log buffer is not enabled" not in out  # /log is wired in demo as in paper
     assert API_KEY not in out and API_SECRET not in out
-    assert fake.requests["GET /fapi/v1/klines"] >= 2  # warm-up and the first poll
+    assert fake.requests["GET /fapi/v1/klines"] >= 1  # the warm-up reads REST
+    # S-2: candles come over the websocket (REST is the fall back); /runtime says which.
+    assert "Market feed: websocket (ccxt.pro watch_ohlcv) since" in out
     assert (tmp_path / "demo.db").exists()
 
 
@@ -135,6 +137,11 @@ async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_pa
         await telegram.wait_until(lambda: any("OptiFlow" in t for t in texts()), timeout=90)
         telegram.queue_text(allowed, "/summary")
         await telegram.wait_until(lambda: any("Summary — DEMO" in t for t in texts()), timeout=30)
+        # S-2: the kline stream is subscribed on the exchange's socket and /runtime names the source.
+        await telegram.wait_until(lambda: any("xrpusdt@kline_1m" in s.streams for s in fake.ws.sockets), timeout=30)
+        telegram.queue_text(allowed, "/runtime")
+        await telegram.wait_until(lambda: any("Market feed" in t for t in texts()), timeout=30)
+        assert any("websocket (ccxt.pro watch_ohlcv)" in t for t in texts() if "Market feed" in t), [t for t in texts() if "Market feed" in t]
         telegram.queue_text(allowed, "/playbook no_stop")
         await telegram.wait_until(lambda: _messages_with_button(telegram, allowed, "🛡"), timeout=30)
         [playbook] = _messages_with_button(telegram, allowed, "🛡")

@@ -168,7 +168,8 @@ async def test_s2_rest_feed_processes_each_closed_candle_once_with_replay_state(
         clock.current_ms = fake.clock.current_ms + 1
         rt = await build(fake, tmp_path / "live.db", clock)
         try:
-            feed = RestCandleFeed(rt.engine, rt.gateway, warmup=300, window=5)
+            steps: list[float] = []  # wall ms per candle step: the /runtime loop timings (T-2)
+            feed = RestCandleFeed(rt.engine, rt.gateway, warmup=300, window=5, on_step=steps.append)
             await feed.warm_up(clock.now_ms())
             for _ in range(3):
                 fake.advance()
@@ -179,6 +180,7 @@ async def test_s2_rest_feed_processes_each_closed_candle_once_with_replay_state(
             fake.inject("5xx", path="klines")
             clock.current_ms = fake.clock.current_ms + 1
             assert await feed.poll(clock.now_ms()) == 1
+            assert len(steps) == 4 and all(ms >= 0 for ms in steps)  # warm-up candles are not steps
             state = rt.engine.feeds[(XRP, "1m")]
             series = load_candles(default_data_dir(), XRP, "1m")
             assert feed.last_open_ms[(XRP, "1m")] == series.timestamp[404]

@@ -192,7 +192,7 @@ class CcxtExchange:
         elif mode == "demo" and resolved == "okx":
             self.client.set_sandbox_mode(True)  # OKX demo trading is its sandbox header
         if api_base:
-            self.client.urls["api"] = {key: _rebase(url, api_base) for key, url in self.client.urls["api"].items()}
+            self.client.urls["api"] = {key: rebase_url(url, api_base) for key, url in self.client.urls["api"].items()}
         self._markets: dict[str, Market] = {}
         self._conditional: dict[str, bool] = {}  # client order id → placed as a conditional order
         self._top_of_book: dict[str, tuple[Decimal, Decimal]] = {}
@@ -451,7 +451,7 @@ def _leg(client_order_id: str) -> OrderLeg:
     return OrderLeg.ENTRY
 
 
-def _rebase(url: Any, base: str) -> Any:
+def rebase_url(url: Any, base: str) -> Any:
     """Replace scheme://host of a ccxt API URL with ``base`` (keeping the path)."""
     if not isinstance(url, str):
         return url

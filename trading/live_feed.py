@@ -7,7 +7,9 @@ by both feeds)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trading.engine import Engine
@@ -25,7 +27,8 @@ class RestCandleFeed:
         engine: the trading core; exchange: the order gateway (retried reads) or the adapter,
         with ``fetch_ohlcv(symbol, timeframe, limit) -> list[Candle]``; warmup: candles read at
         start to warm the indicators (no trading on them); window: candles read per poll at least
-        (after a longer pause a poll reads every candle since the last one processed, up to 1000).
+        (after a longer pause a poll reads every candle since the last one processed, up to 1000);
+        on_step: called with each candle step's wall time in ms (the /runtime loop timings, T-2).
 
     ``journal`` keeps the last 1000 processed candles as (symbol, timeframe, open time ms,
     source) — source "rest" or "websocket" — for /runtime and tests.
@@ -39,6 +42,7 @@ class RestCandleFeed:
     processed: int = 0
     active: str = "rest"  # what /runtime shows for this feed alone (trading.ws_feed switches)
     journal: deque = field(default_factory=lambda: deque(maxlen=1000))
+    on_step: Callable[[float], None] | None = None  # wall ms per candle step (/runtime loop timings, T-2)
 
     async def warm_up(self, now_ms: int) -> None:
         """Warm each feed's indicators on its last closed candles (SPEC S-10, L-3)."""
@@ -47,6 +51,18 @@ class RestCandleFeed:
             for candle in self._closed(candles, feed.timeframe_ms, now_ms):
                 self.engine.warm(feed, candle.high, candle.low, candle.close, candle.volume)
                 self.last_open_ms[key] = candle.timestamp
+
+    async def step(self, now_ms: int) -> int:
+        """One pass of the live loop: :meth:`poll`, an exchange failure logged and not raised
+        (the next pass catches up). The same call as ``HybridCandleFeed.step``."""
+        return await poll_safely(self, now_ms)
+
+    def status(self) -> dict:
+        """What /runtime shows (as ``HybridCandleFeed.status``): REST polling, never switched."""
+        return {"active": self.active, "last_switch_ms": None, "last_switch_reason": ""}
+
+    async def close(self) -> None:
+        """Nothing to close: REST reads go through the exchange adapter, closed by its owner."""
 
     async def poll(self, now_ms: int) -> int:
         """Process every candle closed since the last poll; returns how many.
@@ -88,6 +104,7 @@ class RestCandleFeed:
             done = self.last_open_ms.get(key)
             if done is not None and candle.timestamp <= done:  # a duplicate row: never twice
                 continue
+            started = time.perf_counter()
             engine.tick(now_ms)
             found = engine.on_candle(feed, candle.open, candle.high, candle.low, candle.close, candle.volume)
             if feed.symbol in engine.held_symbols:
@@ -97,6 +114,8 @@ class RestCandleFeed:
                     await engine.try_enter(bot, feed, check)
             self.last_open_ms[key] = candle.timestamp
             self.journal.append((feed.symbol, feed.timeframe, candle.timestamp, source))
+            if self.on_step is not None:
+                self.on_step((time.perf_counter() - started) * 1000)
             count += 1
         self.processed += count
         return count

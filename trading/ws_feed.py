@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from trading.ccxt_exchange import _rebase
+from trading.ccxt_exchange import rebase_url
 from trading.engine import Engine
 from trading.live_feed import RestCandleFeed, poll_safely
 from trading.models import Candle
@@ -65,7 +65,7 @@ def make_ws_client(mode: str = "demo", *, api_base: str | None = None, ws_base: 
         client.enable_demo_trading(True)
     urls = dict(client.urls["api"])
     if api_base:
-        urls = {key: _rebase(url, api_base) for key, url in urls.items()}
+        urls = {key: rebase_url(url, api_base) for key, url in urls.items()}
     if ws_base is None and api_base:
         ws_base = api_base.rstrip("/").replace("http", "ws", 1) + "/ws"
     if ws_base:
