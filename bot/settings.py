@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     """Environment settings; each field is the upper-case environment variable of its name.
 
     telegram_allowed_user_ids: comma-separated Telegram user ids (SPEC T-1);
-    optiflow_mode: S-1 mode (only ``paper`` runs in this version); paths are relative to the
+    optiflow_mode: S-1 mode (``paper`` default; ``live`` also needs ``--live``); paths are relative to the
     working directory.
     """
 
