@@ -4,13 +4,20 @@ Seeded random steps against the loopback fake Binance USDⓈ-M with the real ccx
 engine, the order gateway and a real SQLite file. Every step moves simulated time by 250 ms; the
 fake moves to its next real candle at random; entries and closes are sent at random; faults are
 armed at random (5xx, 429 and 418 with Retry-After, -1021, timeout after the order was accepted,
-partial fills); stray orders of ours that the bot does not know are planted on the exchange; and the bot is killed at random mid-order (its in-flight task cancelled, nothing
-flushed, every in-memory object dropped) and rebuilt from the SQLite file, then reconciled.
+partial fills, also on the REST candle reads); the market-data socket is dropped, refused or
+silenced at random (S-2: the feed falls back to REST polling and switches back); stray orders of
+ours that the bot does not know are planted on the exchange; and the bot is killed at random
+mid-order (its in-flight task cancelled, nothing flushed, every in-memory object dropped) and
+rebuilt from the SQLite file, then reconciled. Each step runs one pass of the live loop: the
+candle feed (websocket or REST), then the supervisor's fill poll, stop checks and reconciliation.
+The strategy's own entries are paused (the test sends its entries itself); its exits run on the
+candles.
 
 Asserted throughout: no client order id is ever sent twice to the exchange (the fake would
 answer -4116), every exchange position has a resting stop of ours within 2 s of simulated time,
-and after every reconciliation there is no orphan order (ours on the exchange but not tracked,
-or tracked but not on the exchange) and local positions equal the exchange's.
+after every reconciliation there is no orphan order (ours on the exchange but not tracked, or
+tracked but not on the exchange) and local positions equal the exchange's, and each bot process
+fed every candle to the engine exactly once, in order, without a gap, whichever source brought it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from trading.marketdata import default_data_dir
 from trading.models import OrderType, Side
 from trading.oms import client_order_id_prefix
 from trading.ports import ReplayClock
+from trading.ws_feed import WEBSOCKET, HybridCandleFeed, make_ws_client
 
 SEED = int(__import__("os").environ.get("CHAOS_SEED", "20250603"))
 STEPS = int(__import__("os").environ.get("CHAOS_STEPS", "2000"))
@@ -37,13 +45,16 @@ STOP_DEADLINE_MS = 2_000
 SYMBOLS = ("XRP/USDT:USDT", "DOGE/USDT:USDT")
 NOTIONAL = Decimal(12)
 FAULT_PATHS = {
-    "5xx": ("/order", "/algoOrder", "openOrders", "openAlgoOrders", "positionRisk", "account", "leverage"),
-    "429": ("/order", "/algoOrder", "openOrders", "positionRisk", "account"),
+    "5xx": ("/order", "/algoOrder", "openOrders", "openAlgoOrders", "positionRisk", "account", "leverage",
+            "klines"),
+    "429": ("/order", "/algoOrder", "openOrders", "positionRisk", "account", "klines"),
     "418": ("/order", "openAlgoOrders", "account"),
     "-1021": ("/order", "/algoOrder", "openOrders", "account", "positionRisk"),
     "timeout_after_accept": ("/order", "/algoOrder"),
     "partial": ("/order",),
 }
+SOCKET_FAULTS = ("socket_drop", "socket_refuse", "socket_silence")
+TIMEFRAME_MS = 60_000
 
 
 class SimTime:
@@ -75,19 +86,31 @@ class Chaos:
         self.figures: Counter = Counter()
         self.violations: list[str] = []
         self.unprotected_since: dict[str, int] = {}
+        self.socket_trouble_until = 0  # simulated ms when a refusing / silent stream server recovers
 
     async def start(self) -> None:
         """Build (restore + reconcile); a build failing on injected faults is retried."""
         for _ in range(20):
             adapter = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=self.fake.base_url,
                                    timeout_ms=120, rate_limit_ms=1)
+            ws_client = make_ws_client("demo", api_base=self.fake.base_url, timeout_ms=2_000)
             try:
                 self.rt = await LiveRuntime.build(
                     config=chaos_config(), db_path=self.db, exchange=adapter, env="demo",
                     clock=self.time.clock, sleep=self.time.sleep, rng=random.Random(self.rng.random()),
+                    ws_client=ws_client,
                 )
             except ExchangeError:
                 await adapter.close()
+                await ws_client.close()
+                self.figures["restart_retries"] += 1
+                continue
+            self.rt.engine.paused["chaos"] = set(SYMBOLS)  # the strategy's entries: this test sends its own
+            try:
+                await self.rt.feed.warm_up(self.time.clock.now_ms())
+            except ExchangeError:
+                await self.rt.close()
+                self.rt = None
                 self.figures["restart_retries"] += 1
                 continue
             self.figures["strays_cancelled"] += self.rt.first_report.strays_cancelled
@@ -107,6 +130,7 @@ class Chaos:
             except (asyncio.CancelledError, ExchangeError):
                 pass
         assert self.rt is not None
+        self.check_feed()
         await self.rt.close(flush=False)
         self.rt = None
         self.figures["kills"] += 1
@@ -131,6 +155,19 @@ class Chaos:
             local_signed = Decimal(0) if local is None else local.contracts * local.side.sign
             if remote_signed != local_signed:
                 self.violations.append(f"{when}: {symbol} exchange {remote_signed} local {local_signed}")
+
+    def check_feed(self) -> None:
+        """S-2: this bot process fed each candle to the engine once, in order, without a gap."""
+        assert self.rt is not None
+        feed = self.rt.feed
+        assert isinstance(feed, HybridCandleFeed)
+        for symbol in SYMBOLS:
+            stamps = [t for s, _, t, _ in feed.rest_feed.journal if s == symbol]
+            if any(b - a != TIMEFRAME_MS for a, b in zip(stamps, stamps[1:])):
+                self.violations.append(f"{symbol}: candles processed out of order, twice or with a gap: {stamps}")
+        for source, count in feed.processed_by.items():
+            self.figures[f"candles_by_{source}"] += count
+        self.figures["feed_switches"] += feed.switches
 
     def check_stops(self) -> None:
         """Every exchange position has a resting stop of ours within STOP_DEADLINE_MS."""
@@ -174,17 +211,54 @@ class Chaos:
         self.figures["closes_sent"] += 1
         return asyncio.ensure_future(self.rt.engine.close_position(bot, symbol))
 
+    async def socket_fault(self, kind: str) -> None:
+        """Drop every market-data socket, or refuse new ones / keep them silent for 5–40 s of
+        simulated time (S-2 faults)."""
+        self.fake.faults_injected[kind] += 1
+        if kind == "socket_drop":
+            await self.fake.ws.drop()
+            return
+        if kind == "socket_refuse":
+            self.fake.ws.refuse()
+            await self.fake.ws.drop()  # a refused redial needs the current socket gone
+        else:
+            self.fake.ws.silence()
+        self.socket_trouble_until = self.time.clock.now_ms() + self.rng.randint(20, 160) * STEP_MS
+
+    async def let_the_socket_deliver(self) -> None:
+        """Give a healthy socket (real time, up to 0.5 s) to deliver the candle just pushed, so a
+        run depends on the seed and not on the machine's speed; a troubled one is not waited for."""
+        assert self.rt is not None
+        feed = self.rt.feed
+        if self.fake.ws.silent or not feed.listening or feed.active != WEBSOCKET:
+            return
+        wanted = {f"{self.fake.raw_markets[s]['id'].lower()}@kline_1m" for s in SYMBOLS}
+        if not any(wanted <= sock.streams for sock in self.fake.ws.sockets):
+            return
+        messages = feed.messages
+        for _ in range(50):
+            if feed.messages > messages or not feed.listening:
+                return
+            await asyncio.sleep(0.01)
+
     async def step(self) -> None:
         rng = self.rng
         self.time.clock.current_ms += STEP_MS
         roll = rng.random()
+        if self.socket_trouble_until and self.time.clock.now_ms() >= self.socket_trouble_until:
+            self.fake.ws.accept()  # a refusing or silent stream server recovers
+            self.fake.ws.speak()
+            self.socket_trouble_until = 0
         if roll < 0.14:
             self.fake.advance()
             self.figures["candles"] += 1
-        elif roll < 0.26:
+            await self.let_the_socket_deliver()
+        elif roll < 0.25:
             kind = rng.choice(tuple(FAULT_PATHS))
             self.fake.inject(kind, path=rng.choice(FAULT_PATHS[kind]), count=rng.randint(1, 2),
                              retry_after_s=rng.choice((0, 1)))
+        elif roll < 0.26:
+            await self.socket_fault(rng.choice(SOCKET_FAULTS))
         elif roll < 0.27:
             # a stray of ours the bot does not know (its database lost it): reconcile cancels it
             self.figures["strays_planted"] += 1
@@ -208,6 +282,7 @@ class Chaos:
             except ExchangeError:
                 self.figures["operations_failed"] += 1
         assert self.rt is not None
+        await self.rt.feed.step(self.time.clock.now_ms())  # one pass of the live loop: candles, then checks
         report = await self.rt.tick(self.time.clock.now_ms())
         if report is not None:
             self.figures["strays_cancelled"] += report.strays_cancelled
@@ -232,6 +307,7 @@ async def test_chaos_no_duplicates_stops_in_time_no_orphans_state_matches(tmp_pa
         assert final is not None
         chaos.figures["strays_cancelled"] += final.strays_cancelled
         chaos.check_reconciled("final")
+        chaos.check_feed()
     finally:
         if chaos.rt is not None:
             await chaos.rt.close()
@@ -245,7 +321,8 @@ async def test_chaos_no_duplicates_stops_in_time_no_orphans_state_matches(tmp_pa
     assert len(fake.accepted_ids) == len(set(fake.accepted_ids))
     assert chaos.violations == [], chaos.violations[:10]
     # The run exercised what it claims to.
-    assert set(faults) == {"5xx", "429", "418", "-1021", "timeout_after_accept", "partial"}
+    assert set(faults) == {"5xx", "429", "418", "-1021", "timeout_after_accept", "partial", *SOCKET_FAULTS}
+    assert figures["candles_by_websocket"] > 0 and figures["candles_by_rest"] > 0 and figures["feed_switches"] > 0
     assert figures["kills_mid_order"] >= 3 and figures["reconciliations_checked"] >= 20
     assert figures["strays_cancelled"] == figures["strays_planted"] > 0
     assert len(fake.trades) >= 50

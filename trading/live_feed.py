@@ -107,16 +107,22 @@ class RestCandleFeed:
             started = time.perf_counter()
             engine.tick(now_ms)
             found = engine.on_candle(feed, candle.open, candle.high, candle.low, candle.close, candle.volume)
-            if feed.symbol in engine.held_symbols:
-                await engine.manage_positions(feed)
-            if found is not None:
-                for bot, check in found:
-                    await engine.try_enter(bot, feed, check)
+            # The market state took this candle: it is done even if an order step below fails,
+            # so a retry never feeds the indicators the same candle twice.
             self.last_open_ms[key] = candle.timestamp
             self.journal.append((feed.symbol, feed.timeframe, candle.timestamp, source))
+            count += 1
+            try:
+                if feed.symbol in engine.held_symbols:
+                    await engine.manage_positions(feed)
+                if found is not None:
+                    for bot, check in found:
+                        await engine.try_enter(bot, feed, check)
+            except ExchangeError as exc:  # the supervisor's checks and reconciliation repair (O-5, O-6)
+                log.warning("%s %s: order step on the candle at %s failed: %s", feed.symbol, feed.timeframe,
+                            candle.timestamp, exc.reason)
             if self.on_step is not None:
                 self.on_step((time.perf_counter() - started) * 1000)
-            count += 1
         self.processed += count
         return count
 
