@@ -209,7 +209,7 @@ async def _run_exchange(args, settings, config) -> int:
         raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
     quote = resolve_quote(mode, settings.optiflow_quote)
     config = requote(config, quote)
-    exchange = make_exchange(settings, mode)
+    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
     if mode == "live":
         print(f"⚠️ LIVE trading on {settings.optiflow_exchange}: real money, {len(config.bots)} bot(s), "
               f"symbols {', '.join(config.all_symbols())}, quote {quote}")

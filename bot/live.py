@@ -86,8 +86,10 @@ class WallClock:
         return int(time.time() * 1000)
 
 
-def make_exchange(settings, mode: str, *, timeout_ms: int = 10_000) -> CcxtExchange:
-    """The ccxt adapter for ``mode`` from settings (keys from SecretStr, never printed).
+def make_exchange(settings, mode: str, *, timeout_ms: int = 10_000,
+                  stop_working_type: str = "MARK_PRICE") -> CcxtExchange:
+    """The ccxt adapter for ``mode`` from settings (keys from SecretStr, never printed);
+    ``stop_working_type``: the config's ``orders.stop_working_type`` (SPEC O-3).
 
     Raises:
         ConfigError: keys missing (names the variables, never their values).
@@ -102,6 +104,7 @@ def make_exchange(settings, mode: str, *, timeout_ms: int = 10_000) -> CcxtExcha
         api_base=settings.exchange_api_base,
         quote=resolve_quote(mode, settings.optiflow_quote),
         timeout_ms=timeout_ms,
+        stop_working_type=stop_working_type,
     )
 
 

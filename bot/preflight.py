@@ -66,7 +66,11 @@ async def check_command(args) -> int:
     config = requote(config, quote)
     source = "OPTIFLOW_QUOTE" if settings.optiflow_quote else f"default for {mode}"
     _ok(f"quote coin: {quote} ({source}); symbols: {', '.join(config.all_symbols())}")
-    exchange = make_exchange(settings, mode)
+    orders = config.orders
+    take_profit = "TAKE_PROFIT (limit at the target)" if orders.tp_order_style == "limit" else "TAKE_PROFIT_MARKET"
+    _ok(f"brackets (O-3): stop-loss STOP_MARKET, take-profit {take_profit}, reduce-only, "
+        f"triggered by {orders.stop_working_type}")
+    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
     failed = False
     try:
         permissions = await exchange.fetch_key_permissions()
@@ -129,7 +133,7 @@ async def smoke_command(args) -> int:
         raise ConfigError("--notional must be positive")
     profile = config.bots[0].model_copy(update={"name": "smoke", "symbols": (symbol,)})
     config = config.model_copy(update={"bots": (profile,)})
-    exchange = make_exchange(settings, mode)
+    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
     exchange.quote = quote
     print(f"OptiFlow smoke test — {symbol}, {args.notional} {quote}, {mode} mode")
     with tempfile.TemporaryDirectory(prefix="optiflow-smoke-") as tmp:

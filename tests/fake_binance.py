@@ -92,6 +92,7 @@ class _Record:
     time_ms: int
     working_type: str = "CONTRACT_PRICE"
     price_protect: bool = False
+    limit_price: str = "0"  # TAKE_PROFIT: the limit it becomes once triggered
     actual_order_id: int | None = None  # an algo order that triggered: the market order it became
 
 
@@ -542,6 +543,15 @@ class FakeBinance:
         trigger = Decimal(p["triggerPrice"]) if algo else None
         if trigger is not None and trigger % market.tick_size != 0:
             raise BinanceReject(-1111, "Precision is over the maximum defined for this asset.")
+        limit_price = "0"
+        if order_type is OrderType.TAKE_PROFIT:  # a limit once triggered: Binance needs its price
+            if not p.get("price"):
+                raise BinanceReject(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+            if Decimal(p["price"]) % market.tick_size != 0:
+                raise BinanceReject(-1111, "Precision is over the maximum defined for this asset.")
+            if Decimal(p["price"]) != trigger:  # the simulator fills it at its trigger (OptiFlow's style)
+                raise BinanceReject(-1102, "this fake supports TAKE_PROFIT with price == triggerPrice only")
+            limit_price = p["price"]
         reduce_only = p.get("reduceOnly", "false").lower() == "true"
         if not reduce_only and order_type is OrderType.MARKET:
             notional = quantity * market.contract_size * self._last(symbol)
@@ -563,7 +573,7 @@ class FakeBinance:
                 raise BinanceReject(-2021, "Order would immediately trigger.") from None
             raise BinanceReject(-2022, "ReduceOnly Order is rejected.") from None
         record = _Record(next(self._ids), algo, self.clock.current_ms, p.get("workingType", "CONTRACT_PRICE"),
-                         p.get("priceProtect", "false").lower() == "true")
+                         p.get("priceProtect", "false").lower() == "true", limit_price)
         self._records[cid] = record
         self.accepted_ids.append(cid)
         if p.get("_partial") and order_type is OrderType.MARKET:
@@ -590,7 +600,8 @@ class FakeBinance:
         order = self._lookup(p, algo=False)
         record = self._records[order.client_order_id]
         if record.algo:  # the market order a triggered conditional order became
-            return {**self._order_json(order), "orderId": record.actual_order_id, "type": "MARKET",
+            kind = "LIMIT" if order.type is OrderType.TAKE_PROFIT else "MARKET"
+            return {**self._order_json(order), "orderId": record.actual_order_id, "type": kind,
                     "clientOrderId": f"autoclose-{record.actual_order_id}", "origType": order.type.value,
                     "stopPrice": str(order.trigger_price)}
         return self._order_json(order)
@@ -667,7 +678,8 @@ class FakeBinance:
             "algoId": record.order_id, "clientAlgoId": order.client_order_id, "algoType": "CONDITIONAL",
             "orderType": order.type.value, "symbol": market["id"], "side": order.side.value.upper(),
             "positionSide": "BOTH", "timeInForce": "GTC", "quantity": str(order.amount),
-            "algoStatus": _ALGO_STATUS[order.status], "triggerPrice": str(order.trigger_price), "price": "0",
+            "algoStatus": _ALGO_STATUS[order.status], "triggerPrice": str(order.trigger_price),
+            "price": record.limit_price,
             "workingType": record.working_type, "closePosition": False, "priceProtect": record.price_protect,
             "reduceOnly": order.reduce_only, "createTime": record.time_ms,
             "updateTime": order.updated_ms or record.time_ms,

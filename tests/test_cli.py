@@ -87,6 +87,15 @@ def test_invalid_config_names_the_field(tmp_path, capsys):
     assert "bots.0.leverage" in err and "bad.toml" in err
 
 
+def test_o3_an_unknown_take_profit_style_names_the_field(tmp_path, capsys):
+    """O-3: ``[orders] tp_order_style`` is "market" or "limit"; anything else stops the start."""
+    config = tmp_path / "orders.toml"
+    config.write_text("[orders]\ntp_order_style = 'post_only'\n", encoding="utf-8")
+    assert main(["backtest", "--config", str(config), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "orders.tp_order_style" in err and "'market' or 'limit'" in err
+
+
 def test_unknown_symbol_is_a_clear_error(tmp_path, capsys):
     assert main(["backtest", "--symbols", "NOPE", "--out", str(tmp_path)]) == 2
     assert "NOPE/USDT:USDT" in capsys.readouterr().err

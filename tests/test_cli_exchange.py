@@ -4,12 +4,14 @@ client against the loopback fake Binance USDⓈ-M (SPEC O-7, S-1, S-4, O-6)."""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import pytest
 
 from bot.cli import main
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from trading.marketdata import default_data_dir
+from trading.models import OrderType
 
 XRP = "XRP/USDT:USDT"
 
@@ -37,7 +39,9 @@ async def test_o7_check_prints_what_it_checked_and_sets_margin_and_leverage(fake
     assert code == 0, out
     for line in ("API key present, secret present", "key permissions: futures trading enabled",
                  "quote coin: USDT (default for demo)", "markets: ", "position mode: one-way",
-                 f"{XRP}: margin isolated, leverage 5×", "balance: 10000", "pre-flight passed"):
+                 f"{XRP}: margin isolated, leverage 5×", "balance: 10000", "pre-flight passed",
+                 "brackets (O-3): stop-loss STOP_MARKET, take-profit TAKE_PROFIT_MARKET, reduce-only, "
+                 "triggered by MARK_PRICE"):
         assert line in out, line
     assert API_KEY not in out and API_SECRET not in out
     assert fake._margin_type[XRP] == "isolated" and fake._leverage[XRP] == 5
@@ -68,6 +72,27 @@ async def test_o6_smoke_opens_brackets_verifies_closes_and_leaves_nothing(fake, 
         assert line in out, line
     assert fake.position(XRP) is None and fake.open_orders() == []
     assert len(fake.accepted_ids) == len(set(fake.accepted_ids)) >= 3
+
+
+async def test_o3_smoke_with_limit_take_profits_and_last_price_triggers(fake, capsys, tmp_path, monkeypatch):
+    """O-3 from the config's ``[orders]``: take-profits go out as TAKE_PROFIT limits at their
+    target (price = trigger), every bracket reduce-only and triggered by CONTRACT_PRICE."""
+    config = tmp_path / "orders.toml"
+    config.write_text('[orders]\ntp_order_style = "limit"\nstop_working_type = "CONTRACT_PRICE"\n')
+    monkeypatch.setenv("OPTIFLOW_CONFIG", str(config))
+    fake.start_auto(0.3)
+    code = await run_cli("smoke", "--symbol", "XRP", "--notional", "10", "--timeout", "20")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "TAKE_PROFIT @" in out and "TAKE_PROFIT_MARKET" not in out
+    brackets = [(o, fake._records[o.client_order_id]) for o in fake.sim._orders.values() if o.reduce_only
+                and o.type is not OrderType.MARKET]
+    assert {o.type for o, _ in brackets} == {OrderType.STOP_MARKET, OrderType.TAKE_PROFIT}
+    for order, record in brackets:
+        assert record.working_type == "CONTRACT_PRICE"
+        if order.type is OrderType.TAKE_PROFIT:
+            assert Decimal(record.limit_price) == order.trigger_price
+    assert fake.position(XRP) is None and fake.open_orders() == []
 
 
 async def test_smoke_refuses_a_notional_below_the_exchange_minimum(fake, capsys):

@@ -83,6 +83,26 @@ async def test_take_profit_pnl_lands_in_the_balance(exchange):
     assert exchange.position(SYMBOL) is None
 
 
+async def test_o3_take_profit_limit_fills_at_its_price_as_a_maker(exchange, markets):
+    """O-3 ``tp_order_style = "limit"``: a TAKE_PROFIT is a limit at its trigger — it fills
+    exactly there with the maker fee (no slippage), where TAKE_PROFIT_MARKET pays slippage and
+    the taker fee; a candle opening beyond it fills at that (better) open as a taker."""
+    await open_long(exchange, 2.0)
+    await exchange.create_order(order("tp1", OrderSide.SELL, OrderType.TAKE_PROFIT, OrderLeg.TP1, amount="40",
+                                      trigger="2.05", reduce_only=True))
+    await exchange.create_order(order("tp2", OrderSide.SELL, OrderType.TAKE_PROFIT, OrderLeg.TP2, amount="60",
+                                      trigger="2.08", reduce_only=True))
+    market = markets[SYMBOL]
+    assert market.maker_fee < market.taker_fee
+    first = exchange.next_trigger(SYMBOL, 120_000, 2.04, 2.06, 2.03)
+    assert (first.client_order_id, first.price) == ("tp1", D("2.05"))
+    assert first.fee == D(40) * D("2.05") * market.maker_fee
+    gapped = exchange.next_trigger(SYMBOL, 180_000, 2.10, 2.11, 2.09)  # opens above the 2.08 limit
+    assert gapped.client_order_id == "tp2" and gapped.price == D("2.0996")  # the open − slippage, at tick
+    assert gapped.fee == D(60) * D("2.0996") * market.taker_fee
+    assert exchange.position(SYMBOL) is None
+
+
 async def test_funding_long_pays_positive_rate(exchange):
     """Funding: long pays notional × rate when the rate is positive."""
     await open_long(exchange, 2.0)

@@ -8,7 +8,7 @@ to ``trading.errors`` types at this boundary, in the order STYLE.md gives: Order
 InvalidOrder; RateLimitExceeded and DDoSProtection both become :class:`RateLimited`;
 InsufficientFunds is a business rejection. Secrets never appear in messages.
 
-Binance USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET) go through Binance's algo
+Binance USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET, TAKE_PROFIT) go through Binance's algo
 order service (ccxt 4.5 routes them there by the trigger price); this adapter remembers which
 client order ids are conditional so it can look them up and cancel them on the right endpoint.
 """
@@ -267,15 +267,19 @@ class CcxtExchange:
         if order.reduce_only:
             params["reduceOnly"] = True
         conditional = order.type is not OrderType.MARKET
+        price = None
         if conditional:
             assert order.trigger_price is not None
             params["triggerPrice"] = self.client.price_to_precision(order.symbol, str(order.trigger_price))
             params["workingType"] = self.stop_working_type
             if order.type is OrderType.STOP_MARKET:
                 params["priceProtect"] = True
+            if order.type is OrderType.TAKE_PROFIT:  # O-3 tp_order_style "limit": the limit is the target
+                price = params["triggerPrice"]
+                params["timeInForce"] = "GTC"
         self._conditional[order.client_order_id] = conditional
         raw = await self._call("create_order", order.symbol, order.type.value.lower() if not conditional
-                               else order.type.value, order.side.value, amount, None, params)
+                               else order.type.value, order.side.value, amount, price, params)
         return self._merge(order, raw)
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> Order:

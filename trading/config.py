@@ -154,12 +154,28 @@ class PaperConfig(_Strict):
     slippage_pct: Percent = Field(default=Decimal("0.02"), ge=0, lt=5)
 
 
+class OrdersConfig(_Strict):
+    """How brackets are sent (SPEC O-3).
+
+    tp_order_style: ``market`` = ``TAKE_PROFIT_MARKET`` (fills at market once the target
+    trades; taker fee), ``limit`` = ``TAKE_PROFIT`` (a limit order at the target once it
+    trades; maker fee, may not fill if the price turns at once); stop_working_type: the price
+    that triggers stops and take-profits on the exchange, ``MARK_PRICE`` (default: no wick
+    of the last price stops you out) or ``CONTRACT_PRICE`` (last price). Stops are always
+    ``STOP_MARKET``; every bracket is reduce-only.
+    """
+
+    tp_order_style: Literal["market", "limit"] = "market"
+    stop_working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+
+
 class TradingConfig(_Strict):
     """The whole trading configuration file."""
 
     preset: Literal["safe", "scaling"] = "safe"
     account: AccountConfig = AccountConfig()
     paper: PaperConfig = PaperConfig()
+    orders: OrdersConfig = OrdersConfig()
     bots: tuple[BotProfile, ...] = (BotProfile(),)
 
     @model_validator(mode="after")

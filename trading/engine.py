@@ -626,7 +626,8 @@ class Engine:
         legs = (OrderLeg.TP1, OrderLeg.TP2, OrderLeg.TP3)
         take_profits = [
             bracket_order(env=self.env, bot=profile.name, market=market, side=side, intent_id=intent_id,
-                          leg=leg, generation=0, contracts=amount, trigger_price=price, now_ms=now)
+                          leg=leg, generation=0, contracts=amount, trigger_price=price, now_ms=now,
+                          tp_order_style=self.config.orders.tp_order_style)
             for leg, price, amount in zip(legs, prices, amounts)
             if amount > 0
         ]

@@ -49,6 +49,7 @@ class OrderType(str, Enum):
     MARKET = "MARKET"
     STOP_MARKET = "STOP_MARKET"
     TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+    TAKE_PROFIT = "TAKE_PROFIT"  # a limit order at the trigger price once triggered (tp_order_style "limit")
 
 
 class OrderStatus(str, Enum):

@@ -60,11 +60,16 @@ def bracket_order(
     contracts: Decimal,
     trigger_price: Decimal,
     now_ms: int,
+    tp_order_style: str = "market",
 ) -> Order:
-    """A reduce-only bracket (SPEC O-3): STOP_MARKET for the stop-loss, TAKE_PROFIT_MARKET for
-    TP1/TP2, trigger floored to the tick size. ``generation`` > 0 marks a replacement after the
-    position size changed (brackets follow the position)."""
-    order_type = OrderType.STOP_MARKET if leg is OrderLeg.STOP_LOSS else OrderType.TAKE_PROFIT_MARKET
+    """A reduce-only bracket (SPEC O-3): STOP_MARKET for the stop-loss; for TP1/TP2/TP3
+    TAKE_PROFIT_MARKET, or TAKE_PROFIT (a limit at the trigger price) when ``tp_order_style``
+    is "limit"; trigger floored to the tick size. ``generation`` > 0 marks a replacement after
+    the position size changed (brackets follow the position)."""
+    if leg is OrderLeg.STOP_LOSS:
+        order_type = OrderType.STOP_MARKET
+    else:
+        order_type = OrderType.TAKE_PROFIT if tp_order_style == "limit" else OrderType.TAKE_PROFIT_MARKET
     leg_key = leg.value if generation == 0 else f"{leg.value}.{generation}"
     return Order(
         client_order_id=make_client_order_id(env, bot, market.symbol, side, intent_id, leg_key),

@@ -5,6 +5,9 @@ Binance USDⓈ-M semantics in one-way mode:
 - reduce-only STOP_MARKET and TAKE_PROFIT_MARKET orders trigger on the candle's high/low; when
   one candle touches both, the stop fills first (conservative); a candle that opens beyond the
   trigger fills at the open (gap);
+- a TAKE_PROFIT order (SPEC O-3 ``tp_order_style = "limit"``) is a limit at its trigger price: it
+  fills there as a maker (maker fee, no slippage) when the candle trades through it, or at the
+  open as a taker when the candle opens beyond it (the limit crosses the book);
 - fees are the market's taker fee on the fill's notional; funding is applied at the real
   funding events on the open position (long pays a positive rate);
 - notional = contracts × contractSize × price (SPEC S-3).
@@ -210,6 +213,8 @@ class SimulatedExchange:
             gapped = open_dec < trigger if sell else open_dec > trigger  # opened past the stop
         else:
             gapped = open_dec > trigger if sell else open_dec < trigger  # opened past the target
+        if chosen.type is OrderType.TAKE_PROFIT and not gapped:
+            return self._execute(chosen, trigger, timestamp, maker=True)  # rests on the book at its limit
         price = open_dec if gapped else trigger
         return self._execute(chosen, price, timestamp)
 
@@ -282,11 +287,16 @@ class SimulatedExchange:
         self._refresh_active(order.symbol)
         return closed
 
-    def _execute(self, order: Order, reference: Decimal, timestamp: int) -> Fill:
-        """Fill ``order`` whole at ``reference`` ± slippage; book PnL, fee and position."""
+    def _execute(self, order: Order, reference: Decimal, timestamp: int, *, maker: bool = False) -> Fill:
+        """Fill ``order`` whole at ``reference`` ± slippage (a taker), or exactly at
+        ``reference`` with the maker fee when ``maker`` (a resting limit); book PnL, fee and
+        position."""
         market = self._markets[order.symbol]
         buy = order.side is OrderSide.BUY
-        slipped = reference * (1 + self._slippage) if buy else reference * (1 - self._slippage)
+        if maker:
+            slipped = reference
+        else:
+            slipped = reference * (1 + self._slippage) if buy else reference * (1 - self._slippage)
         price = round_price(market, slipped)
         amount = order.amount
         position = self._positions.get(order.symbol)
@@ -309,7 +319,7 @@ class SimulatedExchange:
             position.contracts += signed
             if position.contracts == 0:
                 del self._positions[order.symbol]
-        fee = amount * market.contract_size * price * market.taker_fee
+        fee = amount * market.contract_size * price * (market.maker_fee if maker else market.taker_fee)
         self._balance -= fee
         self._orders[order.client_order_id] = replace(
             order,
