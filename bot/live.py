@@ -17,7 +17,7 @@ from storage import Storage
 from trading.ccxt_exchange import CcxtExchange, resolve_quote, unified_symbol
 from trading.config import TradingConfig
 from trading.engine import HOUR_MS, Engine
-from trading.errors import ConfigError, ExchangeError, UnknownSymbol
+from trading.errors import ConfigError, ExchangeError, OrderRejected, UnknownSymbol
 from trading.events import EventBuffer
 from trading.models import ExitReason, Order
 from trading.order_gateway import OrderGateway, Sleep
@@ -55,6 +55,17 @@ def reconcile_actions(supervisor: Supervisor) -> dict[str, Callable[[], Awaitabl
         return RECONCILE_REQUESTED
 
     return {"REPLACE_STOPS": request, "RECONCILE": request}
+
+
+async def set_margin_modes(exchange: OrderGateway, config: TradingConfig) -> None:
+    """SPEC O-7 at start: every traded symbol on the config's ``account.margin_mode``. The
+    exchange refuses a change while a position is open (Binance -4048): that is logged as a
+    warning and the run goes on (``optiflow check`` is the strict pre-flight)."""
+    for symbol in config.all_symbols():
+        try:
+            await exchange.set_margin_mode(symbol, config.account.margin_mode)
+        except OrderRejected as exc:
+            log.warning("%s: margin mode not set to %s: %s", symbol, config.account.margin_mode, exc.reason)
 
 
 def feed_state_text(status: dict) -> str:
@@ -194,6 +205,7 @@ class LiveRuntime:
                 recent_fills=recent,
                 **await audited_restore_details(store, open_orders),
             )
+            await set_margin_modes(gateway, config)
             await engine.start()
             verifier = StopVerifier(engine, gateway)
             tracker = FillTracker(engine, gateway, verifier)

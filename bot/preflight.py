@@ -102,9 +102,9 @@ async def check_command(args) -> int:
             for symbol in bot.symbols:
                 if symbol not in markets:
                     continue
-                await exchange.set_margin_mode(symbol, "isolated")
+                await exchange.set_margin_mode(symbol, config.account.margin_mode)
                 await exchange.set_leverage(symbol, bot.leverage)
-                _ok(f"{symbol}: margin isolated, leverage {bot.leverage}× ({bot.name})")
+                _ok(f"{symbol}: margin {config.account.margin_mode}, leverage {bot.leverage}× ({bot.name})")
         exchange.quote = quote
         balance = await exchange.fetch_balance()
         _ok(f"balance: {balance} {quote}")

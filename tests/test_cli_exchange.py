@@ -74,12 +74,16 @@ async def test_o6_smoke_opens_brackets_verifies_closes_and_leaves_nothing(fake, 
     assert len(fake.accepted_ids) == len(set(fake.accepted_ids)) >= 3
 
 
-async def test_o3_smoke_with_limit_take_profits_and_last_price_triggers(fake, capsys, tmp_path, monkeypatch):
+async def test_o3_o7_smoke_with_limit_take_profits_last_price_triggers_and_cross_margin(
+        fake, capsys, tmp_path, monkeypatch):
     """O-3 from the config's ``[orders]``: take-profits go out as TAKE_PROFIT limits at their
-    target (price = trigger), every bracket reduce-only and triggered by CONTRACT_PRICE."""
+    target (price = trigger), every bracket reduce-only and triggered by CONTRACT_PRICE; O-7:
+    the symbol is set to the configured margin mode at start."""
     config = tmp_path / "orders.toml"
-    config.write_text('[orders]\ntp_order_style = "limit"\nstop_working_type = "CONTRACT_PRICE"\n')
+    config.write_text('[account]\nmargin_mode = "cross"\n'
+                      '[orders]\ntp_order_style = "limit"\nstop_working_type = "CONTRACT_PRICE"\n')
     monkeypatch.setenv("OPTIFLOW_CONFIG", str(config))
+    fake.margin_type = "isolated"  # the account's current setting: the start must change it
     fake.start_auto(0.3)
     code = await run_cli("smoke", "--symbol", "XRP", "--notional", "10", "--timeout", "20")
     out = capsys.readouterr().out
@@ -93,6 +97,7 @@ async def test_o3_smoke_with_limit_take_profits_and_last_price_triggers(fake, ca
         if order.type is OrderType.TAKE_PROFIT:
             assert Decimal(record.limit_price) == order.trigger_price
     assert fake.position(XRP) is None and fake.open_orders() == []
+    assert fake._margin_type[XRP] == "cross"
 
 
 async def test_smoke_refuses_a_notional_below_the_exchange_minimum(fake, capsys):
@@ -130,6 +135,7 @@ async def test_s1_demo_run_trades_on_the_exchange_and_chats(fake, capsys, tmp_pa
     # S-2: candles come over the websocket (REST is the fall back); /runtime says which.
     assert "Market feed: websocket (ccxt.pro watch_ohlcv) since" in out
     assert (tmp_path / "demo.db").exists()
+    assert fake._margin_type[XRP] == "isolated"  # O-7: set at start, as configured (default)
 
 
 async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_path):

@@ -146,6 +146,8 @@ class AccountConfig(_Strict):
     drawdown_pause_pct: Percent = Field(default=Decimal("15"), gt=0, le=100)
     drawdown_pause_quote: Decimal = Field(default=Decimal("200"), ge=0)
     drawdown_risk_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
+    # O-7: set on every traded symbol at start (demo/live); isolated keeps a loss to its margin.
+    margin_mode: Literal["isolated", "cross"] = "isolated"
 
 
 class PaperConfig(_Strict):

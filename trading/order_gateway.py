@@ -132,6 +132,10 @@ class OrderGateway:
         """Leverage (×) for ``symbol`` (retried; idempotent)."""
         await self._retrying(lambda: self.exchange.set_leverage(symbol, leverage))
 
+    async def set_margin_mode(self, symbol: str, margin_mode: str) -> None:
+        """``isolated`` or ``cross`` margin for ``symbol`` (retried; idempotent, SPEC O-7)."""
+        await self._retrying(lambda: self.exchange.set_margin_mode(symbol, margin_mode))
+
     async def fetch_balance(self) -> Decimal:
         """Wallet balance in quote (retried)."""
         return await self._retrying(self.exchange.fetch_balance)
