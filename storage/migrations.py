@@ -235,9 +235,14 @@ CREATE TABLE notification_outbox (
 );
 """
 
+V7_LIMIT_PRICE = """
+-- SPEC O-3 limit entries: the limit price of a LIMIT order (Decimal as TEXT); NULL otherwise.
+ALTER TABLE orders ADD COLUMN price TEXT;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_AUDIT, V5_CHAT_CONFIRMATIONS_AND_INCIDENTS,
-    V6_NOTIFICATION_OUTBOX,
+    V6_NOTIFICATION_OUTBOX, V7_LIMIT_PRICE,
 )
 """Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
 

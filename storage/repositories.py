@@ -94,7 +94,7 @@ class OrderRepository(_Repository):
     """Orders keyed by ``client_order_id`` (amount/filled in contracts, prices in quote)."""
 
     _COLUMNS = ("client_order_id", "bot", "symbol", "side", "type", "leg", "amount", "reduce_only",
-                "created_ms", "status", "trigger_price", "filled", "average", "updated_ms", "reason")
+                "created_ms", "status", "trigger_price", "filled", "average", "updated_ms", "reason", "price")
     _UPSERT = _upsert_sql("orders", _COLUMNS, "client_order_id")
 
     async def upsert(self, order: Order) -> None:
@@ -103,7 +103,7 @@ class OrderRepository(_Repository):
             order.client_order_id, order.bot, order.symbol, order.side.value, order.type.value,
             order.leg.value, dec_in(order.amount), int(order.reduce_only), order.created_ms,
             order.status.value, opt_dec_in(order.trigger_price), dec_in(order.filled),
-            opt_dec_in(order.average), order.updated_ms, order.reason,
+            opt_dec_in(order.average), order.updated_ms, order.reason, opt_dec_in(order.price),
         ))
 
     async def get(self, client_order_id: str) -> Order | None:
@@ -137,7 +137,7 @@ class OrderRepository(_Repository):
             amount=Decimal(r["amount"]), reduce_only=bool(r["reduce_only"]), created_ms=r["created_ms"],
             status=OrderStatus(r["status"]), trigger_price=opt_dec_out(r["trigger_price"]),
             filled=Decimal(r["filled"]), average=opt_dec_out(r["average"]), updated_ms=r["updated_ms"],
-            reason=r["reason"],
+            reason=r["reason"], price=opt_dec_out(r["price"]),
         )
 
 

@@ -534,7 +534,7 @@ class FakeBinance:
             order_type = OrderType(kind)
         except ValueError:
             raise BinanceReject(-1116, "Invalid orderType.") from None
-        if (order_type is OrderType.MARKET) == algo:
+        if (order_type in (OrderType.MARKET, OrderType.LIMIT)) == algo:
             raise BinanceReject(-4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.")
         quantity = Decimal(p["quantity"])
         market = self.sim._markets[symbol]
@@ -553,8 +553,15 @@ class FakeBinance:
                 raise BinanceReject(-1102, "this fake supports TAKE_PROFIT with price == triggerPrice only")
             limit_price = p["price"]
         reduce_only = p.get("reduceOnly", "false").lower() == "true"
-        if not reduce_only and order_type is OrderType.MARKET:
-            notional = quantity * market.contract_size * self._last(symbol)
+        price = None
+        if order_type is OrderType.LIMIT:
+            if not p.get("price") or not p.get("timeInForce"):
+                raise BinanceReject(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+            price = Decimal(p["price"])
+            if price % market.tick_size != 0:
+                raise BinanceReject(-1111, "Precision is over the maximum defined for this asset.")
+        if not reduce_only and order_type in (OrderType.MARKET, OrderType.LIMIT):
+            notional = quantity * market.contract_size * (price or self._last(symbol))
             if notional < market.min_notional:
                 raise BinanceReject(-4164, f"Order's notional must be no smaller than {market.min_notional} (unless you choose reduce only).")
             lev = self._leverage.get(symbol, 20)
@@ -564,7 +571,7 @@ class FakeBinance:
                                                        OrderLeg.TP1 if algo else OrderLeg.CLOSE)
         order = Order(client_order_id=cid, bot="exchange", symbol=symbol, side=OrderSide(p["side"].lower()),
                       type=order_type, leg=leg, amount=quantity, reduce_only=reduce_only,
-                      created_ms=self.clock.current_ms, trigger_price=trigger)
+                      created_ms=self.clock.current_ms, trigger_price=trigger, price=price)
         try:
             accepted = _run_sync(self.sim.create_order(order))
         except OrderRejected as exc:
@@ -662,7 +669,7 @@ class FakeBinance:
         market = self.raw_markets[order.symbol]
         return {
             "orderId": record.order_id, "symbol": market["id"], "status": status,
-            "clientOrderId": order.client_order_id, "price": "0", "avgPrice": str(average),
+            "clientOrderId": order.client_order_id, "price": str(order.price or 0), "avgPrice": str(average),
             "origQty": str(order.amount + self._filled_before.get(order.client_order_id, Decimal(0))),
             "executedQty": str(filled), "cumQuote": str(filled * average), "timeInForce": "GTC",
             "type": order.type.value, "reduceOnly": order.reduce_only, "closePosition": False,

@@ -2,7 +2,8 @@
 
 Seeded random steps against the loopback fake Binance USDⓈ-M with the real ccxt client, the real
 engine, the order gateway and a real SQLite file. Every step moves simulated time by 250 ms; the
-fake moves to its next real candle at random; entries and closes are sent at random; faults are
+fake moves to its next real candle at random; entries (market, or GTC limits at the last close
+that fill or expire after 20 s, O-3) and closes are sent at random; faults are
 armed at random (5xx, 429 and 418 with Retry-After, -1021, timeout after the order was accepted,
 partial fills, also on the REST candle reads); the market-data socket is dropped, refused or
 silenced at random (S-2: the feed falls back to REST polling and switches back); stray orders of
@@ -73,7 +74,8 @@ class SimTime:
 def chaos_config() -> TradingConfig:
     base = TradingConfig()
     bot = base.bots[0].model_copy(update={"name": "chaos", "symbols": SYMBOLS, "timeframe": "1m"})
-    return base.model_copy(update={"bots": (bot,)})
+    orders = base.orders.model_copy(update={"limit_entry_timeout_s": 20})  # limit entries expire within the run
+    return base.model_copy(update={"bots": (bot,), "orders": orders})
 
 
 class Chaos:
@@ -201,7 +203,11 @@ class Chaos:
         contracts = (NOTIONAL / price // market.step_size) * market.step_size
         side = self.rng.choice((Side.LONG, Side.SHORT))
         self.figures["entries_sent"] += 1
-        return asyncio.ensure_future(engine.submit_entry("chaos", symbol, side, contracts))
+        limit_price = None
+        if self.rng.random() < 0.3:  # O-3: a GTC limit at the last close; it fills or expires
+            limit_price = (price // market.tick_size) * market.tick_size
+            self.figures["limit_entries_sent"] += 1
+        return asyncio.ensure_future(engine.submit_entry("chaos", symbol, side, contracts, limit_price=limit_price))
 
     def close_task(self) -> asyncio.Task | None:
         assert self.rt is not None
@@ -312,6 +318,9 @@ async def test_chaos_no_duplicates_stops_in_time_no_orphans_state_matches(tmp_pa
         if chaos.rt is not None:
             await chaos.rt.close()
         await fake.stop()
+    limits = Counter(o.status.value for o in fake.sim._orders.values() if o.type is OrderType.LIMIT)
+    chaos.figures["limit_entries_filled"] = limits["closed"]
+    chaos.figures["limit_entries_cancelled"] = limits["canceled"]
     figures = dict(chaos.figures)
     faults = dict(fake.faults_injected)
     print(f"\nchaos: steps {STEPS}, seed {SEED}, faults injected {faults} (total {sum(faults.values())}), "
@@ -324,5 +333,6 @@ async def test_chaos_no_duplicates_stops_in_time_no_orphans_state_matches(tmp_pa
     assert set(faults) == {"5xx", "429", "418", "-1021", "timeout_after_accept", "partial", *SOCKET_FAULTS}
     assert figures["candles_by_websocket"] > 0 and figures["candles_by_rest"] > 0 and figures["feed_switches"] > 0
     assert figures["kills_mid_order"] >= 3 and figures["reconciliations_checked"] >= 20
+    assert figures["limit_entries_filled"] > 0 and figures["limit_entries_cancelled"] > 0
     assert figures["strays_cancelled"] == figures["strays_planted"] > 0
     assert len(fake.trades) >= 50

@@ -494,3 +494,48 @@ async def test_s12_choppy_regime_sizes_down(markets):
     await h.enter(2.0)
     (entry,) = h.engine.open_orders.values()
     assert entry.amount == D("328.1")  # 0.7 × 937.5 notional / 2.0 = 328.125, floored to 0.1
+
+
+async def test_o3_paper_limit_entries_at_the_close_fill_as_makers_or_expire(tmp_path, data_dir):
+    """O-3 ``entry_order_style = "limit"`` on the paper replay of real candles: every entry is a
+    LIMIT at the signal candle's close less the offset (floored to the tick size); the filled
+    ones paid the maker fee at exactly their limit; the others were cancelled after the timeout
+    with the reason stored, and nothing of them is left on the simulated exchange."""
+    from bot.runtime import PaperRuntime
+    from tests.test_risk_chat import OPEN_END, two_bots
+    from trading.config import OrdersConfig
+    from trading.marketdata import load_candles
+    from trading.models import OrderLeg, OrderStatus, OrderType, Side
+    from trading.oms import limit_entry_price
+
+    config = two_bots().model_copy(update={"orders": OrdersConfig(
+        entry_order_style="limit", limit_entry_offset_pct=D("0.05"), limit_entry_timeout_s=600)})
+    runtime = await PaperRuntime.build(config=config, db_path=tmp_path / "limit.db", data_dir=data_dir,
+                                       end_ms=OPEN_END)
+    try:
+        await runtime.replay()
+        await runtime.persister.flush()
+        entries = [o for o in await runtime.store.orders.list_closed() if o.leg is OrderLeg.ENTRY]
+        entries += [o for o in await runtime.store.orders.list_open() if o.leg is OrderLeg.ENTRY]
+        assert entries and all(o.type is OrderType.LIMIT and o.price is not None for o in entries)
+        filled = [o for o in entries if o.status is OrderStatus.CLOSED]
+        expired = [o for o in entries if o.status is OrderStatus.CANCELED]
+        assert filled and expired, (len(filled), len(expired))
+        assert all("limit entry unfilled after 600 s" in o.reason for o in expired)
+        for order in entries:  # placed at the signal candle's close (the 5m candle ending at created_ms)
+            series = load_candles(data_dir, order.symbol, "5m")
+            i = list(series.timestamp).index(order.created_ms - 300_000)
+            side = Side.LONG if order.side.value == "buy" else Side.SHORT
+            close = D(repr(series.close[i]))
+            assert order.price == limit_entry_price(runtime.engine.markets[order.symbol], side, close, D("0.05"))
+            assert (order.price < close) == (side is Side.LONG)
+        fills = {f.client_order_id: f for f in await runtime.store.fills.list(since_ms=0)}
+        for order in filled:
+            fill = fills[order.client_order_id]
+            market = runtime.engine.markets[order.symbol]
+            assert fill.price == order.price
+            assert fill.fee == fill.amount * market.contract_size * fill.price * market.maker_fee
+        open_ids = {o.client_order_id for o in await runtime.exchange.fetch_open_orders()}
+        assert not open_ids & {o.client_order_id for o in expired}
+    finally:
+        await runtime.close()

@@ -228,3 +228,44 @@ async def test_t6_o5_playbook_place_stops_again_reconciles_in_demo(fake, tmp_pat
     finally:
         await chat.close()
         await rt.close()
+
+
+async def test_o3_limit_entry_rests_fills_gets_brackets_and_an_unfilled_one_expires(fake, tmp_path):
+    """O-3 limit entries on the exchange: a GTC LIMIT rests (no position, tracked, not a stray
+    for the reconciliation), fills once the price trades through it and gets its brackets; a
+    limit that never fills is cancelled after ``limit_entry_timeout_s`` and its intent dropped."""
+    clock = ReplayClock(1_000_000)
+    rt = await build(fake, tmp_path / "live.db", clock)
+    try:
+        market = rt.engine.markets[XRP]
+        # Below the next candles' lows: rests until the reconciliation and the timeout.
+        far = (Decimal(repr(fake.candle(XRP)[4])) * Decimal("0.8")).quantize(market.tick_size)
+        entry = await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10), limit_price=far)
+        assert entry is not None and entry.type is OrderType.LIMIT
+        [resting] = ours(fake)
+        assert resting.type is OrderType.LIMIT and resting.price == far
+        fake.advance()
+        clock.current_ms += 31_000  # a reconciliation is due: a tracked limit entry is no stray
+        report = await rt.tick(clock.now_ms())
+        assert report is not None and report.strays_cancelled == 0 and ours(fake) == [resting]
+        assert rt.engine.pending_entries() == 1
+        clock.current_ms += rt.config.orders.limit_entry_timeout_s * 1000
+        await rt.tick(clock.now_ms())
+        assert ours(fake) == [] and rt.engine.pending_entries() == 0 and rt.engine.open_orders == {}
+        stored = await rt.store.orders.get(entry.client_order_id)
+        assert stored.status.value == "canceled" and "limit entry unfilled" in stored.reason
+        # A limit at the next candle's low fills there, then the brackets follow.
+        price = Decimal(repr(fake.series[XRP].low[fake.index + 1])).quantize(market.tick_size)
+        clock.current_ms += 1_000
+        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10), limit_price=price)
+        fake.advance()
+        clock.current_ms += 500
+        await rt.tick(clock.now_ms())
+        assert fake.position(XRP) == (Decimal(10), price)
+        position = rt.engine.positions[("xrp", XRP)]
+        assert position.entry_price == price
+        assert [o.type for o in ours(fake) if o.type is OrderType.STOP_MARKET] == [OrderType.STOP_MARKET]
+        [fill] = [f for f in await rt.store.fills.list(since_ms=0) if f.leg.value == "entry"]
+        assert fill.fee == Decimal(10) * price * market.maker_fee  # a resting limit pays the maker fee
+    finally:
+        await rt.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
@@ -101,6 +102,26 @@ async def test_o3_take_profit_limit_fills_at_its_price_as_a_maker(exchange, mark
     assert gapped.client_order_id == "tp2" and gapped.price == D("2.0996")  # the open − slippage, at tick
     assert gapped.fee == D(60) * D("2.0996") * market.taker_fee
     assert exchange.position(SYMBOL) is None
+
+
+async def test_o3_limit_entry_rests_then_fills_at_its_price_as_a_maker(exchange, markets):
+    """O-3 ``entry_order_style = "limit"``: a buy limit rests until a candle trades at or below
+    its price, then fills exactly there with the maker fee — also when the candle opened below
+    it (the price passed through the resting order between the candles)."""
+    await exchange.set_leverage(SYMBOL, 5)
+    await exchange.create_order(replace(order("e1", OrderSide.BUY, OrderType.LIMIT), price=D("1.9900")))
+    assert exchange.fill_pending(SYMBOL, 60_000, 2.0) == []  # not a market order
+    assert exchange.next_trigger(SYMBOL, 60_000, 2.0, 2.01, 1.995) is None  # low above the limit
+    assert exchange.position(SYMBOL) is None
+    fill = exchange.next_trigger(SYMBOL, 120_000, 1.98, 1.99, 1.97)  # opened below it
+    assert (fill.client_order_id, fill.price) == ("e1", D("1.9900"))
+    assert fill.fee == D(100) * D("1.9900") * markets[SYMBOL].maker_fee
+    assert exchange.position(SYMBOL) == (D(100), D("1.9900"))
+
+
+async def test_o3_limit_entry_without_a_price_is_rejected(exchange):
+    with pytest.raises(OrderRejected, match="LIMIT needs a price"):
+        await exchange.create_order(order("e1", OrderSide.BUY, OrderType.LIMIT))
 
 
 async def test_funding_long_pays_positive_rate(exchange):

@@ -266,8 +266,12 @@ class CcxtExchange:
         params: dict[str, Any] = {"clientOrderId": order.client_order_id}
         if order.reduce_only:
             params["reduceOnly"] = True
-        conditional = order.type is not OrderType.MARKET
+        conditional = order.type not in (OrderType.MARKET, OrderType.LIMIT)
         price = None
+        if order.type is OrderType.LIMIT:  # O-3 limit entry: rests on the book until filled or cancelled
+            assert order.price is not None
+            price = self.client.price_to_precision(order.symbol, str(order.price))
+            params["timeInForce"] = "GTC"
         if conditional:
             assert order.trigger_price is not None
             params["triggerPrice"] = self.client.price_to_precision(order.symbol, str(order.trigger_price))
@@ -438,6 +442,7 @@ class CcxtExchange:
             created_ms=int(raw.get("timestamp") or 0), status=status,
             trigger_price=_dec(raw.get("triggerPrice")), filled=_dec(raw.get("filled")) or Decimal(0),
             average=_dec(raw.get("average")) or None, updated_ms=int(raw.get("lastUpdateTimestamp") or 0),
+            price=_dec(raw.get("price")) if order_type is OrderType.LIMIT else None,
         )
 
     def _merge(self, order: Order, raw: dict) -> Order:

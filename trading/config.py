@@ -165,10 +165,18 @@ class OrdersConfig(_Strict):
     that triggers stops and take-profits on the exchange, ``MARK_PRICE`` (default: no wick
     of the last price stops you out) or ``CONTRACT_PRICE`` (last price). Stops are always
     ``STOP_MARKET``; every bracket is reduce-only.
+
+    entry_order_style: ``market`` (default: fills at the next price) or ``limit`` (a GTC limit
+    at the signal candle's close, ``limit_entry_offset_pct`` % better — below it for a long,
+    above for a short; maker fee; cancelled when still unfilled after
+    ``limit_entry_timeout_s`` seconds, a part already filled is kept and protected).
     """
 
     tp_order_style: Literal["market", "limit"] = "market"
     stop_working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+    entry_order_style: Literal["market", "limit"] = "market"
+    limit_entry_offset_pct: Percent = Field(default=Decimal("0"), ge=0, lt=5)
+    limit_entry_timeout_s: int = Field(default=120, ge=1, le=86_400)
 
 
 class TradingConfig(_Strict):

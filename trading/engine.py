@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from trading.config import BotProfile, TradingConfig
-from trading.errors import ExchangeError, OptiFlowError
+from trading.errors import ExchangeError, OptiFlowError, OrderNotFound
 from trading.events import (
     AccountChanged,
     Alert,
@@ -72,7 +72,7 @@ from trading.models import (
     SignalEvaluation,
     SymbolBlacklist,
 )
-from trading.oms import bracket_order, close_order, entry_order
+from trading.oms import bracket_order, close_order, entry_order, limit_entry_price
 from trading.ports import Clock, ExchangePort
 from trading.precision import floor_price
 from trading.presets import EffectiveLimits, effective_limits, pair_allowed
@@ -359,9 +359,11 @@ class Engine:
         )
 
     def _order_in_flight(self, bot: str, symbol: str) -> bool:
-        """O-8 per-symbol lock: a market order (entry, addition or close) is still unfilled."""
+        """O-8 per-symbol lock: a market order (entry, addition or close) or a limit entry is
+        still unfilled."""
         return any(
-            o.bot == bot and o.symbol == symbol and o.type is OrderType.MARKET for o in self.open_orders.values()
+            o.bot == bot and o.symbol == symbol and o.type in (OrderType.MARKET, OrderType.LIMIT)
+            for o in self.open_orders.values()
         )
 
     def balance_profile_name(self) -> str:
@@ -446,9 +448,12 @@ class Engine:
         if self._leverage_set.get(symbol) != limits.leverage:
             await self.exchange.set_leverage(symbol, limits.leverage)
             self._leverage_set[symbol] = limits.leverage
+        orders = self.config.orders
         order = entry_order(
             env=self.env, bot=profile.name, symbol=symbol, side=check.side,
             intent_id=intent_id, contracts=size.contracts, now_ms=now,
+            limit_price=limit_entry_price(market, check.side, price, orders.limit_entry_offset_pct)
+            if orders.entry_order_style == "limit" else None,
         )
         try:
             accepted = await self.exchange.create_order(order)
@@ -916,10 +921,13 @@ class Engine:
         self.sink.emit(OrderUpdated(cancelled))
 
     async def _cancel_brackets(self, bot: str, symbol: str) -> None:
-        """Cancel this bot's reduce-only orders and unfilled ladder additions on ``symbol``
-        (an addition filling after the close would open a position nobody manages)."""
+        """Cancel this bot's reduce-only orders, unfilled ladder additions and the rest of a
+        partly filled limit entry on ``symbol`` (any of them filling after the close would open
+        a position nobody manages)."""
         for order in list(self.open_orders.values()):
-            if order.bot == bot and order.symbol == symbol and (order.reduce_only or order.leg is OrderLeg.ADD):
+            if order.bot == bot and order.symbol == symbol and (
+                    order.reduce_only or order.leg is OrderLeg.ADD
+                    or (order.leg is OrderLeg.ENTRY and order.type is OrderType.LIMIT)):
                 await self._cancel(order)
 
     async def _refresh_balance(self, now: int) -> None:
@@ -987,6 +995,32 @@ class Engine:
             await self._cancel(order)
             cancelled += 1
         return cancelled
+
+    async def expire_limit_entries(self, now_ms: int, symbol: str | None = None) -> int:
+        """SPEC O-3: cancel limit entries (of ``symbol``, or all) still unfilled after
+        ``orders.limit_entry_timeout_s``. An entry the exchange confirms cancelled with nothing
+        more filled is dropped with its pending intent; one that filled (partly) meanwhile stays
+        tracked, so the fill poll books the fill and its brackets follow (a part already filled
+        keeps its position). Returns how many cancels were sent.
+
+        Raises:
+            ExchangeError: the cancel could not be sent after retries (the next call tries again).
+        """
+        timeout_s = self.config.orders.limit_entry_timeout_s
+        deadline = now_ms - timeout_s * 1000
+        expired = [o for o in self.open_orders.values()
+                   if o.type is OrderType.LIMIT and o.leg is OrderLeg.ENTRY and o.created_ms <= deadline
+                   and (symbol is None or o.symbol == symbol)]
+        for local in expired:
+            try:
+                cancelled = await self.exchange.cancel_order(local.client_order_id, local.symbol)
+            except OrderNotFound:
+                continue  # filled and gone: the fill poll books it
+            if cancelled.status is not OrderStatus.OPEN and cancelled.filled <= local.filled:
+                # Nothing more filled: drop it (and its pending intent if nothing filled at all).
+                self.forget_order(local.client_order_id, OrderStatus.CANCELED,
+                                  f"limit entry unfilled after {timeout_s} s")
+        return len(expired)
 
     async def cancel_pending_entries(self) -> None:
         """Cancel entry orders that have not filled yet (end of a backtest, shutdown)."""
@@ -1064,15 +1098,17 @@ class Engine:
         return len(self._pending)
 
     # ------------------------------------------------- live order path (SPEC O-5, O-6)
-    async def submit_entry(self, bot: str, symbol: str, side: Side, contracts: Decimal) -> Order | None:
-        """Send a market entry of ``contracts`` (already at step size) for ``bot`` outside the
-        strategy (operator smoke test, SPEC O-3); brackets follow when it fills. Returns the
-        accepted order, or None when the exchange rejected it (recorded with the reason)."""
+    async def submit_entry(self, bot: str, symbol: str, side: Side, contracts: Decimal,
+                           limit_price: Decimal | None = None) -> Order | None:
+        """Send an entry of ``contracts`` (already at step size) for ``bot`` outside the
+        strategy (operator smoke test, SPEC O-3): market, or a limit at ``limit_price`` (quote,
+        at tick size); brackets follow when it fills. Returns the accepted order, or None when
+        the exchange rejected it (recorded with the reason)."""
         now = self.clock.now_ms()
         leverage = self.bots[bot].profile.leverage
         intent_id = f"{bot}|{symbol}|{now}"
         order = entry_order(env=self.env, bot=bot, symbol=symbol, side=side, intent_id=intent_id,
-                            contracts=contracts, now_ms=now)
+                            contracts=contracts, now_ms=now, limit_price=limit_price)
         accepted = await self._place(order)
         if accepted is not None:
             self._pending[(bot, symbol)] = _PendingEntry(intent_id, side, accepted, leverage)

@@ -47,6 +47,7 @@ class OrderType(str, Enum):
     """Order types we place (SPEC O-3)."""
 
     MARKET = "MARKET"
+    LIMIT = "LIMIT"  # a limit entry (SPEC O-3 entry_order_style "limit"), at ``Order.price``
     STOP_MARKET = "STOP_MARKET"
     TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
     TAKE_PROFIT = "TAKE_PROFIT"  # a limit order at the trigger price once triggered (tp_order_style "limit")
@@ -132,8 +133,9 @@ class Market:
 class Order:
     """An order as the exchange port knows it.
 
-    amount in contracts; trigger_price (stop/take-profit trigger) and average (fill price) in
-    quote; timestamps epoch ms UTC. ``client_order_id`` is deterministic (SPEC O-2).
+    amount in contracts; trigger_price (stop/take-profit trigger), price (the limit of a LIMIT
+    order) and average (fill price) in quote; timestamps epoch ms UTC. ``client_order_id`` is
+    deterministic (SPEC O-2).
     """
 
     client_order_id: str
@@ -151,6 +153,7 @@ class Order:
     average: Decimal | None = None
     updated_ms: int = 0
     reason: str = ""  # exchange rejection reason, if any
+    price: Decimal | None = None  # LIMIT orders: the limit price
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,20 +32,30 @@ def make_client_order_id(env: str, bot: str, symbol: str, side: Side, intent_id:
 
 
 def entry_order(
-    *, env: str, bot: str, symbol: str, side: Side, intent_id: str, contracts: Decimal, now_ms: int
+    *, env: str, bot: str, symbol: str, side: Side, intent_id: str, contracts: Decimal, now_ms: int,
+    limit_price: Decimal | None = None,
 ) -> Order:
-    """The market entry order (SPEC O-3) for ``contracts`` (already at step size)."""
+    """The entry order (SPEC O-3) for ``contracts`` (already at step size): market, or a limit
+    at ``limit_price`` (quote, already at tick size) when one is given."""
     return Order(
         client_order_id=make_client_order_id(env, bot, symbol, side, intent_id, OrderLeg.ENTRY.value),
         bot=bot,
         symbol=symbol,
         side=side.entry_order_side,
-        type=OrderType.MARKET,
+        type=OrderType.MARKET if limit_price is None else OrderType.LIMIT,
         leg=OrderLeg.ENTRY,
         amount=contracts,
         reduce_only=False,
         created_ms=now_ms,
+        price=limit_price,
     )
+
+
+def limit_entry_price(market: Market, side: Side, close: Decimal, offset_pct: Decimal) -> Decimal:
+    """SPEC O-3 limit entry: ``offset_pct`` % better than the signal candle's ``close`` (quote)
+    — below it for a long, above for a short — floored to the tick size (O-1)."""
+    offset = close * offset_pct / 100
+    return floor_price(market, close - offset if side is Side.LONG else close + offset)
 
 
 def bracket_order(

@@ -47,7 +47,7 @@ from decimal import Decimal
 from trading.engine import Engine
 from trading.errors import ExchangeError, OrderNotFound
 from trading.events import OrderUpdated, PositionChanged, ReconcileReported
-from trading.models import ExitReason, Fill, Order, OrderLeg, OrderStatus, Position, Side
+from trading.models import ExitReason, Fill, Order, OrderLeg, OrderStatus, OrderType, Position, Side
 from trading.oms import client_order_id_prefix
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,9 @@ class FillTracker:
             price = (remote.filled * remote.average - value_before) / increment
             market = engine.markets[local.symbol]
             price = price.quantize(market.tick_size) if market.tick_size > 0 else price
-            fee = increment * market.contract_size * price * market.taker_fee
+            # A resting limit (entry or triggered TAKE_PROFIT) fills as a maker, the rest as takers.
+            rate = market.maker_fee if local.type in (OrderType.LIMIT, OrderType.TAKE_PROFIT) else market.taker_fee
+            fee = increment * market.contract_size * price * rate
             leg = local.leg
             if done > 0 and leg is OrderLeg.ENTRY:
                 leg = OrderLeg.ADD  # the rest of a partly filled entry grows the position
@@ -469,6 +471,9 @@ class Supervisor:
                 self._next_poll_ms = now_ms + self.poll_every_ms
             else:
                 self.failures += 1
+        # O-3: limit entries past their timeout are cancelled (after the poll: a fill first).
+        if not await safe(self.tracker.engine.expire_limit_entries(now_ms), "limit entry expiry"):
+            self.failures += 1
         if not await safe(self.verifier.run_due(now_ms), "stop verification"):
             self.failures += 1
         engine = self.reconciler.engine

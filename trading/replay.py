@@ -133,6 +133,8 @@ async def run_replay(
             symbol = feed.symbol
             clock.current_ms = ts
             if symbol in active:
+                # O-3: a limit entry whose time ran out by this candle's open never fills in it.
+                await engine.expire_limit_entries(ts, symbol)
                 for fill in exchange.fill_pending(symbol, ts, o):
                     await engine.on_fill(fill)
                 while (fill := exchange.next_trigger(symbol, ts, o, h, low)) is not None:

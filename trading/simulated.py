@@ -5,6 +5,8 @@ Binance USDⓈ-M semantics in one-way mode:
 - reduce-only STOP_MARKET and TAKE_PROFIT_MARKET orders trigger on the candle's high/low; when
   one candle touches both, the stop fills first (conservative); a candle that opens beyond the
   trigger fills at the open (gap);
+- a LIMIT entry (SPEC O-3 ``entry_order_style = "limit"``) rests on the book: it fills at its
+  price as a maker once a candle trades through it (low ≤ price for a buy);
 - a TAKE_PROFIT order (SPEC O-3 ``tp_order_style = "limit"``) is a limit at its trigger price: it
   fills there as a maker (maker fee, no slippage) when the candle trades through it, or at the
   open as a taker when the candle opens beyond it (the limit crosses the book);
@@ -93,7 +95,10 @@ class SimulatedExchange:
         if order.reduce_only:
             if position is None or not self._reduces(position, order.side):
                 raise OrderRejected(f"{order.symbol}: ReduceOnly order is rejected (no position)")
-        if order.type is not OrderType.MARKET:
+        if order.type is OrderType.LIMIT:
+            if order.price is None or order.price <= 0:
+                raise OrderRejected(f"{order.symbol}: LIMIT needs a price")
+        elif order.type is not OrderType.MARKET:
             if order.trigger_price is None:
                 raise OrderRejected(f"{order.symbol}: {order.type.value} needs a trigger price")
             self._check_not_crossed(order)
@@ -177,8 +182,9 @@ class SimulatedExchange:
     def next_trigger(
         self, symbol: str, timestamp: int, open_price: float, high: float, low: float
     ) -> Fill | None:
-        """The next triggered stop / take-profit order of ``symbol`` in this candle, filled, or
-        None. Stops come before take-profits when both are touched (conservative)."""
+        """The next triggered stop / take-profit order (or resting limit entry) of ``symbol`` in
+        this candle, filled, or None. Stops come before take-profits when both are touched
+        (conservative)."""
         ids = self._triggers.get(symbol)
         if not ids:
             return None
@@ -187,8 +193,14 @@ class SimulatedExchange:
         chosen_rank = (2, 0.0)
         for cid in ids:
             order = self._orders[cid]
-            trigger = float(order.trigger_price)  # type: ignore[arg-type]
             sell = order.side is OrderSide.SELL
+            if order.type is OrderType.LIMIT:  # a resting limit: traded through its price
+                limit = float(order.price)  # type: ignore[arg-type]
+                touched = high >= limit if sell else low <= limit
+                if touched and (1, 0.0) < chosen_rank:
+                    chosen, chosen_rank = order, (1, 0.0)
+                continue
+            trigger = float(order.trigger_price)  # type: ignore[arg-type]
             if order.type is OrderType.STOP_MARKET:
                 touched = low <= trigger if sell else high >= trigger
                 rank = (0, 0.0)
@@ -200,6 +212,11 @@ class SimulatedExchange:
         if chosen is None:
             return None
         ids.remove(chosen.client_order_id)
+        if chosen.type is OrderType.LIMIT:
+            # It rested on the book: it fills at its own price as a maker, even when the candle
+            # opened beyond it (the price passed through it between the candles).
+            assert chosen.price is not None
+            return self._execute(chosen, chosen.price, timestamp, maker=True)
         position = self._positions.get(symbol)
         if position is None or not self._reduces(position, chosen.side):
             # Binance rejects a reduce-only order that has nothing left to reduce.
