@@ -214,13 +214,16 @@ async def _run_exchange(args, settings, config) -> int:
         print(f"⚠️ LIVE trading on {settings.optiflow_exchange}: real money, {len(config.bots)} bot(s), "
               f"symbols {', '.join(config.all_symbols())}, quote {quote}")
     ws_client = make_market_stream_client(settings, mode)
+    user_stream_client = make_market_stream_client(settings, mode, user_data=True)
     try:
         runtime = await LiveRuntime.build(config=config, db_path=args.db or settings.optiflow_db_path,
-                                          exchange=exchange, env=mode, ws_client=ws_client)
+                                          exchange=exchange, env=mode, ws_client=ws_client,
+                                          user_stream_client=user_stream_client)
     except BaseException:
         await exchange.close()
-        if ws_client is not None:
-            await ws_client.close()
+        for client in (ws_client, user_stream_client):
+            if client is not None:
+                await client.close()
         raise
     stop = asyncio.Event()
     ready = asyncio.Event()

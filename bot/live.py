@@ -32,6 +32,7 @@ from trading.reconcile import (
     Supervisor,
 )
 from trading.service import TradingService
+from trading.user_stream import UserStreamWatcher
 from trading.ws_feed import HybridCandleFeed, make_ws_client
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,18 @@ def feed_state_text(status: dict) -> str:
     return f"{source} since {utc(status['last_switch_ms'])} UTC" + (f" ({reason})" if reason else "")
 
 
-def make_market_stream_client(settings, mode: str):
-    """The ccxt.pro client for S-2 websocket candles, or None where the feed stays on REST
-    polling: only Binance USDⓈ-M streams are wired (OKX polls). Public streams: no keys.
+def make_market_stream_client(settings, mode: str, *, user_data: bool = False):
+    """The ccxt.pro client for S-2 websocket candles (public streams, no keys), or with
+    ``user_data`` the keyed one for the user-data stream (order and position updates); None
+    where everything stays on REST polling: only Binance USDⓈ-M streams are wired (OKX polls).
     ``EXCHANGE_API_BASE`` also moves the streams (``ws://host/ws``: loopback fakes, proxies)."""
     if settings.optiflow_exchange != "binanceusdm":
         return None
-    return make_ws_client(mode, api_base=settings.exchange_api_base)
+    if not user_data:
+        return make_ws_client(mode, api_base=settings.exchange_api_base)
+    return make_ws_client(mode, api_base=settings.exchange_api_base,
+                          api_key=settings.binance_api_key.get_secret_value(),
+                          secret=settings.binance_api_secret.get_secret_value())
 
 
 class WallClock:
@@ -146,6 +152,7 @@ class LiveRuntime:
     service: TradingService
     feed: RestCandleFeed | HybridCandleFeed
     clock: Clock
+    user_stream: UserStreamWatcher | None = None
 
     @classmethod
     async def build(
@@ -159,11 +166,15 @@ class LiveRuntime:
         sleep: Sleep | None = None,
         rng=None,
         ws_client=None,
+        user_stream_client=None,
     ) -> "LiveRuntime":
         """Load markets, restore the saved state, start the engine and reconcile (L-3: before
         any entry). ``sleep`` / ``rng`` / ``clock`` are injected by tests. ``ws_client`` (a
         ccxt.pro client, :func:`make_market_stream_client`) makes the candle feed a websocket
         one with REST as its fall back (S-2); the runtime closes it. None = REST polling.
+        ``user_stream_client`` (a keyed ccxt.pro client) adds the order and position updates of
+        the user-data stream (:class:`trading.user_stream.UserStreamWatcher`); the runtime
+        closes it. None = fills and positions by REST polling only.
 
         Raises:
             UnknownSymbol: a configured symbol is not listed; ExchangeError: the exchange could
@@ -224,7 +235,11 @@ class LiveRuntime:
         feed: RestCandleFeed | HybridCandleFeed = RestCandleFeed(engine, gateway, on_step=service.loop_timings.record)
         if ws_client is not None:  # S-2: websocket candles, REST as the fall back
             feed = HybridCandleFeed(engine, feed, ws_client, clock)
-        return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first, service, feed, clock)
+        user_stream = None
+        if user_stream_client is not None:
+            user_stream = UserStreamWatcher(engine, user_stream_client, reconciler.prefixes)
+        return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first, service, feed, clock,
+                   user_stream)
 
     @property
     def reconcile_report(self) -> ReconcileReport:
@@ -238,8 +253,16 @@ class LiveRuntime:
         return await audit_head(self.store)
 
     async def tick(self, now_ms: int) -> ReconcileReport | None:
-        """Poll fills, verify stops, reconcile when due, then persist the events."""
+        """Poll fills, verify stops, reconcile when due, then persist the events. A position
+        the user stream reports differently from ours after that (closed in the exchange's
+        app, liquidated) makes a reconciliation due at the next pass (S-2, O-5)."""
         report = await self.supervisor.tick(now_ms)
+        if self.user_stream is not None:
+            mismatched = self.user_stream.take_mismatch()
+            if mismatched:
+                log.warning("the exchange reports other positions on %s: reconciling", ", ".join(mismatched))
+                self.supervisor.reconcile_soon()
+                self.user_stream.wake.set()  # the next pass runs at once, not after the pause
         await self.persister.flush()
         return report
 
@@ -248,18 +271,38 @@ class LiveRuntime:
         ``interval_s`` process new closed candles, poll fills, verify stops, reconcile when due
         and persist, until ``stop`` is set. ``ready`` is set after the first pass."""
         await self.feed.warm_up(self.clock.now_ms())
-        self.service.feed_state = feed_state_text(self.feed.status())
+        self.service.feed_state = self.feed_state()
+        if self.user_stream is not None:
+            self.user_stream.start()
         while not stop.is_set():
             now = self.clock.now_ms()
             await self.feed.step(now)
-            self.service.feed_state = feed_state_text(self.feed.status())
             await self.tick(now)
+            self.service.feed_state = self.feed_state()
             if ready is not None:
                 ready.set()
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
+            await self._pause(stop, interval_s)
+
+    def feed_state(self) -> str:
+        """The /runtime and /status "Market feed" line: candles, then order updates (S-2)."""
+        text = feed_state_text(self.feed.status())
+        return text if self.user_stream is None else f"{text} · {self.user_stream.status()}"
+
+    async def _pause(self, stop: asyncio.Event, interval_s: float) -> None:
+        """Wait ``interval_s`` seconds between passes, less when stopping or when the user
+        stream saw one of our orders or a position change (the next pass polls fills at once)."""
+        waits = {asyncio.ensure_future(stop.wait())}
+        wake = self.user_stream.wake if self.user_stream is not None else None
+        if wake is not None:
+            waits.add(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if wake is not None and wake.is_set():
+            wake.clear()
+            self.supervisor.poll_soon()
 
     async def flatten(self, *, attempts: int = 10, pause_s: float = 0.5) -> int:
         """Close every open position at market now (SPEC L-2 ``flatten_on_shutdown``): pending
@@ -288,7 +331,9 @@ class LiveRuntime:
                 await self.persister.flush()
         finally:
             try:
-                await self.feed.close()  # the websocket client, if any (S-2)
+                await self.feed.close()  # the websocket clients, if any (S-2)
+                if self.user_stream is not None:
+                    await self.user_stream.close()
             finally:
                 await self.store.close()
                 await self.exchange.close()

@@ -303,7 +303,23 @@ class FakeBinance:
         trade = Trade(next(self._trade_ids), order_id, cid, fill.symbol, fill.side, fill.amount,
                       fill.price, fill.fee, Decimal(0), fill.timestamp)
         self.trades.append(trade)
+        order = self.sim._orders.get(fill.client_order_id)
+        if order is not None:
+            self.ws.user_fill(order, fill, order_id, trade.id)
         return trade
+
+    def close_by_hand(self, symbol: str) -> None:
+        """The trader closes ``symbol``'s position in the exchange's app (not through the bot):
+        a reduce-only market order fills at the last price at once."""
+        contracts, _entry = self.sim.position(symbol)
+        side = OrderSide.SELL if contracts > 0 else OrderSide.BUY
+        order = Order(client_order_id=f"app-close-{next(self._ids)}", bot="app", symbol=symbol, side=side,
+                      type=OrderType.MARKET, leg=OrderLeg.CLOSE, amount=abs(contracts), reduce_only=True,
+                      created_ms=self.clock.current_ms)
+        _run_sync(self.sim.create_order(order))
+        self._records[order.client_order_id] = _Record(next(self._ids), False, self.clock.current_ms)
+        for fill in self.sim.fill_pending(symbol, self.clock.current_ms, float(self._last(symbol))):
+            self._book(fill)
 
     # ------------------------------------------------------------- inspection
     def position(self, symbol: str) -> tuple[Decimal, Decimal] | None:

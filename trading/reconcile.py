@@ -450,6 +450,11 @@ class Supervisor:
     failures: int = 0
     stops_placed: int = 0
 
+    def poll_soon(self) -> None:
+        """Make the fill poll due at the next :meth:`tick` (the user stream saw one of our
+        orders change, S-2)."""
+        self._next_poll_ms = 0
+
     def reconcile_soon(self) -> None:
         """Make a reconciliation due at the next :meth:`tick` (a trader asked for it, T-6)."""
         self._next_reconcile_ms = 0

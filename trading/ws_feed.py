@@ -43,8 +43,10 @@ REST = "rest"
 
 
 def make_ws_client(mode: str = "demo", *, api_base: str | None = None, ws_base: str | None = None,
-                   timeout_ms: int = 10_000) -> Any:
-    """One ``ccxt.pro.binanceusdm`` client for public market streams (no keys: klines are public).
+                   timeout_ms: int = 10_000, api_key: str | None = None, secret: str | None = None) -> Any:
+    """One ``ccxt.pro.binanceusdm`` client: public market streams without keys (klines are
+    public); with ``api_key`` / ``secret`` (plain strings from SecretStr at the composition
+    root, never logged) also the user-data stream (``watch_orders``, ``watch_positions``).
 
     Args:
         mode: "demo" (Binance demo trading URLs) or "live"; api_base: scheme://host replacing
@@ -56,10 +58,13 @@ def make_ws_client(mode: str = "demo", *, api_base: str | None = None, ws_base: 
     """
     import ccxt.pro as ccxt_pro  # ccxt's websocket flavour (SPEC S-2)
 
-    client = ccxt_pro.binanceusdm({
+    config: dict[str, Any] = {
         "enableRateLimit": True, "timeout": timeout_ms,
         "options": {"defaultType": "swap", "fetchCurrencies": False},
-    })
+    }
+    if api_key and secret:
+        config.update(apiKey=api_key, secret=secret)
+    client = ccxt_pro.binanceusdm(config)
     client.maxRetriesOnFailure = 0
     if mode == "demo":
         client.enable_demo_trading(True)
