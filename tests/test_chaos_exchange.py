@@ -204,8 +204,10 @@ class Chaos:
         side = self.rng.choice((Side.LONG, Side.SHORT))
         self.figures["entries_sent"] += 1
         limit_price = None
-        if self.rng.random() < 0.3:  # O-3: a GTC limit at the last close; it fills or expires
-            limit_price = (price // market.tick_size) * market.tick_size
+        if self.rng.random() < 0.3:  # O-3: a GTC limit at the last close (it fills or expires) or
+            # 5 % away on the passive side (it expires after 20 s)
+            away = Decimal(1) if self.rng.random() < 0.75 else Decimal("0.95") if side is Side.LONG else Decimal("1.05")
+            limit_price = (price * away // market.tick_size) * market.tick_size
             self.figures["limit_entries_sent"] += 1
         return asyncio.ensure_future(engine.submit_entry("chaos", symbol, side, contracts, limit_price=limit_price))
 

@@ -269,3 +269,24 @@ async def test_o3_limit_entry_rests_fills_gets_brackets_and_an_unfilled_one_expi
         assert fill.fee == Decimal(10) * price * market.maker_fee  # a resting limit pays the maker fee
     finally:
         await rt.close()
+
+
+async def test_l2_flatten_on_shutdown_closes_at_market_and_books_the_fill(fake, tmp_path):
+    """L-2 ``flatten_on_shutdown`` in demo/live: the open position is closed by a reduce-only
+    market order whose fill is read back (and persisted) before the shutdown goes on; the stop
+    and take-profits of the closed position are cancelled with it."""
+    clock = ReplayClock(1_000_000)
+    rt = await build(fake, tmp_path / "live.db", clock)
+    try:
+        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+        fake.advance()
+        clock.current_ms += 500
+        await rt.tick(clock.now_ms())
+        assert ("xrp", XRP) in rt.engine.positions and ours(fake)
+        fake.start_auto(0.05)  # the exchange keeps trading while the bot waits for the close's fill
+        assert await rt.flatten(attempts=60, pause_s=0.05) == 1
+        assert rt.engine.positions == {} and fake.position(XRP) is None
+        assert ours(fake) == []
+        assert await rt.store.positions.count_closed() == 1  # persisted before the shutdown goes on
+    finally:
+        await rt.close()
