@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 SENDING = ("sendmessage", "sendphoto", "senddocument")
@@ -119,6 +120,28 @@ class FakeTelegram:
         """Parameters of every accepted call of ``method`` (case-insensitive)."""
         method = method.lower()
         return [p for m, p in self.calls if m == method]
+
+    def messages_with_button(self, chat_id: int, prefix: str) -> list[dict[str, Any]]:
+        """Messages sent to ``chat_id`` that carry a button whose label starts with ``prefix``."""
+        found = []
+        for method, params in self.calls:
+            result = params.get("result")
+            if method != "sendmessage" or result is None or str(params.get("chat_id")) != str(chat_id):
+                continue
+            rows = (result.get("reply_markup") or {}).get("inline_keyboard", [])
+            if any(b["text"].startswith(prefix) for row in rows for b in row):
+                found.append(result)
+        return found
+
+    async def tap(self, user_id: int, prefix: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait for the one message to ``user_id`` with a button labelled ``prefix…``, then tap
+        that button as ``user_id`` (a queued callback query); returns the message."""
+        await self.wait_until(lambda: self.messages_with_button(user_id, prefix), timeout)
+        [message] = self.messages_with_button(user_id, prefix)
+        [data] = [b["callback_data"] for row in message["reply_markup"]["inline_keyboard"] for b in row
+                  if b["text"].startswith(prefix)]
+        self.queue_callback(user_id, data, message)
+        return message
 
     # ------------------------------------------------------------------ server
     async def start(self) -> None:
@@ -236,3 +259,12 @@ class FakeTelegram:
         else:
             body["description"] = error.description or {400: "Bad Request: injected"}.get(error.status, "Injected error")
         return web.json_response(body, status=error.status)
+
+
+@pytest.fixture
+async def fake():
+    """A running :class:`FakeTelegram` (import this fixture into a test module by name)."""
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.stop()

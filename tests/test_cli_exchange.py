@@ -150,7 +150,6 @@ async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_pa
     from bot.live import RECONCILE_REQUESTED
     from bot.shutdown import SHUTDOWN_TEXT
     from tests.fake_telegram import FakeTelegram
-    from tests.test_e2e_telegram import _button_data, _messages_with_button
 
     allowed = 4242
     telegram = FakeTelegram()
@@ -174,14 +173,10 @@ async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_pa
         await telegram.wait_until(lambda: any("Market feed" in t for t in texts()), timeout=30)
         assert any("websocket (ccxt.pro watch_ohlcv)" in t for t in texts() if "Market feed" in t), [t for t in texts() if "Market feed" in t]
         telegram.queue_text(allowed, "/playbook no_stop")
-        await telegram.wait_until(lambda: _messages_with_button(telegram, allowed, "🛡"), timeout=30)
-        [playbook] = _messages_with_button(telegram, allowed, "🛡")
-        telegram.queue_callback(allowed, _button_data(playbook, "🛡"), playbook)
+        await telegram.tap(allowed, "🛡", timeout=30)
         await telegram.wait_until(lambda: RECONCILE_REQUESTED in texts(), timeout=30)
         telegram.queue_text(allowed, "/shutdown")
-        await telegram.wait_until(lambda: _messages_with_button(telegram, allowed, "✅ Shut down"), timeout=30)
-        [dialog] = _messages_with_button(telegram, allowed, "✅ Shut down")
-        telegram.queue_callback(allowed, _button_data(dialog, "✅ Shut down"), dialog)
+        await telegram.tap(allowed, "✅ Shut down", timeout=30)
         returncode = await asyncio.wait_for(process.wait(), timeout=60)
     finally:
         if process.returncode is None:

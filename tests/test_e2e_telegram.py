@@ -33,25 +33,6 @@ ALLOWED, STRANGER = 4242, 666
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _messages_with_button(fake: FakeTelegram, chat_id: int, prefix: str) -> list[dict]:
-    """Messages the bot sent to ``chat_id`` that carry a button whose label starts with ``prefix``."""
-    found = []
-    for method, params in fake.calls:
-        result = params.get("result")
-        if method != "sendmessage" or result is None or str(params.get("chat_id")) != str(chat_id):
-            continue
-        rows = (result.get("reply_markup") or {}).get("inline_keyboard", [])
-        if any(b["text"].startswith(prefix) for row in rows for b in row):
-            found.append(result)
-    return found
-
-
-def _button_data(message: dict, prefix: str) -> str:
-    [data] = [b["callback_data"] for row in message["reply_markup"]["inline_keyboard"] for b in row
-              if b["text"].startswith(prefix)]
-    return data
-
-
 def _count(fake: FakeTelegram, method: str) -> int:
     return sum(1 for m, _ in fake.calls if m == method)
 
@@ -75,20 +56,17 @@ async def test_acceptance_allowed_user_session_ends_with_confirmed_shutdown_T2_T
         fake.queue_text(ALLOWED, "/open")
         await fake.wait_until(lambda: any("open positions" in t.lower() for t in texts()))
         fake.queue_text(ALLOWED, "/pause")
-        await fake.wait_until(lambda: _messages_with_button(fake, ALLOWED, "⏸ BTC"))
-        [menu] = _messages_with_button(fake, ALLOWED, "⏸ BTC")
         answered = _count(fake, "answercallbackquery")
-        fake.queue_callback(ALLOWED, _button_data(menu, "⏸ BTC"), menu)
+        await fake.tap(ALLOWED, "⏸ BTC")
         await fake.wait_until(lambda: _count(fake, "answercallbackquery") > answered)
         fake.queue_text(ALLOWED, "/daily")
         await fake.wait_until(lambda: any(m == "sendphoto" for m, _, _ in fake.files))
         fake.queue_text(ALLOWED, "/playbook")
         await fake.wait_until(lambda: any(t.startswith("Incident playbooks") for t in texts()))
         fake.queue_text(ALLOWED, "/shutdown")
-        await fake.wait_until(lambda: _messages_with_button(fake, ALLOWED, "✅ Shut down"))
-        [dialog] = _messages_with_button(fake, ALLOWED, "✅ Shut down")
+        await fake.wait_until(lambda: fake.messages_with_button(ALLOWED, "✅ Shut down"))
         assert SHUTDOWN_TEXT not in texts()  # nothing happens before the confirm
-        fake.queue_callback(ALLOWED, _button_data(dialog, "✅ Shut down"), dialog)
+        await fake.tap(ALLOWED, "✅ Shut down")
         returncode = await asyncio.wait_for(process.wait(), timeout=60)
     finally:
         if process.returncode is None:

@@ -18,7 +18,7 @@ from bot.lifecycle import SHUTDOWN_TEXT, Lifecycle, Timeouts
 from bot.notifier import Notifier
 from bot.runtime import PaperRuntime
 from bot.settings import Settings, load_settings
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from tests.test_notifier import FakeTime
 from trading.config import TradingConfig
 from trading.errors import ConfigError
@@ -28,14 +28,6 @@ USER = 4242
 TOKEN = "123456:TEST-TOKEN"
 DAY0 = 1_748_908_800_000
 HOUR = 3_600_000
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def until(predicate, timeout: float = 60) -> None:

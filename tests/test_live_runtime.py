@@ -48,6 +48,15 @@ async def build(fake, db, clock) -> LiveRuntime:
                                    clock=clock, sleep=Sleep(clock))
 
 
+async def open_long(rt: LiveRuntime, fake: FakeBinance, clock: ReplayClock) -> None:
+    """A market long of 10 XRP: sent, filled at the next candle's open, booked by the next pass
+    (which places its brackets)."""
+    await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+    fake.advance()
+    clock.current_ms += 500
+    await rt.tick(clock.now_ms())
+
+
 def ours(fake):
     prefix = client_order_id_prefix("demo", "xrp")
     return [o for o in fake.open_orders() if o.client_order_id.startswith(prefix)]
@@ -57,10 +66,7 @@ async def test_o6_entry_gets_brackets_verified_stop_and_closes_clean(fake, tmp_p
     clock = ReplayClock(1_000_000)
     rt = await build(fake, tmp_path / "live.db", clock)
     try:
-        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
-        fake.advance()
-        clock.current_ms += 500
-        await rt.tick(clock.now_ms())
+        await open_long(rt, fake, clock)
         assert fake.position(XRP)[0] == Decimal(10)
         assert ("xrp", XRP) in rt.engine.positions
         stops = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
@@ -206,10 +212,7 @@ async def test_t6_o5_playbook_place_stops_again_reconciles_in_demo(fake, tmp_pat
     rt = await build(fake, tmp_path / "live.db", clock)
     chat = Chat(rt, tmp_path)
     try:
-        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
-        fake.advance()
-        clock.current_ms += 500
-        await rt.tick(clock.now_ms())
+        await open_long(rt, fake, clock)
         [stop] = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
         fake.sim._orders[stop.client_order_id] = stop
         await fake.sim.cancel_order(stop.client_order_id, XRP)  # the stop vanished on the exchange
@@ -278,10 +281,7 @@ async def test_l2_flatten_on_shutdown_closes_at_market_and_books_the_fill(fake, 
     clock = ReplayClock(1_000_000)
     rt = await build(fake, tmp_path / "live.db", clock)
     try:
-        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
-        fake.advance()
-        clock.current_ms += 500
-        await rt.tick(clock.now_ms())
+        await open_long(rt, fake, clock)
         assert ("xrp", XRP) in rt.engine.positions and ours(fake)
         fake.start_auto(0.05)  # the exchange keeps trading while the bot waits for the close's fill
         assert await rt.flatten(attempts=60, pause_s=0.05) == 1

@@ -21,7 +21,7 @@ from bot.notices import Category, NoticeBuilder, Priority
 from bot.notifier import Notifier
 from bot.runtime import PaperRuntime
 from storage import Storage
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import FakeTelegram, fake  # noqa: F401 - the fixture
 from trading.config import TradingConfig
 from trading.events import Alert, OrderUpdated, PositionChanged, RiskStateChanged
 from trading.models import (
@@ -54,14 +54,6 @@ class FakeTime:
         self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def make_bot(fake: FakeTelegram) -> Bot:

@@ -16,21 +16,13 @@ from aiogram.client.telegram import TelegramAPIServer
 from bot.notifier import Notifier
 from bot.runtime import PaperRuntime
 from bot.scheduler import DailyReport, Jobs, ReplayDayBoundary, day_bounds
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from tests.test_notifier import FakeTime
 from trading.config import TradingConfig
 
 CHAT = 4242
 DAY0 = 1_748_908_800_000  # 2025-06-03 00:00 UTC, the first bundled candle
 DAY_MS = 86_400_000
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_t5_replay_sends_each_days_report_and_chart_at_simulated_midnight(fake, tmp_path, data_dir):

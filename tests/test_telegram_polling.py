@@ -16,19 +16,11 @@ from bot.app import build_dispatcher
 from bot.cli import make_telegram_bot
 from bot.runtime import PaperRuntime
 from bot.settings import Settings
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from trading.config import TradingConfig
 
 ALLOWED, STRANGER = 4242, 666
 DAY0 = 1_748_908_800_000
-
-
-@pytest.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_long_polling_answers_allowed_user_only(fake, tmp_path, data_dir):
