@@ -33,34 +33,38 @@ def parse_day(text: str) -> date | None:
         return None
 
 
-async def on_daily(message: Message, command: CommandObject, trading: "TradingService") -> None:
-    """Report of the given UTC day (default: the engine's current day), then its chart."""
+async def _day_report(message: Message, command: CommandObject, trading: "TradingService", usage: str):
+    """The report of the UTC day in ``command``'s argument (default: the engine's current
+    day) and that day as YYYY-MM-DD; None after answering ``usage`` for a bad date."""
     day = None
     if command.args:
         day = parse_day(command.args.strip())
         if day is None:
             problem = f"Bad date: {command.args.strip()[:32]}"
-            await message.answer(**render_usage(DAILY_USAGE, problem).as_kwargs())
-            return
+            await message.answer(**render_usage(usage, problem).as_kwargs())
+            return None
     report = await trading.daily_report(day)
+    return report, datetime.fromtimestamp(report.start_ms / 1000, tz=timezone.utc).date().isoformat()
+
+
+async def on_daily(message: Message, command: CommandObject, trading: "TradingService") -> None:
+    """Report of the given UTC day (default: the engine's current day), then its chart."""
+    found = await _day_report(message, command, trading, DAILY_USAGE)
+    if found is None:
+        return
+    report, name = found
     await answer_text(message, render_report(report, trading.quote))
     png = await trading.report_chart(report)
-    name = (day or datetime.fromtimestamp(report.start_ms / 1000, tz=timezone.utc).date()).isoformat()
     await message.answer_photo(BufferedInputFile(png, filename=f"daily-{name}.png"), caption=report.title)
 
 
 async def on_dailycsv(message: Message, command: CommandObject, trading: "TradingService") -> None:
     """The closed trades of the given UTC day (default: the engine's current day) as a CSV
     document, one row per trade at full precision (SPEC T-2, T-5)."""
-    day = None
-    if command.args:
-        day = parse_day(command.args.strip())
-        if day is None:
-            problem = f"Bad date: {command.args.strip()[:32]}"
-            await message.answer(**render_usage(DAILYCSV_USAGE, problem).as_kwargs())
-            return
-    report = await trading.daily_report(day)
-    name = datetime.fromtimestamp(report.start_ms / 1000, tz=timezone.utc).date().isoformat()
+    found = await _day_report(message, command, trading, DAILYCSV_USAGE)
+    if found is None:
+        return
+    report, name = found
     await message.answer_document(
         BufferedInputFile(trades_csv(report.trades), filename=f"trades-{name}.csv"),
         caption=f"{len(report.trades)} trades closed on {name} (UTC)",
