@@ -191,8 +191,9 @@ async def _run(args) -> int:
 
 async def _run_exchange(args, settings, config) -> int:
     """Demo or live trading (SPEC S-1: live needs --live AND keys): the engine on the exchange,
-    candles over the websocket with REST polling as its fall back (S-2), orders through the gateway, reconciled before any entry
-    (L-3); the chat runs over Telegram or in this terminal as in paper mode."""
+    candles and order updates over websockets with REST polling as their fall back (S-2),
+    orders through the gateway, reconciled before any entry (L-3); the chat runs over Telegram
+    or in this terminal as in paper mode."""
     from bot.app import build_dispatcher
     from bot.console import ConsoleChat, make_console_bot
     from bot.live import LiveRuntime, make_exchange, make_market_stream_client, requote
