@@ -57,6 +57,19 @@ async def open_long(rt: LiveRuntime, fake: FakeBinance, clock: ReplayClock) -> N
     await rt.tick(clock.now_ms())
 
 
+async def restart_after_missed_fill(fake: FakeBinance, db, clock: ReplayClock, side: Side) -> LiveRuntime:
+    """An entry of 10 XRP is sent, the bot is killed before it sees the fill (nothing more
+    flushed), the entry fills while it is down; returns the runtime rebuilt a minute later
+    from the SQLite file (restored and reconciled, L-3)."""
+    rt = await build(fake, db, clock)
+    await rt.engine.submit_entry("xrp", XRP, side, Decimal(10))
+    await rt.persister.flush()
+    await rt.close(flush=False)  # killed before it saw the fill
+    fake.advance()  # the entry fills while the bot is down
+    clock.current_ms += 60_000
+    return await build(fake, db, clock)
+
+
 def ours(fake):
     prefix = client_order_id_prefix("demo", "xrp")
     return [o for o in fake.open_orders() if o.client_order_id.startswith(prefix)]
@@ -93,13 +106,7 @@ async def test_o6_entry_gets_brackets_verified_stop_and_closes_clean(fake, tmp_p
 async def test_o5_l3_restart_reconciles_missed_fill_and_strays(fake, tmp_path):
     clock = ReplayClock(1_000_000)
     db = tmp_path / "live.db"
-    rt = await build(fake, db, clock)
-    await rt.engine.submit_entry("xrp", XRP, Side.SHORT, Decimal(10))
-    await rt.persister.flush()
-    await rt.close(flush=False)  # killed before it saw the fill
-    fake.advance()  # the entry fills while the bot is down
-    clock.current_ms += 60_000
-    rt = await build(fake, db, clock)
+    rt = await restart_after_missed_fill(fake, db, clock, Side.SHORT)
     try:
         assert rt.first_report.fills_booked == 1
         position = rt.engine.positions[("xrp", XRP)]
@@ -119,13 +126,7 @@ async def test_a1_l3_live_restart_reconciliation_and_fills_are_audited(fake, tmp
 
     clock = ReplayClock(1_000_000)
     db = tmp_path / "live.db"
-    rt = await build(fake, db, clock)
-    await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
-    await rt.persister.flush()
-    await rt.close(flush=False)  # killed before it saw the fill
-    fake.advance()
-    clock.current_ms += 60_000
-    rt = await build(fake, db, clock)
+    rt = await restart_after_missed_fill(fake, db, clock, Side.LONG)
     try:
         records = await rt.store.audit.list()
         reconciles = [r for r in records if r.action == "RECONCILE"]
