@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from bot.runtime import PaperRuntime
-from trading.config import BotProfile, TradingConfig
-from trading.marketdata import default_data_dir
+from trading.domain.config import BotProfile, TradingConfig
+from trading.adapters.marketdata import default_data_dir
 
 SYMBOLS = tuple(f"{base}/USDT:USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC"))
 

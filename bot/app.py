@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bot.logbuffer import RingBufferHandler
-    from trading.analytics import AnalyticsService
-    from trading.service import TradingService
+    from trading.app.analytics import AnalyticsService
+    from trading.app.service import TradingService
 
 # The Telegram command menu (SPEC T-2), from the same list as /help.
 BOT_COMMANDS: list[BotCommand] = [

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from trading.errors import OptiFlowError
+from trading.domain.errors import OptiFlowError
 
 log = logging.getLogger("optiflow")
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _apply_overrides(config, symbols: str | None, timeframe: str | None):
     """Restrict / retime the configured bots from ``--symbols`` and ``--timeframe``."""
-    from trading.errors import ConfigError
+    from trading.domain.errors import ConfigError
 
     if symbols is None and timeframe is None:
         return config
@@ -121,7 +121,7 @@ def _apply_overrides(config, symbols: str | None, timeframe: str | None):
 
 def _load(args):
     from bot.settings import load_settings
-    from trading.config import load_trading_config
+    from trading.domain.config import load_trading_config
 
     settings = load_settings()
     logging.getLogger().setLevel(settings.optiflow_log_level)
@@ -139,7 +139,7 @@ async def _run(args) -> int:
     from bot.runtime import PaperRuntime
     from bot.settings import CONSOLE_USER_ID
     from bot.shutdown import ShutdownSignal
-    from trading.analytics import AnalyticsService
+    from trading.app.analytics import AnalyticsService
 
     settings, config = _load(args)
     if args.live or settings.optiflow_mode != "paper":
@@ -201,8 +201,8 @@ async def _run_exchange(args, settings, config) -> int:
     from bot.preflight import _mode
     from bot.settings import CONSOLE_USER_ID
     from bot.shutdown import SHUTDOWN_TEXT, ShutdownSignal
-    from trading.analytics import AnalyticsService
-    from trading.ccxt_exchange import resolve_quote
+    from trading.app.analytics import AnalyticsService
+    from trading.adapters.ccxt_exchange import resolve_quote
 
     mode = _mode(settings, args.live)
     allowed = settings.allowed_user_ids()
@@ -283,7 +283,7 @@ def make_telegram_bot(settings):
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 
-    from trading.errors import ConfigError
+    from trading.domain.errors import ConfigError
 
     api = TelegramAPIServer.from_base(settings.telegram_api_base) if settings.telegram_api_base else PRODUCTION
     proxy = settings.telegram_proxy.get_secret_value() if settings.telegram_proxy is not None else None
@@ -424,7 +424,7 @@ def _with_start_equity(report, starting_balance: Decimal):
     """A backtest's percentages are relative to the starting balance."""
     from dataclasses import replace
 
-    from trading.reports import max_drawdown_pct
+    from trading.domain.reports import max_drawdown_pct
 
     curve = [starting_balance, *(s.equity for s in report.equity_curve), report.end_equity]
     return replace(

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from trading.models import Position
+from trading.domain.models import Position
 
 CSV_FIELDS = (
     "position_id", "bot", "symbol", "side", "contracts", "entry_price", "exit_price",

@@ -35,7 +35,7 @@ from aiogram.utils.formatting import Bold, Text, as_key_value, as_list
 from bot.notices import Category
 from bot.render import money, pct, render_summary
 from bot.shutdown import SHUTDOWN_TEXT  # one text for the console and the chat
-from trading.sizing import equity_tier
+from trading.domain.sizing import equity_tier
 
 if TYPE_CHECKING:
     from bot.notifier import Notifier

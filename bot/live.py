@@ -14,16 +14,16 @@ from pathlib import Path
 from bot.persister import Persister
 from bot.runtime import audit_head, audited_restore_details, save_config_snapshot
 from storage import Storage
-from trading.ccxt_exchange import CcxtExchange, resolve_quote, unified_symbol
-from trading.config import TradingConfig
-from trading.engine import HOUR_MS, Engine
-from trading.errors import ConfigError, ExchangeError, OrderRejected, UnknownSymbol
-from trading.events import EventBuffer
-from trading.models import ExitReason, Order
-from trading.order_gateway import OrderGateway, Sleep
+from trading.adapters.ccxt_exchange import CcxtExchange, resolve_quote, unified_symbol
+from trading.domain.config import TradingConfig
+from trading.engine.core import HOUR_MS, Engine
+from trading.domain.errors import ConfigError, ExchangeError, OrderRejected, UnknownSymbol
+from trading.domain.events import EventBuffer
+from trading.domain.models import ExitReason, Order
+from trading.adapters.order_gateway import OrderGateway, Sleep
 from trading.ports import Clock
-from trading.live_feed import RestCandleFeed
-from trading.reconcile import (
+from trading.adapters.rest_feed import RestCandleFeed
+from trading.app.reconcile import (
     RECONCILE_EVERY_MS,
     FillTracker,
     Reconciler,
@@ -31,9 +31,9 @@ from trading.reconcile import (
     StopVerifier,
     Supervisor,
 )
-from trading.service import TradingService
-from trading.user_stream import UserStreamWatcher
-from trading.ws_feed import HybridCandleFeed, make_ws_client
+from trading.app.service import TradingService
+from trading.adapters.user_stream import UserStreamWatcher
+from trading.adapters.ws_feed import HybridCandleFeed, make_ws_client
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class LiveRuntime:
         ccxt.pro client, :func:`make_market_stream_client`) makes the candle feed a websocket
         one with REST as its fall back (S-2); the runtime closes it. None = REST polling.
         ``user_stream_client`` (a keyed ccxt.pro client) adds the order and position updates of
-        the user-data stream (:class:`trading.user_stream.UserStreamWatcher`); the runtime
+        the user-data stream (:class:`trading.adapters.user_stream.UserStreamWatcher`); the runtime
         closes it. None = fills and positions by REST polling only.
 
         Raises:

@@ -12,13 +12,13 @@ from aiogram.utils.formatting import Text
 
 from bot.notices import Category
 from keyboards.playbook import alert_keyboard
-from trading.events import Alert
-from trading.monitor import FeedWatch
+from trading.domain.events import Alert
+from trading.domain.monitor import FeedWatch
 
 if TYPE_CHECKING:
     from bot.logbuffer import RingBufferHandler
     from bot.notifier import Notifier
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 log = logging.getLogger(__name__)
 

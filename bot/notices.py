@@ -14,8 +14,8 @@ from enum import Enum, IntEnum
 from aiogram.utils.formatting import Bold, Text
 
 from bot.render import money, plain
-from trading.events import Alert, Event, OrderUpdated, PositionChanged, RiskStateChanged
-from trading.models import ExitReason, OrderStatus, Position, RiskState
+from trading.domain.events import Alert, Event, OrderUpdated, PositionChanged, RiskStateChanged
+from trading.domain.models import ExitReason, OrderStatus, Position, RiskState
 
 
 class Priority(IntEnum):

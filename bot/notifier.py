@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from aiogram import Bot
 
     from storage.repositories import OutboxRepository
-    from trading.events import Event
+    from trading.domain.events import Event
 
 log = logging.getLogger(__name__)
 

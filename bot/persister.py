@@ -1,6 +1,6 @@
 """Writes the engine's domain events to SQLite in one transaction per flush.
 
-Events are buffered by :class:`trading.events.EventBuffer`; a flush keeps only the last version
+Events are buffered by :class:`trading.domain.events.EventBuffer`; a flush keeps only the last version
 of each order, position, risk state and the account (they are snapshots), and batch-inserts
 fills, equity samples and evaluated signals. The audit records of the flush's decisions
 (SPEC A-1: orders, fills, risk decisions, exits, commands, reconciliation) are chained and
@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from trading.audit import entries_for_events
-from trading.events import (
+from trading.domain.audit import entries_for_events
+from trading.domain.events import (
     AccountChanged,
     BlacklistChanged,
     EquitySampled,

@@ -13,10 +13,10 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from trading.errors import ConfigError, ExchangeError, OptiFlowError
-from trading.models import OrderType, Side
-from trading.oms import client_order_id_prefix
-from trading.precision import check_order_size, floor_amount
+from trading.domain.errors import ConfigError, ExchangeError, OptiFlowError
+from trading.domain.models import OrderType, Side
+from trading.domain.oms import client_order_id_prefix
+from trading.domain.precision import check_order_size, floor_amount
 
 EXIT_FAILED = 1
 
@@ -48,7 +48,7 @@ async def check_command(args) -> int:
     Prints what it checked; returns 0 when everything passed, 1 otherwise."""
     from bot.cli import _load
     from bot.live import make_exchange, requote
-    from trading.ccxt_exchange import resolve_quote
+    from trading.adapters.ccxt_exchange import resolve_quote
 
     settings, config = _load(args)
     mode = _mode(settings, args.live)
@@ -123,7 +123,7 @@ async def smoke_command(args) -> int:
     left (no position, no order with our client-id prefix). Returns 0 on success, 1 otherwise."""
     from bot.cli import _load
     from bot.live import LiveRuntime, make_exchange
-    from trading.ccxt_exchange import resolve_quote, unified_symbol
+    from trading.adapters.ccxt_exchange import resolve_quote, unified_symbol
 
     settings, config = _load(args)
     mode = _mode(settings, args.live)

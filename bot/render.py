@@ -1,4 +1,4 @@
-"""Views (``trading.views``) → Telegram text, as aiogram ``formatting`` nodes.
+"""Views (``trading.domain.views``) → Telegram text, as aiogram ``formatting`` nodes.
 
 Pure functions, no I/O. Send a result with ``message.answer(**part.as_kwargs())`` for each
 ``part`` of :func:`split_text` (Telegram caps a message at 4096 UTF-16 units, SPEC T-4).
@@ -22,7 +22,7 @@ from aiogram.utils.formatting import (
     as_marked_section,
 )
 
-from trading.views import (
+from trading.domain.views import (
     BotRisk,
     PeriodReport,
     PositionView,

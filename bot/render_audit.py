@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram.utils.formatting import Bold, Code, Text, as_line, as_list
 
 from bot.render import utc
-from trading.audit import AuditRecord, AuditStatus
+from trading.domain.audit import AuditRecord, AuditStatus
 
 _WHY_KEYS = ("reason", "first_blocker", "score", "command", "leg", "price", "trigger_price", "status")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiogram.utils.formatting import Bold, Pre, Text, as_key_value, as_line, as_list, as_marked_section
 
 from bot.render import plain, utc
-from trading.playbooks import PLAYBOOKS, Playbook
-from trading.views import CloseResult, RuntimeInfo, Summary
+from trading.domain.playbooks import PLAYBOOKS, Playbook
+from trading.domain.views import CloseResult, RuntimeInfo, Summary
 
 CONFIRM_HINT = "Tap to confirm within 60 s."
 

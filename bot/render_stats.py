@@ -1,4 +1,4 @@
-"""Signal analytics (``trading.analytics``) → Telegram text (SPEC S-13, T-2 analytics).
+"""Signal analytics (``trading.app.analytics``) → Telegram text (SPEC S-13, T-2 analytics).
 
 Pure functions returning aiogram ``formatting`` nodes, one element per line so that
 :func:`bot.render.split_text` can cut long lists between lines. Counts with thousands
@@ -13,7 +13,7 @@ from typing import Any
 from aiogram.utils.formatting import Bold, Code, Text, as_line, as_list
 
 from bot.render import pct, plain, utc
-from trading.analytics import (
+from trading.app.analytics import (
     BlockersReport,
     BotFilters,
     FailStatsReport,

@@ -10,24 +10,24 @@ from pathlib import Path
 
 from bot.persister import REPLAY_CURSOR_KEY, Persister
 from storage import Storage
-from trading.audit import canonical_json, config_snapshot_id
-from trading.config import TradingConfig
-from trading.engine import HOUR_MS, Engine
-from trading.errors import DataError, UnknownSymbol
-from trading.events import EventBuffer
-from trading.marketdata import (
+from trading.domain.audit import canonical_json, config_snapshot_id
+from trading.domain.config import TradingConfig
+from trading.engine.core import HOUR_MS, Engine
+from trading.domain.errors import DataError, UnknownSymbol
+from trading.domain.events import EventBuffer
+from trading.adapters.marketdata import (
     CandleSeries,
     load_candles,
     load_ccxt_markets,
     load_funding,
     market_from_ccxt,
 )
-from trading.models import ExitReason, Market, Order, OrderLeg, Side
+from trading.domain.models import ExitReason, Market, Order, OrderLeg, Side
 from trading.ports import ReplayClock
-from trading.reconcile import ReconcileReport, reconcile
-from trading.replay import ReplayResult, ReplaySource, close_at_end, run_replay
-from trading.service import TradingService
-from trading.simulated import SimulatedExchange
+from trading.app.reconcile import ReconcileReport, reconcile
+from trading.app.replay import ReplayResult, ReplaySource, close_at_end, run_replay
+from trading.app.service import TradingService
+from trading.adapters.simulated import SimulatedExchange
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from bot.render import render_report
 
 if TYPE_CHECKING:
     from bot.notifier import Notifier
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class DailyReport:
 
 
 class ReplayDayBoundary:
-    """The daily report on the replay clock (a ``trading.replay.ClockHook``): due at each
+    """The daily report on the replay clock (a ``trading.app.replay.ClockHook``): due at each
     simulated midnight in ``tz`` after ``start_ms``; reports every day that ended since."""
 
     def __init__(self, report: DailyReport, start_ms: int) -> None:

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trading.errors import ConfigError
-from trading.marketdata import default_data_dir
+from trading.domain.errors import ConfigError
+from trading.adapters.marketdata import default_data_dir
 
 # The console transport speaks as this user when the allow-list is empty.
 CONSOLE_USER_ID = 1

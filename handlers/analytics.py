@@ -16,7 +16,7 @@ from bot.render import render_report, render_usage
 from handlers.common import answer_text
 
 if TYPE_CHECKING:
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 DAILY_USAGE = "Usage: /daily [YYYY-MM-DD]"
 DAILYCSV_USAGE = "Usage: /dailycsv [YYYY-MM-DD]"

@@ -12,7 +12,7 @@ from bot.render_audit import render_audit
 from handlers.common import answer_text
 
 if TYPE_CHECKING:
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 
 async def on_audit(message: Message, trading: "TradingService") -> None:

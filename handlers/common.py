@@ -14,10 +14,10 @@ from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.formatting import Text
 
 from bot.render import render_help, render_start, split_text
-from trading.errors import OptiFlowError
+from trading.domain.errors import OptiFlowError
 
 if TYPE_CHECKING:
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 log = logging.getLogger(__name__)
 

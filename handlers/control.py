@@ -14,10 +14,10 @@ from aiogram.utils.callback_answer import CallbackAnswer
 from bot.render import render_bot_paused, render_pause_menu, render_paused, render_usage
 from handlers.dangerous import LIFT_RISK_STOP, ask_confirmation
 from keyboards.pause import PauseAllCb, PauseBotCb, PauseSymbolCb, pause_keyboard, symbol_labels
-from trading.errors import UnknownSymbol
+from trading.domain.errors import UnknownSymbol
 
 if TYPE_CHECKING:
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 
 async def _set_many(trading: "TradingService", symbols: tuple[str, ...], pause: bool) -> None:

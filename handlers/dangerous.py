@@ -23,10 +23,10 @@ from bot.render_ops import render_closes, render_confirm
 from handlers.common import answer_text
 from keyboards.confirm import ConfirmCb, confirm_keyboard
 from keyboards.positions import ClosePositionCb
-from trading.errors import UnknownSymbol
+from trading.domain.errors import UnknownSymbol
 
 if TYPE_CHECKING:
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from handlers.stats import parse_count
 from keyboards.pause import packed, symbol_labels
 from keyboards.playbook import PlaybookActionCb, PlaybookCb, playbook_keyboard, playbooks_keyboard
 from keyboards.positions import ClosePositionCb
-from trading.errors import OptiFlowError
-from trading.playbooks import PLAYBOOKS, find_playbook
+from trading.domain.errors import OptiFlowError
+from trading.domain.playbooks import PLAYBOOKS, find_playbook
 
 if TYPE_CHECKING:
     from bot.logbuffer import RingBufferHandler
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 LOG_DEFAULT, LOG_MAX = 20, 100
 NOT_IN_PAPER = {

@@ -29,10 +29,10 @@ from bot.render_stats import (
 )
 from handlers.common import answer_text
 from keyboards.pager import PageCb, add_pager_row, page_of
-from trading.analytics import UnknownBot
+from trading.app.analytics import UnknownBot
 
 if TYPE_CHECKING:
-    from trading.analytics import AnalyticsService
+    from trading.app.analytics import AnalyticsService
 
 MAX_HOURS = 24 * 365  # a year of replayed or live history is the longest window worth grouping
 MAX_ROWS = 50  # /near and /topmissed: more lines than this is a report, not a chat answer

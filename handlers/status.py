@@ -18,7 +18,7 @@ from keyboards.pager import PageCb, page_of
 from keyboards.positions import positions_keyboard
 
 if TYPE_CHECKING:
-    from trading.service import TradingService
+    from trading.app.service import TradingService
 
 
 async def _bot_argument(message: Message, command: CommandObject, trading: "TradingService") -> tuple[bool, str | None]:

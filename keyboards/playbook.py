@@ -7,7 +7,7 @@ from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from keyboards.pause import packed
-from trading.playbooks import PLAYBOOKS, Playbook
+from trading.domain.playbooks import PLAYBOOKS, Playbook
 
 
 class PlaybookCb(CallbackData, prefix="pb", sep="|"):

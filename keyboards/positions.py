@@ -10,7 +10,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from keyboards.pager import add_pager_row
 from keyboards.pause import packed, symbol_labels
-from trading.views import PositionView
+from trading.domain.views import PositionView
 
 
 class ClosePositionCb(CallbackData, prefix="cp", sep="|"):

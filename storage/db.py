@@ -21,7 +21,7 @@ from typing import Any
 import aiosqlite
 
 from storage.migrations import MIGRATIONS
-from trading.errors import OptiFlowError
+from trading.domain.errors import OptiFlowError
 
 PRAGMAS = ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
 

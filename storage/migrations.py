@@ -151,7 +151,7 @@ CREATE TABLE symbol_blacklist (
 """
 
 V4_AUDIT = """
--- SPEC A-1: append-only audit records chained by sha256 (canonical form: trading/audit.py).
+-- SPEC A-1: append-only audit records chained by sha256 (canonical form: trading/domain/audit.py).
 -- id is the storage order (rowid); verification walks it and checks seq, prev_hash and hash.
 CREATE TABLE audit (
     id        INTEGER PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""Repositories: domain objects of :mod:`trading.models` in, domain objects out — never rows.
+"""Repositories: domain objects of :mod:`trading.domain.models` in, domain objects out — never rows.
 
 Every write joins the caller's ``transaction()`` if there is one, else runs in its own short
 transaction. Decimals are stored as ``str(Decimal)`` and read back with ``Decimal(text)`` (exact);
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from storage.db import Database
-from trading.analytics import (
+from trading.app.analytics import (
     SCORE_BELOW_MIN,
     BlockerCount,
     MissedSymbol,
@@ -23,8 +23,8 @@ from trading.analytics import (
     SymbolSignalStats,
     percent,
 )
-from trading.audit import GENESIS, AuditEntry, AuditRecord, Verification, chain, sha256_hex, verify
-from trading.models import (
+from trading.domain.audit import GENESIS, AuditEntry, AuditRecord, Verification, chain, sha256_hex, verify
+from trading.domain.models import (
     Account,
     EquitySnapshot,
     ExitReason,
@@ -540,7 +540,7 @@ class AuditRepository(_Repository):
         return int(row[0])
 
     async def verify(self) -> Verification:
-        """Verify the whole chain and the head marker (see :func:`trading.audit.verify`)."""
+        """Verify the whole chain and the head marker (see :func:`trading.domain.audit.verify`)."""
         records = await self.list()
         marker = await self._db.fetchone("SELECT value FROM runtime WHERE key = ?", (AUDIT_HEAD_KEY,))
         head = None

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trading.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
-from trading.models import Market
+from trading.adapters.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
+from trading.domain.models import Market
 
 DATA_DIR = default_data_dir()
 

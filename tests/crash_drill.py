@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 
 from bot.runtime import PaperRuntime
-from trading.config import BotProfile, TradingConfig
-from trading.marketdata import default_data_dir
-from trading.models import OrderLeg
+from trading.domain.config import BotProfile, TradingConfig
+from trading.adapters.marketdata import default_data_dir
+from trading.domain.models import OrderLeg
 
 DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "XRP/USDT:USDT", "SOL/USDT:USDT")
@@ -51,7 +51,7 @@ def drill_config() -> TradingConfig:
     """Four symbols on 5m, up to 4 positions: trades, exits and open positions in a few days
     (or the ``--config`` file, e.g. examples/scaling.toml for the Z-4 preset and E-10 ladder)."""
     if CONFIG_FILE is not None:
-        from trading.config import load_trading_config
+        from trading.domain.config import load_trading_config
 
         return load_trading_config(CONFIG_FILE)
     return TradingConfig(bots=(BotProfile(symbols=SYMBOLS, timeframe="5m", max_positions=4),))

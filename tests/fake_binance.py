@@ -11,7 +11,7 @@ service, and ccxt 4.5 routes them there), ``openOrders``, ``openAlgoOrders``, ``
 (v2, v3), ``leverage``, ``marginType``, ``positionSide/dual``, ``apiRestrictions`` (sapi),
 ``listenKey``.
 
-Matching is the simulated exchange's (``trading.simulated.SimulatedExchange``): market orders fill
+Matching is the simulated exchange's (``trading.adapters.simulated.SimulatedExchange``): market orders fill
 at the next candle's open, stops before take-profits. The test drives time with
 :meth:`FakeBinance.advance` (one real candle per call). A client order id is unique per account
 as on Binance: a second order with an id already used is refused with -4116
@@ -39,11 +39,11 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from trading.errors import OrderRejected
-from trading.marketdata import CandleSeries, load_candles, load_ccxt_markets, market_from_ccxt
-from trading.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType
+from trading.domain.errors import OrderRejected
+from trading.adapters.marketdata import CandleSeries, load_candles, load_ccxt_markets, market_from_ccxt
+from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType
 from trading.ports import ReplayClock
-from trading.simulated import SimulatedExchange
+from trading.adapters.simulated import SimulatedExchange
 
 API_KEY = "fake-test-key"
 API_SECRET = "fake-test-secret"

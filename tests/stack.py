@@ -12,7 +12,7 @@ from bot.app import build_dispatcher
 from bot.console import ConsoleChat, make_console_bot
 from bot.runtime import PaperRuntime
 from bot.settings import Settings
-from trading.config import TradingConfig
+from trading.domain.config import TradingConfig
 
 USER = 7
 

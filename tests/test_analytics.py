@@ -16,21 +16,21 @@ from bot.app import build_dispatcher
 from bot.console import ConsoleChat, keyboard_buttons, make_console_bot
 from bot.runtime import PaperRuntime
 from storage import Storage
-from trading.analytics import (
+from trading.app.analytics import (
     AnalyticsService,
     BlockerCount,
     MissedSymbol,
     SymbolBlockerCount,
     UnknownBot,
 )
-from trading.config import (
+from trading.domain.config import (
     BotProfile,
     RegimeRiskMultipliers,
     StrategyConfig,
     TradingConfig,
 )
-from trading.filters import FilterConfig
-from trading.models import Side, SignalEvaluation
+from trading.domain.filters import FilterConfig
+from trading.domain.models import Side, SignalEvaluation
 from trading.ports import ReplayClock
 
 H = 3_600_000

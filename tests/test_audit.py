@@ -14,8 +14,8 @@ import pytest
 from bot.runtime import PaperRuntime
 from storage import Storage
 from tests.stack import replayed
-from trading.audit import GENESIS, AuditEntry, canonical_json, chain, verify
-from trading.config import TradingConfig
+from trading.domain.audit import GENESIS, AuditEntry, canonical_json, chain, verify
+from trading.domain.config import TradingConfig
 
 DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
 END = DAY0 + 65 * 3_600_000  # 65 h of real 5m candles: trades, exits, open positions
@@ -238,7 +238,7 @@ async def test_a1_l1_audit_head_at_start_and_at_shutdown(tmp_path, data_dir):
     """L-1 build card: the head hash at start is the stored chain's head; at shutdown it is the
     head after everything the run recorded (the two differ when the run traded)."""
     from bot.runtime import audit_head
-    from trading.audit import GENESIS
+    from trading.domain.audit import GENESIS
 
     runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "p.db", data_dir=data_dir, end_ms=END)
     try:

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
-from trading.ccxt_exchange import CcxtExchange, map_ccxt_error, resolve_quote, unified_symbol
-from trading.errors import (
+from trading.adapters.ccxt_exchange import CcxtExchange, map_ccxt_error, resolve_quote, unified_symbol
+from trading.domain.errors import (
     ConfigError,
     DuplicateClientOrderId,
     ExchangeUnavailable,
@@ -19,10 +19,10 @@ from trading.errors import (
     RateLimited,
     TimestampOutOfSync,
 )
-from trading.marketdata import default_data_dir, load_candles, load_ccxt_markets, market_from_ccxt
-from trading.models import OrderLeg, OrderStatus, Side
-from trading.oms import bracket_order, entry_order
-from trading.order_gateway import OrderGateway
+from trading.adapters.marketdata import default_data_dir, load_candles, load_ccxt_markets, market_from_ccxt
+from trading.domain.models import OrderLeg, OrderStatus, Side
+from trading.domain.oms import bracket_order, entry_order
+from trading.adapters.order_gateway import OrderGateway
 
 XRP = "XRP/USDT:USDT"
 

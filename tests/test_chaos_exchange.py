@@ -30,14 +30,14 @@ from decimal import Decimal
 
 from bot.live import LiveRuntime
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
-from trading.ccxt_exchange import CcxtExchange
-from trading.config import TradingConfig
-from trading.errors import ExchangeError
-from trading.marketdata import default_data_dir
-from trading.models import OrderType, Side
-from trading.oms import client_order_id_prefix
+from trading.adapters.ccxt_exchange import CcxtExchange
+from trading.domain.config import TradingConfig
+from trading.domain.errors import ExchangeError
+from trading.adapters.marketdata import default_data_dir
+from trading.domain.models import OrderType, Side
+from trading.domain.oms import client_order_id_prefix
 from trading.ports import ReplayClock
-from trading.ws_feed import WEBSOCKET, HybridCandleFeed, make_ws_client
+from trading.adapters.ws_feed import WEBSOCKET, HybridCandleFeed, make_ws_client
 
 SEED = int(__import__("os").environ.get("CHAOS_SEED", "20250603"))
 STEPS = int(__import__("os").environ.get("CHAOS_STEPS", "2000"))

@@ -1,7 +1,7 @@
 """Chat layer (SPEC T-1..T-5, R-7): real Updates through a fresh Dispatcher, asserting on the
 Bot API requests recorded by the console transport (STYLE: aiogram's tests/mocked_bot.py).
 
-``FakeTradingService`` is an in-test double of ``trading.service.TradingService`` returning real
+``FakeTradingService`` is an in-test double of ``trading.app.service.TradingService`` returning real
 view objects; end-to-end tests on the real stack live elsewhere.
 """
 
@@ -29,10 +29,10 @@ from bot.app import BOT_COMMANDS, build_dispatcher
 from bot.console import ConsoleChat, ConsoleSession, keyboard_buttons, make_console_bot
 from bot.render import render_positions, split_text
 from keyboards.pause import PauseAllCb, PauseSymbolCb, pause_keyboard
-from trading.errors import ExchangeError, UnknownSymbol
-from trading.models import EquitySnapshot, ExitReason, Position, Side, TradingState
-from trading.reports import build_report
-from trading.views import PeriodReport, PositionView, Summary
+from trading.domain.errors import ExchangeError, UnknownSymbol
+from trading.domain.models import EquitySnapshot, ExitReason, Position, Side, TradingState
+from trading.domain.reports import build_report
+from trading.domain.views import PeriodReport, PositionView, Summary
 
 USER_ID = 42
 STRANGER_ID = 666
@@ -67,7 +67,7 @@ def closed_trade(n: int, symbol: str, pnl: str, reason: ExitReason) -> Position:
 
 
 class FakeTradingService:
-    """In-test double of ``trading.service.TradingService`` (same interface, real views)."""
+    """In-test double of ``trading.app.service.TradingService`` (same interface, real views)."""
 
     mode = "paper"
     quote = "USDT"
@@ -138,7 +138,7 @@ class FakeTradingService:
         (self.paused.add if paused else self.paused.discard)(symbol)
 
     async def daily_report(self, day: date | None = None) -> PeriodReport:
-        """A real report (trading.reports) over the given trades; None = DAY."""
+        """A real report (trading.domain.reports) over the given trades; None = DAY."""
         self.report_days.append(day)
         start = int(datetime(*(day or DAY).timetuple()[:3], tzinfo=timezone.utc).timestamp() * 1000)
         curve = [EquitySnapshot(start + i * 3_600_000, D(10000), D(10000) + D(i % 4)) for i in range(6)]
@@ -151,7 +151,7 @@ class FakeTradingService:
         """The real chart, rendered off the loop like the service does."""
         import asyncio
 
-        from trading.charts import render_report_chart
+        from trading.adapters.charts import render_report_chart
 
         return await asyncio.to_thread(render_report_chart, report)
 

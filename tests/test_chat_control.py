@@ -25,9 +25,9 @@ from keyboards.positions import positions_keyboard
 from tests import stack
 from tests.test_chat import position_view
 from tests.test_risk_chat import OPEN_END, RISK_END, two_bots
-from trading.models import OrderLeg
-from trading.playbooks import PLAYBOOKS
-from trading.service import CONFIRM_TTL_MS
+from trading.domain.models import OrderLeg
+from trading.domain.playbooks import PLAYBOOKS
+from trading.app.service import CONFIRM_TTL_MS
 
 USER, OTHER = 7, 8
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -364,7 +364,7 @@ async def test_t3_open_pages_five_positions_at_a_time(tmp_path):
 async def test_t3_analytics_lists_share_the_pager(tmp_path, data_dir):
     """T-3: /near and /topmissed page 10 lines at a time with the same pager as /open; the
     second page continues where the first stopped."""
-    from trading.analytics import AnalyticsService
+    from trading.app.analytics import AnalyticsService
 
     runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
     analytics = AnalyticsService(runtime.store, runtime.config, runtime.clock)

@@ -122,7 +122,7 @@ def test_b1_optiscalp_example_trades_every_bot(tmp_path, capsys):
     result is broken down per bot and per exit reason."""
     from pathlib import Path
 
-    from trading.config import load_trading_config
+    from trading.domain.config import load_trading_config
 
     example = Path(__file__).resolve().parent.parent / "examples" / "optiscalp.toml"
     bots = [b.name for b in load_trading_config(example).bots]

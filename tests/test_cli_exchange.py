@@ -10,8 +10,8 @@ import pytest
 
 from bot.cli import main
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
-from trading.marketdata import default_data_dir
-from trading.models import OrderType
+from trading.adapters.marketdata import default_data_dir
+from trading.domain.models import OrderType
 
 XRP = "XRP/USDT:USDT"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from bot.render import money, plain
 from bot.runtime import PaperRuntime
 from tests.stack import ask, replayed
-from trading.config import TradingConfig
-from trading.models import Side
+from trading.domain.config import TradingConfig
+from trading.domain.models import Side
 
 DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
 END = DAY0 + 65 * 3_600_000  # 65 h of real 5m candles: ends with two positions open

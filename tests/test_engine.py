@@ -8,21 +8,21 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.config import (
+from trading.domain.config import (
     AccountConfig,
     BotProfile,
     PaperConfig,
     RegimeRiskMultipliers,
     TradingConfig,
 )
-from trading.engine import Engine
-from trading.events import EventBuffer, SignalEvaluated
-from trading.filters import FilterConfig
-from trading.marketdata import default_data_dir, load_candles
-from trading.models import ExitReason, OrderLeg, OrderType, Side
+from trading.engine.core import Engine
+from trading.domain.events import EventBuffer, SignalEvaluated
+from trading.domain.filters import FilterConfig
+from trading.adapters.marketdata import default_data_dir, load_candles
+from trading.domain.models import ExitReason, OrderLeg, OrderType, Side
 from trading.ports import ReplayClock
-from trading.simulated import SimulatedExchange
-from trading.strategy import SignalCheck
+from trading.adapters.simulated import SimulatedExchange
+from trading.domain.strategy import SignalCheck
 
 SYMBOL = "XRP/USDT:USDT"
 # These tests follow orders and positions, not the F-4 safety layer: let every warm candle pass
@@ -358,9 +358,9 @@ async def test_e10_ladder_adds_within_caps_and_brackets_follow(markets):
     """E-10: with the ladder on, the position starts at the Z-3 base size, adds the first rung
     after ≥ 60 s while PnL ≥ the threshold, averages the entry and re-places the stop for the
     whole new size; Z-2's position cap stops the ladder (R-9: never beyond caps)."""
-    from trading.ladder import ladder_policy
-    from trading.profiles import base_position_size, symbol_multiplier
-    from trading.regime import Regime
+    from trading.domain.ladder import ladder_policy
+    from trading.domain.profiles import base_position_size, symbol_multiplier
+    from trading.domain.regime import Regime
 
     h = Harness(markets, ladder=True, timeout_minutes=0)
     await h.start()
@@ -486,7 +486,7 @@ async def test_z4_never_btc_below_500_equity_in_the_engine(markets):
 
 async def test_s12_choppy_regime_sizes_down(markets):
     """S-12 used by sizing: in a choppy regime the risk per trade is × 0.7 (never above 1)."""
-    from trading.regime import Regime
+    from trading.domain.regime import Regime
 
     h = Harness(markets, regime_risk=RegimeRiskMultipliers())
     await h.start()
@@ -503,10 +503,10 @@ async def test_o3_paper_limit_entries_at_the_close_fill_as_makers_or_expire(tmp_
     with the reason stored, and nothing of them is left on the simulated exchange."""
     from bot.runtime import PaperRuntime
     from tests.test_risk_chat import OPEN_END, two_bots
-    from trading.config import OrdersConfig
-    from trading.marketdata import load_candles
-    from trading.models import OrderLeg, OrderStatus, OrderType, Side
-    from trading.oms import limit_entry_price
+    from trading.domain.config import OrdersConfig
+    from trading.adapters.marketdata import load_candles
+    from trading.domain.models import OrderLeg, OrderStatus, OrderType, Side
+    from trading.domain.oms import limit_entry_price
 
     config = two_bots().model_copy(update={"orders": OrdersConfig(
         entry_order_style="limit", limit_entry_offset_pct=D("0.05"), limit_entry_timeout_s=600)})

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.exits import (
+from trading.domain.exits import (
     ExitAction,
     StepwiseConfig,
     apply_floor,
@@ -20,8 +20,8 @@ from trading.exits import (
     stepwise_action,
     timeout,
 )
-from trading.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
-from trading.models import Position, Side
+from trading.adapters.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
+from trading.domain.models import Position, Side
 
 RAW = load_ccxt_markets(default_data_dir())
 BTC = market_from_ccxt(RAW["BTC/USDT:USDT"])  # step 0.001, min qty 0.001

@@ -9,7 +9,7 @@ from decimal import Decimal as D
 import pytest
 from pydantic import ValidationError
 
-from trading.filters import (
+from trading.domain.filters import (
     FILTER_CHECKS,
     EntryLog,
     FilterConfig,
@@ -23,8 +23,8 @@ from trading.filters import (
     liquidity_floor,
     run_filters,
 )
-from trading.indicators import ATR
-from trading.marketdata import default_data_dir, load_candles
+from trading.domain.indicators import ATR
+from trading.adapters.marketdata import default_data_dir, load_candles
 
 CFG = FilterConfig()
 NOW = 1_750_000_000_000

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import talib
 
-from trading.errors import ConfigError
-from trading.indicators import ATR, EMA, MACD, RSI, SMA, IndicatorSet
-from trading.marketdata import default_data_dir, load_candles
+from trading.domain.errors import ConfigError
+from trading.domain.indicators import ATR, EMA, MACD, RSI, SMA, IndicatorSet
+from trading.adapters.marketdata import default_data_dir, load_candles
 
 SYMBOLS = ["BTC/USDT:USDT", "XRP/USDT:USDT"]
 N_CANDLES = 5_000

@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.ladder import (
+from trading.domain.ladder import (
     Addition,
     LadderDenied,
     LadderPolicy,
@@ -18,8 +18,8 @@ from trading.ladder import (
     ladder_policy,
     next_addition,
 )
-from trading.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
-from trading.precision import min_notional
+from trading.adapters.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
+from trading.domain.precision import min_notional
 
 RAW = load_ccxt_markets(default_data_dir())
 BTC = market_from_ccxt(RAW["BTC/USDT:USDT"])  # step 0.001, MIN_NOTIONAL 100
@@ -77,7 +77,7 @@ def test_e10_choppy_caps_three_additions_and_minus_1pct(profile, additions, min_
 
 
 def test_e10_policy_accepts_a_plain_regime_string_and_rejects_typos():
-    """SPEC E-10 / S-12: regime matched by value (works with trading.regime's enum too); typos fail."""
+    """SPEC E-10 / S-12: regime matched by value (works with trading.domain.regime's enum too); typos fail."""
     assert ladder_policy("large", "choppy") == ladder_policy("large", Regime.CHOPPY)
     with pytest.raises(ValueError):
         ladder_policy("lage", Regime.TRENDING)

@@ -20,9 +20,9 @@ from bot.runtime import PaperRuntime
 from bot.settings import Settings, load_settings
 from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from tests.test_notifier import FakeTime
-from trading.config import TradingConfig
-from trading.errors import ConfigError
-from trading.models import ExitReason
+from trading.domain.config import TradingConfig
+from trading.domain.errors import ConfigError
+from trading.domain.models import ExitReason
 
 USER = 4242
 TOKEN = "123456:TEST-TOKEN"
@@ -73,7 +73,7 @@ async def test_l2_a_crash_in_the_trading_loop_is_reported_in_chat_and_exits_1(fa
     """An exception inside the replay (here injected into the engine after some candles) stops
     the bot: the chat gets the error type without secrets, then the summary and the shutdown
     message; _run_telegram returns 1."""
-    from trading.engine import Engine
+    from trading.engine.core import Engine
 
     runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "c.db", data_dir=data_dir,
                                        end_ms=DAY0 + 12 * HOUR)

@@ -9,11 +9,11 @@ import pytest
 
 from bot.live import LiveRuntime
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
-from trading.ccxt_exchange import CcxtExchange
-from trading.config import TradingConfig
-from trading.marketdata import default_data_dir
-from trading.models import OrderType, Side
-from trading.oms import client_order_id_prefix
+from trading.adapters.ccxt_exchange import CcxtExchange
+from trading.domain.config import TradingConfig
+from trading.adapters.marketdata import default_data_dir
+from trading.domain.models import OrderType, Side
+from trading.domain.oms import client_order_id_prefix
 from trading.ports import ReplayClock
 
 XRP = "XRP/USDT:USDT"
@@ -163,10 +163,10 @@ async def test_a1_l3_live_restart_reconciliation_and_fills_are_audited(fake, tmp
 async def test_s2_rest_feed_processes_each_closed_candle_once_with_replay_state(tmp_path):
     """S-2 REST polling: warm-up, catch-up after missed polls, no candle twice, retried reads;
     the market state equals the one the replay path builds from the same bundled candles."""
-    from trading.engine import Engine
-    from trading.events import EventBuffer
-    from trading.live_feed import RestCandleFeed
-    from trading.marketdata import load_candles
+    from trading.engine.core import Engine
+    from trading.domain.events import EventBuffer
+    from trading.adapters.rest_feed import RestCandleFeed
+    from trading.adapters.marketdata import load_candles
 
     fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=400)
     await fake.start()

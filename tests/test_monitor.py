@@ -10,8 +10,8 @@ from bot.runtime import PaperRuntime
 from keyboards.playbook import PlaybookCb, alert_keyboard
 from tests import stack
 from tests.test_risk_chat import OPEN_END, two_bots
-from trading.monitor import MINUTE_MS, MonitorSnapshot, WatchedPosition, detect, diff
-from trading.playbooks import PLAYBOOKS, SAFE_ACTIONS, find_playbook
+from trading.domain.monitor import MINUTE_MS, MonitorSnapshot, WatchedPosition, detect, diff
+from trading.domain.playbooks import PLAYBOOKS, SAFE_ACTIONS, find_playbook
 
 NOW = 1_748_908_800_000 + 10 * 3_600_000
 QUIET = MonitorSnapshot(now_ms=NOW, daily_loss_pct=D(0), sl_streaks={"A": 0}, positions=(), recent_errors=0,
@@ -148,7 +148,7 @@ async def test_m1_log_errors_alert_reaches_chat_with_its_playbook_button(tmp_pat
 def test_m1_feed_is_stale_when_prices_stop_while_the_feed_should_run():
     """M-1 feed stale: the market clock stuck for 3 min of wall time while feeding → stale; a
     new price clears it; a finished replay (not feeding) is never stale."""
-    from trading.monitor import FeedWatch
+    from trading.domain.monitor import FeedWatch
 
     watch = FeedWatch()
     assert watch.observe(1000, 0, True) is False
@@ -162,7 +162,7 @@ async def test_m1_minute_pass_alerts_a_stuck_replay_feed_once(tmp_path, data_dir
     """M-1 through the minute job: a replay that should be feeding but whose clock stopped
     raises FEED_STALE once, linked to the websocket-down playbook."""
     from bot.monitor_job import monitor_pass
-    from trading.monitor import FeedWatch
+    from trading.domain.monitor import FeedWatch
 
     runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
     try:

@@ -22,9 +22,9 @@ from bot.notifier import Notifier
 from bot.runtime import PaperRuntime
 from storage import Storage
 from tests.fake_telegram import FakeTelegram, fake  # noqa: F401 - the fixture
-from trading.config import TradingConfig
-from trading.events import Alert, OrderUpdated, PositionChanged, RiskStateChanged
-from trading.models import (
+from trading.domain.config import TradingConfig
+from trading.domain.events import Alert, OrderUpdated, PositionChanged, RiskStateChanged
+from trading.domain.models import (
     ExitReason,
     Order,
     OrderLeg,

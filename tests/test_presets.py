@@ -6,12 +6,12 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.config import (
+from trading.domain.config import (
     BotProfile,
     StrategyConfig,
     load_trading_config,
 )
-from trading.presets import effective_limits, pair_allowed
+from trading.domain.presets import effective_limits, pair_allowed
 
 PROFILE = BotProfile()
 
@@ -78,7 +78,7 @@ async def test_z4_summary_shows_the_presets_sl_streak_limit(tmp_path, data_dir):
     """R-2 / Z-4: /summary shows the streak limit the preset applies (3 in scaling), not the
     profile's default 2."""
     from bot.runtime import PaperRuntime
-    from trading.config import TradingConfig
+    from trading.domain.config import TradingConfig
 
     config = TradingConfig(preset="scaling")
     runtime = await PaperRuntime.build(config=config, db_path=tmp_path / "s.db", data_dir=data_dir,

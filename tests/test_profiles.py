@@ -6,7 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.profiles import (
+from trading.domain.profiles import (
     BALANCE_PROFILES,
     SYMBOL_MULTIPLIERS,
     balance_profile,

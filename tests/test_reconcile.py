@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bot.runtime import PaperRuntime
 from tests.stack import replayed
-from trading.config import TradingConfig
-from trading.models import OrderLeg
+from trading.domain.config import TradingConfig
+from trading.domain.models import OrderLeg
 
 DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
 END = DAY0 + 65 * 3_600_000  # the window ends with two positions open, brackets resting
@@ -143,7 +143,7 @@ async def test_l3_o5_entry_filled_while_down_is_booked_and_gets_its_brackets(tmp
     """Crash between entry and brackets: the exchange filled the entry while the bot was down.
     The restart's reconciliation books that fill at the exchange's price, opens the position
     and places its stop before anything else (O-5 "fills missed while down are booked")."""
-    from trading.reconcile import reconcile
+    from trading.app.reconcile import reconcile
 
     probe = await replayed(tmp_path / "probe.db", data_dir, END)
     signal_ms = next(r.ts for r in await probe.store.audit.list() if r.action == "RISK_ALLOWED")

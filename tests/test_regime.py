@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trading.errors import ConfigError
-from trading.marketdata import default_data_dir, load_candles
-from trading.regime import Regime, RegimeDetector
+from trading.domain.errors import ConfigError
+from trading.adapters.marketdata import default_data_dir, load_candles
+from trading.domain.regime import Regime, RegimeDetector
 
 WEEK_5M = 7 * 24 * 12
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal as D
 
-from trading.risk import RiskContext, RiskGuard, check_data
+from trading.domain.risk import RiskContext, RiskGuard, check_data
 
 BASE = RiskContext(
     bot="main", symbol="BTC/USDT:USDT", hour_utc=12, price=D(100000), equity=D(1000),

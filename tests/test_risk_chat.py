@@ -15,11 +15,11 @@ from bot.app import BOT_COMMANDS
 from bot.render import COMMANDS, money, pct, render_risk
 from bot.runtime import PaperRuntime
 from tests import stack
-from trading.config import BotProfile, TradingConfig
-from trading.models import ZERO, TradingState
-from trading.presets import effective_limits
-from trading.risk import daily_loss_pct
-from trading.views import BotRisk, RiskReport, SymbolRisk
+from trading.domain.config import BotProfile, TradingConfig
+from trading.domain.models import ZERO, TradingState
+from trading.domain.presets import effective_limits
+from trading.domain.risk import daily_loss_pct
+from trading.domain.views import BotRisk, RiskReport, SymbolRisk
 
 DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
 HOUR = 3_600_000

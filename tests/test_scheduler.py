@@ -18,7 +18,7 @@ from bot.runtime import PaperRuntime
 from bot.scheduler import DailyReport, Jobs, ReplayDayBoundary, day_bounds
 from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from tests.test_notifier import FakeTime
-from trading.config import TradingConfig
+from trading.domain.config import TradingConfig
 
 CHAT = 4242
 DAY0 = 1_748_908_800_000  # 2025-06-03 00:00 UTC, the first bundled candle

@@ -7,10 +7,10 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.errors import OrderRejected
-from trading.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType
+from trading.domain.errors import OrderRejected
+from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType
 from trading.ports import ReplayClock
-from trading.simulated import SimulatedExchange
+from trading.adapters.simulated import SimulatedExchange
 
 SYMBOL = "XRP/USDT:USDT"
 

@@ -6,9 +6,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.errors import PrecisionError
-from trading.precision import check_order_size, floor_amount, floor_price, min_notional
-from trading.sizing import SizingRejected, equity_tier, size_position
+from trading.domain.errors import PrecisionError
+from trading.domain.precision import check_order_size, floor_amount, floor_price, min_notional
+from trading.domain.sizing import SizingRejected, equity_tier, size_position
 
 
 def _size(market, **overrides):

@@ -11,8 +11,8 @@ import pytest
 
 from storage import SCHEMA_VERSION, Database, Storage, StorageError
 from storage.migrations import MIGRATIONS
-from trading.errors import OptiFlowError
-from trading.models import (
+from trading.domain.errors import OptiFlowError
+from trading.domain.models import (
     Account,
     EquitySnapshot,
     ExitReason,

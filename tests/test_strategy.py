@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from trading.config import StrategyConfig
-from trading.models import Side
-from trading.strategy import ATR, MACD, RSI, TREND, VOLUME, ScalpingV1
+from trading.domain.config import StrategyConfig
+from trading.domain.models import Side
+from trading.domain.strategy import ATR, MACD, RSI, TREND, VOLUME, ScalpingV1
 
 STRATEGY = ScalpingV1(StrategyConfig())
 # Neutral market: RSI 50, histogram flat positive, average volume, tiny ATR, price at the EMA.

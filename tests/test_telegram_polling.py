@@ -17,7 +17,7 @@ from bot.cli import make_telegram_bot
 from bot.runtime import PaperRuntime
 from bot.settings import Settings
 from tests.fake_telegram import fake  # noqa: F401 - the fixture
-from trading.config import TradingConfig
+from trading.domain.config import TradingConfig
 
 ALLOWED, STRANGER = 4242, 666
 DAY0 = 1_748_908_800_000

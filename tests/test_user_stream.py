@@ -14,10 +14,10 @@ import pytest
 from bot.live import LiveRuntime
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from tests.test_live_runtime import ours, xrp_config
-from trading.ccxt_exchange import CcxtExchange
-from trading.marketdata import default_data_dir
-from trading.models import OrderType, Side
-from trading.ws_feed import make_ws_client
+from trading.adapters.ccxt_exchange import CcxtExchange
+from trading.adapters.marketdata import default_data_dir
+from trading.domain.models import OrderType, Side
+from trading.adapters.ws_feed import make_ws_client
 
 XRP = "XRP/USDT:USDT"
 

@@ -10,12 +10,12 @@ import pytest
 
 from tests.fake_binance import FakeBinance
 from tests.test_live_runtime import XRP, build, xrp_config
-from trading.engine import Engine
-from trading.events import EventBuffer
-from trading.live_feed import RestCandleFeed
-from trading.marketdata import default_data_dir, load_candles
+from trading.engine.core import Engine
+from trading.domain.events import EventBuffer
+from trading.adapters.rest_feed import RestCandleFeed
+from trading.adapters.marketdata import default_data_dir, load_candles
 from trading.ports import ReplayClock
-from trading.ws_feed import HybridCandleFeed, make_ws_client
+from trading.adapters.ws_feed import HybridCandleFeed, make_ws_client
 
 START = 400  # the bundled XRP 1m candle the fake starts at (300 warm-up candles before it)
 KLINES = "GET /fapi/v1/klines"

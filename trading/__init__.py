@@ -1,2 +1,3 @@
-"""OptiFlow trading core: models, indicators, strategy, sizing, RiskGuard, OMS, exits, engine,
-simulated exchange, reports. Never imports aiogram (a test enforces it)."""
+"""OptiFlow trading core, in rings whose imports point inward (``../shared/ARCHITECTURE.md``):
+``domain`` (pure) ← ``ports`` ← ``engine`` ← ``adapters`` / ``app``. Never imports aiogram,
+storage or the chat layers (``tests/test_architecture.py`` enforces each arrow)."""

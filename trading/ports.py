@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Protocol
 
-from trading.models import Market, Order
+from trading.domain.models import Market, Order
 
 
 class Clock(Protocol):
@@ -32,8 +32,8 @@ class ReplayClock:
 class ExchangePort(Protocol):
     """What the engine needs from an exchange (Binance USDⓈ-M semantics, one-way mode).
 
-    Amounts in contracts, prices in quote, balance in quote. Errors: ``trading.errors.OrderRejected``
-    for business rejections (never retried), ``trading.errors.ExchangeError`` otherwise.
+    Amounts in contracts, prices in quote, balance in quote. Errors: ``trading.domain.errors.OrderRejected``
+    for business rejections (never retried), ``trading.domain.errors.ExchangeError`` otherwise.
     """
 
     async def load_markets(self) -> dict[str, Market]:

@@ -1,0 +1,470 @@
+"""The real exchange behind ``trading.ports.ExchangePort``: ccxt's async client (SPEC S-1, S-3, S-4).
+
+One ccxt instance per process (ccxt manual): ``load_markets()`` once, ``close()`` on shutdown,
+``enableRateLimit`` on, ``maxRetriesOnFailure`` 0 (retries are ours, SPEC O-4, in
+``trading.adapters.order_gateway``). Symbols are ccxt unified symbols; amounts are contracts
+(notional = contracts × contractSize × price, contractSize is ctVal on OKX). ccxt errors are mapped
+to ``trading.domain.errors`` types at this boundary, in the order STYLE.md gives: OrderNotFound before
+InvalidOrder; RateLimitExceeded and DDoSProtection both become :class:`RateLimited`;
+InsufficientFunds is a business rejection. Secrets never appear in messages.
+
+Binance USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET, TAKE_PROFIT) go through Binance's algo
+order service (ccxt 4.5 routes them there by the trigger price); this adapter remembers which
+client order ids are conditional so it can look them up and cancel them on the right endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+import ccxt.async_support as ccxt_async
+from ccxt.base import errors as ccxt_errors
+
+from trading.domain.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    DuplicateClientOrderId,
+    ExchangeError,
+    ExchangeUnavailable,
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+    RequestTimedOut,
+    TimestampOutOfSync,
+    UnknownSymbol,
+)
+from trading.adapters.marketdata import market_from_ccxt
+from trading.domain.models import Candle, Market, Order, OrderLeg, OrderSide, OrderStatus, OrderType
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["demo", "live"]
+EXCHANGE_IDS = {"binanceusdm": "binanceusdm", "binance": "binanceusdm", "okx": "okx"}
+_STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.CLOSED, "canceled": OrderStatus.CANCELED,
+           "expired": OrderStatus.REJECTED, "rejected": OrderStatus.REJECTED}
+_BUSINESS_CODES = ("-2019", "-2021", "-2022", "-4164", "-1111", "-4003", "-4005", "-1116", "-4120", "-2027", "-2028")
+_LEGS = {leg.value.replace(".", "")[:5]: leg for leg in OrderLeg}
+
+
+def resolve_quote(mode: str, configured: str | None) -> str:
+    """SPEC S-4: the configured quote coin wins; otherwise USDC perps in live and USDT in demo
+    (demo environments list USDT-margined markets)."""
+    if configured:
+        return configured.upper()
+    return "USDC" if mode == "live" else "USDT"
+
+
+def unified_symbol(base_or_symbol: str, quote: str) -> str:
+    """``XRP`` → ``XRP/<quote>:<quote>`` (a linear perpetual); a full unified symbol is kept."""
+    if "/" in base_or_symbol:
+        return base_or_symbol
+    return f"{base_or_symbol.upper()}/{quote}:{quote}"
+
+
+def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> ExchangeError:
+    """Translate a ccxt exception into our error types (STYLE: specific before general).
+
+    Args:
+        exc: what ccxt raised; retry_after_s: the Retry-After header of the reply, if any.
+    Returns:
+        The ``trading.domain.errors`` exception to raise (the text is the exchange's, without secrets).
+    """
+    text = str(exc)
+    if isinstance(exc, ccxt_errors.OrderNotFound):
+        return OrderNotFound(text)
+    if "-4116" in text or isinstance(exc, ccxt_errors.DuplicateOrderId):
+        return DuplicateClientOrderId(text)
+    if isinstance(exc, ccxt_errors.InvalidOrder | ccxt_errors.InsufficientFunds | ccxt_errors.BadSymbol):
+        return OrderRejected(text)
+    if isinstance(exc, ccxt_errors.RateLimitExceeded | ccxt_errors.DDoSProtection):
+        return RateLimited(text, retry_after_s if retry_after_s is not None else 1.0)
+    if isinstance(exc, ccxt_errors.InvalidNonce) or "-1021" in text:
+        return TimestampOutOfSync(text)
+    if isinstance(exc, ccxt_errors.RequestTimeout):
+        return RequestTimedOut(text)
+    if isinstance(exc, ccxt_errors.AuthenticationError):
+        return AuthenticationFailed(text)
+    if isinstance(exc, ccxt_errors.OperationFailed):  # NetworkError, ExchangeNotAvailable, 5xx
+        return ExchangeUnavailable(text)
+    if any(code in text for code in _BUSINESS_CODES):
+        return OrderRejected(text)
+    return ExchangeError(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangePosition:
+    """A position as the exchange reports it: signed contracts (+long/−short), entry price and
+    mark price in quote, leverage and margin mode."""
+
+    symbol: str
+    contracts: Decimal
+    entry_price: Decimal
+    mark_price: Decimal | None
+    leverage: int | None
+    margin_mode: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeTrade:
+    """One fill as the exchange reports it (``fetch_my_trades``): amounts in contracts, price and
+    fee in quote, time epoch ms UTC."""
+
+    trade_id: str
+    client_order_id: str | None
+    order_id: str
+    symbol: str
+    side: OrderSide
+    amount: Decimal
+    price: Decimal
+    fee: Decimal
+    timestamp: int
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+class CcxtExchange:
+    """ExchangePort over ccxt (SPEC S-1 demo/live, S-3, S-4).
+
+    Args:
+        exchange_id: ``binanceusdm`` (first) or ``okx`` (swaps; mapped, not tested here);
+        mode: ``demo`` (Binance futures demo trading, ccxt ``enable_demo_trading``) or ``live``;
+        api_key / secret / password: plain strings taken from SecretStr at the composition root;
+        api_base: test/self-hosted base URL replacing every REST URL (loopback fake in tests);
+        stop_working_type: ``MARK_PRICE`` or ``CONTRACT_PRICE`` for stops (SPEC O-3);
+        timeout_ms: per-request timeout; quote: the quote / settle coin (SPEC S-4, see
+        :func:`resolve_quote`); rate_limit_ms: ccxt's ``rateLimit`` (ms per unit of request
+        weight; None keeps ccxt's exchange default — tests against the loopback fake lower it).
+    Raises:
+        ConfigError: unknown exchange, or sandbox mode requested for Binance futures.
+    """
+
+    def __init__(
+        self,
+        *,
+        exchange_id: str = "binanceusdm",
+        mode: Mode = "demo",
+        api_key: str | None = None,
+        secret: str | None = None,
+        password: str | None = None,
+        api_base: str | None = None,
+        sandbox: bool = False,
+        stop_working_type: str = "MARK_PRICE",
+        timeout_ms: int = 10_000,
+        quote: str = "USDT",
+        rate_limit_ms: int | None = None,
+        client: Any | None = None,
+    ) -> None:
+        resolved = EXCHANGE_IDS.get(exchange_id)
+        if resolved is None:
+            raise ConfigError(f"exchange: {exchange_id!r} is not supported (binanceusdm, okx)")
+        if sandbox and resolved == "binanceusdm":
+            raise ConfigError(
+                "exchange: Binance futures has no sandbox any more (ccxt set_sandbox_mode is refused); "
+                "use mode 'demo' (Binance demo trading) instead"
+            )
+        self.exchange_id = resolved
+        self.mode = mode
+        self.stop_working_type = stop_working_type
+        self.quote = quote
+        options: dict[str, Any] = {"defaultType": "swap"}
+        if resolved == "binanceusdm":
+            options.update(fetchCurrencies=False, warnOnFetchOpenOrdersWithoutSymbol=False)
+        config: dict[str, Any] = {
+            "enableRateLimit": True, "timeout": timeout_ms, "options": options,
+        }
+        if rate_limit_ms is not None:
+            config["rateLimit"] = rate_limit_ms  # ms per request weight (ccxt's throttle stays on)
+        if api_key:
+            config["apiKey"] = api_key
+        if secret:
+            config["secret"] = secret
+        if password:
+            config["password"] = password
+        self.client = client or getattr(ccxt_async, resolved)(config)
+        self.client.maxRetriesOnFailure = 0
+        if mode == "demo" and resolved == "binanceusdm":
+            self.client.enable_demo_trading(True)
+        elif mode == "demo" and resolved == "okx":
+            self.client.set_sandbox_mode(True)  # OKX demo trading is its sandbox header
+        if api_base:
+            self.client.urls["api"] = {key: rebase_url(url, api_base) for key, url in self.client.urls["api"].items()}
+        self._markets: dict[str, Market] = {}
+        self._conditional: dict[str, bool] = {}  # client order id → placed as a conditional order
+        self._top_of_book: dict[str, tuple[Decimal, Decimal]] = {}
+
+    # ----------------------------------------------------------- lifecycle
+    async def close(self) -> None:
+        """Close the ccxt HTTP session (call once on shutdown)."""
+        await self.client.close()
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.client, method)(*args, **kwargs)
+        except ccxt_errors.BaseError as exc:
+            headers = getattr(self.client, "last_response_headers", None) or {}
+            retry_after = headers.get("Retry-After") or headers.get("retry-after")
+            mapped = map_ccxt_error(exc, float(retry_after) if retry_after else None)
+            raise mapped from None
+
+    # ---------------------------------------------------------------- port
+    async def load_markets(self) -> dict[str, Market]:
+        """Market rules per unified symbol (ccxt ``load_markets``, once; later calls use the cache)."""
+        if not self._markets:
+            raw = await self._call("load_markets")
+            self._markets = {s: market_from_ccxt(m) for s, m in raw.items() if m.get("swap") and m.get("linear")}
+        return dict(self._markets)
+
+    def market(self, symbol: str) -> Market:
+        """The rules of ``symbol``. Raises UnknownSymbol when the exchange does not list it."""
+        market = self._markets.get(symbol)
+        if market is None:
+            raise UnknownSymbol(f"{symbol} is not a linear perpetual on {self.exchange_id}")
+        return market
+
+    async def load_time_difference(self) -> None:
+        """Resync the local clock offset with the exchange (after -1021, SPEC O-4)."""
+        await self._call("load_time_difference")
+
+    async def set_leverage(self, symbol: str, leverage: int) -> None:
+        """Set leverage (×) for ``symbol``."""
+        await self._call("set_leverage", leverage, symbol)
+
+    async def set_margin_mode(self, symbol: str, margin_mode: str) -> None:
+        """Set ``cross`` or ``isolated`` margin on ``symbol``; "no need to change" is success."""
+        try:
+            await self._call("set_margin_mode", margin_mode, symbol)
+        except ExchangeError as exc:
+            if "-4046" not in exc.reason and "No need to change" not in exc.reason:
+                raise
+
+    async def fetch_position_mode(self, symbol: str | None = None) -> bool:
+        """True when the account is in hedge (dual-side) mode; the bot needs one-way (O-7)."""
+        result = await self._call("fetch_position_mode", symbol)
+        return bool(result.get("hedged"))
+
+    async def fetch_balance(self) -> Decimal:
+        """Wallet balance (realised) of the quote coin, in quote."""
+        balance = await self._call("fetch_balance")
+        total = (balance.get(self.quote) or {}).get("total")
+        return _dec(total) or Decimal(0)
+
+    async def create_order(self, order: Order) -> Order:
+        """Place ``order`` under its client order id (SPEC O-2); brackets are reduce-only
+        conditional orders with ``workingType`` (SPEC O-3).
+
+        Raises:
+            OrderRejected (DuplicateClientOrderId for -4116), RateLimited, TimestampOutOfSync,
+            RequestTimedOut, ExchangeUnavailable, ExchangeError.
+        """
+        self.market(order.symbol)  # UnknownSymbol before anything is sent
+        amount = self.client.amount_to_precision(order.symbol, str(order.amount))
+        params: dict[str, Any] = {"clientOrderId": order.client_order_id}
+        if order.reduce_only:
+            params["reduceOnly"] = True
+        conditional = order.type not in (OrderType.MARKET, OrderType.LIMIT)
+        price = None
+        if order.type is OrderType.LIMIT:  # O-3 limit entry: rests on the book until filled or cancelled
+            assert order.price is not None
+            price = self.client.price_to_precision(order.symbol, str(order.price))
+            params["timeInForce"] = "GTC"
+        if conditional:
+            assert order.trigger_price is not None
+            params["triggerPrice"] = self.client.price_to_precision(order.symbol, str(order.trigger_price))
+            params["workingType"] = self.stop_working_type
+            if order.type is OrderType.STOP_MARKET:
+                params["priceProtect"] = True
+            if order.type is OrderType.TAKE_PROFIT:  # O-3 tp_order_style "limit": the limit is the target
+                price = params["triggerPrice"]
+                params["timeInForce"] = "GTC"
+        self._conditional[order.client_order_id] = conditional
+        raw = await self._call("create_order", order.symbol, order.type.value.lower() if not conditional
+                               else order.type.value, order.side.value, amount, price, params)
+        return self._merge(order, raw)
+
+    async def fetch_order(self, client_order_id: str, symbol: str) -> Order:
+        """The order with this client order id (plain or conditional).
+
+        Raises:
+            OrderNotFound: the exchange does not know it (it was never accepted).
+        """
+        for conditional in self._kinds(client_order_id):
+            params: dict[str, Any] = {"clientOrderId": client_order_id}
+            if conditional:
+                params["trigger"] = True
+            try:
+                raw = await self._call("fetch_order", None, symbol, params)
+            except OrderNotFound:
+                continue
+            self._conditional[client_order_id] = conditional
+            order = self.parse_order(raw)
+            actual = (raw.get("info") or {}).get("actualOrderId")
+            if conditional and actual and order.filled == 0:
+                # A triggered conditional order became a market order of its own (Binance algo
+                # service): its fill is read there.
+                executed = self.parse_order(await self._call("fetch_order", str(actual), symbol))
+                status = OrderStatus.CLOSED if executed.status is OrderStatus.CLOSED else order.status
+                order = replace(order, status=status, filled=executed.filled, average=executed.average,
+                                updated_ms=executed.updated_ms or order.updated_ms)
+            return order
+        raise OrderNotFound(f"{symbol}: order {client_order_id} does not exist")
+
+    async def cancel_order(self, client_order_id: str, symbol: str) -> Order:
+        """Cancel an open order by client order id; returns it canceled.
+
+        Raises:
+            OrderNotFound: unknown or no longer open (Binance -2011).
+        """
+        for conditional in self._kinds(client_order_id):
+            params: dict[str, Any] = {"clientOrderId": client_order_id}
+            if conditional:
+                params["trigger"] = True
+            try:
+                await self._call("cancel_order", None, symbol, params)
+            except OrderNotFound:
+                continue
+            return Order(client_order_id=client_order_id, bot="", symbol=symbol, side=OrderSide.BUY,
+                         type=OrderType.STOP_MARKET if conditional else OrderType.MARKET,
+                         leg=_leg(client_order_id), amount=Decimal(0), reduce_only=True, created_ms=0,
+                         status=OrderStatus.CANCELED)
+        raise OrderNotFound(f"{symbol}: Unknown order sent ({client_order_id})")
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Open orders (plain and conditional), optionally of one symbol."""
+        plain = await self._call("fetch_open_orders", symbol)
+        algo = await self._call("fetch_open_orders", symbol, None, None, {"trigger": True})
+        orders = [self.parse_order(r) for r in plain] + [self.parse_order(r, conditional=True) for r in algo]
+        return [o for o in orders if o.status is OrderStatus.OPEN]
+
+    async def fetch_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Open positions as the port defines them (``ExchangePort.fetch_positions``, SPEC O-5,
+        L-3): symbol → (signed contracts, +long/−short; entry price in quote)."""
+        return {p.symbol: (p.contracts, p.entry_price) for p in await self.fetch_position_details()}
+
+    async def fetch_position_details(self) -> list[ExchangePosition]:
+        """Open positions (non-zero) of the account, one-way mode, with mark price, leverage and
+        margin mode."""
+        raw = await self._call("fetch_positions")
+        positions = []
+        for p in raw:
+            contracts = _dec(p.get("contracts")) or Decimal(0)
+            if contracts == 0 or p.get("symbol") not in self._markets:
+                continue
+            signed = contracts if p.get("side") == "long" else -contracts
+            positions.append(ExchangePosition(
+                p["symbol"], signed, _dec(p.get("entryPrice")) or Decimal(0), _dec(p.get("markPrice")),
+                int(p["leverage"]) if p.get("leverage") else None, p.get("marginMode"),
+            ))
+        return positions
+
+    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[ExchangeTrade]:
+        """Fills of ``symbol`` since ``since_ms`` (epoch ms UTC), oldest first."""
+        raw = await self._call("fetch_my_trades", symbol, since_ms)
+        return [
+            ExchangeTrade(str(t["id"]), t.get("clientOrderId"), str(t.get("order")), t["symbol"],
+                          OrderSide(t["side"]), Decimal(str(t["amount"])), Decimal(str(t["price"])),
+                          Decimal(str((t.get("fee") or {}).get("cost") or 0)), int(t["timestamp"]))
+            for t in raw
+        ]
+
+    async def fetch_key_permissions(self) -> dict[str, bool]:
+        """What the API key may do (Binance ``sapi/v1/account/apiRestrictions``; in demo mode the
+        futures account's ``canTrade``). Keys: ``read``, ``futures``, ``withdrawals``."""
+        if self.exchange_id == "binanceusdm" and self.mode == "live":
+            raw = await self._call("sapi_get_account_apirestrictions")
+            return {"read": bool(raw.get("enableReading")), "futures": bool(raw.get("enableFutures")),
+                    "withdrawals": bool(raw.get("enableWithdrawals"))}
+        if self.exchange_id == "binanceusdm":
+            raw = await self._call("fapiprivatev3_get_account")
+            return {"read": True, "futures": bool(raw.get("canTrade")), "withdrawals": bool(raw.get("canWithdraw"))}
+        await self._call("fetch_balance")
+        return {"read": True, "futures": True, "withdrawals": False}
+
+    async def refresh_top_of_book(self, symbols: list[str]) -> None:
+        """Fetch bid/ask of ``symbols`` (``fetch_bids_asks``) for :meth:`spread_pct`."""
+        raw = await self._call("fetch_bids_asks", symbols)
+        for symbol, t in raw.items():
+            if t.get("bid") and t.get("ask"):
+                self._top_of_book[symbol] = (Decimal(str(t["bid"])), Decimal(str(t["ask"])))
+
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        """The last ``limit`` candles of ``symbol`` (open time epoch ms UTC, prices in quote,
+        volume in contracts), oldest first; the last one may still be forming."""
+        rows = await self._call("fetch_ohlcv", symbol, timeframe, None, limit)
+        return [Candle(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])) for r in rows]
+
+    async def fetch_last_price(self, symbol: str) -> Decimal:
+        """Last traded price of ``symbol`` in quote."""
+        ticker = await self._call("fetch_ticker", symbol)
+        return Decimal(str(ticker["last"]))
+
+    def spread_pct(self, symbol: str, price: float) -> float | None:
+        """Bid/ask spread in % of mid from the last :meth:`refresh_top_of_book`, or None."""
+        book = self._top_of_book.get(symbol)
+        if book is None:
+            return None
+        bid, ask = book
+        mid = (bid + ask) / 2
+        return float((ask - bid) / mid * 100) if mid > 0 else None
+
+    # ------------------------------------------------------------ parsing
+    def _kinds(self, client_order_id: str) -> tuple[bool, ...]:
+        known = self._conditional.get(client_order_id)
+        if known is not None:
+            return (known,)
+        leg = _leg(client_order_id)
+        guess = leg in (OrderLeg.STOP_LOSS, OrderLeg.TP1, OrderLeg.TP2, OrderLeg.TP3)
+        return (guess, not guess)
+
+    def parse_order(self, raw: dict, conditional: bool | None = None) -> Order:
+        """A ccxt order dict → our :class:`Order` (bot unknown: "")."""
+        info = raw.get("info") or {}
+        kind = (info.get("type") or info.get("orderType") or raw.get("type") or "MARKET").upper()
+        try:
+            order_type = OrderType(kind)
+        except ValueError:
+            order_type = OrderType.MARKET
+        cid = raw.get("clientOrderId") or ""
+        status = _STATUS.get(raw.get("status") or "", OrderStatus.OPEN)
+        if info.get("algoStatus") in ("TRIGGERED", "FINISHED") and not info.get("actualOrderId"):
+            status = OrderStatus.CLOSED
+        elif info.get("algoStatus") in ("TRIGGERED", "FINISHED", "TRIGGERING"):
+            status = OrderStatus.OPEN  # until the market order it became is read (fetch_order)
+        if conditional is not None:
+            self._conditional[cid] = conditional
+        return Order(
+            client_order_id=cid, bot="", symbol=raw["symbol"], side=OrderSide(raw["side"]), type=order_type,
+            leg=_leg(cid), amount=_dec(raw.get("amount")) or Decimal(0), reduce_only=bool(raw.get("reduceOnly")),
+            created_ms=int(raw.get("timestamp") or 0), status=status,
+            trigger_price=_dec(raw.get("triggerPrice")), filled=_dec(raw.get("filled")) or Decimal(0),
+            average=_dec(raw.get("average")) or None, updated_ms=int(raw.get("lastUpdateTimestamp") or 0),
+            price=_dec(raw.get("price")) if order_type is OrderType.LIMIT else None,
+        )
+
+    def _merge(self, order: Order, raw: dict) -> Order:
+        parsed = self.parse_order(raw)
+        return replace(order, status=parsed.status, filled=parsed.filled, average=parsed.average,
+                       updated_ms=parsed.updated_ms or order.created_ms)
+
+
+def _leg(client_order_id: str) -> OrderLeg:
+    """The order leg encoded at the end of our client order ids (``…-sl1`` → stop-loss)."""
+    tag = client_order_id.rsplit("-", 1)[-1]
+    for key in sorted(_LEGS, key=len, reverse=True):
+        if tag.startswith(key):
+            return _LEGS[key]
+    return OrderLeg.ENTRY
+
+
+def rebase_url(url: Any, base: str) -> Any:
+    """Replace scheme://host of a ccxt API URL with ``base`` (keeping the path)."""
+    if not isinstance(url, str):
+        return url
+    scheme_end = url.find("://")
+    path_start = url.find("/", scheme_end + 3) if scheme_end >= 0 else -1
+    path = url[path_start:] if path_start >= 0 else ""
+    return base.rstrip("/") + path

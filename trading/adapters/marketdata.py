@@ -1,0 +1,142 @@
+"""Loading of the bundled real Binance data: candles, funding events and market rules.
+
+File formats are those of ``data/README.md`` (gzip CSV with a header; epoch ms UTC timestamps;
+the ccxt ``binanceusdm.load_markets()`` dump for market rules).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from array import array
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from trading.domain.errors import DataError
+from trading.domain.models import TIMEFRAME_MS, Candle, Market
+
+
+
+def default_data_dir() -> Path:
+    """The project's bundled ``data/`` folder (beside the packages in an editable install)."""
+    return Path(__file__).resolve().parents[2] / "data"
+
+
+def file_stem(symbol: str) -> str:
+    """ccxt unified symbol → file stem: ``BTC/USDT:USDT`` → ``BTC_USDT_USDT``."""
+    return symbol.replace("/", "_").replace(":", "_")
+
+
+@dataclass(slots=True)
+class CandleSeries:
+    """Columnar candles of one symbol and timeframe, oldest first.
+
+    Arrays of equal length n: ``timestamp`` (int64, candle open time, epoch ms UTC), ``open``,
+    ``high``, ``low``, ``close`` (float64, quote) and ``volume`` (float64, contracts). Columnar
+    arrays keep a replay of hundreds of thousands of candles compact and fast.
+    """
+
+    symbol: str
+    timeframe: str
+    timestamp: array
+    open: array
+    high: array
+    low: array
+    close: array
+    volume: array
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    def candle(self, index: int) -> Candle:
+        """The candle at ``index`` as a :class:`Candle`."""
+        return Candle(
+            self.timestamp[index], self.open[index], self.high[index],
+            self.low[index], self.close[index], self.volume[index],
+        )
+
+    def between(self, start_ms: int | None, end_ms: int | None) -> "CandleSeries":
+        """The candles with start_ms ≤ timestamp < end_ms (None = unbounded)."""
+        from bisect import bisect_left
+
+        lo = 0 if start_ms is None else bisect_left(self.timestamp, start_ms)
+        hi = len(self) if end_ms is None else bisect_left(self.timestamp, end_ms)
+        return CandleSeries(
+            self.symbol, self.timeframe, self.timestamp[lo:hi], self.open[lo:hi],
+            self.high[lo:hi], self.low[lo:hi], self.close[lo:hi], self.volume[lo:hi],
+        )
+
+
+def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
+    """Read ``ohlcv/binance_futures_<SYMBOL>-<tf>.csv.gz`` under ``data_dir``.
+
+    Raises:
+        DataError: the file is missing or a row is malformed (names the file and line).
+    """
+    path = data_dir / "ohlcv" / f"binance_futures_{file_stem(symbol)}-{timeframe}.csv.gz"
+    if not path.exists():
+        raise DataError(f"no candles for {symbol} {timeframe}: {path} not found")
+    ts, o, h, lo, c, v = (array("q"), array("d"), array("d"), array("d"), array("d"), array("d"))
+    with gzip.open(path, "rt") as handle:
+        header = handle.readline().strip()
+        if header != "timestamp,open,high,low,close,volume":
+            raise DataError(f"{path}: unexpected header {header!r}")
+        for line_no, line in enumerate(handle, start=2):
+            try:
+                t, op, hi, low, cl, vol = line.split(",")
+                ts.append(int(t))
+                o.append(float(op))
+                h.append(float(hi))
+                lo.append(float(low))
+                c.append(float(cl))
+                v.append(float(vol))
+            except ValueError as exc:
+                raise DataError(f"{path}:{line_no}: malformed candle row ({exc})") from None
+    return CandleSeries(symbol, timeframe, ts, o, h, lo, c, v)
+
+
+def load_funding(data_dir: Path, symbol: str) -> list[tuple[int, Decimal]]:
+    """Funding events of ``symbol`` as (fundingTime epoch ms UTC, rate as a fraction), oldest
+    first; an empty list when the file is absent (no funding is then applied)."""
+    path = data_dir / "funding" / f"binance_futures_{file_stem(symbol)}-funding_rate.csv.gz"
+    if not path.exists():
+        return []
+    events: list[tuple[int, Decimal]] = []
+    with gzip.open(path, "rt") as handle:
+        handle.readline()
+        for line in handle:
+            t, rate = line.strip().split(",")
+            events.append((int(t), Decimal(rate)))
+    return events
+
+
+def load_ccxt_markets(data_dir: Path) -> dict[str, dict]:
+    """The raw ccxt ``load_markets()`` dump bundled in ``markets/`` (symbol → ccxt market)."""
+    path = data_dir / "markets" / "binanceusdm_markets.ccxt.json.gz"
+    if not path.exists():
+        raise DataError(f"market rules not found: {path}")
+    with gzip.open(path, "rt") as handle:
+        return json.load(handle)
+
+
+def market_from_ccxt(raw: dict) -> Market:
+    """Build a :class:`Market` from one ccxt market dict (precision in TICK_SIZE mode).
+
+    min_notional comes from ``limits.cost.min`` (Binance MIN_NOTIONAL filter), falling back to
+    5 quote (SPEC F-5 floor) when the exchange does not state one.
+    """
+
+    def dec(value: object, default: str) -> Decimal:
+        return Decimal(str(value)) if value is not None else Decimal(default)
+
+    return Market(
+        symbol=raw["symbol"],
+        tick_size=dec(raw["precision"]["price"], "0"),
+        step_size=dec(raw["precision"]["amount"], "0"),
+        min_qty=dec(raw["limits"]["amount"]["min"], "0"),
+        min_notional=dec(raw["limits"]["cost"]["min"], "5"),
+        contract_size=dec(raw.get("contractSize"), "1"),
+        maker_fee=dec(raw.get("maker"), "0.0002"),
+        taker_fee=dec(raw.get("taker"), "0.0005"),
+    )

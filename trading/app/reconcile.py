@@ -1,0 +1,506 @@
+"""Keeping the local state true to the exchange (SPEC O-5, O-6, L-3, A-1): the exchange wins,
+and a :class:`ReconcileReport` says what was found and what was repaired (audited as a RECONCILE
+record, posted / logged for the trader).
+
+Two entry points share the report, its audit event and its log line:
+
+- :func:`reconcile` — the start-up reconciliation of a paper run (``bot.runtime.PaperRuntime``)
+  against an exchange port that offers a position snapshot and the open orders but no order
+  lookup (the simulated exchange). Checks, in order:
+
+  1. positions: an exchange position from an entry the bot sent but never saw fill (crash between
+     entry and brackets) is booked as that entry's fill, which opens the position and places its
+     brackets; any other exchange position the engine does not know is closed at market (nobody
+     manages it and no stop protects it, R-10); a local position the exchange no longer holds is
+     marked closed at its last known price (the exit fill happened while the bot was down); a
+     size difference takes the exchange's size;
+  2. orders: a local open order the exchange no longer lists is marked canceled; an exchange
+     order with this bot's client-id prefix that the engine does not know, or a reduce-only one
+     on a symbol with no position, is cancelled (stray);
+  3. stops: every open position must have a resting stop-loss covering its contracts (R-10); a
+     missing or short one is placed again (the new stop rests before an old one is cancelled); if
+     the exchange rejects it the position is closed at market.
+
+- The live / demo machinery (``bot.live.LiveRuntime``), through the order gateway (retries,
+  locks) and the engine's small public methods:
+
+  - :class:`FillTracker` finds the fills of the orders the engine tracks (an order missing from
+    the exchange's open list is looked up by client order id) and books them through
+    ``Engine.on_fill``; partial fills are booked as they grow (the rest of an entry is booked as
+    an addition, so brackets follow the size). This is how an entry that filled while the bot was
+    down is booked in live (the paper path reads it from the position snapshot instead).
+  - :class:`StopVerifier` (O-6): 1.5 s after each entry fill the stop must be resting on the
+    exchange; if not it is placed again, and if that fails the position is closed at market with
+    a NO_STOP alert (``Engine.ensure_stop``).
+  - :class:`Reconciler` (O-5, at start — before any entry, L-3 — and every 30 s): missed fills are
+    booked, orders of ours (client-id prefix) that the engine does not track are cancelled, local
+    positions are repaired to the exchange's size, and every position gets a resting stop.
+  - :class:`Supervisor` drives those on the live loop's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from trading.engine.core import Engine
+from trading.domain.errors import ExchangeError, OrderNotFound
+from trading.domain.events import OrderUpdated, PositionChanged, ReconcileReported
+from trading.domain.models import ExitReason, Fill, Order, OrderLeg, OrderStatus, OrderType, Position, Side
+from trading.domain.oms import client_order_id_prefix
+
+log = logging.getLogger(__name__)
+
+STOP_VERIFY_DELAY_MS = 1_500  # SPEC O-6
+RECONCILE_EVERY_MS = 30_000  # SPEC O-5
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """What a reconciliation found and repaired (SPEC O-5, L-3). ``ts`` epoch ms UTC;
+    ``positions`` / ``open_orders`` the local counts checked; ``found`` and ``repaired`` one line
+    each (what the trader reads and the audit records); the counters sum the repairs by kind;
+    ``periodic`` marks the live check every 30 s (False: the reconciliation at start)."""
+
+    ts: int
+    positions: int = 0
+    open_orders: int = 0
+    found: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    fills_booked: int = 0
+    strays_cancelled: int = 0
+    positions_repaired: int = 0
+    stops_replaced: int = 0
+    periodic: bool = False
+
+    @property
+    def clean(self) -> bool:
+        """True when the saved state matched the exchange."""
+        return not self.found
+
+    def as_dict(self) -> dict:
+        """Plain values for the audit record (SPEC A-1)."""
+        return {"positions": self.positions, "open_orders": self.open_orders,
+                "found": list(self.found), "repaired": list(self.repaired),
+                "fills_booked": self.fills_booked, "strays_cancelled": self.strays_cancelled,
+                "positions_repaired": self.positions_repaired, "stops_replaced": self.stops_replaced,
+                "periodic": self.periodic}
+
+    def text(self) -> str:
+        """The report as a trader reads it (chat / log)."""
+        what = "Periodic reconciliation" if self.periodic else "Restart reconciliation"
+        head = (f"🔁 {what}: {self.positions} open position(s), "
+                f"{self.open_orders} open order(s) checked against the exchange")
+        if self.clean:
+            return head + " — state matches, nothing to repair."
+        lines = [head, "Found:", *(f"• {line}" for line in self.found)]
+        if self.repaired:
+            lines += ["Repaired:", *(f"• {line}" for line in self.repaired)]
+        return "\n".join(lines)
+
+
+def publish(engine: Engine, report: ReconcileReport, *, at_start: bool = True) -> None:
+    """Emit ``report`` as a :class:`ReconcileReported` event (the persister chains it into the
+    audit, SPEC A-1) and log it. At start the report is always emitted (L-3); a periodic run
+    (O-5, every 30 s in live) only when it found something, so a clean account does not fill the
+    audit trail. A clean report logs at DEBUG on a fresh start or a periodic run, INFO on a
+    resumed start; one that repaired something at WARNING."""
+    if at_start or not report.clean:
+        engine.sink.emit(ReconcileReported(report.ts, report.as_dict()))
+    if report.clean:
+        quiet = not at_start or not (report.positions or report.open_orders)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s", report.text())
+    else:
+        log.warning("%s", report.text())
+
+
+async def reconcile(engine: Engine, exchange_positions: dict[str, tuple[Decimal, Decimal]]) -> ReconcileReport:
+    """Reconcile ``engine``'s restored state with its exchange (the source of truth) and repair it.
+
+    Args:
+        engine: restored and started (``Engine.restore`` then ``await start()``).
+        exchange_positions: symbol → (signed contracts, entry price) as the exchange reports them
+            (``fetch_positions`` of the exchange port).
+
+    Emits the repairs as engine events, then :class:`ReconcileReported` (:func:`publish`);
+    returns the report. Live and demo use :class:`Reconciler` instead (it looks orders up by
+    client order id through the gateway and also runs every 30 s).
+    """
+    now = engine.clock.now_ms()
+    report = ReconcileReport(now, len(engine.positions), len(engine.open_orders))
+    sink = engine.sink
+    local = {symbol: position for (_bot, symbol), position in engine.positions.items()}
+    pending = {symbol: (bot, entry) for (bot, symbol), entry in engine._pending.items()}
+    resting = {o.client_order_id: o for o in await engine.exchange.fetch_open_orders()}
+    # 1. positions
+    for symbol, (contracts, _entry) in exchange_positions.items():
+        position = local.get(symbol)
+        waiting = pending.get(symbol)
+        if position is None and waiting is not None:
+            bot, entry = waiting
+            order = entry.order
+            if order.client_order_id in resting or (contracts > 0) != (entry.side is Side.LONG):
+                continue  # still resting: it fills later, as usual
+            # The entry filled while the bot was down (between entry and brackets): book the
+            # fill at the exchange's entry price; on_fill opens the position and its brackets.
+            amount = abs(contracts)
+            market = engine.markets[symbol]
+            report.found.append(f"{symbol}: entry {order.client_order_id} filled while down "
+                                f"({amount} contracts @ {_entry})")
+            await engine.on_fill(Fill(order.client_order_id, bot, symbol, order.side, OrderLeg.ENTRY, amount,
+                                      _entry, amount * market.contract_size * _entry * market.taker_fee, now))
+            report.fills_booked += 1
+            report.repaired.append(f"{symbol}: fill booked, position opened with its stop-loss and take-profits")
+            resting = {o.client_order_id: o for o in await engine.exchange.fetch_open_orders()}
+        elif position is None:
+            report.found.append(f"{symbol}: exchange position {contracts} contracts unknown to the bot")
+            side = Side.LONG if contracts > 0 else Side.SHORT
+            bot = next((b.name for b in engine.bots.values() if symbol in b.profile.symbols), "")
+            orphan = _orphan_position(engine, bot, symbol, side, abs(contracts), _entry, now)
+            if await engine._close_at_market(orphan, ExitReason.NO_STOP) is not None:
+                report.positions_repaired += 1
+                report.repaired.append(f"{symbol}: closing the unmanaged {abs(contracts)} contracts at market")
+        elif position is not None and position.side.sign * position.contracts != contracts:
+            report.found.append(f"{symbol}: bot holds {position.side.sign * position.contracts}, "
+                                f"exchange {contracts} contracts")
+            if (contracts > 0) == (position.side is Side.LONG) and contracts != 0:
+                updated = replace(position, contracts=abs(contracts))
+                engine.positions[(position.bot, symbol)] = updated
+                sink.emit(PositionChanged(updated))
+                report.positions_repaired += 1
+                report.repaired.append(f"{symbol}: position size set to the exchange's {abs(contracts)}")
+    for (bot, symbol), position in list(engine.positions.items()):
+        if symbol not in exchange_positions:
+            report.found.append(f"{symbol}: bot position {position.contracts} contracts not on the exchange")
+            mark = engine.mark_price(symbol) or position.entry_price
+            closed = replace(position, closed_ms=now, exit_price=mark, exit_reason=ExitReason.MANUAL)
+            del engine.positions[(bot, symbol)]
+            engine.held_symbols.discard(symbol)
+            sink.emit(PositionChanged(closed))
+            report.positions_repaired += 1
+            report.repaired.append(f"{symbol}: position marked closed (closed on the exchange while down)")
+    # 2. orders
+    for cid, order in list(engine.open_orders.items()):
+        if cid not in resting:
+            report.found.append(f"{order.symbol}: {order.leg.value} order {cid} open locally, not on the exchange")
+            del engine.open_orders[cid]
+            engine._pending.pop((order.bot, order.symbol), None)
+            sink.emit(OrderUpdated(replace(order, status=OrderStatus.CANCELED, updated_ms=now,
+                                           reason="RECONCILE: not on the exchange")))
+            report.repaired.append(f"{order.symbol}: {cid} marked canceled")
+    prefixes = tuple(client_order_id_prefix(engine.env, bot) for bot in engine.bots)
+    held = {symbol for (_bot, symbol) in engine.positions}
+    for cid, order in resting.items():
+        ours = cid.startswith(prefixes)
+        stray = ours and (cid not in engine.open_orders or (order.reduce_only and order.symbol not in held))
+        if stray:
+            report.found.append(f"{order.symbol}: stray {order.leg.value} order {cid} on the exchange")
+            engine.open_orders.pop(cid, None)
+            try:
+                cancelled = await engine.exchange.cancel_order(cid, order.symbol)
+            except ExchangeError as exc:
+                report.repaired.append(f"{order.symbol}: cancel of {cid} failed: {exc.reason}")
+                continue
+            sink.emit(OrderUpdated(cancelled))
+            report.strays_cancelled += 1
+            report.repaired.append(f"{order.symbol}: stray order {cid} cancelled")
+    # 3. every position has a stop for its whole size (R-10)
+    for position in list(engine.positions.values()):
+        if engine._close_in_flight(position.bot, position.symbol):
+            continue  # a close at market is already on its way
+        stops = [o for o in engine.open_orders.values()
+                 if o.bot == position.bot and o.symbol == position.symbol and o.leg is OrderLeg.STOP_LOSS]
+        if any(o.amount >= position.contracts for o in stops):
+            continue
+        report.found.append(f"{position.symbol}: position of {position.contracts} contracts without a full stop")
+        await engine._replace_stop(position, engine.markets[position.symbol], now)
+        report.stops_replaced += 1
+        report.repaired.append(f"{position.symbol}: stop-loss at {position.stop_loss} placed again")
+    publish(engine, report)
+    return report
+
+
+def _orphan_position(engine: Engine, bot: str, symbol: str, side: Side, contracts: Decimal, entry: Decimal, now: int):
+    """A throw-away Position for an exchange position the bot did not know (to close it)."""
+    return Position(position_id=f"reconcile|{symbol}|{now}", bot=bot, symbol=symbol, side=side,
+                    contracts=contracts, initial_contracts=contracts, entry_price=entry, opened_ms=now,
+                    stop_loss=entry, take_profit_1=entry, take_profit_2=entry,
+                    leverage=engine.bots[bot].profile.leverage if bot in engine.bots else 1)
+
+
+@dataclass(slots=True)
+class FillTracker:
+    """Books the fills of tracked orders (SPEC O-5 "missed fills are booked").
+
+    A partly filled order stays tracked with its ``filled`` and ``average`` updated (persisted
+    with the fill, so a restart resumes from what was booked); each poll books only the growth.
+
+    Args: engine; gateway (``OrderGateway`` or any port with ``fetch_order``); verifier to
+    schedule the O-6 check after entries (optional).
+    """
+
+    engine: Engine
+    gateway: object
+    verifier: "StopVerifier | None" = None
+
+    async def poll(self) -> int:
+        """Look for new fills; returns how many were booked.
+
+        Raises:
+            ExchangeError: the exchange could not be read (the next poll tries again).
+        """
+        engine = self.engine
+        watched = list(engine.open_orders.values())
+        if not watched:
+            return 0
+        open_by_id: dict[str, Order] = {}
+        for symbol in sorted({o.symbol for o in watched}):
+            for order in await self.gateway.fetch_open_orders(symbol):
+                open_by_id[order.client_order_id] = order
+        booked = 0
+        for local in watched:
+            cid = local.client_order_id
+            if engine.tracked_order(cid) is None:
+                continue  # dropped meanwhile (a fill closed its position and cancelled it)
+            remote = open_by_id.get(cid)
+            if remote is None or remote.filled > local.filled:
+                try:
+                    remote = await self.gateway.fetch_order(cid, local.symbol)
+                except OrderNotFound:
+                    engine.forget_order(cid, OrderStatus.REJECTED, "not on the exchange")
+                    continue
+            booked += await self._book(local, remote)
+        return booked
+
+    async def _book(self, local: Order, remote: Order) -> int:
+        engine = self.engine
+        cid = local.client_order_id
+        done = local.filled
+        booked = 0
+        if remote.filled > done and remote.average is not None:
+            increment = remote.filled - done
+            value_before = done * (local.average or Decimal(0))
+            price = (remote.filled * remote.average - value_before) / increment
+            market = engine.markets[local.symbol]
+            price = price.quantize(market.tick_size) if market.tick_size > 0 else price
+            # A resting limit (entry or triggered TAKE_PROFIT) fills as a maker, the rest as takers.
+            rate = market.maker_fee if local.type in (OrderType.LIMIT, OrderType.TAKE_PROFIT) else market.taker_fee
+            fee = increment * market.contract_size * price * rate
+            leg = local.leg
+            if done > 0 and leg is OrderLeg.ENTRY:
+                leg = OrderLeg.ADD  # the rest of a partly filled entry grows the position
+            fill = Fill(cid, local.bot, local.symbol, local.side, leg, increment, price, fee,
+                        remote.updated_ms or engine.clock.now_ms())
+            log.info("fill booked: %s %s %s at %s (order filled %s of %s)", cid, leg.value, increment,
+                     price, remote.filled, local.amount)
+            try:
+                await engine.on_fill(fill)
+            finally:
+                if remote.status is OrderStatus.OPEN:
+                    # Still working: it stays tracked with what is booked so far.
+                    engine.track_partial(replace(local, filled=remote.filled, average=remote.average))
+            booked = 1
+            if local.leg is OrderLeg.ENTRY and done == 0 and self.verifier is not None:
+                self.verifier.schedule(local.bot, local.symbol, engine.clock.now_ms())
+        elif remote.status is not OrderStatus.OPEN:
+            engine.forget_order(cid, remote.status, remote.reason or "closed on the exchange")
+        return booked
+
+
+@dataclass(slots=True)
+class StopVerifier:
+    """SPEC O-6: verify the stop STOP_VERIFY_DELAY_MS after each entry fill."""
+
+    engine: Engine
+    gateway: object
+    due: dict[tuple[str, str], int] = field(default_factory=dict)  # (bot, symbol) → due ms
+    replaced: int = 0
+
+    def schedule(self, bot: str, symbol: str, filled_ms: int) -> None:
+        """Check ``bot``'s stop on ``symbol`` at ``filled_ms`` + 1.5 s (epoch ms)."""
+        self.due[(bot, symbol)] = filled_ms + STOP_VERIFY_DELAY_MS
+
+    async def run_due(self, now_ms: int) -> None:
+        """Run the checks that are due at ``now_ms``."""
+        for key, when in list(self.due.items()):
+            if when <= now_ms:
+                await self.verify(*key)  # an ExchangeError keeps it due for the next tick
+                self.due.pop(key, None)
+
+    async def verify(self, bot: str, symbol: str) -> bool:
+        """True when the stop rests on the exchange; otherwise place it again (or close at
+        market, ``Engine.ensure_stop``) and return False."""
+        if (bot, symbol) not in self.engine.positions:
+            return True
+        stop = self.engine.stop_of(bot, symbol)
+        if stop is not None:
+            try:
+                remote = await self.gateway.fetch_order(stop.client_order_id, symbol)
+                if remote.status is OrderStatus.OPEN:
+                    return True
+            except OrderNotFound:
+                pass
+        log.error("stop of %s on %s is missing; placing it again", bot, symbol)
+        self.replaced += 1
+        await self.engine.ensure_stop(bot, symbol)
+        return False
+
+
+@dataclass(slots=True)
+class Reconciler:
+    """SPEC O-5: make the local state equal to the exchange (the truth)."""
+
+    engine: Engine
+    gateway: object
+    tracker: FillTracker
+    verifier: StopVerifier
+    prefixes: tuple[str, ...] = ()
+    runs: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.prefixes:
+            self.prefixes = tuple(client_order_id_prefix(self.engine.env, b) for b in self.engine.bots)
+
+    def _bot_of(self, symbol: str) -> str | None:
+        for name, bot in self.engine.bots.items():
+            if symbol in bot.profile.symbols:
+                return name
+        return None
+
+    async def run(self) -> ReconcileReport:
+        """One reconciliation pass; the first one is the start-up reconciliation (SPEC L-3), the
+        later ones the periodic check (O-5). The report is published (:func:`publish`: audited
+        at start, and whenever a pass repaired something) and returned.
+
+        Raises:
+            ExchangeError: the exchange could not be read; nothing half-done is assumed (the next
+                pass starts over).
+        """
+        engine = self.engine
+        at_start = self.runs == 0
+        report = ReconcileReport(engine.clock.now_ms(), len(engine.positions), len(engine.open_orders),
+                                 periodic=not at_start)
+        report.fills_booked = await self.tracker.poll()
+        if report.fills_booked and at_start:
+            # At start these filled while the bot was down; later passes book routine fills (the
+            # supervisor polls every 500 ms), which are counted but are no repair.
+            report.found.append(f"{report.fills_booked} fill(s) made while the bot was down")
+            report.repaired.append(f"{report.fills_booked} fill(s) booked")
+        remote_positions = await self.gateway.fetch_positions()  # symbol → (signed contracts, entry)
+        symbols = {s for b in engine.bots.values() for s in b.profile.symbols}
+        for symbol in sorted(symbols):
+            bot = self._bot_of(symbol)
+            if bot is None:
+                continue
+            signed, entry_price = remote_positions.get(symbol, (Decimal(0), Decimal(0)))
+            local = engine.positions.get((bot, symbol))
+            local_signed = Decimal(0) if local is None else local.contracts * local.side.sign
+            if signed != local_signed:
+                report.positions_repaired += 1
+                report.found.append(f"{symbol}: bot holds {local_signed}, exchange {signed} contracts")
+                await engine.repair_position(bot, symbol, signed, entry_price)
+                report.repaired.append(f"{symbol}: position repaired to the exchange's {signed} contracts")
+        open_orders = []
+        for symbol in sorted(symbols):  # per symbol: Binance weighs a no-symbol query 40×
+            open_orders += await self.gateway.fetch_open_orders(symbol)
+        for order in open_orders:
+            cid = order.client_order_id
+            ours = cid.startswith(self.prefixes)
+            if ours and engine.tracked_order(cid) is None:
+                report.found.append(f"{order.symbol}: stray {order.leg.value} order {cid} on the exchange")
+                try:
+                    await self.gateway.cancel_order(cid, order.symbol)
+                    report.strays_cancelled += 1
+                    report.repaired.append(f"{order.symbol}: stray order {cid} cancelled")
+                except OrderNotFound:
+                    report.repaired.append(f"{order.symbol}: stray order {cid} already gone")
+        resting = {o.client_order_id for o in open_orders}
+        for (bot, symbol) in list(engine.positions):
+            stop = engine.stop_of(bot, symbol)
+            if stop is None or stop.client_order_id not in resting:
+                if stop is not None:
+                    try:
+                        if (await self.gateway.fetch_order(stop.client_order_id, symbol)).status is OrderStatus.OPEN:
+                            continue
+                    except OrderNotFound:
+                        pass
+                report.stops_replaced += 1
+                report.found.append(f"{symbol}: position of {bot} without a resting stop-loss")
+                await engine.ensure_stop(bot, symbol)
+                report.repaired.append(f"{symbol}: stop-loss placed again (or closed at market if refused)")
+        self.runs += 1
+        publish(engine, report, at_start=at_start)
+        return report
+
+
+@dataclass(slots=True)
+class Supervisor:
+    """Drives the live order checks on the clock: fills are polled every ``poll_every_ms``, due
+    stop verifications run (O-6), a position without a tracked stop gets one (R-10) and a
+    reconciliation runs every 30 s (O-5). Call
+    :meth:`tick` from the live loop (or a test) with the current time."""
+
+    tracker: FillTracker
+    verifier: StopVerifier
+    reconciler: Reconciler
+    poll_every_ms: int = 500
+    _next_poll_ms: int = 0
+    _next_reconcile_ms: int = 0
+    failures: int = 0
+    stops_placed: int = 0
+
+    def poll_soon(self) -> None:
+        """Make the fill poll due at the next :meth:`tick` (the user stream saw one of our
+        orders change, S-2)."""
+        self._next_poll_ms = 0
+
+    def reconcile_soon(self) -> None:
+        """Make a reconciliation due at the next :meth:`tick` (a trader asked for it, T-6)."""
+        self._next_reconcile_ms = 0
+
+    async def tick(self, now_ms: int) -> ReconcileReport | None:
+        """Run what is due at ``now_ms``; returns the report of a reconciliation if one ran.
+        Exchange errors are logged and retried at the next tick (never raised)."""
+        report = None
+        if now_ms >= self._next_reconcile_ms:
+            try:
+                report = await self.reconciler.run()
+                self._next_reconcile_ms = now_ms + RECONCILE_EVERY_MS
+                self._next_poll_ms = now_ms + self.poll_every_ms
+            except ExchangeError as exc:
+                self.failures += 1
+                log.warning("reconciliation failed: %s", exc.reason)
+        if now_ms >= self._next_poll_ms:
+            if await safe(self.tracker.poll(), "fill poll"):
+                self._next_poll_ms = now_ms + self.poll_every_ms
+            else:
+                self.failures += 1
+        # O-3: limit entries past their timeout are cancelled (after the poll: a fill first).
+        if not await safe(self.tracker.engine.expire_limit_entries(now_ms), "limit entry expiry"):
+            self.failures += 1
+        if not await safe(self.verifier.run_due(now_ms), "stop verification"):
+            self.failures += 1
+        engine = self.reconciler.engine
+        for bot, symbol in list(engine.positions):
+            if engine.stop_of(bot, symbol) is None:
+                # R-10: a position must never rest without a stop (its stop filled partly,
+                # expired or was forgotten): place one now, not at the next reconciliation.
+                self.stops_placed += 1
+                if not await safe(engine.ensure_stop(bot, symbol), "stop placement"):
+                    self.failures += 1
+                if (bot, symbol) in engine.positions and engine.stop_of(bot, symbol) is None:
+                    # Still no stop (the exchange refused it: its position may differ from
+                    # ours): reconcile at the next tick instead of in up to 30 s.
+                    self._next_reconcile_ms = 0
+        return report
+
+
+async def safe(coro, what: str) -> bool:
+    """Await ``coro``; an ExchangeError is logged (the next scheduled run tries again)."""
+    try:
+        await coro
+        return True
+    except ExchangeError as exc:
+        log.warning("%s failed: %s", what, exc.reason)
+        return False

@@ -1,0 +1,85 @@
+"""Sizing presets (SPEC Z-4): the limits a bot trades with right now.
+
+``safe`` (default): Z-1 at the profile's risk (0.75 %), its leverage (5×) and positions (2, or 3
+after 100 closed trades); the equity tier only sets caps, the minimum score and the TP1 share.
+``scaling``: the tier table sets risk/trade, max positions, leverage cap, minimum score, TP1 share
+and trades/day (lower, safer end of each range), the SL streak limit is 3, and the pair universe
+grows with the tier. Both presets: never BTC/ETH below 500 equity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from trading.domain.config import BotProfile
+from trading.domain.sizing import EquityTier, equity_tier
+
+SAFE, SCALING = "safe", "scaling"
+SCALING_SL_STREAK_LIMIT = 3  # SPEC R-2: 3 in the scaling preset
+EXPERIENCED_AFTER_TRADES = 100  # SPEC Z-4: safe preset allows one more position after 100 trades
+
+# SPEC Z-4 pair universe: minimum equity (quote) per base asset; others are open to every tier.
+MAJORS = frozenset({"BTC", "ETH"})
+MID_CAPS = frozenset({"SOL", "LINK", "DOT"})
+MAJORS_ABSOLUTE_MIN_EQUITY = Decimal(500)
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveLimits:
+    """What a bot may do at the current equity: risk_pct in % of equity, leverage ×, max open
+    positions, minimum ScalpingV1 score, TP1 share in %, SL streak limit, trades per UTC day
+    (None = no cap), and the tier they come from."""
+
+    risk_pct: Decimal
+    leverage: int
+    max_positions: int
+    min_score: float
+    tp1_share_pct: Decimal
+    sl_streak_limit: int
+    max_trades_per_day: int | None
+    tier: EquityTier
+
+
+def effective_limits(preset: str, profile: BotProfile, equity: Decimal, closed_trades: int) -> EffectiveLimits:
+    """Resolve the SPEC Z-4 preset for ``profile`` at ``equity`` (quote) after ``closed_trades``.
+    Explicit ``min_score`` / ``tp1_share_pct`` in the profile override the tier's."""
+    tier = equity_tier(equity)
+    min_score = profile.strategy.min_score if profile.strategy.min_score is not None else tier.min_score
+    tp1_share = profile.tp1_share_pct if profile.tp1_share_pct is not None else tier.tp1_share_pct
+    if preset == SCALING:
+        return EffectiveLimits(
+            risk_pct=tier.risk_pct,
+            leverage=min(profile.leverage, tier.max_leverage),
+            max_positions=tier.max_positions,
+            min_score=min_score,
+            tp1_share_pct=tp1_share,
+            sl_streak_limit=max(profile.sl_streak_limit, SCALING_SL_STREAK_LIMIT),
+            max_trades_per_day=tier.max_trades_per_day,
+            tier=tier,
+        )
+    positions = profile.max_positions
+    if closed_trades >= EXPERIENCED_AFTER_TRADES and profile.max_positions_experienced is not None:
+        positions = max(positions, profile.max_positions_experienced)
+    return EffectiveLimits(
+        risk_pct=profile.risk_pct,
+        leverage=min(profile.leverage, tier.max_leverage),
+        max_positions=positions,
+        min_score=min_score,
+        tp1_share_pct=tp1_share,
+        sl_streak_limit=profile.sl_streak_limit,
+        max_trades_per_day=None,
+        tier=tier,
+    )
+
+
+def pair_allowed(preset: str, symbol: str, equity: Decimal) -> bool:
+    """SPEC Z-4 pair universe: BTC/ETH never below 500 equity (≥ 750 in ``scaling``); SOL,
+    LINK, DOT from 300 in ``scaling``; other (low-price) alts at any equity."""
+    base = symbol.split("/")[0].upper()
+    if base in MAJORS:
+        floor = Decimal(750) if preset == SCALING else MAJORS_ABSOLUTE_MIN_EQUITY
+        return equity >= floor
+    if base in MID_CAPS and preset == SCALING:
+        return equity >= 300
+    return True
