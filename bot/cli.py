@@ -136,7 +136,7 @@ async def _run(args) -> int:
     from bot.app import build_dispatcher
     from bot.console import ConsoleChat, make_console_bot
     from bot.logbuffer import install as install_log_buffer
-    from bot.runtime import PaperRuntime
+    from bot.runtime import build_paper_runtime
     from bot.settings import CONSOLE_USER_ID
     from bot.shutdown import ShutdownSignal
     from trading.app.analytics import AnalyticsService
@@ -147,7 +147,7 @@ async def _run(args) -> int:
     allowed = settings.allowed_user_ids()
     if settings.telegram_bot_token is not None and not allowed:
         raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
-    runtime = await PaperRuntime.build(
+    runtime = await build_paper_runtime(
         config=config, db_path=args.db or settings.optiflow_db_path, data_dir=settings.optiflow_data_dir
     )
     try:
@@ -196,7 +196,8 @@ async def _run_exchange(args, settings, config) -> int:
     or in this terminal as in paper mode."""
     from bot.app import build_dispatcher
     from bot.console import ConsoleChat, make_console_bot
-    from bot.live import LiveRuntime, make_exchange, make_market_stream_client, requote
+    from bot.live import make_exchange, make_market_stream_client, requote
+    from bot.runtime import build_exchange_runtime
     from bot.logbuffer import install as install_log_buffer
     from bot.preflight import _mode
     from bot.settings import CONSOLE_USER_ID
@@ -217,7 +218,7 @@ async def _run_exchange(args, settings, config) -> int:
     ws_client = make_market_stream_client(settings, mode)
     user_stream_client = make_market_stream_client(settings, mode, user_data=True)
     try:
-        runtime = await LiveRuntime.build(config=config, db_path=args.db or settings.optiflow_db_path,
+        runtime = await build_exchange_runtime(config=config, db_path=args.db or settings.optiflow_db_path,
                                           exchange=exchange, env=mode, ws_client=ws_client,
                                           user_stream_client=user_stream_client)
     except BaseException:
@@ -384,7 +385,7 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
 
 
 async def _backtest(args) -> int:
-    from bot.runtime import PaperRuntime
+    from bot.runtime import build_paper_runtime
 
     settings, config = _load(args)
     if args.start is not None and args.end is not None and args.end < args.start:
@@ -395,7 +396,7 @@ async def _backtest(args) -> int:
         db_path = args.db or Path(tmp) / "backtest.db"
         if args.db is not None and args.db.exists() and args.db.stat().st_size > 0:
             raise OptiFlowError(f"--db {args.db} already exists: a backtest needs a new database file")
-        runtime = await PaperRuntime.build(
+        runtime = await build_paper_runtime(
             config=config, db_path=db_path, data_dir=settings.optiflow_data_dir,
             start_ms=args.start, end_ms=end_ms,
         )

@@ -39,7 +39,7 @@ from trading.domain.sizing import equity_tier
 
 if TYPE_CHECKING:
     from bot.notifier import Notifier
-    from bot.runtime import PaperRuntime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-def build_card(runtime: "PaperRuntime", mode: str, exchange: str, audit_head: str = "") -> Text:
+def build_card(runtime: "Runtime", mode: str, exchange: str, audit_head: str = "") -> Text:
     """SPEC L-1: version, git commit, mode, exchange, equity tier, the limits in force, the
     audit chain's head hash (A-1; 64 hex, shown shortened) and what the start-up reconciliation
     found (L-3)."""
@@ -116,7 +116,7 @@ def build_card(runtime: "PaperRuntime", mode: str, exchange: str, audit_head: st
     )
 
 
-def _reconcile_lines(runtime: "PaperRuntime") -> list[Text]:
+def _reconcile_lines(runtime: "Runtime") -> list[Text]:
     """What the L-3 restart reconciliation checked, found and repaired (none before a build)."""
     report = getattr(runtime, "reconcile_report", None)
     return [] if report is None else [Text(report.text())]
@@ -133,7 +133,7 @@ class Lifecycle:
         timeouts: per-step limits.
     """
 
-    def __init__(self, runtime: "PaperRuntime", notifier: "Notifier", *, flatten: bool = False,
+    def __init__(self, runtime: "Runtime", notifier: "Notifier", *, flatten: bool = False,
                  secrets: list[str] | None = None, timeouts: Timeouts = Timeouts(),
                  mode: str = "paper", exchange: str = "simulated Binance USDⓈ-M (replay of bundled real candles)") -> None:
         self.runtime = runtime

@@ -122,7 +122,8 @@ async def smoke_command(args) -> int:
     brackets rest on the exchange (stop verified, O-6), close it, and verify nothing of ours is
     left (no position, no order with our client-id prefix). Returns 0 on success, 1 otherwise."""
     from bot.cli import _load
-    from bot.live import LiveRuntime, make_exchange
+    from bot.live import make_exchange
+    from bot.runtime import build_exchange_runtime
     from trading.adapters.ccxt_exchange import resolve_quote, unified_symbol
 
     settings, config = _load(args)
@@ -138,7 +139,7 @@ async def smoke_command(args) -> int:
     print(f"OptiFlow smoke test — {symbol}, {args.notional} {quote}, {mode} mode")
     with tempfile.TemporaryDirectory(prefix="optiflow-smoke-") as tmp:
         try:
-            runtime = await LiveRuntime.build(config=config, db_path=Path(tmp) / "smoke.db", exchange=exchange, env=mode)
+            runtime = await build_exchange_runtime(config=config, db_path=Path(tmp) / "smoke.db", exchange=exchange, env=mode)
         except BaseException:
             await exchange.close()
             raise
@@ -171,8 +172,8 @@ async def _smoke_steps(runtime, symbol: str, notional: Decimal, timeout_s: float
         _fail(f"size: {exc}")
         return EXIT_FAILED
     _ok(f"reconciled before entry; last price {price}; entry {contracts} contracts")
-    if await engine.submit_entry("smoke", symbol, Side.LONG, contracts) is None:
-        _fail("entry rejected by the exchange (see the log for the reason)")
+    if await engine.submit_entry("smoke", symbol, Side.LONG, contracts, price=price) is None:
+        _fail("entry refused by the order gate or rejected by the exchange (see the log for the reason)")
         return EXIT_FAILED
     prefix = client_order_id_prefix(mode, "smoke")
 

@@ -1,35 +1,60 @@
-"""The composition root: the only place where storage, exchange, engine, replay and the trading
-service are wired together (STYLE). Paper mode on a replay of the bundled real candles."""
+"""The composition root of trading (STYLE): one :func:`build_runtime` for paper, backtest, demo and
+live (SPEC O-9). Only the venue behind the order gateway (the simulated exchange or ccxt) and the
+market feed (the replay, REST or websocket) differ; the engine, the order gate, the gateway, the
+fill tracker, stop verification and reconciliation are the same objects in every mode.
+
+- :func:`build_paper_runtime`: the simulated exchange restored from SQLite, replaying the bundled
+  real candles (paper mode and ``optiflow backtest``).
+- :func:`build_exchange_runtime`: the ccxt adapter on Binance USDⓈ-M / OKX (demo, live), candles
+  over websocket or REST (``bot.live`` makes the adapter and the stream clients).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.persister import REPLAY_CURSOR_KEY, Persister
 from storage import Storage
+from trading.adapters.marketdata import CandleSeries, load_candles, load_ccxt_markets, load_funding, market_from_ccxt
+from trading.adapters.order_gateway import OrderGateway, Sleep
+from trading.adapters.simulated import SimulatedExchange
+from trading.app.reconcile import (
+    RECONCILE_EVERY_MS,
+    FillTracker,
+    Reconciler,
+    ReconcileReport,
+    StopVerifier,
+    Supervisor,
+)
+from trading.app.replay import ReplayFeed, ReplayResult, ReplaySource
+from trading.app.service import TradingService
 from trading.domain.audit import canonical_json, config_snapshot_id
 from trading.domain.config import TradingConfig
-from trading.engine.core import HOUR_MS, Engine
-from trading.domain.errors import DataError, UnknownSymbol
+from trading.domain.errors import DataError, ExchangeError, OrderRejected, UnknownSymbol
 from trading.domain.events import EventBuffer
-from trading.adapters.marketdata import (
-    CandleSeries,
-    load_candles,
-    load_ccxt_markets,
-    load_funding,
-    market_from_ccxt,
-)
 from trading.domain.models import ExitReason, Market, Order, OrderLeg, Side
-from trading.ports import ReplayClock
-from trading.app.reconcile import ReconcileReport, reconcile
-from trading.app.replay import ReplayResult, ReplaySource, close_at_end, run_replay
-from trading.app.service import TradingService
-from trading.adapters.simulated import SimulatedExchange
+from trading.engine.core import HOUR_MS, Engine
+from trading.ports import Clock, ExchangePort, ReplayClock
 
 log = logging.getLogger(__name__)
+
+# O-5's 30 s are wall-clock seconds against a network venue. On the replay clock the paper
+# runtime reconciles hourly: a paced replay at the default 3000× covers an hour in 1.2 s of wall
+# time (far more often than every 30 s), and the simulated venue is in-process and announces each
+# order it changes, so nothing can drift between candles at --speed max either.
+REPLAY_RECONCILE_EVERY_MS = 3_600_000
+
+RECONCILE_REQUESTED = (
+    "🔁 Reconciliation with the exchange requested: it runs within a second — missed fills booked, "
+    "stray orders cancelled, missing stop-losses placed again (or the position closed at market if "
+    "the exchange refuses the stop). Repairs are logged and audited: see /audit."
+)
 
 
 def load_markets(data_dir: Path, symbols: tuple[str, ...]) -> dict[str, Market]:
@@ -75,149 +100,190 @@ async def audited_restore_details(store: Storage, open_orders: list[Order]) -> d
     }
 
 
-@dataclass(slots=True)
-class PaperRuntime:
-    """Everything a paper run needs, built and restored from the database by :meth:`build`."""
+async def set_margin_modes(exchange: OrderGateway, config: TradingConfig) -> None:
+    """SPEC O-7 at start: every traded symbol on the config's ``account.margin_mode``. The
+    venue refuses a change while a position is open (Binance -4048): that is logged as a
+    warning and the run goes on (``optiflow check`` is the strict pre-flight)."""
+    for symbol in config.all_symbols():
+        try:
+            await exchange.set_margin_mode(symbol, config.account.margin_mode)
+        except OrderRejected as exc:
+            log.warning("%s: margin mode not set to %s: %s", symbol, config.account.margin_mode, exc.reason)
 
+
+def feed_state_text(status: dict) -> str:
+    """The /runtime and /status "Market feed" line for a feed's ``status()`` (SPEC S-2): the
+    active source, and since when and why it last switched (epoch ms UTC shown in UTC)."""
+    from bot.render import utc
+
+    source = {"websocket": "websocket (ccxt.pro watch_ohlcv)", "replay": "replay of recorded candles"}.get(
+        status["active"], "REST polling")
+    if status.get("last_switch_ms") is None:
+        return source
+    reason = status.get("last_switch_reason") or ""
+    return f"{source} since {utc(status['last_switch_ms'])} UTC" + (f" ({reason})" if reason else "")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything one trading process runs, over one SQLite file (built by :func:`build_runtime`).
+
+    ``exchange`` is the venue adapter (``SimulatedExchange`` or ``CcxtExchange``), ``gateway``
+    the order gateway over it (the engine's port), ``feed`` the market feed (``ReplayFeed``,
+    ``RestCandleFeed`` or ``HybridCandleFeed``), ``reconcile_report`` what the start-up
+    reconciliation found and repaired (SPEC L-3: the chat posts ``reconcile_report.text()``).
+    """
+
+    mode: str
     config: TradingConfig
     store: Storage
+    exchange: Any
+    gateway: OrderGateway
     engine: Engine
-    exchange: SimulatedExchange
-    clock: ReplayClock
+    clock: Clock
     buffer: EventBuffer
     persister: Persister
-    service: TradingService
-    sources: list[ReplaySource]
-    resume_after_ms: int | None
+    supervisor: Supervisor
     reconcile_report: ReconcileReport
-    """What the start-up reconciliation found and repaired (SPEC L-3): the chat layer posts
-    ``reconcile_report.text()`` once the bot is up."""
+    service: TradingService
+    feed: Any
+    user_stream: Any = None
+    trading: bool = False  # the trading loop (replay or live) is running
 
-    @classmethod
-    async def build(
-        cls,
-        *,
-        config: TradingConfig,
-        db_path: Path,
-        data_dir: Path,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-    ) -> "PaperRuntime":
-        """Open (or create) the database, restore saved state (SPEC L-3) and load the candles.
+    async def request_reconcile(self) -> str:
+        """The playbook actions "place stops again" and "reconcile now" (SPEC T-6, O-5: one
+        reconciliation also places missing stops again, R-10). While the trading loop runs it
+        makes a reconciliation due at the loop's next tick, so it never runs beside the loop's
+        own order operations; with the loop stopped (a finished replay) it runs now. Returns
+        the line the chat shows."""
+        if self.trading:
+            self.supervisor.reconcile_soon()
+            return RECONCILE_REQUESTED
+        report = await self.supervisor.reconciler.run()
+        await self.persister.flush()
+        return report.text()
 
-        Args:
-            start_ms / end_ms: replay window (epoch ms UTC; candles before start_ms only warm the
-                indicators). A saved replay cursor later than start_ms wins (restart resumes).
+    # ------------------------------------------------------------ replay
+    @property
+    def sources(self) -> list[ReplaySource]:
+        """The replayed candles per feed (paper runtimes only; [] otherwise)."""
+        return self.feed.sources if isinstance(self.feed, ReplayFeed) else []
 
-        Raises:
-            DataError, UnknownSymbol, StorageError: with a message fit for the trader.
-        """
-        markets = load_markets(data_dir, config.all_symbols())
-        store = await Storage.open(db_path)
-        try:
-            clock = ReplayClock()
-            buffer = EventBuffer()
-            account = await store.account.get()
-            positions = await store.positions.list_open()
-            open_orders = await store.orders.list_open()
-            balance = account.balance if account else config.account.starting_balance
-            exchange = SimulatedExchange(markets, balance, config.paper.slippage_pct, clock)
-            exchange.restore(
-                balance,
-                [
-                    (p.symbol, p.contracts if p.side is Side.LONG else -p.contracts, p.entry_price, p.leverage)
-                    for p in positions
-                ],
-                open_orders,
-                await store.orders.list_closed(),
-            )
-            config_id = await save_config_snapshot(store, config)
-            engine = Engine(config=config, markets=markets, exchange=exchange, clock=clock, sink=buffer)
-            risk_states = [s for s in [await store.risk.get(b.name) for b in config.bots] if s]
-            paused = {b.name: await store.pauses.list(b.name) for b in config.bots}
-            cursor_text = await store.runtime.get(REPLAY_CURSOR_KEY)
-            resume_after = int(cursor_text) if cursor_text else None
-            recent = [] if resume_after is None else await store.fills.list(since_ms=resume_after - HOUR_MS)
-            engine.restore(
-                account=account, positions=positions, open_orders=open_orders,
-                risk_states=risk_states, paused=paused, blacklist=await store.blacklist.list(),
-                closed_trades=await store.positions.count_closed(), recent_fills=recent,
-                **await audited_restore_details(store, open_orders),
-            )
-            if start_ms is not None:
-                resume_after = max(resume_after or 0, start_ms - 1)
-            sources: list[ReplaySource] = []
-            loaded: dict[tuple[str, str], CandleSeries] = {}
-            for (symbol, timeframe), feed in engine.feeds.items():
-                series = loaded.get((symbol, timeframe))
-                if series is None:
-                    try:
-                        series = load_candles(data_dir, symbol, timeframe)
-                    except DataError as exc:
-                        # A profile written for live may list markets without bundled candles.
-                        log.warning("%s; %s is not replayed", exc, symbol)
-                        continue
-                loaded[(symbol, timeframe)] = series
-                if end_ms is not None:
-                    series = series.between(None, end_ms)
-                sources.append(ReplaySource(feed, series, load_funding(data_dir, symbol)))
-            if not sources:
-                raise DataError("no bundled candles for any configured symbol and timeframe")
-            first = min((s.series.timestamp[0] for s in sources if len(s.series)), default=0)
-            clock.current_ms = max(resume_after or 0, first)
-            await engine.start()
-            # SPEC L-3 / O-5: the exchange is the source of truth; repair before any new entry.
-            # The repairs and the report are persisted (and audited) in the next flush.
-            report = await reconcile(engine, await exchange.fetch_positions())
-            persister = Persister(store, buffer, config_id)
-            await persister.flush()
-        except BaseException:
-            await store.close()
-            raise
-        service = TradingService(engine, store, mode="paper", config_id=config_id)
-        return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after, report)
+    @property
+    def resume_after_ms(self) -> int | None:
+        """Epoch ms UTC of the last candle the replay processed (paper runtimes)."""
+        return self.feed.resume_after_ms if isinstance(self.feed, ReplayFeed) else None
 
     async def replay(self, speed: float | None = None, stop=None, durable: bool | None = None,
                      clock_hook=None) -> ReplayResult:
-        """Replay the loaded candles from the resume point (see :func:`run_replay`; ``durable``
-        persists state-bearing events before the next candle, default when paced); the
-        service's ``feed_state`` tells /runtime and /status whether prices are still moving;
+        """Replay the loaded candles from the resume point (see :meth:`ReplayFeed.run`;
+        ``durable`` persists state-bearing events before the next candle, default when paced);
+        the service's ``feed_state`` tells /runtime and /status whether prices are still moving;
         ``clock_hook`` runs at simulated times (the daily report, SPEC T-5)."""
         self.service.feed_state = "replaying"
-        result = await run_replay(
-            engine=self.engine,
-            exchange=self.exchange,
-            clock=self.clock,
-            sources=self.sources,
-            buffer=self.buffer,
-            flush=self.persister.flush,
-            resume_after_ms=self.resume_after_ms,
-            speed=speed,
-            stop=stop,
-            durable=durable,
-            on_frame=self.service.loop_timings.record,
-            clock_hook=clock_hook,
-        )
-        self.resume_after_ms = result.last_open_ms or self.resume_after_ms
+        self.trading = True
+        try:
+            result = await self.feed.run(buffer=self.buffer, flush=self.persister.flush, speed=speed, stop=stop,
+                                         durable=durable, on_frame=self.service.loop_timings.record,
+                                         clock_hook=clock_hook)
+        finally:
+            self.trading = False
         self.service.feed_state = "replay stopped" if result.stopped else "replay finished (no more candles)"
         return result
 
-    async def flatten(self) -> int:
-        """Close every open position at market now (SPEC L-2 ``flatten_on_shutdown``): the
-        simulated exchange fills each close at the symbol's last price. Returns how many."""
-        await self.engine.cancel_pending_entries()
-        orders = await self.engine.close_all(ExitReason.MANUAL)
-        last_close = {s.feed.symbol: s.feed.last_close for s in self.sources}
-        for order in orders:
-            price = last_close.get(order.symbol, 0.0)
-            for fill in self.exchange.fill_pending(order.symbol, self.clock.now_ms(), price):
-                await self.engine.on_fill(fill)
+    # -------------------------------------------------------------- live
+    async def tick(self, now_ms: int) -> ReconcileReport | None:
+        """Poll fills, verify stops, reconcile when due, then persist the events. A position
+        the user stream reports differently from ours after that (closed in the exchange's
+        app, liquidated) makes a reconciliation due at the next pass (S-2, O-5)."""
+        report = await self.supervisor.tick(now_ms)
+        if self.user_stream is not None:
+            mismatched = self.user_stream.take_mismatch()
+            if mismatched:
+                log.warning("the exchange reports other positions on %s: reconciling", ", ".join(mismatched))
+                self.supervisor.reconcile_soon()
+                self.user_stream.wake.set()  # the next pass runs at once, not after the pause
+        await self.persister.flush()
+        return report
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0, ready: asyncio.Event | None = None,
+                  *, speed: float | None = None, clock_hook=None) -> None:
+        """Trade until ``stop`` is set. A replay feed replays (at ``speed``, see
+        :meth:`replay`); a live feed runs the live loop (SPEC S-2, O-5, O-6): warm the
+        indicators, then every ``interval_s`` process new closed candles, poll fills, verify
+        stops, reconcile when due and persist. ``ready`` is set after the first pass."""
+        if isinstance(self.feed, ReplayFeed):
+            if ready is not None:
+                ready.set()
+            await self.replay(speed=speed, stop=stop, clock_hook=clock_hook)
+            return
+        await self.feed.warm_up(self.clock.now_ms())
+        self.service.feed_state = self.feed_state()
+        if self.user_stream is not None:
+            self.user_stream.start()
+        self.trading = True
+        try:
+            while not stop.is_set():
+                now = self.clock.now_ms()
+                await self.feed.step(now)
+                await self.tick(now)
+                self.service.feed_state = self.feed_state()
+                if ready is not None:
+                    ready.set()
+                await self._pause(stop, interval_s)
+        finally:
+            self.trading = False
+
+    def feed_state(self) -> str:
+        """The /runtime and /status "Market feed" line: candles, then order updates (S-2)."""
+        text = feed_state_text(self.feed.status())
+        return text if self.user_stream is None else f"{text} · {self.user_stream.status()}"
+
+    async def _pause(self, stop: asyncio.Event, interval_s: float) -> None:
+        """Wait ``interval_s`` seconds between passes, less when stopping or when the user
+        stream saw one of our orders or a position change (the next pass polls fills at once)."""
+        waits = {asyncio.ensure_future(stop.wait())}
+        wake = self.user_stream.wake if self.user_stream is not None else None
+        if wake is not None:
+            waits.add(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if wake is not None and wake.is_set():
+            wake.clear()
+            self.supervisor.poll_soon()
+
+    # --------------------------------------------------------- shutdown
+    async def flatten(self, *, attempts: int = 10, pause_s: float = 0.5, reason: ExitReason = ExitReason.MANUAL) -> int:
+        """Close every open position at market now (SPEC L-2 ``flatten_on_shutdown``): pending
+        entries cancelled, a reduce-only market close sent per position, then the fills are
+        booked — the simulated venue fills them at the last close at once; an exchange is
+        polled (up to ``attempts`` × ``pause_s`` seconds). Returns how many closes were sent.
+        Exchange errors while polling are logged; the next start's reconciliation (L-3) books
+        whatever fill this missed."""
+        engine = self.engine
+        await engine.cancel_pending_entries()
+        orders = await engine.close_all(reason)
+        if isinstance(self.feed, ReplayFeed):
+            await self.feed.fill_at_last_close()
+        for attempt in range(attempts):
+            if not engine.positions:
+                break
+            if attempt and not isinstance(self.feed, ReplayFeed):
+                await asyncio.sleep(pause_s)
+            try:
+                await self.supervisor.tracker.poll()
+            except ExchangeError as exc:
+                log.warning("flatten: fills not read yet: %s", exc.reason)
         await self.persister.flush()
         return len(orders)
 
     async def close_positions_at_end(self) -> None:
-        """Close everything at the last closes (backtests)."""
-        await close_at_end(engine=self.engine, exchange=self.exchange, sources=self.sources, flush=self.persister.flush)
+        """Close everything at the last closes (END_OF_DATA), so a backtest's result contains
+        every trade it opened."""
+        await self.flatten(attempts=1, reason=ExitReason.END_OF_DATA)
 
     async def audit_head(self) -> str:
         """The audit chain's head hash (64 hex; GENESIS zeros when empty) for the build card at
@@ -225,9 +291,230 @@ class PaperRuntime:
         await self.persister.flush()
         return await audit_head(self.store)
 
-    async def close(self) -> None:
-        """Persist what is buffered and close the database."""
+    async def close(self, *, flush: bool = True) -> None:
+        """Persist (unless simulating a kill), close the database, the feed's clients and the
+        venue's session."""
         try:
-            await self.persister.flush()
+            if flush:
+                await self.persister.flush()
         finally:
-            await self.store.close()
+            try:
+                await self.feed.close()  # the websocket clients, if any (S-2)
+                if self.user_stream is not None:
+                    await self.user_stream.close()
+            finally:
+                await self.store.close()
+                close = getattr(self.exchange, "close", None)
+                if close is not None:
+                    await close()
+
+
+FeedFactory = Callable[[Engine, OrderGateway, FillTracker, Supervisor, TradingService], Any]
+
+
+async def build_runtime(
+    *,
+    mode: str,
+    config: TradingConfig,
+    store: Storage,
+    venue: ExchangePort,
+    clock: Clock,
+    make_feed: FeedFactory,
+    record_orders: bool = True,
+    sleep: Sleep | None = None,
+    rng=None,
+    make_user_stream: Callable[[Engine, tuple[str, ...]], Any] | None = None,
+    reconcile_every_ms: int = RECONCILE_EVERY_MS,
+) -> Runtime:
+    """Restore the saved state into one engine behind the order gateway, reconcile it with the
+    venue before any entry (SPEC L-3, O-5) and attach the market feed — for every mode.
+
+    Args:
+        mode: "paper" | "demo" | "live" (part of client order ids, O-2; the chat shows it).
+        config: the trading config; store: the open database (closed here on failure).
+        venue: the venue adapter — ``SimulatedExchange`` (already restored from ``store``) or
+            ``CcxtExchange``; the gateway wraps it.
+        clock: the replay clock (set to the resume point) or the wall clock.
+        make_feed: builds the market feed from (engine, gateway, tracker, supervisor, service).
+        record_orders: store each order before it is sent (O-2: a restart looks an unknown
+            outcome up instead of resending). Off for the simulated venue, whose book is stored
+            with the engine's state in the same transaction, so neither can know an order the
+            other does not.
+        sleep / rng: the gateway's back-off sleep and jitter source (tests).
+        make_user_stream: builds the user-data stream watcher from (engine, our client-id
+            prefixes), or None.
+        reconcile_every_ms: the period of the reconciliation (O-5: 30 s against an exchange).
+
+    Raises:
+        UnknownSymbol: a configured symbol is not listed on the venue; ExchangeError: the venue
+        could not be reached after retries; StorageError.
+    """
+    try:
+        async def record(order: Order) -> bool:
+            async with store.transaction():  # SPEC O-2: stored before it is sent
+                if await store.orders.get(order.client_order_id) is not None:
+                    return True
+                await store.orders.upsert(order)
+            return False
+
+        kwargs: dict[str, Any] = {"record": record if record_orders else None}
+        if sleep is not None:
+            kwargs["sleep"] = sleep
+        if rng is not None:
+            kwargs["rng"] = rng
+        gateway = OrderGateway(venue, **kwargs)
+        listed = await gateway.load_markets()
+        markets = {}
+        for symbol in config.all_symbols():
+            if symbol not in listed:
+                raise UnknownSymbol(f"{symbol} is not listed on the {mode} venue")
+            markets[symbol] = listed[symbol]
+        buffer = EventBuffer()
+        engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=mode)
+        config_id = await save_config_snapshot(store, config)  # SPEC A-1: records cite it
+        open_orders = await store.orders.list_open()
+        engine.restore(
+            account=await store.account.get(), positions=await store.positions.list_open(),
+            open_orders=open_orders,
+            risk_states=[s for s in [await store.risk.get(b.name) for b in config.bots] if s],
+            paused={b.name: await store.pauses.list(b.name) for b in config.bots},
+            blacklist=await store.blacklist.list(), closed_trades=await store.positions.count_closed(),
+            recent_fills=await store.fills.list(since_ms=clock.now_ms() - HOUR_MS),
+            **await audited_restore_details(store, open_orders),
+        )
+        await set_margin_modes(gateway, config)
+        await engine.start()
+        verifier = StopVerifier(engine, gateway)
+        tracker = FillTracker(engine, gateway, verifier)
+        reconciler = Reconciler(engine, gateway, tracker, verifier)
+        supervisor = Supervisor(tracker, verifier, reconciler, reconcile_every_ms=reconcile_every_ms)
+        persister = Persister(store, buffer, config_id)
+        # SPEC L-3: reconcile before any new entry; the report is audited in the flush below.
+        first = await reconciler.run()
+        supervisor.reconciled(clock.now_ms())
+        await persister.flush()
+    except BaseException:
+        await store.close()
+        raise
+    service = TradingService(engine, store, mode=mode, config_id=config_id)
+    feed = make_feed(engine, gateway, tracker, supervisor, service)
+    user_stream = None if make_user_stream is None else make_user_stream(engine, reconciler.prefixes)
+    runtime = Runtime(mode, config, store, venue, gateway, engine, clock, buffer, persister, supervisor, first,
+                      service, feed, user_stream)
+    # The playbook buttons "place stops again" and "reconcile" (T-6), for every venue.
+    service.exchange_actions.update({"REPLACE_STOPS": runtime.request_reconcile,
+                                     "RECONCILE": runtime.request_reconcile})
+    return runtime
+
+
+async def build_paper_runtime(
+    *,
+    config: TradingConfig,
+    db_path: Path,
+    data_dir: Path,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> Runtime:
+    """Paper mode (and backtests): the simulated exchange restored from the database at
+    ``db_path`` (created if missing), replaying the bundled real candles in ``data_dir``.
+
+    Args:
+        start_ms / end_ms: replay window (epoch ms UTC; candles before start_ms only warm the
+            indicators). A saved replay cursor later than start_ms wins (restart resumes).
+
+    Raises:
+        DataError, UnknownSymbol, StorageError: with a message fit for the trader.
+    """
+    markets = load_markets(data_dir, config.all_symbols())
+    series: dict[tuple[str, str], CandleSeries] = {}
+    for profile in config.bots:
+        for symbol in profile.symbols:
+            key = (symbol, profile.timeframe)
+            if key in series:
+                continue
+            try:
+                loaded = load_candles(data_dir, symbol, profile.timeframe)
+            except DataError as exc:
+                # A profile written for live may list markets without bundled candles.
+                log.warning("%s; %s is not replayed", exc, symbol)
+                continue
+            series[key] = loaded if end_ms is None else loaded.between(None, end_ms)
+    if not series:
+        raise DataError("no bundled candles for any configured symbol and timeframe")
+    store = await Storage.open(db_path)
+    try:
+        cursor_text = await store.runtime.get(REPLAY_CURSOR_KEY)
+        resume_after = int(cursor_text) if cursor_text else None
+        if start_ms is not None:
+            resume_after = max(resume_after or 0, start_ms - 1)
+        first = min((s.timestamp[0] for s in series.values() if len(s)), default=0)
+        clock = ReplayClock(max(resume_after or 0, first))
+        account = await store.account.get()
+        balance = account.balance if account else config.account.starting_balance
+        venue = SimulatedExchange(markets, balance, config.paper.slippage_pct, clock)
+        venue.restore(
+            balance,
+            [(p.symbol, p.contracts if p.side is Side.LONG else -p.contracts, p.entry_price, p.leverage)
+             for p in await store.positions.list_open()],
+            await store.orders.list_open(),
+            await store.orders.list_closed(),
+        )
+    except BaseException:
+        await store.close()
+        raise
+
+    def make_feed(engine: Engine, gateway, tracker, supervisor, service) -> ReplayFeed:
+        sources = [ReplaySource(feed, series[key], load_funding(data_dir, feed.symbol))
+                   for key, feed in engine.feeds.items() if key in series]
+        return ReplayFeed(engine, venue, tracker, supervisor, clock, sources, resume_after)
+
+    return await build_runtime(mode="paper", config=config, store=store, venue=venue, clock=clock,
+                               make_feed=make_feed, record_orders=False,
+                               reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS)
+
+
+async def build_exchange_runtime(
+    *,
+    config: TradingConfig,
+    db_path: Path,
+    exchange: Any,
+    env: str,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+    rng=None,
+    ws_client=None,
+    user_stream_client=None,
+) -> Runtime:
+    """Demo or live (SPEC S-1): the ccxt adapter ``exchange`` (``bot.live.make_exchange``), the
+    engine restored from ``db_path`` and reconciled with the exchange before any entry (L-3).
+
+    ``ws_client`` (a ccxt.pro client, ``bot.live.make_market_stream_client``) makes the candle
+    feed a websocket one with REST as its fall back (S-2); the runtime closes it. None = REST
+    polling. ``user_stream_client`` (a keyed ccxt.pro client) adds the order and position
+    updates of the user-data stream; the runtime closes it. ``sleep`` / ``rng`` / ``clock`` are
+    injected by tests.
+
+    Raises:
+        UnknownSymbol, ExchangeError, StorageError.
+    """
+    from bot.live import WallClock
+    from trading.adapters.rest_feed import RestCandleFeed
+    from trading.adapters.user_stream import UserStreamWatcher
+    from trading.adapters.ws_feed import HybridCandleFeed
+
+    clock = clock or WallClock()
+    store = await Storage.open(db_path)
+
+    def make_feed(engine: Engine, gateway, tracker, supervisor, service):
+        feed = RestCandleFeed(engine, gateway, on_step=service.loop_timings.record)
+        if ws_client is not None:  # S-2: websocket candles, REST as the fall back
+            feed = HybridCandleFeed(engine, feed, ws_client, clock)
+        return feed
+
+    make_user_stream = None
+    if user_stream_client is not None:
+        def make_user_stream(engine: Engine, prefixes: tuple[str, ...]) -> UserStreamWatcher:
+            return UserStreamWatcher(engine, user_stream_client, prefixes)
+
+    return await build_runtime(mode=env, config=config, store=store, venue=exchange, clock=clock,
+                               make_feed=make_feed, sleep=sleep, rng=rng, make_user_stream=make_user_stream)

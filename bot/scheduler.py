@@ -6,7 +6,7 @@ Two clocks drive the daily report:
 * wall clock (live/demo): a cron job at 00:00 in ``tz`` (default UTC) reports the day that just
   ended in that zone;
 * replay clock (paper): :class:`ReplayDayBoundary` is handed to the replay
-  (``PaperRuntime.replay(clock_hook=...)``) and reports each simulated day when the simulated
+  (``Runtime.replay(clock_hook=...)``) and reports each simulated day when the simulated
   clock crosses midnight in ``tz`` — never from wall time.
 
 Both send through the :class:`~bot.notifier.Notifier`: the report text, then the PNG chart as a

@@ -31,12 +31,6 @@ if TYPE_CHECKING:
     from trading.app.service import TradingService
 
 LOG_DEFAULT, LOG_MAX = 20, 100
-NOT_IN_PAPER = {
-    "REPLACE_STOPS": "Placing stops again is not available in paper mode: the simulated exchange "
-                     "keeps every stop the engine placed. Check /open for SL levels.",
-    "RECONCILE": "Reconcile is not available in paper mode: the simulated exchange is the local "
-                 "state, there is nothing to compare with.",
-}
 
 
 async def on_playbook(message: Message, command: CommandObject) -> None:
@@ -85,7 +79,7 @@ async def on_playbook_action(
                 builder.button(text=f"❌ Close {labels[symbol]}", callback_data=packed(ClosePositionCb(symbol=symbol)))
             builder.adjust(2)
             await message.answer(text="Which symbol? (a confirm follows)", reply_markup=builder.as_markup())
-    elif action in trading.exchange_actions:  # demo/live: place stops again, reconcile now (O-5, O-6)
+    elif action in trading.exchange_actions:  # every venue: place stops again, reconcile now (O-5, O-6)
         callback_answer.text = "Running…"
         try:
             result = await trading.exchange_actions[action]()
@@ -93,10 +87,6 @@ async def on_playbook_action(
             result = f"{action.replace('_', ' ').capitalize()} failed: {exc}"
         if message is not None:
             await message.answer(text=result, parse_mode=None)
-    elif action in NOT_IN_PAPER and trading.mode == "paper":
-        callback_answer.text = "Not available in paper mode"
-        if message is not None:
-            await message.answer(text=NOT_IN_PAPER[action], parse_mode=None)
     else:
         callback_answer.text = "Not available in this version"
 

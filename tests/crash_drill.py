@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from trading.domain.config import BotProfile, TradingConfig
 from trading.adapters.marketdata import default_data_dir
 from trading.domain.models import OrderLeg
@@ -59,7 +59,7 @@ def drill_config() -> TradingConfig:
 
 async def _child(db: Path, end_ms: int, fd: int) -> None:
     """One bot process: build (restore + reconcile), report stops, replay durably to the end."""
-    runtime = await PaperRuntime.build(config=drill_config(), db_path=db, data_dir=default_data_dir(), end_ms=end_ms)
+    runtime = await build_paper_runtime(config=drill_config(), db_path=db, data_dir=default_data_dir(), end_ms=end_ms)
     resting = await runtime.exchange.fetch_open_orders()
     naked = [
         f"{p.symbol} {p.contracts}" for p in runtime.engine.positions.values()

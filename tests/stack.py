@@ -10,24 +10,24 @@ from aiogram.methods import SendMessage
 
 from bot.app import build_dispatcher
 from bot.console import ConsoleChat, make_console_bot
-from bot.runtime import PaperRuntime
+from bot.runtime import Runtime, build_paper_runtime
 from bot.settings import Settings
 from trading.domain.config import TradingConfig
 
 USER = 7
 
 
-async def replayed(db_path: Path, data_dir: Path, end_ms: int, config: TradingConfig | None = None) -> PaperRuntime:
+async def replayed(db_path: Path, data_dir: Path, end_ms: int, config: TradingConfig | None = None) -> Runtime:
     """A paper runtime over the bundled candles up to ``end_ms`` (epoch ms UTC), replayed into
     the file database ``db_path``."""
-    runtime = await PaperRuntime.build(
+    runtime = await build_paper_runtime(
         config=config or TradingConfig(), db_path=db_path, data_dir=data_dir, end_ms=end_ms
     )
     await runtime.replay()
     return runtime
 
 
-async def ask(runtime: PaperRuntime, tmp_path: Path, *lines: str, user: int = USER) -> list[str]:
+async def ask(runtime: Runtime, tmp_path: Path, *lines: str, user: int = USER) -> list[str]:
     """Type each line into a fresh Dispatcher as ``user``; one reply text per line (the parts of
     a split reply joined)."""
     dp = build_dispatcher(runtime.service, Settings(), frozenset({user}))

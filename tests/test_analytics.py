@@ -14,7 +14,7 @@ from aiogram.methods import EditMessageText, SendMessage
 
 from bot.app import build_dispatcher
 from bot.console import ConsoleChat, keyboard_buttons, make_console_bot
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from storage import Storage
 from trading.app.analytics import (
     AnalyticsService,
@@ -309,7 +309,7 @@ async def test_s13_t2_blockers_on_a_real_replay_match_a_direct_sql_count(tmp_pat
     """S-13 / T-2 on REAL data: replay ~1 day of bundled candles, then /blockers (last 24 h of
     the replay clock) shows SCORE_BELOW_MIN with exactly the count SQL gives for that window."""
     db = tmp_path / "paper.db"
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=DAY0 + 26 * H)
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=DAY0 + 26 * H)
     try:
         await runtime.replay()
         await runtime.persister.flush()

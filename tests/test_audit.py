@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from storage import Storage
 from tests.stack import replayed
 from trading.domain.audit import GENESIS, AuditEntry, canonical_json, chain, verify
@@ -103,7 +103,7 @@ async def test_a1_replay_records_orders_fills_risk_and_exit_decisions(audited_db
 
 async def test_a1_audit_rows_are_written_in_the_same_transaction_as_the_state(tmp_path, data_dir):
     """A flush that fails rolls back its audit records with the state (no record without state)."""
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "p.db", data_dir=data_dir, end_ms=END)
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "p.db", data_dir=data_dir, end_ms=END)
     try:
         before = await runtime.store.audit.count()
         original = runtime.store.account.save
@@ -216,7 +216,7 @@ async def test_a1_chat_audit_shows_last_records_and_the_verification(audited_db,
     from tests.stack import ask
 
     path = copy_db(audited_db, tmp_path / "copy.db")
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
     try:
         head = (await runtime.store.audit.verify()).head_hash
         last = (await runtime.store.audit.last(1))[0]
@@ -226,7 +226,7 @@ async def test_a1_chat_audit_shows_last_records_and_the_verification(audited_db,
     assert "Audit chain OK" in text and head[:16] in text
     assert f"#{last.seq} " in text and last.action in text
     tamper(path, "UPDATE audit SET size = '1' WHERE seq = 3")
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
     try:
         (text,) = await ask(runtime, tmp_path, "/audit")
     finally:
@@ -240,7 +240,7 @@ async def test_a1_l1_audit_head_at_start_and_at_shutdown(tmp_path, data_dir):
     from bot.runtime import audit_head
     from trading.domain.audit import GENESIS
 
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "p.db", data_dir=data_dir, end_ms=END)
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "p.db", data_dir=data_dir, end_ms=END)
     try:
         at_start = await runtime.audit_head()
         assert at_start != GENESIS  # the start-up reconciliation is the first record

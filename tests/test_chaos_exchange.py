@@ -28,7 +28,7 @@ import random
 from collections import Counter
 from decimal import Decimal
 
-from bot.live import LiveRuntime
+from bot.runtime import Runtime, build_exchange_runtime
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from trading.adapters.ccxt_exchange import CcxtExchange
 from trading.domain.config import TradingConfig
@@ -83,7 +83,7 @@ class Chaos:
 
     def __init__(self, fake: FakeBinance, db, time: SimTime, rng: random.Random) -> None:
         self.fake, self.db, self.time, self.rng = fake, db, time, rng
-        self.rt: LiveRuntime | None = None
+        self.rt: Runtime | None = None
         self.prefix = client_order_id_prefix("demo", "chaos")
         self.figures: Counter = Counter()
         self.violations: list[str] = []
@@ -97,7 +97,7 @@ class Chaos:
                                    timeout_ms=120, rate_limit_ms=1)
             ws_client = make_ws_client("demo", api_base=self.fake.base_url, timeout_ms=2_000)
             try:
-                self.rt = await LiveRuntime.build(
+                self.rt = await build_exchange_runtime(
                     config=chaos_config(), db_path=self.db, exchange=adapter, env="demo",
                     clock=self.time.clock, sleep=self.time.sleep, rng=random.Random(self.rng.random()),
                     ws_client=ws_client,
@@ -115,8 +115,8 @@ class Chaos:
                 self.rt = None
                 self.figures["restart_retries"] += 1
                 continue
-            self.figures["strays_cancelled"] += self.rt.first_report.strays_cancelled
-            self.figures["positions_repaired_at_restart"] += self.rt.first_report.positions_repaired
+            self.figures["strays_cancelled"] += self.rt.reconcile_report.strays_cancelled
+            self.figures["positions_repaired_at_restart"] += self.rt.reconcile_report.positions_repaired
             self.check_reconciled("restart")
             return
         raise AssertionError("the bot could not start 20 times in a row")

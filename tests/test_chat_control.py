@@ -308,9 +308,11 @@ def test_t3_every_keyboard_fits_64_bytes():
 
 
 # ------------------------------------------------------------------------ T-6 playbooks
-async def test_t6_playbook_lists_incidents_and_steps_run_safe_actions(open_stack):
+async def test_t6_o9_playbook_lists_incidents_and_steps_run_safe_actions(open_stack):
     """T-6: /playbook lists the incidents; a playbook's buttons pause all (at once), close a
-    symbol (through the confirm dialog), and say honestly what paper mode cannot do."""
+    symbol (through the confirm dialog) and place lost stops again — in paper too (O-9: the
+    simulated venue is reconciled like an exchange): a stop that vanished from the venue is
+    found and placed again at the position's level."""
     chat = open_stack
     listing = await chat.say("/playbook")
     assert listing.startswith("Incident playbooks") and "Position without stop" in listing
@@ -319,9 +321,18 @@ async def test_t6_playbook_lists_incidents_and_steps_run_safe_actions(open_stack
     assert chat.buttons() == ["🛡 Place stops again", "❌ Close a symbol", "⏸ Pause all"]
     steps = chat.session.requests[-2].text
     assert steps.startswith("Playbook: Position without stop") and "1. Place the stop-loss again" in steps
+    engine, venue = chat.runtime.engine, chat.runtime.exchange
+    (bot, symbol), position = next(iter(engine.positions.items()))
+    lost = engine.stop_of(bot, symbol)
+    await venue.cancel_order(lost.client_order_id, symbol)  # gone on the venue, the bot does not know
     requests = await chat.tap("🛡 Place stops again")
-    assert answers(requests) == ["Not available in paper mode"]
-    assert "not available in paper mode" in requests[0].text
+    assert answers(requests) == ["Running…"]
+    report = next(r.text for r in requests if isinstance(r, SendMessage))
+    assert f"{symbol}: position of {bot}" in report and "without a full resting stop-loss" in report, report
+    stops = [o for o in await venue.fetch_open_orders(symbol) if o.leg is OrderLeg.STOP_LOSS]
+    assert len(stops) == 1 and stops[0].client_order_id != lost.client_order_id
+    assert stops[0].amount == position.contracts and stops[0].trigger_price == position.stop_loss
+    assert engine.stop_of(bot, symbol).client_order_id == stops[0].client_order_id
     assert close_orders(chat.runtime) == [] and all(not v for v in chat.runtime.engine.paused.values())
     await chat.say("/playbook no_stop")
     await chat.tap("⏸ Pause all")

@@ -147,7 +147,7 @@ async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_pa
     import os
     import sys
 
-    from bot.live import RECONCILE_REQUESTED
+    from bot.runtime import RECONCILE_REQUESTED
     from bot.shutdown import SHUTDOWN_TEXT
     from tests.fake_telegram import FakeTelegram
 

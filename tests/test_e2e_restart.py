@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from bot.render import money, plain
-from bot.runtime import PaperRuntime
+from bot.runtime import Runtime, build_paper_runtime
 from tests.stack import ask, replayed
 from trading.domain.config import TradingConfig
 from trading.domain.models import Side
@@ -18,11 +18,11 @@ END = DAY0 + 65 * 3_600_000  # 65 h of real 5m candles: ends with two positions 
 USER = 7
 
 
-async def replay_window(db: Path, data_dir: Path) -> PaperRuntime:
+async def replay_window(db: Path, data_dir: Path) -> Runtime:
     return await replayed(db, data_dir, END)
 
 
-async def chat_replies(runtime: PaperRuntime, tmp_path: Path, *lines: str) -> list[str]:
+async def chat_replies(runtime: Runtime, tmp_path: Path, *lines: str) -> list[str]:
     return await ask(runtime, tmp_path, *lines, user=USER)
 
 
@@ -36,7 +36,7 @@ async def test_l3_restart_from_the_file_resumes_and_chat_matches_the_database(tm
     assert len(before_positions) == 2  # the window ends with real positions open
 
     # Restart on the same file: state comes back from SQLite, not from memory.
-    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    second = await build_paper_runtime(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
     try:
         stored_account = await second.store.account.get()
         stored_open = sorted(await second.store.positions.list_open(), key=lambda p: p.symbol)
@@ -94,15 +94,15 @@ async def test_f4_entry_cooldown_survives_a_restart(tmp_path, data_dir):
     restart cannot be used to enter the same symbol again at once."""
     db = tmp_path / "paper.db"
     first = await replay_window(db, data_dir)
-    logs = {bot: (dict(log._last), list(log._times)) for bot, log in first.engine._entry_logs.items()}
+    logs = {bot: (dict(log._last), list(log._times)) for bot, log in first.engine.risk.entry_logs.items()}
     cursor = first.resume_after_ms
     await first.close()
-    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    second = await build_paper_runtime(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
     try:
         fills = await second.store.fills.list(since_ms=cursor - 3_600_000)
         entries = [f for f in fills if f.leg.value == "entry"]
         assert entries, "the window should end with an entry in its last hour"
-        restored = second.engine._entry_logs["main"]
+        restored = second.engine.risk.entry_logs["main"]
         for fill in entries:
             assert restored.last_entry_ms(fill.symbol) == logs["main"][0][fill.symbol]
         assert restored.entries_in_last_hour(cursor) == len(entries)
@@ -116,7 +116,7 @@ async def test_l3_restart_rebuilds_indicators_stats_and_regime(tmp_path, data_di
     db = tmp_path / "paper.db"
     first = await replay_window(db, data_dir)
 
-    def market_state(runtime: PaperRuntime) -> dict:
+    def market_state(runtime: Runtime) -> dict:
         return {
             key: (feed.indicators.rsi, feed.indicators.atr, feed.stats.quote_volume_24h,
                   feed.stats.median_volume(), feed.stats.median_atr(), feed.regime.efficiency_ratio)
@@ -125,7 +125,7 @@ async def test_l3_restart_rebuilds_indicators_stats_and_regime(tmp_path, data_di
 
     before = market_state(first)
     await first.close()
-    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    second = await build_paper_runtime(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
     try:
         assert (await second.replay()).candles == 0
         after = market_state(second)

@@ -1,5 +1,7 @@
-"""Engine flows on the real simulated exchange: entry → brackets (E-1, O-3), TP1 moves the
-stop's size, SL streak (R-2), daily loss (R-3), pause (R-7), score threshold (S-11/Z-4), S-13."""
+"""Engine flows on the real simulated exchange, through the one order path (SPEC O-9): the order
+gateway over the venue and the fill tracker that books what the venue announces — entry →
+brackets (E-1, O-3), TP1 moves the stop's size, SL streak (R-2), daily loss (R-3), pause (R-7),
+score threshold (S-11/Z-4), S-13, and the order gate."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from trading.domain.filters import FilterConfig
 from trading.adapters.marketdata import default_data_dir, load_candles
 from trading.domain.models import ExitReason, OrderLeg, OrderType, Side
 from trading.ports import ReplayClock
+from trading.adapters.order_gateway import OrderGateway
 from trading.adapters.simulated import SimulatedExchange
+from trading.app.reconcile import FillTracker
 from trading.domain.strategy import SignalCheck
 
 SYMBOL = "XRP/USDT:USDT"
@@ -38,7 +42,8 @@ STRONG = SignalCheck(Side.LONG, 4.0, ("rsi", "macd", "volume", "atr"), True)
 
 
 class Harness:
-    """An engine on the simulated exchange with a controllable clock."""
+    """An engine behind the order gateway on the simulated exchange, fills booked by the fill
+    tracker (the path every mode trades through), with a controllable clock."""
 
     def __init__(self, markets, account=None, slippage="0", bots=None, balance="1000", preset="safe", **profile):
         self.clock = ReplayClock(NOON)
@@ -50,8 +55,12 @@ class Harness:
         config = TradingConfig(bots=bots, account=AccountConfig(**(account or {})), preset=preset,
                                paper=PaperConfig(slippage_pct=D(slippage)))
         self.exchange = SimulatedExchange({SYMBOL: markets[SYMBOL]}, D(balance), D(slippage), self.clock)
-        self.engine = Engine(config=config, markets={SYMBOL: markets[SYMBOL]}, exchange=self.exchange,
+        self.changed: list[str] = []
+        self.exchange.on_change = self.changed.append
+        self.gateway = OrderGateway(self.exchange)
+        self.engine = Engine(config=config, markets={SYMBOL: markets[SYMBOL]}, exchange=self.gateway,
                              clock=self.clock, sink=self.buffer)
+        self.tracker = FillTracker(self.engine, self.gateway)
         self.feed = self.engine.feeds[(SYMBOL, "5m")]
         self.bot = next(iter(self.engine.bots.values()))
 
@@ -68,14 +77,22 @@ class Harness:
         self.feed.last_close = price
         return await self.engine.try_enter(self.bot, self.feed, check)
 
+    async def book(self):
+        """The fill tracker books what the venue announced (as the replay does)."""
+        changed, self.changed[:] = list(self.changed), []
+        await self.tracker.book(changed)
+
     async def candle(self, o, h, low, c):
         """Next 5m candle: fills at its open, then triggers on its high/low."""
         self.clock.current_ms += 300_000
         ts = self.clock.current_ms
-        for fill in self.exchange.fill_pending(SYMBOL, ts, o):
-            await self.engine.on_fill(fill)
-        while (fill := self.exchange.next_trigger(SYMBOL, ts, o, h, low)) is not None:
-            await self.engine.on_fill(fill)
+        self.exchange.fill_pending(SYMBOL, ts, o)
+        await self.book()
+        while True:
+            fill = self.exchange.next_trigger(SYMBOL, ts, o, h, low)
+            await self.book()
+            if fill is None:
+                break
         self.feed.last_close = c
 
     def position(self):
@@ -171,7 +188,7 @@ async def test_r3_daily_loss_limit_stops_entries(markets):
 
 
 async def test_r7_paused_symbol_takes_no_entry(harness):
-    harness.engine.paused["main"].add(SYMBOL)
+    harness.engine.set_paused("main", SYMBOL, True)
     evaluation = await harness.enter(2.0)
     assert evaluation.blocked_by == "SYMBOL_PAUSED"
     assert harness.engine.open_orders == {}
@@ -254,7 +271,7 @@ async def test_r4_daily_profit_factor_below_one_after_ten_trades_stops_the_day(m
     ("1300", "PAUSE", "DRAWDOWN_PAUSE"),  # 23 % and 300 quote → no entries
 ])
 async def test_r5_drawdown_stages_need_both_percent_and_quote(harness, peak, stage, blocked_by):
-    harness.engine.account = replace(harness.engine.account, peak_equity=D(peak))
+    harness.engine.book.account = replace(harness.engine.account, peak_equity=D(peak))
     assert harness.engine.drawdown_stage() == stage
     evaluation = await harness.enter(2.0)
     assert evaluation.blocked_by == blocked_by
@@ -501,7 +518,7 @@ async def test_o3_paper_limit_entries_at_the_close_fill_as_makers_or_expire(tmp_
     LIMIT at the signal candle's close less the offset (floored to the tick size); the filled
     ones paid the maker fee at exactly their limit; the others were cancelled after the timeout
     with the reason stored, and nothing of them is left on the simulated exchange."""
-    from bot.runtime import PaperRuntime
+    from bot.runtime import build_paper_runtime
     from tests.test_risk_chat import OPEN_END, two_bots
     from trading.domain.config import OrdersConfig
     from trading.adapters.marketdata import load_candles
@@ -510,7 +527,7 @@ async def test_o3_paper_limit_entries_at_the_close_fill_as_makers_or_expire(tmp_
 
     config = two_bots().model_copy(update={"orders": OrdersConfig(
         entry_order_style="limit", limit_entry_offset_pct=D("0.05"), limit_entry_timeout_s=600)})
-    runtime = await PaperRuntime.build(config=config, db_path=tmp_path / "limit.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=config, db_path=tmp_path / "limit.db", data_dir=data_dir,
                                        end_ms=OPEN_END)
     try:
         await runtime.replay()

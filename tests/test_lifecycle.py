@@ -16,7 +16,7 @@ from bot.app import build_dispatcher
 from bot.cli import _run_telegram, main, make_telegram_bot
 from bot.lifecycle import SHUTDOWN_TEXT, Lifecycle, Timeouts
 from bot.notifier import Notifier
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from bot.settings import Settings, load_settings
 from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from tests.test_notifier import FakeTime
@@ -43,7 +43,7 @@ async def test_l1_l2_card_then_request_shutdown_from_chat_sends_summary_and_shut
     midnight sends that day's report and chart (T-5 wiring); ``request_shutdown`` from the
     Dispatcher's workflow data stops polling, posts the run summary and then "🛑 Bot shutting
     down…" with the reason; _run_telegram returns 0 and the outbox is empty."""
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "l.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "l.db", data_dir=data_dir,
                                        end_ms=DAY0 + 30 * HOUR)
     settings = Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base, telegram_allowed_user_ids=(USER,))
     dp = build_dispatcher(runtime.service, settings, settings.allowed_user_ids())
@@ -75,7 +75,7 @@ async def test_l2_a_crash_in_the_trading_loop_is_reported_in_chat_and_exits_1(fa
     message; _run_telegram returns 1."""
     from trading.engine.core import Engine
 
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "c.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "c.db", data_dir=data_dir,
                                        end_ms=DAY0 + 12 * HOUR)
     original = Engine.on_candle
     calls = 0
@@ -106,7 +106,7 @@ async def test_l2_flatten_closes_positions_and_a_crash_is_reported_without_secre
     """flatten_on_shutdown closes the open position at market (MANUAL) and cancels its brackets;
     a crash sends the error type and a redacted line (no token), then the summary and the
     shutdown message."""
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "f.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "f.db", data_dir=data_dir,
                                        end_ms=DAY0 + 57 * HOUR)
     bot = make_telegram_bot(Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base))
     clock = FakeTime()
@@ -202,7 +202,7 @@ async def test_l2_sigterm_takes_the_same_shutdown_path_and_interval_hooks_alert_
         jobs.add_interval("monitor", 0.05, monitor)
 
     alerts: list[int] = []
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "t.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "t.db", data_dir=data_dir,
                                        end_ms=DAY0 + 6 * HOUR)
     settings = Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base, telegram_allowed_user_ids=(USER,))
     dp = build_dispatcher(runtime.service, settings, settings.allowed_user_ids())

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.live import LiveRuntime
+from bot.runtime import Runtime, build_exchange_runtime
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from trading.adapters.ccxt_exchange import CcxtExchange
 from trading.domain.config import TradingConfig
@@ -41,28 +41,28 @@ async def fake():
     await exchange.stop()
 
 
-async def build(fake, db, clock) -> LiveRuntime:
+async def build(fake, db, clock) -> Runtime:
     adapter = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url, timeout_ms=200,
                            rate_limit_ms=1)
-    return await LiveRuntime.build(config=xrp_config(), db_path=db, exchange=adapter, env="demo",
+    return await build_exchange_runtime(config=xrp_config(), db_path=db, exchange=adapter, env="demo",
                                    clock=clock, sleep=Sleep(clock))
 
 
-async def open_long(rt: LiveRuntime, fake: FakeBinance, clock: ReplayClock) -> None:
+async def open_long(rt: Runtime, fake: FakeBinance, clock: ReplayClock) -> None:
     """A market long of 10 XRP: sent, filled at the next candle's open, booked by the next pass
     (which places its brackets)."""
-    await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+    await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10), price=await rt.exchange.fetch_last_price(XRP))
     fake.advance()
     clock.current_ms += 500
     await rt.tick(clock.now_ms())
 
 
-async def restart_after_missed_fill(fake: FakeBinance, db, clock: ReplayClock, side: Side) -> LiveRuntime:
+async def restart_after_missed_fill(fake: FakeBinance, db, clock: ReplayClock, side: Side) -> Runtime:
     """An entry of 10 XRP is sent, the bot is killed before it sees the fill (nothing more
     flushed), the entry fills while it is down; returns the runtime rebuilt a minute later
     from the SQLite file (restored and reconciled, L-3)."""
     rt = await build(fake, db, clock)
-    await rt.engine.submit_entry("xrp", XRP, side, Decimal(10))
+    await rt.engine.submit_entry("xrp", XRP, side, Decimal(10), price=await rt.exchange.fetch_last_price(XRP))
     await rt.persister.flush()
     await rt.close(flush=False)  # killed before it saw the fill
     fake.advance()  # the entry fills while the bot is down
@@ -108,7 +108,7 @@ async def test_o5_l3_restart_reconciles_missed_fill_and_strays(fake, tmp_path):
     db = tmp_path / "live.db"
     rt = await restart_after_missed_fill(fake, db, clock, Side.SHORT)
     try:
-        assert rt.first_report.fills_booked == 1
+        assert rt.reconcile_report.fills_booked == 1
         position = rt.engine.positions[("xrp", XRP)]
         assert position.side is Side.SHORT and position.contracts == Decimal(10)
         assert any(o.type is OrderType.STOP_MARKET for o in ours(fake))
@@ -218,6 +218,7 @@ async def test_t6_o5_playbook_place_stops_again_reconciles_in_demo(fake, tmp_pat
         fake.sim._orders[stop.client_order_id] = stop
         await fake.sim.cancel_order(stop.client_order_id, XRP)  # the stop vanished on the exchange
         rt.supervisor.verifier.due.clear()  # (the O-6 check already ran long ago)
+        rt.trading = True  # this test's ticks are the live loop's passes
         await chat.say("/playbook no_stop")
         requests = await chat.tap("🛡 Place stops again")
         assert answers(requests) == ["Running…"]

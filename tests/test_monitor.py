@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal as D
 
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from keyboards.playbook import PlaybookCb, alert_keyboard
 from tests import stack
 from tests.test_risk_chat import OPEN_END, two_bots
@@ -87,7 +87,7 @@ async def test_m1_alert_once_per_incident_survives_restart_and_reopens_after_cle
         await runtime.persister.flush()
     finally:
         await runtime.close()
-    restarted = await PaperRuntime.build(config=two_bots(), db_path=db, data_dir=data_dir, end_ms=OPEN_END)
+    restarted = await build_paper_runtime(config=two_bots(), db_path=db, data_dir=data_dir, end_ms=OPEN_END)
     try:
         assert await restarted.service.run_monitor(late + 2 * MINUTE_MS) == []  # no re-alert after restart
         early = min(p.opened_ms for p in positions) + MINUTE_MS

@@ -19,7 +19,7 @@ from aiogram.utils.formatting import Text
 
 from bot.notices import Category, NoticeBuilder, Priority
 from bot.notifier import Notifier
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from storage import Storage
 from tests.fake_telegram import FakeTelegram, fake  # noqa: F401 - the fixture
 from trading.domain.config import TradingConfig
@@ -190,7 +190,7 @@ async def test_t4_long_text_split_at_4096_modes_silent_and_off_group_pacing(fake
 async def test_t4_replay_events_become_notifications_after_they_are_persisted(fake, tmp_path, data_dir):
     """A real replay with the notifier listening to the persister: entries and exits are
     announced, stop-losses first (critical); every announced close is already in SQLite."""
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "e.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "e.db", data_dir=data_dir,
                                        end_ms=DAY0 + 2 * 86_400_000)
     bot = make_bot(fake)
     clock = FakeTime()

@@ -77,11 +77,11 @@ def test_scaling_preset_from_toml(tmp_path):
 async def test_z4_summary_shows_the_presets_sl_streak_limit(tmp_path, data_dir):
     """R-2 / Z-4: /summary shows the streak limit the preset applies (3 in scaling), not the
     profile's default 2."""
-    from bot.runtime import PaperRuntime
+    from bot.runtime import build_paper_runtime
     from trading.domain.config import TradingConfig
 
     config = TradingConfig(preset="scaling")
-    runtime = await PaperRuntime.build(config=config, db_path=tmp_path / "s.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=config, db_path=tmp_path / "s.db", data_dir=data_dir,
                                        end_ms=1_748_908_800_000 + 6 * 3_600_000)
     try:
         await runtime.replay()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bot.runtime import PaperRuntime
+from bot.runtime import Runtime, build_paper_runtime
 from tests.stack import replayed
 from trading.domain.config import TradingConfig
 from trading.domain.models import OrderLeg
@@ -23,8 +23,8 @@ async def first_run(path: Path, data_dir: Path) -> list:
     return positions
 
 
-async def restart(path: Path, data_dir: Path) -> PaperRuntime:
-    return await PaperRuntime.build(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
+async def restart(path: Path, data_dir: Path) -> Runtime:
+    return await build_paper_runtime(config=TradingConfig(), db_path=path, data_dir=data_dir, end_ms=END)
 
 
 async def test_l3_clean_restart_reports_nothing_to_repair(tmp_path, data_dir):
@@ -53,7 +53,7 @@ async def test_l3_o5_position_that_lost_its_stop_gets_it_back_before_any_entry(t
     runtime = await restart(db, data_dir)
     try:
         report = runtime.reconcile_report
-        assert any(naked.symbol in line and "without a full stop" in line for line in report.found)
+        assert any(naked.symbol in line and "without a full resting stop-loss" in line for line in report.found)
         assert any(naked.symbol in line and "stop-loss" in line for line in report.repaired)
         stops = [o for o in await runtime.exchange.fetch_open_orders(naked.symbol) if o.leg is OrderLeg.STOP_LOSS]
         assert len(stops) == 1 and stops[0].amount == naked.contracts and stops[0].trigger_price == naked.stop_loss
@@ -101,13 +101,13 @@ async def test_l3_entry_in_flight_at_the_crash_fills_with_the_brackets_decided_a
     signal_ms = allowed[0].ts  # the entry goes out at this candle close = next candle's open
     db = tmp_path / "paper.db"
     first = await replayed(db, data_dir, signal_ms)
-    (key, pending), = first.engine._pending.items()
+    (key, pending), = first.engine.book.pending.items()
     decided = (pending.tp1_share_pct, pending.atr, pending.leverage)
     await first.close()
     assert decided[0] is not None and decided[1] is not None
-    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    second = await build_paper_runtime(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
     try:
-        restored = second.engine._pending[key]
+        restored = second.engine.pending_entry(*key)
         assert (restored.tp1_share_pct, restored.atr, restored.leverage) == decided
         assert restored.order.client_order_id == pending.order.client_order_id
         assert second.reconcile_report.clean
@@ -129,7 +129,7 @@ async def test_l3_close_in_flight_at_the_crash_keeps_its_exit_reason(tmp_path, d
     cid = timeout_exit.why["client_order_id"]
     assert cid in first.engine.open_orders
     await first.close()
-    second = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=week)
+    second = await build_paper_runtime(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=week)
     try:
         assert second.reconcile_report.clean
         await second.replay()
@@ -143,22 +143,22 @@ async def test_l3_o5_entry_filled_while_down_is_booked_and_gets_its_brackets(tmp
     """Crash between entry and brackets: the exchange filled the entry while the bot was down.
     The restart's reconciliation books that fill at the exchange's price, opens the position
     and places its stop before anything else (O-5 "fills missed while down are booked")."""
-    from trading.app.reconcile import reconcile
-
     probe = await replayed(tmp_path / "probe.db", data_dir, END)
     signal_ms = next(r.ts for r in await probe.store.audit.list() if r.action == "RISK_ALLOWED")
     await probe.close()
     db = tmp_path / "paper.db"
     await (await replayed(db, data_dir, signal_ms)).close()
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=db, data_dir=data_dir, end_ms=END)
     try:
-        ((bot, symbol), pending), = runtime.engine._pending.items()
+        ((bot, symbol), pending), = runtime.engine.book.pending.items()
         # The exchange fills the entry at the next open without the bot seeing it.
         source = next(s for s in runtime.sources if s.feed.symbol == symbol)
         i = source.series.timestamp.index(signal_ms)
+        runtime.exchange.on_change = None  # nobody hears of it
         runtime.exchange.fill_pending(symbol, signal_ms, source.series.open[i])
         contracts, price = (await runtime.exchange.fetch_positions())[symbol]
-        report = await reconcile(runtime.engine, await runtime.exchange.fetch_positions())
+        runtime.supervisor.reconciler.runs = 0  # as at a restart: the one reconciler, first pass
+        report = await runtime.supervisor.reconciler.run()
         position = runtime.engine.positions[(bot, symbol)]
         resting = await runtime.exchange.fetch_open_orders(symbol)
     finally:

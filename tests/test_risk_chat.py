@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.app import BOT_COMMANDS
 from bot.render import COMMANDS, money, pct, render_risk
-from bot.runtime import PaperRuntime
+from bot.runtime import Runtime, build_paper_runtime
 from tests import stack
 from trading.domain.config import BotProfile, TradingConfig
 from trading.domain.models import ZERO, TradingState
@@ -39,12 +39,12 @@ def two_bots(a_name: str = "A") -> TradingConfig:
     ))
 
 
-async def replayed(tmp_path: Path, data_dir: Path, end_ms: int, config: TradingConfig | None = None) -> PaperRuntime:
+async def replayed(tmp_path: Path, data_dir: Path, end_ms: int, config: TradingConfig | None = None) -> Runtime:
     """The two-bot paper runtime replayed up to ``end_ms``."""
     return await stack.replayed(tmp_path / "paper.db", data_dir, end_ms, config or two_bots())
 
 
-async def ask(runtime: PaperRuntime, tmp_path: Path, *lines: str) -> list[str]:
+async def ask(runtime: Runtime, tmp_path: Path, *lines: str) -> list[str]:
     """One reply text per typed line (see tests/stack.py)."""
     return await stack.ask(runtime, tmp_path, *lines, user=USER)
 
@@ -180,7 +180,7 @@ async def test_pause_and_resume_a_bot_touch_only_its_symbols_R7_B1(tmp_path, dat
 async def test_pause_word_that_is_a_symbol_and_a_bot_means_the_symbol_R7_B1(tmp_path, data_dir):
     """R-7: a bot named like a symbol ("BTC") — ``/pause BTC`` pauses the symbol BTC (for every
     bot trading it), not the bot's other symbols; an unknown word names the bots."""
-    runtime = await PaperRuntime.build(
+    runtime = await build_paper_runtime(
         config=two_bots(a_name="BTC"), db_path=tmp_path / "paper.db", data_dir=data_dir, end_ms=DAY0 + HOUR
     )
     try:

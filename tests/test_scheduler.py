@@ -14,7 +14,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
 from bot.notifier import Notifier
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from bot.scheduler import DailyReport, Jobs, ReplayDayBoundary, day_bounds
 from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from tests.test_notifier import FakeTime
@@ -29,7 +29,7 @@ async def test_t5_replay_sends_each_days_report_and_chart_at_simulated_midnight(
     """Three simulated days replayed in well under a wall-clock second: three reports, each
     with that day's closed trades (already persisted when the boundary passed), each followed
     by its PNG chart as a photo."""
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "d.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "d.db", data_dir=data_dir,
                                        end_ms=DAY0 + 3 * DAY_MS - 1)
     bot = Bot("123456:TEST-TOKEN", session=AiohttpSession(api=TelegramAPIServer.from_base(fake.base)))
     clock = FakeTime()

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from trading.domain.errors import OrderRejected
+from trading.domain.errors import OrderNotFound, OrderRejected
 from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType
 from trading.ports import ReplayClock
 from trading.adapters.simulated import SimulatedExchange
@@ -148,9 +148,13 @@ async def test_reduce_only_without_position_is_rejected(exchange):
         await exchange.create_order(order("sl", OrderSide.SELL, OrderType.STOP_MARKET, OrderLeg.STOP_LOSS, trigger="1.9", reduce_only=True))
 
 
-async def test_cancel_unknown_order_is_rejected(exchange):
-    with pytest.raises(OrderRejected, match="Unknown order"):
+async def test_o9_cancel_unknown_or_filled_order_is_refused_like_binance(exchange):
+    """O-9: the simulated venue answers as Binance does (-2011 "Unknown order sent." for an
+    unknown order and for one no longer open; -2013 for a look-up of an unknown id)."""
+    with pytest.raises(OrderNotFound, match="Unknown order"):
         await exchange.cancel_order("nope", SYMBOL)
+    with pytest.raises(OrderNotFound, match="does not exist"):
+        await exchange.fetch_order("nope", SYMBOL)
 
 
 async def test_o3_reduce_only_close_expires_when_the_position_is_already_gone(exchange):
@@ -164,3 +168,32 @@ async def test_o3_reduce_only_close_expires_when_the_position_is_already_gone(ex
     assert exchange.position(SYMBOL) is None
     assert await exchange.fetch_open_orders(SYMBOL) == []
     assert exchange._orders["c2"].status is OrderStatus.REJECTED
+
+
+async def test_o9_the_venue_reports_its_fills_like_an_exchange(exchange):
+    """O-9: what the fill tracker reads from any venue — an order looked up by client order id
+    carries what filled (amount, average, fee, time), open orders list only what rests, a
+    filled order can no longer be cancelled, and every order the venue fills or rejects on its
+    own is announced (the simulated user-data stream)."""
+    announced: list[str] = []
+    exchange.on_change = announced.append
+    fill = await open_long(exchange, 2.0)
+    assert announced == ["e1"]
+    looked_up = await exchange.fetch_order("e1", SYMBOL)
+    assert looked_up.status is OrderStatus.CLOSED and looked_up.filled == fill.amount
+    assert (looked_up.average, looked_up.fee, looked_up.updated_ms) == (fill.price, fill.fee, fill.timestamp)
+    with pytest.raises(OrderNotFound):
+        await exchange.cancel_order("e1", SYMBOL)
+    await exchange.create_order(order("sl", OrderSide.SELL, OrderType.STOP_MARKET, OrderLeg.STOP_LOSS, trigger="1.9",
+                                      reduce_only=True))
+    await exchange.create_order(order("x1", OrderSide.SELL, leg=OrderLeg.CLOSE, reduce_only=True))
+    assert [o.client_order_id for o in await exchange.fetch_open_orders(SYMBOL)] == ["sl", "x1"]
+    exchange.fill_pending(SYMBOL, 120_000, 2.0)  # the close fills at the open
+    assert announced == ["e1", "x1"] and exchange.position(SYMBOL) is None
+    assert exchange.next_trigger(SYMBOL, 180_000, 2.0, 2.0, 1.8) is None  # nothing left to reduce
+    rejected = await exchange.fetch_order("sl", SYMBOL)
+    assert rejected.status is OrderStatus.REJECTED and "ReduceOnly" in rejected.reason
+    assert announced == ["e1", "x1", "sl"] and await exchange.fetch_open_orders() == []
+    await exchange.set_margin_mode(SYMBOL, "cross")
+    with pytest.raises(OrderRejected):
+        await exchange.set_margin_mode(SYMBOL, "portfolio")

@@ -14,7 +14,7 @@ import pytest
 
 from bot.app import build_dispatcher
 from bot.cli import make_telegram_bot
-from bot.runtime import PaperRuntime
+from bot.runtime import build_paper_runtime
 from bot.settings import Settings
 from tests.fake_telegram import fake  # noqa: F401 - the fixture
 from trading.domain.config import TradingConfig
@@ -25,7 +25,7 @@ DAY0 = 1_748_908_800_000
 
 async def test_long_polling_answers_allowed_user_only(fake, tmp_path, data_dir):
     """T-1 over real HTTP: the allowed user gets /summary; the stranger gets nothing."""
-    runtime = await PaperRuntime.build(config=TradingConfig(), db_path=tmp_path / "t.db", data_dir=data_dir,
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "t.db", data_dir=data_dir,
                                        end_ms=DAY0 + 12 * 3_600_000)
     try:
         await runtime.replay()

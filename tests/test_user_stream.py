@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.live import LiveRuntime
+from bot.runtime import build_exchange_runtime
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from tests.test_live_runtime import ours, xrp_config
 from trading.adapters.ccxt_exchange import CcxtExchange
@@ -38,7 +38,7 @@ async def running(tmp_path):
     adapter = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url,
                            timeout_ms=2_000, rate_limit_ms=1)
     user_client = make_ws_client("demo", api_base=fake.base_url, api_key=API_KEY, secret=API_SECRET)
-    rt = await LiveRuntime.build(config=xrp_config(), db_path=tmp_path / "live.db", exchange=adapter, env="demo",
+    rt = await build_exchange_runtime(config=xrp_config(), db_path=tmp_path / "live.db", exchange=adapter, env="demo",
                                  user_stream_client=user_client)
     rt.user_stream.retry_s = 0.2
     stop, ready = asyncio.Event(), asyncio.Event()

@@ -47,7 +47,6 @@ PLANNED: dict[str, str] = {
     "S-6": "issue 16: USDC perps in paper, USDT candles as a labelled proxy",
     "S-7": "issue 14: promotion gate for --live, --skip-gate audited",
     "Z-5": "issue 14: the `launch` preset's staged ramp",
-    "O-9": "issue 12: one order path and one order gate for every mode",
     "E-7": "issue 14: fees-first take-profits, refused configs",
     "L-4": "issue 15: one process per database (OS lock)",
     "D-1": "issue 16: optiflow data download / data check",

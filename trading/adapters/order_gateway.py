@@ -202,7 +202,9 @@ class OrderGateway:
                     accepted = await self.exchange.create_order(order)
                     # Fills are booked from the exchange by the fill tracker (SPEC O-5); the
                     # order handed back carries none, so none is booked twice or skipped.
-                    return replace(accepted, filled=ZERO, average=None)
+                    if accepted.filled or accepted.average is not None or accepted.fee is not None:
+                        accepted = replace(accepted, filled=ZERO, average=None, fee=None)
+                    return accepted
                 except DuplicateClientOrderId:
                     self.stats["duplicate_reply"] += 1
                     found = await self._lookup(order)

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trading.engine.core import Engine
+from trading.ports import CandleEngine
 from trading.domain.errors import ExchangeError
 from trading.domain.models import Candle
 
@@ -34,7 +34,7 @@ class RestCandleFeed:
     source) — source "rest" or "websocket" — for /runtime and tests.
     """
 
-    engine: Engine
+    engine: CandleEngine
     exchange: object
     warmup: int = 300
     window: int = 5
@@ -106,18 +106,15 @@ class RestCandleFeed:
                 continue
             started = time.perf_counter()
             engine.tick(now_ms)
-            found = engine.on_candle(feed, candle.open, candle.high, candle.low, candle.close, candle.volume)
-            # The market state took this candle: it is done even if an order step below fails,
+            work = engine.step(feed, candle.open, candle.high, candle.low, candle.close, candle.volume)
+            # The market state took this candle: it is done even if its order work below fails,
             # so a retry never feeds the indicators the same candle twice.
             self.last_open_ms[key] = candle.timestamp
             self.journal.append((feed.symbol, feed.timeframe, candle.timestamp, source))
             count += 1
             try:
-                if feed.symbol in engine.held_symbols:
-                    await engine.manage_positions(feed)
-                if found is not None:
-                    for bot, check in found:
-                        await engine.try_enter(bot, feed, check)
+                if work is not None:
+                    await work
             except ExchangeError as exc:  # the supervisor's checks and reconciliation repair (O-5, O-6)
                 log.warning("%s %s: order step on the candle at %s failed: %s", feed.symbol, feed.timeframe,
                             candle.timestamp, exc.reason)

@@ -1,4 +1,16 @@
-"""Simulated exchange for paper mode and backtests, behind the same port as the ccxt adapter.
+"""Simulated exchange for paper mode and backtests: a venue behind the same port as the ccxt
+adapter (SPEC O-9), so paper and backtest trade through the same order gateway, fill tracking,
+stop verification and reconciliation as demo and live.
+
+The port (all async, none of them waits): ``load_markets``, ``set_leverage``,
+``set_margin_mode``, ``fetch_balance``, ``create_order``, ``cancel_order``, ``fetch_order`` (by
+client order id, with its fill: filled, average, fee), ``fetch_open_orders``,
+``fetch_positions`` and ``spread_pct``. Time moves only when the replay moves it: the replay
+calls the synchronous hooks :meth:`SimulatedExchange.fill_pending` and
+:meth:`SimulatedExchange.next_trigger` for each candle of a symbol in ``active_symbols``, and
+every order the venue fills, rejects or expires on its own is announced through ``on_change``
+(as Binance's user-data stream announces ORDER_TRADE_UPDATE), so the fill tracker looks it up
+and books it at once — no polling loop, no sleep.
 
 Binance USDⓈ-M semantics in one-way mode:
 - market orders fill at the NEXT candle's open, plus slippage against the taker;
@@ -21,7 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from trading.domain.errors import OrderRejected, UnknownSymbol
+from collections.abc import Callable
+
+from trading.domain.errors import OrderNotFound, OrderRejected, UnknownSymbol
 from trading.domain.models import Fill, Market, Order, OrderSide, OrderStatus, OrderType
 from trading.ports import Clock
 from trading.domain.precision import round_price
@@ -39,13 +53,18 @@ class _NetPosition:
 
 
 class SimulatedExchange:
-    """In-process exchange (SPEC S-1 paper mode). Port methods are async; the replay driver
+    """In-process exchange (SPEC S-1 paper mode, O-9). Port methods are async; the replay driver
     calls the synchronous hooks :meth:`fill_pending` and :meth:`next_trigger` for each candle of
     a symbol in :attr:`active_symbols`.
 
     Args:
         markets: market rules per symbol; balance: starting wallet balance in quote;
         slippage_pct: % of price added against the taker on every market-type fill.
+
+    Attributes:
+        on_change: called with the client order id of every order the venue fills, rejects or
+            expires by itself (not on create / cancel requests, which answer their caller);
+            None = nobody listens.
     """
 
     def __init__(
@@ -61,7 +80,10 @@ class SimulatedExchange:
         self._positions: dict[str, _NetPosition] = {}
         self._leverage: dict[str, int] = {}
         self._last_price: dict[str, Decimal] = {}  # last price seen by a hook, per symbol
+        self._margin_mode: dict[str, str] = {}
+        self._seq: dict[str, int] = {}  # client order id → acceptance order (open orders oldest first)
         self.active_symbols: set[str] = set()  # symbols with pending or trigger orders
+        self.on_change: Callable[[str], None] | None = None
 
     # ----------------------------------------------------------------- port
     async def load_markets(self) -> dict[str, Market]:
@@ -72,6 +94,14 @@ class SimulatedExchange:
         """Leverage for new positions on ``symbol`` (×)."""
         self._market(symbol)
         self._leverage[symbol] = leverage
+
+    async def set_margin_mode(self, symbol: str, margin_mode: str) -> None:
+        """``isolated`` or ``cross`` margin for ``symbol`` (SPEC O-7; the simulation books PnL
+        the same way in both)."""
+        self._market(symbol)
+        if margin_mode not in ("isolated", "cross"):
+            raise OrderRejected(f"{symbol}: margin mode {margin_mode!r} is not isolated or cross")
+        self._margin_mode[symbol] = margin_mode
 
     async def fetch_balance(self) -> Decimal:
         """Wallet balance in quote (realised PnL, fees and funding included)."""
@@ -104,6 +134,7 @@ class SimulatedExchange:
             self._check_not_crossed(order)
         accepted = replace(order, status=OrderStatus.OPEN, updated_ms=self._clock.now_ms())
         self._orders[order.client_order_id] = accepted
+        self._seq[order.client_order_id] = len(self._seq)
         book = self._pending if order.type is OrderType.MARKET else self._triggers
         book.setdefault(order.symbol, []).append(order.client_order_id)
         self.active_symbols.add(order.symbol)
@@ -113,22 +144,38 @@ class SimulatedExchange:
         """Cancel an open order.
 
         Raises:
-            OrderRejected: unknown order id (Binance -2011 "Unknown order sent").
+            OrderNotFound: unknown, or no longer open (Binance -2011 "Unknown order sent.").
+        """
+        order = self._orders.get(client_order_id)
+        if order is None or order.symbol != symbol or order.status is not OrderStatus.OPEN:
+            raise OrderNotFound(f"{symbol}: Unknown order sent ({client_order_id})")
+        return self._close_order(order, OrderStatus.CANCELED)
+
+    async def fetch_order(self, client_order_id: str, symbol: str) -> Order:
+        """One order by client order id, in any status, with what filled (amount, average
+        price, fee).
+
+        Raises:
+            OrderNotFound: the venue never accepted it (Binance -2013 "Order does not exist.").
         """
         order = self._orders.get(client_order_id)
         if order is None or order.symbol != symbol:
-            raise OrderRejected(f"{symbol}: Unknown order sent ({client_order_id})")
-        if order.status is not OrderStatus.OPEN:
-            return order
-        return self._close_order(order, OrderStatus.CANCELED)
+            raise OrderNotFound(f"{symbol}: Order does not exist ({client_order_id})")
+        return order
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
         """Open orders, optionally of one symbol, oldest first."""
-        return [
-            o
-            for o in self._orders.values()
-            if o.status is OrderStatus.OPEN and (symbol is None or o.symbol == symbol)
-        ]
+        symbols = [symbol] if symbol is not None else list(self.active_symbols)
+        found = []
+        for name in symbols:
+            for book in (self._pending, self._triggers):
+                for cid in book.get(name, ()):
+                    order = self._orders[cid]
+                    if order.status is OrderStatus.OPEN:
+                        found.append(order)
+        seq = self._seq
+        found.sort(key=lambda o: seq.get(o.client_order_id, 0))
+        return found
 
     async def fetch_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
         """Open positions: symbol → (signed contracts, +long/−short; entry price in quote)."""
@@ -153,6 +200,7 @@ class SimulatedExchange:
             self._positions[symbol] = _NetPosition(contracts, entry, leverage)
         for order in open_orders:
             self._orders[order.client_order_id] = order
+            self._seq[order.client_order_id] = len(self._seq)
             book = self._pending if order.type is OrderType.MARKET else self._triggers
             book.setdefault(order.symbol, []).append(order.client_order_id)
             self.active_symbols.add(order.symbol)
@@ -173,7 +221,7 @@ class SimulatedExchange:
             if order.reduce_only and (position is None or not self._reduces(position, order.side)):
                 # Binance expires a reduce-only order with nothing left to reduce (a stop closed
                 # the position first); it never opens the opposite side.
-                self._close_order(order, OrderStatus.REJECTED, "ReduceOnly Order is rejected")
+                self._close_order(order, OrderStatus.REJECTED, "ReduceOnly Order is rejected", notify=True)
                 continue
             fills.append(self._execute(order, Decimal(repr(open_price)), timestamp))
         self._refresh_active(symbol)
@@ -220,7 +268,7 @@ class SimulatedExchange:
         position = self._positions.get(symbol)
         if position is None or not self._reduces(position, chosen.side):
             # Binance rejects a reduce-only order that has nothing left to reduce.
-            self._close_order(chosen, OrderStatus.REJECTED, "ReduceOnly Order is rejected")
+            self._close_order(chosen, OrderStatus.REJECTED, "ReduceOnly Order is rejected", notify=True)
             return self.next_trigger(symbol, timestamp, open_price, high, low)
         trigger = chosen.trigger_price
         assert trigger is not None
@@ -294,7 +342,7 @@ class SimulatedExchange:
         if not self._pending.get(symbol) and not self._triggers.get(symbol):
             self.active_symbols.discard(symbol)
 
-    def _close_order(self, order: Order, status: OrderStatus, reason: str = "") -> Order:
+    def _close_order(self, order: Order, status: OrderStatus, reason: str = "", *, notify: bool = False) -> Order:
         closed = replace(order, status=status, updated_ms=self._clock.now_ms(), reason=reason)
         self._orders[order.client_order_id] = closed
         for book in (self._pending, self._triggers):
@@ -302,6 +350,8 @@ class SimulatedExchange:
             if ids and order.client_order_id in ids:
                 ids.remove(order.client_order_id)
         self._refresh_active(order.symbol)
+        if notify and self.on_change is not None:
+            self.on_change(order.client_order_id)
         return closed
 
     def _execute(self, order: Order, reference: Decimal, timestamp: int, *, maker: bool = False) -> Fill:
@@ -344,8 +394,11 @@ class SimulatedExchange:
             filled=amount,
             average=price,
             updated_ms=timestamp,
+            fee=fee,
         )
         self._refresh_active(order.symbol)
+        if self.on_change is not None:
+            self.on_change(order.client_order_id)
         return Fill(
             client_order_id=order.client_order_id,
             bot=order.bot,

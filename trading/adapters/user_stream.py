@@ -9,7 +9,7 @@ liquidated) asks for a reconciliation at the next pass instead of in up to 30 s.
 socket fails the watcher says so (``active`` = "rest") and redials every ``retry_s``; the
 supervisor's REST polling every 0.5 s goes on either way, so nothing depends on the socket.
 
-Wiring: ``bot.live.LiveRuntime`` builds it with a keyed ccxt.pro client
+Wiring: ``bot.runtime.build_exchange_runtime`` builds it with a keyed ccxt.pro client
 (:func:`trading.adapters.ws_feed.make_ws_client` with keys), calls :meth:`start`, waits on :attr:`wake`
 between passes, reads :meth:`take_mismatch` after each pass and :meth:`close` on shutdown.
 Never imports aiogram.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from trading.engine.core import Engine
+from trading.ports import PositionBook
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class UserStreamWatcher:
     is down or before), :attr:`order_updates`, :attr:`position_updates`, :attr:`last_error`.
     """
 
-    engine: Engine
+    engine: PositionBook
     client: Any
     prefixes: tuple[str, ...]
     retry_s: float = 5.0

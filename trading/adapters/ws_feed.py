@@ -10,7 +10,7 @@ REST first, so the socket never leaves a gap (a gap seen later is filled over RE
 whose last socket update came before its close is read over REST (its values may not be final).
 Binance USDⓈ-M only (OKX stays on REST polling).
 
-Wiring in ``bot.live.LiveRuntime`` (the integrator's part):
+Wiring in ``bot.runtime.build_exchange_runtime`` (the integrator's part):
   build: ``feed = HybridCandleFeed(engine, RestCandleFeed(engine, gateway),
   make_ws_client(mode, api_base=settings.exchange_api_base), clock)`` (field type ``RestCandleFeed |
   HybridCandleFeed``; paper mode never builds it);
@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trading.adapters.ccxt_exchange import rebase_url
-from trading.engine.core import Engine
 from trading.adapters.rest_feed import RestCandleFeed, poll_safely
 from trading.domain.models import Candle
-from trading.ports import Clock
+from trading.ports import CandleEngine, Clock
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class HybridCandleFeed:
     :attr:`last_switch_reason`, :attr:`switches`; :attr:`messages` counts websocket updates.
     """
 
-    engine: Engine
+    engine: CandleEngine
     rest_feed: RestCandleFeed
     ws_client: Any
     clock: Clock

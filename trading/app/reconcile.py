@@ -1,41 +1,25 @@
-"""Keeping the local state true to the exchange (SPEC O-5, O-6, L-3, A-1): the exchange wins,
-and a :class:`ReconcileReport` says what was found and what was repaired (audited as a RECONCILE
+"""Keeping the local state true to the venue (SPEC O-5, O-6, L-3, A-1): the venue wins, and a
+:class:`ReconcileReport` says what was found and what was repaired (audited as a RECONCILE
 record, posted / logged for the trader).
 
-Two entry points share the report, its audit event and its log line:
+ONE reconciler for every venue (SPEC O-9): paper and backtest run it against the simulated
+exchange exactly as demo and live run it against ccxt, through the same order gateway.
 
-- :func:`reconcile` — the start-up reconciliation of a paper run (``bot.runtime.PaperRuntime``)
-  against an exchange port that offers a position snapshot and the open orders but no order
-  lookup (the simulated exchange). Checks, in order:
-
-  1. positions: an exchange position from an entry the bot sent but never saw fill (crash between
-     entry and brackets) is booked as that entry's fill, which opens the position and places its
-     brackets; any other exchange position the engine does not know is closed at market (nobody
-     manages it and no stop protects it, R-10); a local position the exchange no longer holds is
-     marked closed at its last known price (the exit fill happened while the bot was down); a
-     size difference takes the exchange's size;
-  2. orders: a local open order the exchange no longer lists is marked canceled; an exchange
-     order with this bot's client-id prefix that the engine does not know, or a reduce-only one
-     on a symbol with no position, is cancelled (stray);
-  3. stops: every open position must have a resting stop-loss covering its contracts (R-10); a
-     missing or short one is placed again (the new stop rests before an old one is cancelled); if
-     the exchange rejects it the position is closed at market.
-
-- The live / demo machinery (``bot.live.LiveRuntime``), through the order gateway (retries,
-  locks) and the engine's small public methods:
-
-  - :class:`FillTracker` finds the fills of the orders the engine tracks (an order missing from
-    the exchange's open list is looked up by client order id) and books them through
-    ``Engine.on_fill``; partial fills are booked as they grow (the rest of an entry is booked as
-    an addition, so brackets follow the size). This is how an entry that filled while the bot was
-    down is booked in live (the paper path reads it from the position snapshot instead).
-  - :class:`StopVerifier` (O-6): 1.5 s after each entry fill the stop must be resting on the
-    exchange; if not it is placed again, and if that fails the position is closed at market with
-    a NO_STOP alert (``Engine.ensure_stop``).
-  - :class:`Reconciler` (O-5, at start — before any entry, L-3 — and every 30 s): missed fills are
-    booked, orders of ours (client-id prefix) that the engine does not track are cancelled, local
-    positions are repaired to the exchange's size, and every position gets a resting stop.
-  - :class:`Supervisor` drives those on the live loop's clock.
+- :class:`FillTracker` finds the fills of the orders the engine tracks (an order missing from
+  the venue's open list is looked up by client order id) and books them through
+  ``Engine.on_fill``; partial fills are booked as they grow (the rest of an entry is booked as
+  an addition, so brackets follow the size). :meth:`FillTracker.book` books the orders a venue
+  announced (the simulated exchange's ``on_change``, a user-data stream) without a full poll.
+- :class:`StopVerifier` (O-6): 1.5 s after each entry fill the stop must be resting on the
+  venue; if not it is placed again, and if that fails the position is closed at market with a
+  NO_STOP alert (``Engine.ensure_stop``).
+- :class:`Reconciler` (O-5, at start — before any entry, L-3 — and every 30 s): missed fills are
+  booked (an entry that filled while the bot was down opens its position with its brackets),
+  local positions are repaired to the venue's, orders of ours (client-id prefix) that the
+  engine does not track — or reduce-only ones on a symbol where the bot holds nothing — are
+  cancelled, and every position gets a resting stop covering its contracts (R-10).
+- :class:`Supervisor` drives those on the loop's clock (the live loop's passes, the replay's
+  candle steps).
 """
 
 from __future__ import annotations
@@ -46,8 +30,8 @@ from decimal import Decimal
 
 from trading.engine.core import Engine
 from trading.domain.errors import ExchangeError, OrderNotFound
-from trading.domain.events import OrderUpdated, PositionChanged, ReconcileReported
-from trading.domain.models import ExitReason, Fill, Order, OrderLeg, OrderStatus, OrderType, Position, Side
+from trading.domain.events import ReconcileReported
+from trading.domain.models import Fill, Order, OrderLeg, OrderStatus, OrderType
 from trading.domain.oms import client_order_id_prefix
 
 log = logging.getLogger(__name__)
@@ -115,126 +99,14 @@ def publish(engine: Engine, report: ReconcileReport, *, at_start: bool = True) -
         log.warning("%s", report.text())
 
 
-async def reconcile(engine: Engine, exchange_positions: dict[str, tuple[Decimal, Decimal]]) -> ReconcileReport:
-    """Reconcile ``engine``'s restored state with its exchange (the source of truth) and repair it.
-
-    Args:
-        engine: restored and started (``Engine.restore`` then ``await start()``).
-        exchange_positions: symbol → (signed contracts, entry price) as the exchange reports them
-            (``fetch_positions`` of the exchange port).
-
-    Emits the repairs as engine events, then :class:`ReconcileReported` (:func:`publish`);
-    returns the report. Live and demo use :class:`Reconciler` instead (it looks orders up by
-    client order id through the gateway and also runs every 30 s).
-    """
-    now = engine.clock.now_ms()
-    report = ReconcileReport(now, len(engine.positions), len(engine.open_orders))
-    sink = engine.sink
-    local = {symbol: position for (_bot, symbol), position in engine.positions.items()}
-    pending = {symbol: (bot, entry) for (bot, symbol), entry in engine._pending.items()}
-    resting = {o.client_order_id: o for o in await engine.exchange.fetch_open_orders()}
-    # 1. positions
-    for symbol, (contracts, _entry) in exchange_positions.items():
-        position = local.get(symbol)
-        waiting = pending.get(symbol)
-        if position is None and waiting is not None:
-            bot, entry = waiting
-            order = entry.order
-            if order.client_order_id in resting or (contracts > 0) != (entry.side is Side.LONG):
-                continue  # still resting: it fills later, as usual
-            # The entry filled while the bot was down (between entry and brackets): book the
-            # fill at the exchange's entry price; on_fill opens the position and its brackets.
-            amount = abs(contracts)
-            market = engine.markets[symbol]
-            report.found.append(f"{symbol}: entry {order.client_order_id} filled while down "
-                                f"({amount} contracts @ {_entry})")
-            await engine.on_fill(Fill(order.client_order_id, bot, symbol, order.side, OrderLeg.ENTRY, amount,
-                                      _entry, amount * market.contract_size * _entry * market.taker_fee, now))
-            report.fills_booked += 1
-            report.repaired.append(f"{symbol}: fill booked, position opened with its stop-loss and take-profits")
-            resting = {o.client_order_id: o for o in await engine.exchange.fetch_open_orders()}
-        elif position is None:
-            report.found.append(f"{symbol}: exchange position {contracts} contracts unknown to the bot")
-            side = Side.LONG if contracts > 0 else Side.SHORT
-            bot = next((b.name for b in engine.bots.values() if symbol in b.profile.symbols), "")
-            orphan = _orphan_position(engine, bot, symbol, side, abs(contracts), _entry, now)
-            if await engine._close_at_market(orphan, ExitReason.NO_STOP) is not None:
-                report.positions_repaired += 1
-                report.repaired.append(f"{symbol}: closing the unmanaged {abs(contracts)} contracts at market")
-        elif position is not None and position.side.sign * position.contracts != contracts:
-            report.found.append(f"{symbol}: bot holds {position.side.sign * position.contracts}, "
-                                f"exchange {contracts} contracts")
-            if (contracts > 0) == (position.side is Side.LONG) and contracts != 0:
-                updated = replace(position, contracts=abs(contracts))
-                engine.positions[(position.bot, symbol)] = updated
-                sink.emit(PositionChanged(updated))
-                report.positions_repaired += 1
-                report.repaired.append(f"{symbol}: position size set to the exchange's {abs(contracts)}")
-    for (bot, symbol), position in list(engine.positions.items()):
-        if symbol not in exchange_positions:
-            report.found.append(f"{symbol}: bot position {position.contracts} contracts not on the exchange")
-            mark = engine.mark_price(symbol) or position.entry_price
-            closed = replace(position, closed_ms=now, exit_price=mark, exit_reason=ExitReason.MANUAL)
-            del engine.positions[(bot, symbol)]
-            engine.held_symbols.discard(symbol)
-            sink.emit(PositionChanged(closed))
-            report.positions_repaired += 1
-            report.repaired.append(f"{symbol}: position marked closed (closed on the exchange while down)")
-    # 2. orders
-    for cid, order in list(engine.open_orders.items()):
-        if cid not in resting:
-            report.found.append(f"{order.symbol}: {order.leg.value} order {cid} open locally, not on the exchange")
-            del engine.open_orders[cid]
-            engine._pending.pop((order.bot, order.symbol), None)
-            sink.emit(OrderUpdated(replace(order, status=OrderStatus.CANCELED, updated_ms=now,
-                                           reason="RECONCILE: not on the exchange")))
-            report.repaired.append(f"{order.symbol}: {cid} marked canceled")
-    prefixes = tuple(client_order_id_prefix(engine.env, bot) for bot in engine.bots)
-    held = {symbol for (_bot, symbol) in engine.positions}
-    for cid, order in resting.items():
-        ours = cid.startswith(prefixes)
-        stray = ours and (cid not in engine.open_orders or (order.reduce_only and order.symbol not in held))
-        if stray:
-            report.found.append(f"{order.symbol}: stray {order.leg.value} order {cid} on the exchange")
-            engine.open_orders.pop(cid, None)
-            try:
-                cancelled = await engine.exchange.cancel_order(cid, order.symbol)
-            except ExchangeError as exc:
-                report.repaired.append(f"{order.symbol}: cancel of {cid} failed: {exc.reason}")
-                continue
-            sink.emit(OrderUpdated(cancelled))
-            report.strays_cancelled += 1
-            report.repaired.append(f"{order.symbol}: stray order {cid} cancelled")
-    # 3. every position has a stop for its whole size (R-10)
-    for position in list(engine.positions.values()):
-        if engine._close_in_flight(position.bot, position.symbol):
-            continue  # a close at market is already on its way
-        stops = [o for o in engine.open_orders.values()
-                 if o.bot == position.bot and o.symbol == position.symbol and o.leg is OrderLeg.STOP_LOSS]
-        if any(o.amount >= position.contracts for o in stops):
-            continue
-        report.found.append(f"{position.symbol}: position of {position.contracts} contracts without a full stop")
-        await engine._replace_stop(position, engine.markets[position.symbol], now)
-        report.stops_replaced += 1
-        report.repaired.append(f"{position.symbol}: stop-loss at {position.stop_loss} placed again")
-    publish(engine, report)
-    return report
-
-
-def _orphan_position(engine: Engine, bot: str, symbol: str, side: Side, contracts: Decimal, entry: Decimal, now: int):
-    """A throw-away Position for an exchange position the bot did not know (to close it)."""
-    return Position(position_id=f"reconcile|{symbol}|{now}", bot=bot, symbol=symbol, side=side,
-                    contracts=contracts, initial_contracts=contracts, entry_price=entry, opened_ms=now,
-                    stop_loss=entry, take_profit_1=entry, take_profit_2=entry,
-                    leverage=engine.bots[bot].profile.leverage if bot in engine.bots else 1)
-
-
 @dataclass(slots=True)
 class FillTracker:
     """Books the fills of tracked orders (SPEC O-5 "missed fills are booked").
 
     A partly filled order stays tracked with its ``filled`` and ``average`` updated (persisted
     with the fill, so a restart resumes from what was booked); each poll books only the growth.
+    The fee is the venue's when it reports one (``Order.fee``), else the market's maker rate for
+    a resting limit (entry or triggered TAKE_PROFIT) and the taker rate for the rest.
 
     Args: engine; gateway (``OrderGateway`` or any port with ``fetch_order``); verifier to
     schedule the O-6 check after entries (optional).
@@ -273,6 +145,28 @@ class FillTracker:
             booked += await self._book(local, remote)
         return booked
 
+    async def book(self, client_order_ids: list[str]) -> int:
+        """Look up and book the orders a venue announced as changed (filled, rejected or
+        expired), oldest announcement first; ids the engine no longer tracks are skipped.
+        Returns how many fills were booked.
+
+        Raises:
+            ExchangeError: a look-up failed (the next poll books what was missed).
+        """
+        engine = self.engine
+        booked = 0
+        for cid in client_order_ids:
+            local = engine.tracked_order(cid)
+            if local is None:
+                continue
+            try:
+                remote = await self.gateway.fetch_order(cid, local.symbol)
+            except OrderNotFound:
+                engine.forget_order(cid, OrderStatus.REJECTED, "not on the exchange")
+                continue
+            booked += await self._book(local, remote)
+        return booked
+
     async def _book(self, local: Order, remote: Order) -> int:
         engine = self.engine
         cid = local.client_order_id
@@ -280,26 +174,30 @@ class FillTracker:
         booked = 0
         if remote.filled > done and remote.average is not None:
             increment = remote.filled - done
-            value_before = done * (local.average or Decimal(0))
-            price = (remote.filled * remote.average - value_before) / increment
             market = engine.markets[local.symbol]
+            value_before = done * (local.average or Decimal(0))
+            price = remote.average if done == 0 else (remote.filled * remote.average - value_before) / increment
             price = price.quantize(market.tick_size) if market.tick_size > 0 else price
-            # A resting limit (entry or triggered TAKE_PROFIT) fills as a maker, the rest as takers.
-            rate = market.maker_fee if local.type in (OrderType.LIMIT, OrderType.TAKE_PROFIT) else market.taker_fee
-            fee = increment * market.contract_size * price * rate
+            if remote.fee is not None and (done == 0 or local.fee is not None):
+                fee = remote.fee - (local.fee or Decimal(0))  # what the venue charged
+            else:
+                # A resting limit (entry or triggered TAKE_PROFIT) fills as a maker, the rest as takers.
+                rate = market.maker_fee if local.type in (OrderType.LIMIT, OrderType.TAKE_PROFIT) else market.taker_fee
+                fee = increment * market.contract_size * price * rate
             leg = local.leg
             if done > 0 and leg is OrderLeg.ENTRY:
                 leg = OrderLeg.ADD  # the rest of a partly filled entry grows the position
             fill = Fill(cid, local.bot, local.symbol, local.side, leg, increment, price, fee,
                         remote.updated_ms or engine.clock.now_ms())
-            log.info("fill booked: %s %s %s at %s (order filled %s of %s)", cid, leg.value, increment,
-                     price, remote.filled, local.amount)
+            log.debug("fill booked: %s %s %s at %s (order filled %s of %s)", cid, leg.value, increment,
+                      price, remote.filled, local.amount)
             try:
                 await engine.on_fill(fill)
             finally:
                 if remote.status is OrderStatus.OPEN:
                     # Still working: it stays tracked with what is booked so far.
-                    engine.track_partial(replace(local, filled=remote.filled, average=remote.average))
+                    engine.track_partial(replace(local, filled=remote.filled, average=remote.average,
+                                                 fee=remote.fee))
             booked = 1
             if local.leg is OrderLeg.ENTRY and done == 0 and self.verifier is not None:
                 self.verifier.schedule(local.bot, local.symbol, engine.clock.now_ms())
@@ -316,6 +214,7 @@ class StopVerifier:
     gateway: object
     due: dict[tuple[str, str], int] = field(default_factory=dict)  # (bot, symbol) → due ms
     replaced: int = 0
+    verified: int = 0  # checks run (each entry fill gets one)
 
     def schedule(self, bot: str, symbol: str, filled_ms: int) -> None:
         """Check ``bot``'s stop on ``symbol`` at ``filled_ms`` + 1.5 s (epoch ms)."""
@@ -331,6 +230,7 @@ class StopVerifier:
     async def verify(self, bot: str, symbol: str) -> bool:
         """True when the stop rests on the exchange; otherwise place it again (or close at
         market, ``Engine.ensure_stop``) and return False."""
+        self.verified += 1
         if (bot, symbol) not in self.engine.positions:
             return True
         stop = self.engine.stop_of(bot, symbol)
@@ -349,7 +249,7 @@ class StopVerifier:
 
 @dataclass(slots=True)
 class Reconciler:
-    """SPEC O-5: make the local state equal to the exchange (the truth)."""
+    """SPEC O-5: make the local state equal to the venue's (the truth), for every venue."""
 
     engine: Engine
     gateway: object
@@ -363,7 +263,17 @@ class Reconciler:
             self.prefixes = tuple(client_order_id_prefix(self.engine.env, b) for b in self.engine.bots)
 
     def _bot_of(self, symbol: str) -> str | None:
-        for name, bot in self.engine.bots.items():
+        """The bot the venue's position on ``symbol`` belongs to: the one holding it (or
+        waiting for its entry) locally — one bot per symbol in one-way mode (B-1) — else the
+        first bot configured to trade it."""
+        engine = self.engine
+        for (bot, held), _position in engine.positions.items():
+            if held == symbol:
+                return bot
+        for name in engine.bots:
+            if engine.pending_entry(name, symbol) is not None:
+                return name
+        for name, bot in engine.bots.items():
             if symbol in bot.profile.symbols:
                 return name
         return None
@@ -383,10 +293,10 @@ class Reconciler:
                                  periodic=not at_start)
         report.fills_booked = await self.tracker.poll()
         if report.fills_booked and at_start:
-            # At start these filled while the bot was down; later passes book routine fills (the
-            # supervisor polls every 500 ms), which are counted but are no repair.
-            report.found.append(f"{report.fills_booked} fill(s) made while the bot was down")
-            report.repaired.append(f"{report.fills_booked} fill(s) booked")
+            # At start these filled while the bot was down (an entry opens its position with
+            # its brackets); later passes book routine fills, which are counted but no repair.
+            report.found.append(f"{report.fills_booked} order(s) filled while down")
+            report.repaired.append(f"{report.fills_booked} fill(s) booked (positions and brackets follow)")
         remote_positions = await self.gateway.fetch_positions()  # symbol → (signed contracts, entry)
         symbols = {s for b in engine.bots.values() for s in b.profile.symbols}
         for symbol in sorted(symbols):
@@ -404,31 +314,39 @@ class Reconciler:
         open_orders = []
         for symbol in sorted(symbols):  # per symbol: Binance weighs a no-symbol query 40×
             open_orders += await self.gateway.fetch_open_orders(symbol)
+        held = {symbol for (_bot, symbol) in engine.positions}
         for order in open_orders:
             cid = order.client_order_id
-            ours = cid.startswith(self.prefixes)
-            if ours and engine.tracked_order(cid) is None:
+            if not cid.startswith(self.prefixes):
+                continue
+            untracked = engine.tracked_order(cid) is None
+            # A reduce-only order of ours on a symbol where the bot holds nothing protects
+            # nothing (a crash during a close, before its brackets were cancelled).
+            orphaned = order.reduce_only and order.symbol not in held
+            if untracked or orphaned:
                 report.found.append(f"{order.symbol}: stray {order.leg.value} order {cid} on the exchange")
-                try:
-                    await self.gateway.cancel_order(cid, order.symbol)
+                if await engine.cancel_stray(order):
                     report.strays_cancelled += 1
                     report.repaired.append(f"{order.symbol}: stray order {cid} cancelled")
-                except OrderNotFound:
+                else:
                     report.repaired.append(f"{order.symbol}: stray order {cid} already gone")
-        resting = {o.client_order_id for o in open_orders}
-        for (bot, symbol) in list(engine.positions):
+        resting = {o.client_order_id: o for o in open_orders}
+        for (bot, symbol), position in list(engine.positions.items()):
             stop = engine.stop_of(bot, symbol)
-            if stop is None or stop.client_order_id not in resting:
-                if stop is not None:
-                    try:
-                        if (await self.gateway.fetch_order(stop.client_order_id, symbol)).status is OrderStatus.OPEN:
-                            continue
-                    except OrderNotFound:
-                        pass
-                report.stops_replaced += 1
-                report.found.append(f"{symbol}: position of {bot} without a resting stop-loss")
-                await engine.ensure_stop(bot, symbol)
-                report.repaired.append(f"{symbol}: stop-loss placed again (or closed at market if refused)")
+            remote = None if stop is None else resting.get(stop.client_order_id)
+            if stop is not None and remote is None:
+                try:
+                    remote = await self.gateway.fetch_order(stop.client_order_id, symbol)
+                except OrderNotFound:
+                    remote = None
+            if remote is not None and remote.status is OrderStatus.OPEN and remote.amount >= position.contracts:
+                continue
+            report.stops_replaced += 1
+            report.found.append(f"{symbol}: position of {bot} ({position.contracts} contracts) without a "
+                                "full resting stop-loss")
+            await engine.ensure_stop(bot, symbol)
+            report.repaired.append(f"{symbol}: stop-loss at {position.stop_loss} placed again "
+                                   "(or the position closed at market if refused)")
         self.runs += 1
         publish(engine, report, at_start=at_start)
         return report
@@ -436,19 +354,32 @@ class Reconciler:
 
 @dataclass(slots=True)
 class Supervisor:
-    """Drives the live order checks on the clock: fills are polled every ``poll_every_ms``, due
-    stop verifications run (O-6), a position without a tracked stop gets one (R-10) and a
-    reconciliation runs every 30 s (O-5). Call
-    :meth:`tick` from the live loop (or a test) with the current time."""
+    """Drives the order checks on the clock, for every venue: fills are polled every
+    ``poll_every_ms``, due stop verifications run (O-6), a position without a tracked stop gets
+    one (R-10) and a reconciliation runs every ``reconcile_every_ms`` (O-5: 30 s). Call
+    :meth:`tick` from the live loop, the replay (after each candle step in which the venue
+    changed an order or a verification fell due) or a test, with the current time."""
 
     tracker: FillTracker
     verifier: StopVerifier
     reconciler: Reconciler
     poll_every_ms: int = 500
+    reconcile_every_ms: int = RECONCILE_EVERY_MS
     _next_poll_ms: int = 0
     _next_reconcile_ms: int = 0
     failures: int = 0
     stops_placed: int = 0
+    requested: bool = False  # a reconciliation was asked for (T-6) and has not run yet
+
+    def reconciled(self, now_ms: int) -> None:
+        """A reconciliation just ran (the one at start, L-3): the next is due one interval on."""
+        self._next_reconcile_ms = now_ms + self.reconcile_every_ms
+
+    def due(self, now_ms: int) -> bool:
+        """True when a reconciliation was asked for (:meth:`reconcile_soon`) or a stop
+        verification is due at ``now_ms``: the replay ticks then too."""
+        due = self.verifier.due
+        return self.requested or (bool(due) and min(due.values()) <= now_ms)
 
     def poll_soon(self) -> None:
         """Make the fill poll due at the next :meth:`tick` (the user stream saw one of our
@@ -458,6 +389,7 @@ class Supervisor:
     def reconcile_soon(self) -> None:
         """Make a reconciliation due at the next :meth:`tick` (a trader asked for it, T-6)."""
         self._next_reconcile_ms = 0
+        self.requested = True
 
     async def tick(self, now_ms: int) -> ReconcileReport | None:
         """Run what is due at ``now_ms``; returns the report of a reconciliation if one ran.
@@ -466,7 +398,8 @@ class Supervisor:
         if now_ms >= self._next_reconcile_ms:
             try:
                 report = await self.reconciler.run()
-                self._next_reconcile_ms = now_ms + RECONCILE_EVERY_MS
+                self._next_reconcile_ms = now_ms + self.reconcile_every_ms
+                self.requested = False
                 self._next_poll_ms = now_ms + self.poll_every_ms
             except ExchangeError as exc:
                 self.failures += 1
@@ -492,7 +425,7 @@ class Supervisor:
                 if (bot, symbol) in engine.positions and engine.stop_of(bot, symbol) is None:
                     # Still no stop (the exchange refused it: its position may differ from
                     # ours): reconcile at the next tick instead of in up to 30 s.
-                    self._next_reconcile_ms = 0
+                    self.reconcile_soon()
         return report
 
 

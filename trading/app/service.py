@@ -20,6 +20,7 @@ from trading.domain.events import Alert, CommandIssued
 from trading.domain.models import ZERO, ExitReason, OrderLeg, Side
 from trading.domain.monitor import MonitorLimits, MonitorSnapshot, WatchedPosition, detect, diff
 from trading.domain.presets import effective_limits
+from trading.domain.reasons import DrawdownStage, ReasonCode
 from trading.domain.reports import build_report
 from trading.domain.risk import daily_loss_pct, trading_state
 from trading.domain.views import (
@@ -242,7 +243,7 @@ class TradingService:
                 ))
         return RiskReport(
             trading_state=trading_state(halted, stage),
-            state_reason=halted or ("DRAWDOWN_PAUSE" if stage == "PAUSE" else ""),
+            state_reason=halted or (ReasonCode.DRAWDOWN_PAUSE if stage is DrawdownStage.PAUSE else ""),
             equity=equity,
             peak_equity=peak,
             drawdown_pct=(peak - equity) / peak * HUNDRED if peak > 0 else ZERO,
@@ -277,10 +278,9 @@ class TradingService:
                 await self.record_command(command, bot=bot, symbol=symbol)  # SPEC A-1, same transaction
                 if paused:
                     await self._store.pauses.pause(bot, symbol, now)
-                    engine.paused.setdefault(bot, set()).add(symbol)
                 else:
                     await self._store.pauses.resume(bot, symbol)
-                    engine.paused.setdefault(bot, set()).discard(symbol)
+                engine.set_paused(bot, symbol, paused)
 
     # ------------------------------------------------------------ control
     async def paused_symbols(self) -> set[str]:

@@ -38,6 +38,7 @@ from trading.domain.events import (
     EntryDecided,
     ExitDecided,
     FillBooked,
+    OrderRefused,
     OrderUpdated,
     ReconcileReported,
     SignalEvaluated,
@@ -62,7 +63,8 @@ RISK_DENIED = "RISK_DENIED"
 EXIT = "EXIT"
 COMMAND = "COMMAND"
 RECONCILE = "RECONCILE"
-ENTRY_CHECKS = ("score", "risk_guard", "sizing", "filters", "exchange")
+ORDER_REFUSED = "ORDER_REFUSED"  # the order gate kept an order that adds exposure from the venue (O-9)
+ENTRY_CHECKS = ("score", "risk_guard", "sizing", "filters", "order_gate", "exchange")
 """The entry pipeline's stages in order (SPEC S-11, Z-4, R-*, Z-1, F-*, O-3): an allowed entry
 passed all of them; a denied one names its first blocker."""
 SCORE_BELOW_MIN = "SCORE_BELOW_MIN"
@@ -241,7 +243,7 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
     """The audit entries of a flush's events, in event order (SPEC A-1): every order state
     change, every fill, every risk decision on a signal that met its minimum score (signals
     under the score never reach the risk checks; ``record_below_min_score`` records them too),
-    every exit decision, manual command and reconciliation report. An entry order's
+    every exit decision, manual command, reconciliation report and order-gate refusal (O-9). An entry order's
     ORDER_PLACED record follows the RISK_ALLOWED decision that sent it. Other events (positions,
     account, equity samples…) are state, not decisions: they are not recorded."""
     out: list[AuditEntry] = []
@@ -308,5 +310,10 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
                                   {"command": event.command, "source": event.source, **event.why}))
         elif kind is ReconcileReported:
             out.append(AuditEntry(event.ts, RECONCILE, "", "", "", None, event.report))
+        elif kind is OrderRefused:
+            o = event.order
+            out.append(AuditEntry(event.ts, ORDER_REFUSED, o.bot, o.symbol, o.side.value, o.amount,
+                                  {"client_order_id": o.client_order_id, "leg": o.leg, "type": o.type,
+                                   "reason": event.reason, "detail": event.detail}))
     out.extend(held.values())  # an entry without its decision in this batch still gets recorded
     return out

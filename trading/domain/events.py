@@ -16,6 +16,7 @@ from trading.domain.models import (
     SignalEvaluation,
     SymbolBlacklist,
 )
+from trading.domain.reasons import ReasonCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,18 @@ class ReconcileReported:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderRefused:
+    """The order gate refused an order that adds exposure before it reached the venue (SPEC
+    O-9, R-*): ``reason`` the :class:`~trading.domain.reasons.ReasonCode`, ``detail`` the
+    figures (``margin 80.00 > cap 75.00``); ``ts`` epoch ms UTC."""
+
+    ts: int
+    order: Order
+    reason: ReasonCode
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayProgress:
     """The replay has processed every candle that opened before ``cursor_ms`` (epoch ms UTC)."""
 
@@ -160,6 +173,7 @@ Event = (
     | EntryDecided
     | CommandIssued
     | ReconcileReported
+    | OrderRefused
     | ReplayProgress
 )
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trading.domain.errors import ConfigError
 from trading.domain.models import RiskDecision
+from trading.domain.reasons import ReasonCode
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -106,7 +107,7 @@ Check = Callable[[FilterContext, FilterConfig], RiskDecision | None]
 
 
 def _missing(name: str, value: object) -> RiskDecision:
-    return RiskDecision(False, "MISSING_DATA", f"{name}={value}")
+    return RiskDecision(False, ReasonCode.MISSING_DATA, f"{name}={value}")
 
 
 def _unknown(x: float | None) -> bool:
@@ -121,7 +122,7 @@ def check_spread(ctx: FilterContext, cfg: FilterConfig) -> RiskDecision | None:
     assert ctx.spread_pct is not None
     if not ctx.spread_pct < cfg.max_spread_pct:
         return RiskDecision(
-            False, "SPREAD_TOO_WIDE", f"spread={ctx.spread_pct:.4g}% max={cfg.max_spread_pct:g}%"
+            False, ReasonCode.SPREAD_TOO_WIDE, f"spread={ctx.spread_pct:.4g}% max={cfg.max_spread_pct:g}%"
         )
     return None
 
@@ -148,7 +149,7 @@ def check_liquidity(ctx: FilterContext, cfg: FilterConfig) -> RiskDecision | Non
     if not (volume > need and volume >= floor):
         return RiskDecision(
             False,
-            "LOW_LIQUIDITY",
+            ReasonCode.LOW_LIQUIDITY,
             f"volume24h={volume:.0f} need>{need:.0f} ({cfg.liquidity_multiple}x notional) floor={floor}",
         )
     return None
@@ -164,12 +165,12 @@ def check_volatility(ctx: FilterContext, cfg: FilterConfig) -> RiskDecision | No
         return _missing("tick_size", ctx.tick_size)
     atr_pct = ctx.atr * 100.0 / ctx.close
     if atr_pct < cfg.min_atr_pct:
-        return RiskDecision(False, "LOW_VOLATILITY", f"atr={atr_pct:.3f}% min={cfg.min_atr_pct:g}%")
+        return RiskDecision(False, ReasonCode.LOW_VOLATILITY, f"atr={atr_pct:.3f}% min={cfg.min_atr_pct:g}%")
     # Decimal, so that an ATR of exactly 3 ticks passes (3 × 0.1 is 0.30000000000000004 in float).
     min_atr = cfg.min_atr_ticks * ctx.tick_size
     if Decimal(str(ctx.atr)) < min_atr:
         return RiskDecision(
-            False, "LOW_VOLATILITY", f"atr={ctx.atr:.6g} min={min_atr} ({cfg.min_atr_ticks} ticks)"
+            False, ReasonCode.LOW_VOLATILITY, f"atr={ctx.atr:.6g} min={min_atr} ({cfg.min_atr_ticks} ticks)"
         )
     return None
 
@@ -190,13 +191,13 @@ def check_safety(ctx: FilterContext, cfg: FilterConfig) -> RiskDecision | None:
     if ctx.volume < cfg.volume_vs_median * ctx.median_volume:
         return RiskDecision(
             False,
-            "LOW_VOLUME_VS_MEDIAN",
+            ReasonCode.LOW_VOLUME_VS_MEDIAN,
             f"volume={ctx.volume:.6g} min={cfg.volume_vs_median:g}x median {ctx.median_volume:.6g}",
         )
     if ctx.atr < cfg.atr_vs_median * ctx.median_atr:
         return RiskDecision(
             False,
-            "LOW_ATR_VS_MEDIAN",
+            ReasonCode.LOW_ATR_VS_MEDIAN,
             f"atr={ctx.atr:.6g} min={cfg.atr_vs_median:g}x median {ctx.median_atr:.6g}",
         )
     if ctx.last_entry_ms is not None:
@@ -204,13 +205,13 @@ def check_safety(ctx: FilterContext, cfg: FilterConfig) -> RiskDecision | None:
         if elapsed_ms < cfg.min_seconds_between_entries * 1000:
             return RiskDecision(
                 False,
-                "ENTRY_COOLDOWN",
+                ReasonCode.ENTRY_COOLDOWN,
                 f"{ctx.symbol} last entry {elapsed_ms // 1000}s ago min={cfg.min_seconds_between_entries}s",
             )
     if ctx.entries_last_hour >= cfg.max_entries_per_hour:
         return RiskDecision(
             False,
-            "ENTRY_RATE_LIMIT",
+            ReasonCode.ENTRY_RATE_LIMIT,
             f"entries={ctx.entries_last_hour} max={cfg.max_entries_per_hour} per hour",
         )
     return None
@@ -221,7 +222,7 @@ def check_notional(ctx: FilterContext, cfg: FilterConfig) -> RiskDecision | None
     minimum = max(ctx.exchange_min_notional, cfg.min_notional_floor)
     if ctx.rounded_notional < minimum:
         return RiskDecision(
-            False, "NOTIONAL_BELOW_MINIMUM", f"notional={ctx.rounded_notional} min={minimum}"
+            False, ReasonCode.NOTIONAL_BELOW_MINIMUM, f"notional={ctx.rounded_notional} min={minimum}"
         )
     return None
 
@@ -245,7 +246,7 @@ def run_filters(
         try:
             decision = check(ctx, cfg)
         except Exception as exc:  # noqa: BLE001 - fail closed on any bug or bad data
-            return RiskDecision(False, "FILTER_ERROR", f"{check.__name__}: {exc!r}")
+            return RiskDecision(False, ReasonCode.FILTER_ERROR, f"{check.__name__}: {exc!r}")
         if decision is not None:
             return decision
     return RiskDecision.allow()

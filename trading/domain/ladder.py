@@ -13,6 +13,7 @@ from decimal import Decimal
 from trading.domain.models import Market
 from trading.domain.precision import floor_amount, min_notional
 from trading.domain.regime import Regime
+from trading.domain.reasons import ReasonCode
 
 HUNDRED = Decimal(100)
 
@@ -151,35 +152,35 @@ def next_addition(
     """
     cs = market.contract_size
     if price <= 0 or equity <= 0 or leverage <= 0 or base_size_quote <= 0 or cs <= 0:
-        return LadderDenied("MISSING_DATA", f"price={price} equity={equity} leverage={leverage} "
+        return LadderDenied(ReasonCode.MISSING_DATA, f"price={price} equity={equity} leverage={leverage} "
                             f"base={base_size_quote}")
     if state.additions >= policy.max_additions:
-        return LadderDenied("LADDER_MAX_ADDITIONS", f"{state.additions} of {policy.max_additions} done")
+        return LadderDenied(ReasonCode.LADDER_MAX_ADDITIONS, f"{state.additions} of {policy.max_additions} done")
     if state.last_addition_ms is not None:
         waited_ms = now_ms - state.last_addition_ms
         if waited_ms < policy.min_interval_s * 1000:
-            return LadderDenied("LADDER_TOO_SOON", f"{waited_ms / 1000:.1f} s < {policy.min_interval_s} s")
+            return LadderDenied(ReasonCode.LADDER_TOO_SOON, f"{waited_ms / 1000:.1f} s < {policy.min_interval_s} s")
     if pnl_pct < policy.min_pnl_pct:
-        return LadderDenied("LADDER_PNL_TOO_LOW", f"PnL {pnl_pct:.2f} % < {policy.min_pnl_pct} % on margin")
+        return LadderDenied(ReasonCode.LADDER_PNL_TOO_LOW, f"PnL {pnl_pct:.2f} % < {policy.min_pnl_pct} % on margin")
     wanted = base_size_quote * policy.multipliers[state.additions]
     contracts = floor_amount(market, wanted / (price * cs))
     notional = contracts * cs * price
     margin = notional / leverage
     spendable = free_margin * (HUNDRED - reserve_pct) / HUNDRED
     if free_margin <= 0 or margin > spendable:
-        return LadderDenied("LADDER_MARGIN_RESERVE", f"margin {margin:.2f} > {spendable:.2f} "
+        return LadderDenied(ReasonCode.LADDER_MARGIN_RESERVE, f"margin {margin:.2f} > {spendable:.2f} "
                             f"({100 - reserve_pct} % of free margin {free_margin:.2f})")
     total_cap = equity * max_total_margin_pct / HUNDRED
     if used_margin + margin > total_cap:
-        return LadderDenied("LADDER_TOTAL_MARGIN", f"used {used_margin:.2f} + {margin:.2f} > "
+        return LadderDenied(ReasonCode.LADDER_TOTAL_MARGIN, f"used {used_margin:.2f} + {margin:.2f} > "
                             f"{total_cap:.2f} ({max_total_margin_pct} % of equity)")
     position_cap = equity * max_position_size_pct / HUNDRED * leverage
     if position_notional + notional > position_cap:
-        return LadderDenied("LADDER_POSITION_CAP", f"notional {position_notional:.2f} + {notional:.2f} > "
+        return LadderDenied(ReasonCode.LADDER_POSITION_CAP, f"notional {position_notional:.2f} + {notional:.2f} > "
                             f"{position_cap:.2f} ({max_position_size_pct} % of equity × {leverage})")
     floor = min_notional(market)
     if contracts <= 0 or contracts < market.min_qty or notional < floor:
-        return LadderDenied("NOTIONAL_BELOW_MINIMUM", f"{market.symbol}: {contracts} contracts = "
+        return LadderDenied(ReasonCode.NOTIONAL_BELOW_MINIMUM, f"{market.symbol}: {contracts} contracts = "
                             f"{notional:.2f} quote < {floor} (min qty {market.min_qty})")
     return Addition(contracts=contracts, notional=notional, margin=margin)
 

@@ -11,6 +11,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import NamedTuple
 
+from trading.domain.reasons import ReasonCode
+
 ZERO = Decimal(0)
 
 # Candle timeframes OptiFlow trades (SPEC S-5) and their length in epoch ms.
@@ -138,7 +140,9 @@ class Order:
 
     amount in contracts; trigger_price (stop/take-profit trigger), price (the limit of a LIMIT
     order) and average (fill price) in quote; timestamps epoch ms UTC. ``client_order_id`` is
-    deterministic (SPEC O-2).
+    deterministic (SPEC O-2). ``fee``: the commission (quote) of everything filled so far when
+    the venue reports it (the simulated exchange does; None = unknown, the fill tracker then
+    prices it at the market's maker / taker rate).
     """
 
     client_order_id: str
@@ -157,6 +161,7 @@ class Order:
     updated_ms: int = 0
     reason: str = ""  # exchange rejection reason, if any
     price: Decimal | None = None  # LIMIT orders: the limit price
+    fee: Decimal | None = None  # cumulative commission of the fills (quote), when the venue says
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,10 +261,10 @@ class SignalEvaluation:
 
 @dataclass(frozen=True, slots=True)
 class RiskDecision:
-    """Result of the RiskGuard pipeline (SPEC R-*): ``reason`` is an UPPER_SNAKE code."""
+    """Result of the RiskGuard pipeline (SPEC R-*): ``reason`` is a :class:`ReasonCode`."""
 
     allowed: bool
-    reason: str = "OK"
+    reason: ReasonCode = ReasonCode.OK
     detail: str = ""
 
     @staticmethod

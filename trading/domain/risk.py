@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from trading.domain.models import RiskDecision, TradingState
+from trading.domain.reasons import DAY_STOP_REASONS, DrawdownStage, ReasonCode  # noqa: F401 (re-export)
 
 HUNDRED = Decimal(100)
 
@@ -51,7 +52,7 @@ class RiskContext:
     profit_factor_today: Decimal | None = None  # R-4; None = no losing trade today
     min_trades_for_profit_factor: int = 10
     min_profit_factor: Decimal = Decimal(1)
-    drawdown_stage: str = "NONE"  # R-5: NONE / REDUCE / PAUSE
+    drawdown_stage: DrawdownStage = DrawdownStage.NONE  # R-5
     max_trades_per_day: int | None = None  # Z-4 scaling preset; None = no cap
     pair_allowed: bool = True  # Z-4 pair universe of the equity tier
 
@@ -71,9 +72,9 @@ def _in_hours(hour: int, window: tuple[int, int]) -> bool:
 def check_data(ctx: RiskContext) -> RiskDecision | None:
     """Fail closed when equity, price or the day's PnL is unknown."""
     if ctx.price is None or ctx.price <= 0 or ctx.equity is None or ctx.equity <= 0:
-        return RiskDecision(False, "MISSING_DATA", f"price={ctx.price} equity={ctx.equity}")
+        return RiskDecision(False, ReasonCode.MISSING_DATA, f"price={ctx.price} equity={ctx.equity}")
     if ctx.day_start_equity is None or ctx.daily_pnl is None:
-        return RiskDecision(False, "MISSING_DATA", "no day-start equity")
+        return RiskDecision(False, ReasonCode.MISSING_DATA, "no day-start equity")
     return None
 
 
@@ -87,16 +88,16 @@ def check_halted(ctx: RiskContext) -> RiskDecision | None:
 def check_paused(ctx: RiskContext) -> RiskDecision | None:
     """SPEC R-7: a symbol paused from Telegram takes no entries."""
     if ctx.paused:
-        return RiskDecision(False, "SYMBOL_PAUSED", ctx.symbol)
+        return RiskDecision(False, ReasonCode.SYMBOL_PAUSED, ctx.symbol)
     return None
 
 
 def check_hours(ctx: RiskContext) -> RiskDecision | None:
     """SPEC S-5: never enter in the blackout window; enter only inside trading hours."""
     if _in_hours(ctx.hour_utc, ctx.blackout_hours_utc):
-        return RiskDecision(False, "BLACKOUT_HOURS", f"hour={ctx.hour_utc} UTC")
+        return RiskDecision(False, ReasonCode.BLACKOUT_HOURS, f"hour={ctx.hour_utc} UTC")
     if not _in_hours(ctx.hour_utc, ctx.trading_hours_utc):
-        return RiskDecision(False, "OUTSIDE_TRADING_HOURS", f"hour={ctx.hour_utc} UTC")
+        return RiskDecision(False, ReasonCode.OUTSIDE_TRADING_HOURS, f"hour={ctx.hour_utc} UTC")
     return None
 
 
@@ -104,16 +105,16 @@ def check_symbol_free(ctx: RiskContext) -> RiskDecision | None:
     """One position (or pending entry) per symbol: the exchange nets positions per symbol in
     one-way mode, so two bots on one symbol would close each other's contracts (B-1)."""
     if ctx.symbol_busy:
-        return RiskDecision(False, "POSITION_OPEN", ctx.symbol)
+        return RiskDecision(False, ReasonCode.POSITION_OPEN, ctx.symbol)
     if ctx.symbol_held_by:
-        return RiskDecision(False, "SYMBOL_HELD_BY_OTHER_BOT", f"{ctx.symbol} held by {ctx.symbol_held_by}")
+        return RiskDecision(False, ReasonCode.SYMBOL_HELD_BY_OTHER_BOT, f"{ctx.symbol} held by {ctx.symbol_held_by}")
     return None
 
 
 def check_pair_universe(ctx: RiskContext) -> RiskDecision | None:
     """SPEC Z-4: the pair must be in the equity tier's universe (never BTC/ETH below 500)."""
     if not ctx.pair_allowed:
-        return RiskDecision(False, "PAIR_NOT_IN_TIER", f"{ctx.symbol} at equity {ctx.equity}")
+        return RiskDecision(False, ReasonCode.PAIR_NOT_IN_TIER, f"{ctx.symbol} at equity {ctx.equity}")
     return None
 
 
@@ -123,7 +124,7 @@ def check_trades_per_day(ctx: RiskContext) -> RiskDecision | None:
         return None
     used = ctx.trades_today + ctx.open_positions_bot
     if used >= ctx.max_trades_per_day:
-        return RiskDecision(False, "MAX_TRADES_PER_DAY", f"trades={used} max={ctx.max_trades_per_day}")
+        return RiskDecision(False, ReasonCode.MAX_TRADES_PER_DAY, f"trades={used} max={ctx.max_trades_per_day}")
     return None
 
 
@@ -131,14 +132,14 @@ def check_blacklist(ctx: RiskContext) -> RiskDecision | None:
     """SPEC R-6: after 3 stop-losses on a symbol it takes no entries for 120 min."""
     if ctx.blacklisted_until_ms is not None and ctx.now_ms < ctx.blacklisted_until_ms:
         minutes = (ctx.blacklisted_until_ms - ctx.now_ms + 59_999) // 60_000
-        return RiskDecision(False, "SYMBOL_BLACKLISTED", f"{ctx.symbol} for {minutes} more min")
+        return RiskDecision(False, ReasonCode.SYMBOL_BLACKLISTED, f"{ctx.symbol} for {minutes} more min")
     return None
 
 
 def check_drawdown(ctx: RiskContext) -> RiskDecision | None:
     """SPEC R-5: a drawdown beyond the pause stage stops all entries (account level)."""
-    if ctx.drawdown_stage == "PAUSE":
-        return RiskDecision(False, "DRAWDOWN_PAUSE", "drawdown beyond max(15 %, 200 quote) of peak")
+    if ctx.drawdown_stage is DrawdownStage.PAUSE:
+        return RiskDecision(False, ReasonCode.DRAWDOWN_PAUSE, "drawdown beyond max(15 %, 200 quote) of peak")
     return None
 
 
@@ -148,7 +149,7 @@ def check_profit_factor(ctx: RiskContext) -> RiskDecision | None:
         return None
     pf = ctx.profit_factor_today
     if pf is not None and pf < ctx.min_profit_factor:
-        return RiskDecision(False, "DAILY_PROFIT_FACTOR", f"pf={pf:.2f} after {ctx.trades_today} trades")
+        return RiskDecision(False, ReasonCode.DAILY_PROFIT_FACTOR, f"pf={pf:.2f} after {ctx.trades_today} trades")
     return None
 
 
@@ -156,12 +157,12 @@ def check_max_positions(ctx: RiskContext) -> RiskDecision | None:
     """SPEC R-1: max concurrent positions per bot and per account."""
     if ctx.open_positions_bot >= ctx.max_positions_bot:
         return RiskDecision(
-            False, "MAX_POSITIONS", f"positions={ctx.open_positions_bot} max={ctx.max_positions_bot}"
+            False, ReasonCode.MAX_POSITIONS, f"positions={ctx.open_positions_bot} max={ctx.max_positions_bot}"
         )
     if ctx.open_positions_account >= ctx.max_positions_account:
         return RiskDecision(
             False,
-            "MAX_POSITIONS_ACCOUNT",
+            ReasonCode.MAX_POSITIONS_ACCOUNT,
             f"positions={ctx.open_positions_account} max={ctx.max_positions_account}",
         )
     return None
@@ -170,7 +171,7 @@ def check_max_positions(ctx: RiskContext) -> RiskDecision | None:
 def check_sl_streak(ctx: RiskContext) -> RiskDecision | None:
     """SPEC R-2: N stop-losses in a row stop new entries for the rest of the UTC day."""
     if ctx.sl_streak >= ctx.sl_streak_limit:
-        return RiskDecision(False, "SL_STREAK", f"streak={ctx.sl_streak} limit={ctx.sl_streak_limit}")
+        return RiskDecision(False, ReasonCode.SL_STREAK, f"streak={ctx.sl_streak} limit={ctx.sl_streak_limit}")
     return None
 
 
@@ -187,7 +188,7 @@ def check_daily_loss(ctx: RiskContext) -> RiskDecision | None:
     used = daily_loss_pct(ctx.daily_pnl, ctx.day_start_equity)
     if used >= ctx.daily_loss_limit_pct:
         return RiskDecision(
-            False, "DAILY_LOSS_LIMIT", f"loss={used:.2f}% limit={ctx.daily_loss_limit_pct}%"
+            False, ReasonCode.DAILY_LOSS_LIMIT, f"loss={used:.2f}% limit={ctx.daily_loss_limit_pct}%"
         )
     return None
 
@@ -209,8 +210,6 @@ ENTRY_CHECKS: tuple[Check, ...] = (
     check_profit_factor,
 )
 
-# Reasons that stop a bot's entries for the rest of the UTC day (trading state HALTED).
-DAY_STOP_REASONS = frozenset({"SL_STREAK", "DAILY_LOSS_LIMIT", "DAILY_PROFIT_FACTOR"})  # R-2, R-3, R-4
 
 
 def drawdown_stage(
@@ -221,19 +220,19 @@ def drawdown_stage(
     reduce_quote: Decimal,
     pause_pct: Decimal,
     pause_quote: Decimal,
-) -> str:
-    """SPEC R-5 stage from the fall below peak equity (quote): "PAUSE" when it exceeds both
-    pause_pct % and pause_quote, "REDUCE" when it exceeds both reduce_pct % and reduce_quote,
-    else "NONE" ("the greater of": percentage and absolute must both be exceeded)."""
+) -> DrawdownStage:
+    """SPEC R-5 stage from the fall below peak equity (quote): PAUSE when it exceeds both
+    pause_pct % and pause_quote, REDUCE when it exceeds both reduce_pct % and reduce_quote,
+    else NONE ("the greater of": percentage and absolute must both be exceeded)."""
     if peak_equity <= 0:
-        return "NONE"
+        return DrawdownStage.NONE
     fall = peak_equity - equity
     fall_pct = fall / peak_equity * HUNDRED
     if fall >= pause_quote and fall_pct >= pause_pct:
-        return "PAUSE"
+        return DrawdownStage.PAUSE
     if fall >= reduce_quote and fall_pct >= reduce_pct:
-        return "REDUCE"
-    return "NONE"
+        return DrawdownStage.REDUCE
+    return DrawdownStage.NONE
 
 
 class RiskGuard:
@@ -249,15 +248,15 @@ class RiskGuard:
             try:
                 decision = check(ctx)
             except Exception as exc:  # noqa: BLE001 - fail closed on any bug or bad data
-                return RiskDecision(False, "RISK_CHECK_ERROR", f"{check.__name__}: {exc!r}")
+                return RiskDecision(False, ReasonCode.RISK_CHECK_ERROR, f"{check.__name__}: {exc!r}")
             if decision is not None:
                 return decision
         return RiskDecision.allow()
 
 
-def trading_state(halted_reason: str, stage: str = "NONE") -> TradingState:
+def trading_state(halted_reason: str, stage: DrawdownStage = DrawdownStage.NONE) -> TradingState:
     """HALTED while a day stop or the R-5 pause holds, REDUCING at the R-5 reduce stage (risk
     × 0.5), else ACTIVE. HALTED blocks entries only: cancels and closes always pass."""
-    if halted_reason or stage == "PAUSE":
+    if halted_reason or stage is DrawdownStage.PAUSE:
         return TradingState.HALTED
-    return TradingState.REDUCING if stage == "REDUCE" else TradingState.ACTIVE
+    return TradingState.REDUCING if stage is DrawdownStage.REDUCE else TradingState.ACTIVE

@@ -11,6 +11,7 @@ from decimal import Decimal
 from trading.domain.errors import PrecisionError
 from trading.domain.models import Market
 from trading.domain.precision import check_order_size, floor_amount
+from trading.domain.reasons import ReasonCode
 
 HUNDRED = Decimal(100)
 
@@ -107,24 +108,24 @@ def size_position(
             exchange minimums after rounding (reason NOTIONAL_BELOW_MINIMUM).
     """
     if equity <= 0 or price <= 0 or stop_loss_pct <= 0 or leverage <= 0:
-        raise SizingRejected("MISSING_DATA", f"equity={equity} price={price} sl={stop_loss_pct}%")
+        raise SizingRejected(ReasonCode.MISSING_DATA, f"equity={equity} price={price} sl={stop_loss_pct}%")
     risk = equity * risk_pct / HUNDRED * risk_multiplier
     notional = risk / (stop_loss_pct / HUNDRED)
     capped_by = ""
     tier = equity_tier(equity)
     caps = (
-        ("TIER_ALLOCATION", equity * tier.allocation_pct / HUNDRED * leverage),
-        ("MAX_POSITION_SIZE", equity * max_position_size_pct / HUNDRED * leverage),
-        ("TOTAL_MARGIN", (equity * max_total_margin_pct / HUNDRED - used_margin) * leverage),
+        (ReasonCode.TIER_ALLOCATION, equity * tier.allocation_pct / HUNDRED * leverage),
+        (ReasonCode.MAX_POSITION_SIZE, equity * max_position_size_pct / HUNDRED * leverage),
+        (ReasonCode.TOTAL_MARGIN, (equity * max_total_margin_pct / HUNDRED - used_margin) * leverage),
     )
     if max_notional is not None:
-        caps += (("BASE_SIZE", max_notional),)  # E-10 / Z-3: the ladder's starting size
+        caps += ((ReasonCode.BASE_SIZE, max_notional),)  # E-10 / Z-3: the ladder's starting size
     for name, cap in caps:
         if notional > cap:
             notional, capped_by = cap, name
     if notional <= 0:
         raise SizingRejected(
-            "MARGIN_LIMIT", f"used margin {used_margin:.2f} leaves no room under "
+            ReasonCode.MARGIN_LIMIT, f"used margin {used_margin:.2f} leaves no room under "
             f"{max_total_margin_pct}% of equity {equity:.2f}"
         )
     intended = notional
@@ -132,7 +133,7 @@ def size_position(
     try:
         check_order_size(market, contracts, price)
     except PrecisionError as exc:
-        raise SizingRejected("NOTIONAL_BELOW_MINIMUM", str(exc)) from None
+        raise SizingRejected(ReasonCode.NOTIONAL_BELOW_MINIMUM, str(exc)) from None
     notional = contracts * market.contract_size * price
     margin = notional / leverage
     return PositionSize(

@@ -1,0 +1,40 @@
+"""Per-symbol market state the engine keeps, and the bots that trade it (SPEC B-1, S-10, S-12)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trading.domain.config import BotProfile
+from trading.domain.filters import MarketStats
+from trading.domain.indicators import IndicatorSet
+from trading.domain.regime import RegimeDetector
+from trading.domain.strategy import ScalpingV1
+
+
+@dataclass(slots=True)
+class BotRuntime:
+    """A configured bot (SPEC B-1) with its strategy instance."""
+
+    profile: BotProfile
+    strategy: ScalpingV1
+
+    @property
+    def name(self) -> str:
+        """The bot's name."""
+        return self.profile.name
+
+
+@dataclass(slots=True)
+class FeedState:
+    """Per symbol and timeframe: indicators (S-10), the bots trading it, the F-2/F-4 rolling
+    statistics, the regime (S-12) and the last close (quote) and volume (contracts)."""
+
+    symbol: str
+    timeframe: str
+    timeframe_ms: int
+    indicators: IndicatorSet
+    bots: tuple[BotRuntime, ...]
+    stats: MarketStats
+    regime: RegimeDetector
+    last_close: float = 0.0
+    last_volume: float = 0.0
