@@ -72,7 +72,9 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
     """Read ``ohlcv/binance_futures_<SYMBOL>-<tf>.csv.gz`` under ``data_dir``.
 
     Raises:
-        DataError: the file is missing or a row is malformed (names the file and line).
+        DataError: the file is missing, a row is malformed, or a timestamp is not after the one
+            before it (out of order or duplicated: never silently used, SPEC D-1); the message
+            names the file and line.
     """
     path = data_dir / "ohlcv" / f"binance_futures_{file_stem(symbol)}-{timeframe}.csv.gz"
     if not path.exists():
@@ -85,7 +87,11 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
         for line_no, line in enumerate(handle, start=2):
             try:
                 t, op, hi, low, cl, vol = line.split(",")
-                ts.append(int(t))
+                stamp = int(t)
+                if ts and stamp <= ts[-1]:
+                    raise DataError(f"{path}:{line_no}: candle {stamp} out of order or duplicated "
+                                    "(see `optiflow data check`)")
+                ts.append(stamp)
                 o.append(float(op))
                 h.append(float(hi))
                 lo.append(float(low))
