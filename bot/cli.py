@@ -468,6 +468,10 @@ def _format_backtest(report, candles: int, config) -> str:
         ("funding", f"{report.funding.quantize(cent)} {quote}"),
         ("end equity", f"{report.end_equity.quantize(cent)} {quote}"),
     ]
+    if report.price_proxies:  # SPEC S-6: USDT candles standing in for USDC ones say so
+        from trading.domain.views import proxy_note
+
+        rows.append(("prices", proxy_note(report.price_proxies)))
     width = max(len(k) for k, _ in rows)
     lines = ["OptiFlow backtest (paper engine, real Binance USDⓈ-M candles)"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]

@@ -30,6 +30,7 @@ from trading.domain.views import (
     Summary,
     SymbolResult,
     SymbolRisk,
+    proxy_note,
 )
 
 MESSAGE_LIMIT = 4096
@@ -279,6 +280,7 @@ def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
         as_key_value("Equity", f"{money(report.start_equity, quote)} → {money(report.end_equity, quote)}"),
         _symbols_line("Best", report.best_symbols, quote),
         _symbols_line("Worst", report.worst_symbols, quote),
+        *([f"⚠️ {proxy_note(report.price_proxies)}"] if report.price_proxies else []),  # SPEC S-6
     )
 
 

@@ -17,9 +17,9 @@ from trading.domain.errors import DataError, UnknownSymbol
 from trading.domain.events import EventBuffer
 from trading.adapters.marketdata import (
     CandleSeries,
-    load_candles,
     load_ccxt_markets,
-    load_funding,
+    load_replay_candles,
+    load_replay_funding,
     market_from_ccxt,
 )
 from trading.domain.models import ExitReason, Market, Order, OrderLeg, Side
@@ -152,7 +152,7 @@ class PaperRuntime:
                 series = loaded.get((symbol, timeframe))
                 if series is None:
                     try:
-                        series = load_candles(data_dir, symbol, timeframe)
+                        series = load_replay_candles(data_dir, symbol, timeframe)  # S-6 proxy
                     except DataError as exc:
                         # A profile written for live may list markets without bundled candles.
                         log.warning("%s; %s is not replayed", exc, symbol)
@@ -160,7 +160,7 @@ class PaperRuntime:
                 loaded[(symbol, timeframe)] = series
                 if end_ms is not None:
                     series = series.between(None, end_ms)
-                sources.append(ReplaySource(feed, series, load_funding(data_dir, symbol)))
+                sources.append(ReplaySource(feed, series, load_replay_funding(data_dir, symbol, timeframe)))
             if not sources:
                 raise DataError("no bundled candles for any configured symbol and timeframe")
             first = min((s.series.timestamp[0] for s in sources if len(s.series)), default=0)
@@ -174,7 +174,8 @@ class PaperRuntime:
         except BaseException:
             await store.close()
             raise
-        service = TradingService(engine, store, mode="paper", config_id=config_id)
+        proxies = {s.series.symbol: s.series.proxy_of for s in sources if s.series.proxy_of}  # S-6
+        service = TradingService(engine, store, mode="paper", config_id=config_id, price_proxies=proxies)
         return cls(config, store, engine, exchange, clock, buffer, persister, service, sources, resume_after, report)
 
     async def replay(self, speed: float | None = None, stop=None, durable: bool | None = None,

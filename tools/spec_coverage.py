@@ -44,7 +44,6 @@ _MAX_RANGE = 50
 # Rules SPEC.md defines that are not built yet, with the issue that builds each. Not counted by
 # --fail-under; listed in every report. Remove an id here in the commit that adds its test.
 PLANNED: dict[str, str] = {
-    "S-6": "issue 16: USDC perps in paper, USDT candles as a labelled proxy",
     "S-7": "issue 14: promotion gate for --live, --skip-gate audited",
     "Z-5": "issue 14: the `launch` preset's staged ramp",
     "O-9": "issue 12: one order path and one order gate for every mode",
