@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     export.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     export.add_argument("--out", type=Path, help="output file (default: standard output)")
-    from bot import data_cli
+    from bot import data_cli, optimize_cli
 
     data_cli.add_parser(sub, _day)
+    optimize_cli.add_parser(sub)
     return parser
 
 
@@ -550,10 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bot.data_cli import data_command
+    from bot.optimize_cli import optimize_command
     from bot.preflight import check_command, smoke_command
 
-    handler = {"run": _run, "backtest": _backtest, "audit": _audit,
-               "check": check_command, "smoke": smoke_command, "data": data_command}[args.command]
+    handler = {"run": _run, "backtest": _backtest, "audit": _audit, "check": check_command,
+               "smoke": smoke_command, "data": data_command, "optimize": optimize_command}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:
