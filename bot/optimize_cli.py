@@ -122,7 +122,7 @@ def render_text(result) -> str:
     lines = [
         f"OptiFlow walk-forward optimization: {study.name}",
         f"objective {' + '.join(study.objectives)}; {len(folds)} folds × {study.trials} trials; seed {study.seed}; "
-        f"{result.runner}; {result.trials_run} backtests in {result.elapsed_s:.0f} s",
+        f"{result.runner}; {result.trials_run} trials run in {result.elapsed_s:.0f} s",
         "",
         "OUT-OF-SAMPLE (windows the search never saw; what to expect):",
         f"  best configs, folds chained: return {oos_ret:+.2f} %, max drawdown {oos_dd:.2f} %, {trades} trades",

@@ -49,8 +49,6 @@ PLANNED: dict[str, str] = {
     "O-9": "issue 12: one order path and one order gate for every mode",
     "E-7": "issue 14: fees-first take-profits, refused configs",
     "L-4": "issue 15: one process per database (OS lock)",
-    "D-2": "issue 16: optiflow optimize (Optuna, walk-forward)",
-    "D-3": "issue 16: trials on Ray or Optuna's shared storage",
 }
 
 

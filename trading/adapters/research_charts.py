@@ -46,7 +46,7 @@ def render_study_chart(title: str, objective: str, histories: Sequence[Sequence[
                        importances: dict[str, float], oos_curves: Sequence[Sequence[tuple[int, float]]],
                        base_curves: Sequence[Sequence[tuple[int, float]]], note: str = "") -> bytes:
     """The optimization report as one PNG: optimization history per fold (each trial's
-    in-sample objective and the best so far), parameter importances (fANOVA, mean over folds)
+    in-sample objective and the best so far), parameter importances (Optuna's PED-ANOVA, mean over folds)
     and the out-of-sample equity of the folds' best configs chained, beside the base config's.
 
     Args:
@@ -84,7 +84,7 @@ def render_study_chart(title: str, objective: str, histories: Sequence[Sequence[
     else:
         importance_ax.text(0.5, 0.5, "not enough trials for importances", ha="center", va="center",
                            transform=importance_ax.transAxes)
-    importance_ax.set_title("Parameter importances (fANOVA, mean over folds)", fontsize=10)
+    importance_ax.set_title("Parameter importances (Optuna PED-ANOVA, mean over folds)", fontsize=10)
     for curves, label, colour in ((oos_curves, "best config per fold (out-of-sample)", "tab:green"),
                                   (base_curves, "base config (out-of-sample)", "tab:gray")):
         xs, ys = _chain(curves)

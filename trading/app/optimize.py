@@ -552,11 +552,16 @@ def _finish_fold(study: Any, fold: Fold, space: SearchSpace, base_json: dict, da
         study.set_user_attr("oos", stored)
     importances: dict[str, float] = {}
     if len(space.params) > 1 and len([h for h in history if h[1] is not None]) >= 4:
-        try:
-            import optuna
+        import warnings
 
-            importances = dict(optuna.importance.get_param_importances(
-                study, target=(lambda t: t.values[0]) if len(study.directions) > 1 else None))
+        import optuna
+
+        try:
+            with warnings.catch_warnings():
+                # Optuna's default evaluator (PED-ANOVA) ranks what leads to LOW targets: every
+                # objective here is maximised, so the target is the negated first objective.
+                warnings.simplefilter("ignore")
+                importances = dict(optuna.importance.get_param_importances(study, target=lambda t: -t.values[0]))
         except (RuntimeError, ValueError, ZeroDivisionError):
             importances = {}
     return FoldResult(fold, dict(best.params), list(best.values), dict(best.user_attrs.get("metrics", {})),
