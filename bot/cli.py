@@ -159,13 +159,17 @@ async def _run(args) -> int:
         if settings.telegram_bot_token is not None:
             log_buffer.add_secret(settings.telegram_bot_token.get_secret_value())
         shutdown = ShutdownSignal()
+        research, optimizer = _research_tools(runtime, settings, args)
         dp = build_dispatcher(
             runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
-            log_buffer=log_buffer, request_shutdown=shutdown.request,
+            log_buffer=log_buffer, request_shutdown=shutdown.request, research=research, optimizer=optimizer,
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
-            return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
+            try:
+                return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
+            finally:
+                await optimizer.close()
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)
@@ -188,9 +192,25 @@ async def _run(args) -> int:
                 await replay
             return 0
         finally:
+            await optimizer.close()
             await bot.session.close()
     finally:
         await runtime.close()
+
+
+def _research_tools(runtime, settings, args):
+    """/chart and /optimize for a paper run (SPEC D-2): charts from the replayed data, studies
+    as child processes; "apply to paper" writes the paper config file (--config, OPTIFLOW_CONFIG,
+    else OPTIFLOW_OUTPUT_DIR/paper.toml)."""
+    from bot.optimize_jobs import OptimizeJobs
+    from trading.app.research import ResearchService
+
+    research = ResearchService(runtime.store, runtime.clock, runtime.config, settings.optiflow_data_dir,
+                               runtime.service.price_proxies)
+    paper_config = args.config or settings.optiflow_config or settings.optiflow_output_dir / "paper.toml"
+    optimizer = OptimizeJobs(settings.optiflow_study_dir, settings.optiflow_output_dir, paper_config,
+                             settings.optiflow_data_dir)
+    return research, optimizer
 
 
 async def _run_exchange(args, settings, config) -> int:

@@ -60,6 +60,8 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("near", "signals that almost passed: /near [n]"),
         ("topmissed", "symbols losing most signals to filters: /topmissed [n]"),
         ("filters", "current thresholds of each bot: /filters [bot]"),
+        ("chart", "candles with the bot's entries, exits, stop, targets: /chart SYMBOL [hours]"),
+        ("optimize", "walk-forward parameter study in the background: /optimize NAME|status"),
     )),
     ("Ops", (
         ("playbook", "incident playbooks with safe actions: /playbook [incident]"),
