@@ -35,6 +35,8 @@ def build_dispatcher(
     *,
     log_buffer: "RingBufferHandler | None" = None,
     request_shutdown: "Callable[[str], Any] | None" = None,
+    research: Any = None,
+    optimizer: Any = None,
 ) -> Dispatcher:
     """A Dispatcher serving ``trading`` to the users in ``allowed_user_ids`` (SPEC T-1).
 
@@ -42,10 +44,13 @@ def build_dispatcher(
     (the lifecycle's ``request_shutdown(reason)``, called after a confirmed /shutdown) reach
     handlers as parameters of those names; without ``analytics`` the signal analytics commands
     answer that they are not available, without the others /log and /shutdown say so.
+    ``research`` (``trading.app.research.ResearchService``, /chart) and ``optimizer``
+    (``bot.optimize_jobs.OptimizeJobs``, /optimize) are the research tools (SPEC D-2); without
+    them those commands say they are not available in this mode.
     """
     dp = Dispatcher(
         trading=trading, settings=settings, analytics=analytics, log_buffer=log_buffer,
-        request_shutdown=request_shutdown,
+        request_shutdown=request_shutdown, research=research, optimizer=optimizer,
     )
     dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids))
     dp.callback_query.middleware(CallbackAnswerMiddleware())

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     export.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     export.add_argument("--out", type=Path, help="output file (default: standard output)")
+    from bot import data_cli, optimize_cli
+
+    data_cli.add_parser(sub, _day)
+    optimize_cli.add_parser(sub)
     return parser
 
 
@@ -155,13 +159,17 @@ async def _run(args) -> int:
         if settings.telegram_bot_token is not None:
             log_buffer.add_secret(settings.telegram_bot_token.get_secret_value())
         shutdown = ShutdownSignal()
+        research, optimizer = _research_tools(runtime, settings, args)
         dp = build_dispatcher(
             runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
-            log_buffer=log_buffer, request_shutdown=shutdown.request,
+            log_buffer=log_buffer, request_shutdown=shutdown.request, research=research, optimizer=optimizer,
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
-            return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
+            try:
+                return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
+            finally:
+                await optimizer.close()
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)
@@ -184,9 +192,25 @@ async def _run(args) -> int:
                 await replay
             return 0
         finally:
+            await optimizer.close()
             await bot.session.close()
     finally:
         await runtime.close()
+
+
+def _research_tools(runtime, settings, args):
+    """/chart and /optimize for a paper run (SPEC D-2): charts from the replayed data, studies
+    as child processes; "apply to paper" writes the paper config file (--config, OPTIFLOW_CONFIG,
+    else OPTIFLOW_OUTPUT_DIR/paper.toml)."""
+    from bot.optimize_jobs import OptimizeJobs
+    from trading.app.research import ResearchService
+
+    research = ResearchService(runtime.store, runtime.clock, runtime.config, settings.optiflow_data_dir,
+                               runtime.service.price_proxies)
+    paper_config = args.config or settings.optiflow_config or settings.optiflow_output_dir / "paper.toml"
+    optimizer = OptimizeJobs(settings.optiflow_study_dir, settings.optiflow_output_dir, paper_config,
+                             settings.optiflow_data_dir)
+    return research, optimizer
 
 
 async def _run_exchange(args, settings, config) -> int:
@@ -466,6 +490,10 @@ def _format_backtest(report, candles: int, config) -> str:
         ("funding", f"{report.funding.quantize(cent)} {quote}"),
         ("end equity", f"{report.end_equity.quantize(cent)} {quote}"),
     ]
+    if report.price_proxies:  # SPEC S-6: USDT candles standing in for USDC ones say so
+        from trading.domain.views import proxy_note
+
+        rows.append(("prices", proxy_note(report.price_proxies)))
     width = max(len(k) for k, _ in rows)
     lines = ["OptiFlow backtest (paper engine, real Binance USDⓈ-M candles)"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
@@ -543,10 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``optiflow`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.data_cli import data_command
+    from bot.optimize_cli import optimize_command
     from bot.preflight import check_command, smoke_command
 
-    handler = {"run": _run, "backtest": _backtest, "audit": _audit,
-               "check": check_command, "smoke": smoke_command}[args.command]
+    handler = {"run": _run, "backtest": _backtest, "audit": _audit, "check": check_command,
+               "smoke": smoke_command, "data": data_command, "optimize": optimize_command}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:

@@ -30,6 +30,7 @@ from trading.domain.views import (
     Summary,
     SymbolResult,
     SymbolRisk,
+    proxy_note,
 )
 
 MESSAGE_LIMIT = 4096
@@ -59,6 +60,8 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("near", "signals that almost passed: /near [n]"),
         ("topmissed", "symbols losing most signals to filters: /topmissed [n]"),
         ("filters", "current thresholds of each bot: /filters [bot]"),
+        ("chart", "candles with the bot's entries, exits, stop, targets: /chart SYMBOL [hours]"),
+        ("optimize", "walk-forward parameter study in the background: /optimize NAME|status"),
     )),
     ("Ops", (
         ("playbook", "incident playbooks with safe actions: /playbook [incident]"),
@@ -279,6 +282,7 @@ def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
         as_key_value("Equity", f"{money(report.start_equity, quote)} → {money(report.end_equity, quote)}"),
         _symbols_line("Best", report.best_symbols, quote),
         _symbols_line("Worst", report.worst_symbols, quote),
+        *([f"⚠️ {proxy_note(report.price_proxies)}"] if report.price_proxies else []),  # SPEC S-6
     )
 
 

@@ -21,7 +21,13 @@ from typing import Any
 
 from bot.persister import REPLAY_CURSOR_KEY, Persister
 from storage import Storage
-from trading.adapters.marketdata import CandleSeries, load_candles, load_ccxt_markets, load_funding, market_from_ccxt
+from trading.adapters.marketdata import (
+    CandleSeries,
+    load_ccxt_markets,
+    load_replay_candles,
+    load_replay_funding,
+    market_from_ccxt,
+)
 from trading.adapters.order_gateway import OrderGateway, Sleep
 from trading.adapters.simulated import SimulatedExchange
 from trading.app.reconcile import (
@@ -325,6 +331,7 @@ async def build_runtime(
     rng=None,
     make_user_stream: Callable[[Engine, tuple[str, ...]], Any] | None = None,
     reconcile_every_ms: int = RECONCILE_EVERY_MS,
+    price_proxies: dict[str, str] | None = None,
 ) -> Runtime:
     """Restore the saved state into one engine behind the order gateway, reconcile it with the
     venue before any entry (SPEC L-3, O-5) and attach the market feed — for every mode.
@@ -344,6 +351,7 @@ async def build_runtime(
         make_user_stream: builds the user-data stream watcher from (engine, our client-id
             prefixes), or None.
         reconcile_every_ms: the period of the reconciliation (O-5: 30 s against an exchange).
+        price_proxies: symbol → the symbol whose candles stand in for it (S-6), for reports.
 
     Raises:
         UnknownSymbol: a configured symbol is not listed on the venue; ExchangeError: the venue
@@ -396,7 +404,7 @@ async def build_runtime(
     except BaseException:
         await store.close()
         raise
-    service = TradingService(engine, store, mode=mode, config_id=config_id)
+    service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {})
     feed = make_feed(engine, gateway, tracker, supervisor, service)
     user_stream = None if make_user_stream is None else make_user_stream(engine, reconciler.prefixes)
     runtime = Runtime(mode, config, store, venue, gateway, engine, clock, buffer, persister, supervisor, first,
@@ -433,7 +441,7 @@ async def build_paper_runtime(
             if key in series:
                 continue
             try:
-                loaded = load_candles(data_dir, symbol, profile.timeframe)
+                loaded = load_replay_candles(data_dir, symbol, profile.timeframe)  # S-6 proxy
             except DataError as exc:
                 # A profile written for live may list markets without bundled candles.
                 log.warning("%s; %s is not replayed", exc, symbol)
@@ -464,13 +472,14 @@ async def build_paper_runtime(
         raise
 
     def make_feed(engine: Engine, gateway, tracker, supervisor, service) -> ReplayFeed:
-        sources = [ReplaySource(feed, series[key], load_funding(data_dir, feed.symbol))
+        sources = [ReplaySource(feed, series[key], load_replay_funding(data_dir, feed.symbol, feed.timeframe))
                    for key, feed in engine.feeds.items() if key in series]
         return ReplayFeed(engine, venue, tracker, supervisor, clock, sources, resume_after)
 
+    proxies = {s.symbol: s.proxy_of for s in series.values() if s.proxy_of}  # S-6: labelled in reports
     return await build_runtime(mode="paper", config=config, store=store, venue=venue, clock=clock,
                                make_feed=make_feed, record_orders=False,
-                               reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS)
+                               reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS, price_proxies=proxies)
 
 
 async def build_exchange_runtime(

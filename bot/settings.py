@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     optiflow_db_path: Path = Path("optiflow.db")
     optiflow_data_dir: Path = Field(default_factory=default_data_dir)
     optiflow_output_dir: Path = Path("out")
+    # SPEC D-2: study files `/optimize NAME` may start (default: the project's examples/).
+    optiflow_study_dir: Path = Field(default_factory=lambda: default_data_dir().parent / "examples")
     optiflow_exchange: Literal["binanceusdm", "okx"] = "binanceusdm"
     optiflow_quote: str | None = None  # SPEC S-4: empty → USDC in live, USDT in demo
     # Base URL replacing every exchange REST URL: loopback fakes in tests, self-hosted proxies.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import analytics, audit, common, control, dangerous, ops, stats, status
+from handlers import analytics, audit, common, control, dangerous, ops, research, stats, status
 
 
 def build_routers() -> list[Router]:
@@ -12,4 +12,4 @@ def build_routers() -> list[Router]:
     fallback that answers unhandled button taps comes last."""
     return [common.build_router(), status.build_router(), control.build_router(), dangerous.build_router(),
             analytics.build_router(), stats.build_router(), ops.build_router(), audit.build_router(),
-            common.build_fallback_router()]
+            research.build_router(), common.build_fallback_router()]

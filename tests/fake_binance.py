@@ -3,8 +3,12 @@
 
 What it serves (the part ccxt calls for this bot): ``/fapi/v1/exchangeInfo`` built from the real
 ccxt markets dump in ``data/markets`` (each market's ``info`` is Binance's own exchangeInfo
-entry), ``time``, ``klines`` from the bundled real candles, ``ticker/24hr``, ``ticker/price``,
-``ticker/bookTicker``, ``premiumIndex``; signed: ``order`` POST/GET/DELETE, ``algoOrder``
+entry), ``time``, ``klines`` from the bundled real candles, ``markPriceKlines`` and ``fundingRate``
+from the real mark-price candles and funding events in ``data_dir`` (SPEC D-1; paginated and
+limited as Binance documents them: klines ``limit`` ≤ 1500 with its weight by limit,
+``fundingRate`` ``limit`` ≤ 1000, ``startTime``/``endTime`` windows, ascending rows),
+``ticker/24hr``, ``ticker/price``, ``ticker/bookTicker``, ``premiumIndex`` (one symbol or all);
+signed: ``order`` POST/GET/DELETE, ``algoOrder``
 POST/GET/DELETE (Binance moved conditional STOP_MARKET / TAKE_PROFIT_MARKET orders to the algo
 service, and ccxt 4.5 routes them there), ``openOrders``, ``openAlgoOrders``, ``allOpenOrders``,
 ``algoOpenOrders`` DELETE, ``userTrades``, ``positionRisk`` (v2, v3), ``account`` / ``balance``
@@ -16,6 +20,12 @@ at the next candle's open, stops before take-profits. The test drives time with
 :meth:`FakeBinance.advance` (one real candle per call). A client order id is unique per account
 as on Binance: a second order with an id already used is refused with -4116
 ("ClientOrderId is duplicated"); every accepted id is recorded in :attr:`accepted_ids`.
+
+Request weight (``weight_limit``, off by default): Binance's IP limit of 2400 weight per minute
+(REQUEST_WEIGHT in exchangeInfo), every reply carrying ``X-MBX-USED-WEIGHT-1M``; past the limit
+a request is refused with HTTP 429 and a ``Retry-After`` of the seconds left in the window
+(``fundingRate`` also has its own 500 requests per 5 minutes). ``now_ms`` serves history: every
+candle closed by then, instead of the candle index that :meth:`FakeBinance.advance` moves.
 
 Fault injection (:meth:`FakeBinance.inject`): ``5xx`` (HTTP 503), ``429`` and ``418`` with a
 ``Retry-After`` header, ``-1021`` (timestamp outside recvWindow), ``timeout_after_accept`` (the
@@ -132,6 +142,11 @@ class FakeBinance:
     dual_side: bool = False
     margin_type: str = "cross"
     can_trade: bool = True
+    now_ms: int | None = None
+    weight_limit: int | None = None
+    weight_window_s: float = 60.0
+    funding_limit: int = 500
+    funding_window_s: float = 300.0
 
     raw_markets: dict = field(init=False)
     base_url: str = field(init=False, default="")
@@ -169,6 +184,11 @@ class FakeBinance:
         from tests.fake_binance_ws import FakeBinanceStreams
 
         self.ws = FakeBinanceStreams(self)  # market streams (SPEC S-2 websocket feed)
+        self.rate_limited = 0  # requests refused with 429 for exceeding the weight limit
+        self._weight_used = 0
+        self._weight_window_start = 0.0
+        self._funding_used = 0
+        self._funding_window_start = 0.0
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> str:
@@ -254,7 +274,9 @@ class FakeBinance:
         return new
 
     def _tf_ms(self) -> int:
-        return 60_000 if self.timeframe == "1m" else 300_000
+        from trading.domain.models import TIMEFRAME_MS
+
+        return TIMEFRAME_MS[self.timeframe]
 
     def _hold_partials(self, symbol: str) -> list[Order]:
         """Partial fills: an order marked partial fills half now, the rest on the next candle."""
@@ -368,6 +390,7 @@ class FakeBinance:
             handler = self._route(method, path)
             if handler is None:
                 raise BinanceReject(-1000, f"fake: no route for {method} {path}", http=404)
+            headers = self._charge_weight(method, path, params)
             if fault is not None and fault.kind == "partial":
                 params["_partial"] = "1"
             result = handler(params)
@@ -377,7 +400,7 @@ class FakeBinance:
                     await asyncio.wait_for(self._stop.wait(), self.stall_s)
                 except TimeoutError:
                     pass
-            return web.Response(text=json.dumps(result), content_type="application/json")
+            return web.Response(text=json.dumps(result), content_type="application/json", headers=headers)
         except BinanceReject as exc:
             return web.Response(
                 status=exc.http, text=json.dumps({"code": exc.code, "msg": exc.msg}),
@@ -392,6 +415,50 @@ class FakeBinance:
         expected = hmac.new(API_SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
             raise BinanceReject(-1022, "Signature for this request is not valid.", http=400)
+
+    _KLINE_PATHS = ("klines", "markPriceKlines", "premiumIndexKlines", "indexPriceKlines")
+
+    def _request_weight(self, method: str, path: str, params: dict) -> int:
+        """Binance's documented weight of a request (USDⓈ-M market data endpoints; 1 else)."""
+        tail = path.rsplit("/", 1)[-1]
+        if tail in self._KLINE_PATHS:
+            limit = int(params.get("limit", 500))
+            return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+        if tail == "exchangeInfo":
+            return 1
+        if tail == "premiumIndex":
+            return 1 if params.get("symbol") else 10
+        return 1
+
+    def _charge_weight(self, method: str, path: str, params: dict) -> dict[str, str]:
+        """Count the request against the IP weight budget (when ``weight_limit`` is set) and
+        refuse it with 429 + Retry-After once the window's budget is spent."""
+        import math
+        import time
+
+        if self.weight_limit is None:
+            return {}
+        now = time.monotonic()
+        if now - self._weight_window_start >= self.weight_window_s:
+            self._weight_window_start, self._weight_used = now, 0
+        weight = self._request_weight(method, path, params)
+        retry = str(max(1, math.ceil(self.weight_window_s - (now - self._weight_window_start))))
+        if self._weight_used + weight > self.weight_limit:
+            self.rate_limited += 1
+            raise BinanceReject(-1003, "Too many requests; current limit of IP is "
+                                f"{self.weight_limit} requests per minute.", http=429,
+                                headers={"Retry-After": retry, "X-MBX-USED-WEIGHT-1M": str(self._weight_used)})
+        if path.endswith("/fundingRate"):
+            if now - self._funding_window_start >= self.funding_window_s:
+                self._funding_window_start, self._funding_used = now, 0
+            if self._funding_used >= self.funding_limit:
+                self.rate_limited += 1
+                left = self.funding_window_s - (now - self._funding_window_start)
+                raise BinanceReject(-1003, "Too many requests.", http=429,
+                                    headers={"Retry-After": str(max(1, math.ceil(left)))})
+            self._funding_used += 1
+        self._weight_used += weight
+        return {"X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
 
     def _take_fault(self, path: str, method: str) -> Fault | None:
         for fault in self._faults:
@@ -426,6 +493,8 @@ class FakeBinance:
             ("GET", "time"): lambda p: {"serverTime": self._server_time()},
             ("GET", "ping"): lambda p: {},
             ("GET", "klines"): self._klines,
+            ("GET", "markPriceKlines"): self._mark_klines,
+            ("GET", "fundingRate"): self._funding_rate,
             ("GET", "ticker/24hr"): self._ticker_24hr,
             ("GET", "ticker/price"): self._ticker_price,
             ("GET", "ticker/bookTicker"): self._book_ticker,
@@ -482,19 +551,114 @@ class FakeBinance:
             raise BinanceReject(-1121, f"Invalid symbol (the fake serves {', '.join(self.symbols)}).")
         return symbol
 
+    _INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
+
+    @staticmethod
+    def _int_param(p: dict, name: str, default: int | None = None) -> int | None:
+        if name not in p:
+            return default
+        try:
+            return int(p[name])
+        except ValueError:
+            raise BinanceReject(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") from None
+
+    def _window(self, timestamps, p: dict, served_end: int, default_limit: int, max_limit: int) -> range:
+        """Binance's startTime / endTime / limit semantics over ascending ``timestamps`` of which
+        the first ``served_end`` exist by now: rows with startTime ≤ t ≤ endTime, the first
+        ``limit`` of them from startTime, or the last ``limit`` up to endTime / now."""
+        from bisect import bisect_left, bisect_right
+
+        limit = self._int_param(p, "limit", default_limit)
+        if not 1 <= limit <= max_limit:
+            raise BinanceReject(-1130, "Data sent for parameter 'limit' is not valid.")
+        start = self._int_param(p, "startTime")
+        end_time = self._int_param(p, "endTime")
+        if start is not None and end_time is not None and start > end_time:
+            raise BinanceReject(-1023, "Start time is greater than end time.")
+        hi = served_end if end_time is None else min(served_end, bisect_right(timestamps, end_time, 0, served_end))
+        if start is not None:
+            lo = bisect_left(timestamps, start, 0, hi)
+            return range(lo, min(hi, lo + limit))
+        return range(max(0, hi - limit), hi)
+
+    def _served_end(self, symbol: str, timestamps, tf_ms: int) -> int:
+        """How many of ``timestamps`` are closed candles by now (``now_ms``, else the candle
+        index that :meth:`advance` moves)."""
+        from bisect import bisect_right
+
+        if self.now_ms is not None:
+            return bisect_right(timestamps, self.now_ms - tf_ms)
+        return self.index + 1
+
     def _klines(self, p: dict) -> list:
         symbol = self._served(p.get("symbol"))
+        interval = p.get("interval")
+        if interval not in self._INTERVALS:
+            raise BinanceReject(-1120, "Invalid interval.")
+        if interval != self.timeframe:
+            raise BinanceReject(-1120, f"Invalid interval (the fake serves {self.timeframe} candles).")
         s = self.series[symbol]
-        limit = int(p.get("limit", 500))
-        end = self.index + 1
-        if "startTime" in p:
-            start = max(0, next((i for i in range(end) if s.timestamp[i] >= int(p["startTime"])), end))
-            rows = range(start, min(end, start + limit))
-        else:
-            rows = range(max(0, end - limit), end)
         tf = self._tf_ms()
+        rows = self._window(s.timestamp, p, self._served_end(symbol, s.timestamp, tf), 500, 1500)
         return [[s.timestamp[i], repr(s.open[i]), repr(s.high[i]), repr(s.low[i]), repr(s.close[i]),
                  repr(s.volume[i]), s.timestamp[i] + tf - 1, "0", 0, "0", "0", "0"] for i in rows]
+
+    def _history_file(self, kind: str, symbol: str) -> list[list[str]]:
+        """Rows of the real ``mark`` (8h mark-price candles) or ``funding`` file of ``symbol``
+        in ``data_dir`` (empty when absent), read once."""
+        import gzip
+
+        from trading.adapters.marketdata import file_stem
+
+        name = (f"mark/binance_futures_{file_stem(symbol)}-8h-mark.csv.gz" if kind == "mark"
+                else f"funding/binance_futures_{file_stem(symbol)}-funding_rate.csv.gz")
+        path = self.data_dir / name
+
+        def load() -> list[list[str]]:
+            if not path.exists():
+                return []
+            with gzip.open(path, "rt") as handle:
+                handle.readline()
+                return [line.strip().split(",") for line in handle if line.strip()]
+
+        return _cached(f"{kind}|{symbol}", self.data_dir, load)
+
+    def _now_ms(self) -> int:
+        """The exchange's present: ``now_ms``, else the close of the current candle."""
+        if self.now_ms is not None:
+            return self.now_ms
+        first = self.symbols[0]
+        return self.series[first].timestamp[self.index] + self._tf_ms()
+
+    def _mark_klines(self, p: dict) -> list:
+        symbol = self._served(p.get("symbol"))
+        if p.get("interval") not in self._INTERVALS:
+            raise BinanceReject(-1120, "Invalid interval.")
+        if p["interval"] != "8h":
+            raise BinanceReject(-1120, "Invalid interval (the fake has real 8h mark-price candles only).")
+        rows = self._history_file("mark", symbol)
+        stamps = [int(r[0]) for r in rows]
+        tf = 8 * 3_600_000
+        from bisect import bisect_right
+
+        window = self._window(stamps, p, bisect_right(stamps, self._now_ms() - tf), 500, 1500)
+        return [[stamps[i], rows[i][1], rows[i][2], rows[i][3], rows[i][4], "0", stamps[i] + tf - 1, "0", 0,
+                 "0", "0", "0"] for i in window]
+
+    def _funding_rate(self, p: dict) -> list:
+        if not p.get("symbol"):
+            raise BinanceReject(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        symbol = self._served(p["symbol"])
+        rows = self._history_file("funding", symbol)
+        stamps = [int(r[0]) for r in rows]
+        marks = {int(r[0]): r[1] for r in self._history_file("mark", symbol)}
+        from bisect import bisect_right
+
+        if "startTime" not in p and "endTime" not in p:
+            p = {**p, "limit": p.get("limit", "200")}
+        window = self._window(stamps, p, bisect_right(stamps, self._now_ms()), 100, 1000)
+        return [{"symbol": p["symbol"], "fundingTime": stamps[i], "fundingRate": rows[i][1],
+                 "markPrice": marks.get(stamps[i] - stamps[i] % (8 * 3_600_000), "")} for i in window]
 
     def _last(self, symbol: str) -> Decimal:
         return Decimal(repr(self.candle(symbol)[4]))
@@ -527,10 +691,14 @@ class FakeBinance:
         return rows[0] if "symbol" in p else rows
 
     def _premium_index(self, p: dict):
-        symbol = self._served(p.get("symbol"))
-        last = str(self._last(symbol))
-        return {"symbol": p["symbol"], "markPrice": last, "indexPrice": last, "lastFundingRate": "0.0001",
-                "nextFundingTime": 0, "interestRate": "0.0001", "time": self.clock.current_ms}
+        ids = [p["symbol"]] if p.get("symbol") else [self.raw_markets[s]["id"] for s in self.symbols]
+        rows = []
+        for market_id in ids:
+            symbol = self._served(market_id)
+            last = str(self._last(symbol))
+            rows.append({"symbol": market_id, "markPrice": last, "indexPrice": last, "lastFundingRate": "0.0001",
+                         "nextFundingTime": 0, "interestRate": "0.0001", "time": self.clock.current_ms})
+        return rows[0] if p.get("symbol") else rows
 
     # --------------------------------------------------------------- orders
     def _post_order(self, p: dict) -> dict:

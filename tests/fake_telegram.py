@@ -126,7 +126,7 @@ class FakeTelegram:
         found = []
         for method, params in self.calls:
             result = params.get("result")
-            if method != "sendmessage" or result is None or str(params.get("chat_id")) != str(chat_id):
+            if method not in SENDING or result is None or str(params.get("chat_id")) != str(chat_id):
                 continue
             rows = (result.get("reply_markup") or {}).get("inline_keyboard", [])
             if any(b["text"].startswith(prefix) for row in rows for b in row):

@@ -268,7 +268,8 @@ async def test_help_lists_categories_and_menu_matches_T2(dp, bot, session, tradi
         assert word in text
     assert [c.command for c in BOT_COMMANDS] == [
         "summary", "open", "status", "risk", "runtime", "pause", "resume", "close", "closeall", "shutdown",
-        "daily", "dailycsv", "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "playbook", "log",
+        "daily", "dailycsv", "signalstats", "failstats", "blockers", "near", "topmissed", "filters", "chart", "optimize",
+        "playbook", "log",
         "audit", "help",
     ]
 

@@ -44,14 +44,10 @@ _MAX_RANGE = 50
 # Rules SPEC.md defines that are not built yet, with the issue that builds each. Not counted by
 # --fail-under; listed in every report. Remove an id here in the commit that adds its test.
 PLANNED: dict[str, str] = {
-    "S-6": "issue 16: USDC perps in paper, USDT candles as a labelled proxy",
     "S-7": "issue 14: promotion gate for --live, --skip-gate audited",
     "Z-5": "issue 14: the `launch` preset's staged ramp",
     "E-7": "issue 14: fees-first take-profits, refused configs",
     "L-4": "issue 15: one process per database (OS lock)",
-    "D-1": "issue 16: optiflow data download / data check",
-    "D-2": "issue 16: optiflow optimize (Optuna, walk-forward)",
-    "D-3": "issue 16: trials on Ray or Optuna's shared storage",
 }
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from trading.domain.views import PeriodReport
+from trading.domain.views import PeriodReport, proxy_note
 
 GREEN = "#2e9d57"
 RED = "#d64545"
@@ -66,7 +66,8 @@ def render_report_chart(report: PeriodReport) -> bytes:
     """
     fig = Figure(figsize=(8, 6), dpi=100, layout="constrained")
     equity_ax, trades_ax = fig.subplots(2, 1, height_ratios=(3, 2))
-    fig.suptitle(report.title, fontsize=12)
+    note = proxy_note(report.price_proxies)  # SPEC S-6: proxy prices are labelled on the chart too
+    fig.suptitle(report.title + (f"\n{note}" if note else ""), fontsize=12 if not note else 10)
     _draw_equity(equity_ax, report)
     _draw_trades(trades_ax, report)
     buffer = io.BytesIO()

@@ -45,6 +45,9 @@ class CandleSeries:
     low: array
     close: array
     volume: array
+    proxy_of: str = ""
+    """The symbol whose candles stand in for ``symbol``'s (SPEC S-6: ``X/USDT:USDT`` for an
+    ``X/USDC:USDC`` without candles of its own); "" = the symbol's own candles."""
 
     def __len__(self) -> int:
         return len(self.timestamp)
@@ -64,7 +67,7 @@ class CandleSeries:
         hi = len(self) if end_ms is None else bisect_left(self.timestamp, end_ms)
         return CandleSeries(
             self.symbol, self.timeframe, self.timestamp[lo:hi], self.open[lo:hi],
-            self.high[lo:hi], self.low[lo:hi], self.close[lo:hi], self.volume[lo:hi],
+            self.high[lo:hi], self.low[lo:hi], self.close[lo:hi], self.volume[lo:hi], self.proxy_of,
         )
 
 
@@ -72,7 +75,9 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
     """Read ``ohlcv/binance_futures_<SYMBOL>-<tf>.csv.gz`` under ``data_dir``.
 
     Raises:
-        DataError: the file is missing or a row is malformed (names the file and line).
+        DataError: the file is missing, a row is malformed, or a timestamp is not after the one
+            before it (out of order or duplicated: never silently used, SPEC D-1); the message
+            names the file and line.
     """
     path = data_dir / "ohlcv" / f"binance_futures_{file_stem(symbol)}-{timeframe}.csv.gz"
     if not path.exists():
@@ -85,7 +90,11 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
         for line_no, line in enumerate(handle, start=2):
             try:
                 t, op, hi, low, cl, vol = line.split(",")
-                ts.append(int(t))
+                stamp = int(t)
+                if ts and stamp <= ts[-1]:
+                    raise DataError(f"{path}:{line_no}: candle {stamp} out of order or duplicated "
+                                    "(see `optiflow data check`)")
+                ts.append(stamp)
                 o.append(float(op))
                 h.append(float(hi))
                 lo.append(float(low))
@@ -109,6 +118,46 @@ def load_funding(data_dir: Path, symbol: str) -> list[tuple[int, Decimal]]:
             t, rate = line.strip().split(",")
             events.append((int(t), Decimal(rate)))
     return events
+
+
+def price_proxy(data_dir: Path, symbol: str, timeframe: str) -> str | None:
+    """SPEC S-6: the symbol whose candles stand in for ``symbol``'s in paper/backtest —
+    ``X/USDT:USDT`` for an ``X/USDC:USDC`` whose own candle file is absent while the USDT one
+    is present; None when ``symbol`` has its own candles (or no proxy exists)."""
+    if _candle_file(data_dir, symbol, timeframe).exists() or not symbol.endswith("/USDC:USDC"):
+        return None
+    proxy = symbol.split("/")[0] + "/USDT:USDT"
+    return proxy if _candle_file(data_dir, proxy, timeframe).exists() else None
+
+
+def _candle_file(data_dir: Path, symbol: str, timeframe: str) -> Path:
+    return data_dir / "ohlcv" / f"binance_futures_{file_stem(symbol)}-{timeframe}.csv.gz"
+
+
+def load_replay_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
+    """The candles a paper/backtest run of ``symbol`` replays (SPEC S-6): its own, else those
+    of its :func:`price_proxy` relabelled as ``symbol`` with ``proxy_of`` naming the source
+    (every report then says "proxy").
+
+    Raises:
+        DataError: neither the symbol's nor a proxy's candles exist, or a row is bad.
+    """
+    proxy = price_proxy(data_dir, symbol, timeframe)
+    if proxy is None:
+        return load_candles(data_dir, symbol, timeframe)
+    series = load_candles(data_dir, proxy, timeframe)
+    series.symbol, series.proxy_of = symbol, proxy
+    return series
+
+
+def load_replay_funding(data_dir: Path, symbol: str, timeframe: str) -> list[tuple[int, Decimal]]:
+    """Funding events for a replay of ``symbol``: its own, else (SPEC S-6, candles from a proxy
+    and no funding file of its own) those of the same proxy."""
+    path = data_dir / "funding" / f"binance_futures_{file_stem(symbol)}-funding_rate.csv.gz"
+    proxy = price_proxy(data_dir, symbol, timeframe)
+    if proxy is not None and not path.exists():
+        return load_funding(data_dir, proxy)
+    return load_funding(data_dir, symbol)
 
 
 def load_ccxt_markets(data_dir: Path) -> dict[str, dict]:

@@ -73,12 +73,15 @@ class TradingService:
         mode: "paper" | "demo" | "live".
         config_id: the config snapshot id that audit records of manual commands cite (A-1).
         wall_clock: epoch ms UTC now (wall time) for confirmations and uptime; tests inject one.
+        price_proxies: symbol → the symbol whose candles stand in for its prices (SPEC S-6,
+            paper on USDC perps without USDC candles); every report labels them "proxy".
     """
 
     def __init__(
         self, engine: Engine, store: Any, mode: str = "paper", config_id: str = "",
-        wall_clock: Callable[[], int] = wall_ms,
+        wall_clock: Callable[[], int] = wall_ms, price_proxies: dict[str, str] | None = None,
     ) -> None:
+        self.price_proxies: dict[str, str] = dict(price_proxies or {})
         self._engine = engine
         self._store = store
         self.mode = mode
@@ -342,6 +345,7 @@ class TradingService:
             equity_curve=curve,
             start_equity=start_equity,
             end_equity=end_equity,
+            price_proxies=tuple(sorted(self.price_proxies.items())),
         )
 
     async def report_chart(self, report: PeriodReport) -> bytes:

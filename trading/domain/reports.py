@@ -37,6 +37,7 @@ def build_report(
     equity_curve: Sequence[EquitySnapshot],
     start_equity: Decimal,
     end_equity: Decimal,
+    price_proxies: tuple[tuple[str, str], ...] = (),
 ) -> PeriodReport:
     """Aggregate closed ``trades`` (closed in [start_ms, end_ms)) and the equity samples of the
     period into a :class:`PeriodReport`. Equities in quote; times epoch ms UTC."""
@@ -77,4 +78,5 @@ def build_report(
         best_symbols=tuple(r for r in reversed(results[-3:]) if r.net_pnl > 0),
         worst_symbols=tuple(r for r in results[:3] if r.net_pnl < 0),
         equity_curve=tuple(equity_curve),
+        price_proxies=tuple(price_proxies),
     )

@@ -101,6 +101,16 @@ class PeriodReport:
     best_symbols: tuple[SymbolResult, ...]
     worst_symbols: tuple[SymbolResult, ...]
     equity_curve: tuple[EquitySnapshot, ...] = field(default=())
+    price_proxies: tuple[tuple[str, str], ...] = field(default=())
+    """(symbol, source symbol) for prices replayed from another market's candles (SPEC S-6)."""
+
+
+def proxy_note(proxies: tuple[tuple[str, str], ...]) -> str:
+    """The "proxy" label every report carries when prices came from another market's candles
+    (SPEC S-6), e.g. ``proxy prices: XRP/USDC:USDC ← XRP/USDT:USDT candles``; "" when none."""
+    if not proxies:
+        return ""
+    return "proxy prices: " + ", ".join(f"{symbol} ← {source} candles" for symbol, source in proxies)
 
 
 @dataclass(frozen=True, slots=True)
