@@ -141,6 +141,17 @@ class ReplayFeed:
         timeline = sorted(stamps)
         pointers = [0] * len(sources)
         funding_pointers = [0] * len(sources)
+        # Per source, the columns and feed in plain lists: no attribute lookups per candle.
+        indices = range(len(sources))
+        feeds = [s.feed for s in sources]
+        fundings = [s.funding for s in sources]
+        stamps_of = [s.series.timestamp for s in sources]
+        lengths = [len(t) for t in stamps_of]
+        opens = [s.series.open for s in sources]
+        highs = [s.series.high for s in sources]
+        lows = [s.series.low for s in sources]
+        closes = [s.series.close for s in sources]
+        volumes = [s.series.volume for s in sources]
         active = venue.active_symbols
         changed = self._changed
         verifier_due = supervisor.verifier.due  # (bot, symbol) → due ms of the O-6 checks
@@ -167,14 +178,17 @@ class ReplayFeed:
                 clock.current_ms = ts
                 engine.tick(ts)
             venue_changed = False
-            for k, source in enumerate(sources):
+            for k in indices:
                 i = pointers[k]
-                series = source.series
-                if i >= len(series.timestamp) or series.timestamp[i] != ts:
+                if i >= lengths[k] or stamps_of[k][i] != ts:
                     continue
                 pointers[k] = i + 1
-                feed = source.feed
-                o, h, low, c, v = series.open[i], series.high[i], series.low[i], series.close[i], series.volume[i]
+                feed = feeds[k]
+                o = opens[k][i]
+                h = highs[k][i]
+                low = lows[k][i]
+                c = closes[k][i]
+                v = volumes[k][i]
                 if warm:
                     engine.warm(feed, h, low, c, v)  # the same market state on_candle keeps
                     continue
@@ -195,7 +209,7 @@ class ReplayFeed:
                         if fill is None:
                             break
                 end = ts + feed.timeframe_ms
-                events = source.funding
+                events = fundings[k]
                 j = funding_pointers[k]
                 while j < len(events) and events[j][0] < end:
                     funding_ms, rate = events[j]
