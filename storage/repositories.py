@@ -279,8 +279,10 @@ class SignalRepository(_Repository):
         for e in evaluations:
             if any("," in c for c in e.components):
                 raise ValueError(f"signal component names cannot contain ',': {e.components!r}")
+            # str(): a ReasonCode is a str subclass, which sqlite3 binds only after a slow
+            # adapter search per row; its plain text is what the column holds.
             rows.append((e.timestamp, e.bot, e.symbol, e.side.value, float(e.score), int(e.passed),
-                         e.blocked_by, float(e.min_score), ",".join(e.components)))
+                         str(e.blocked_by), float(e.min_score), ",".join(e.components)))
         await self._db.executemany(
             f"INSERT INTO signals ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
         )
@@ -401,7 +403,7 @@ class RiskStateRepository(_Repository):
         """Insert or replace the state of ``state.bot``."""
         await self._db.execute(self._UPSERT, (
             state.bot, state.day, dec_in(state.day_start_equity), state.sl_streak,
-            dec_in(state.realised_today), state.trades_today, state.halted_reason,
+            dec_in(state.realised_today), state.trades_today, str(state.halted_reason),
             dec_in(state.gross_profit_today), dec_in(state.gross_loss_today),
         ))
 

@@ -70,8 +70,7 @@ class Harness:
         # Warm indicators and the F-2/F-4 market stats on real XRP candles (data/README.md).
         series = load_candles(default_data_dir(), SYMBOL, "5m")
         for i in range(300):
-            self.engine.on_candle(self.feed, series.open[i], series.high[i], series.low[i],
-                                  series.close[i], series.volume[i])
+            self.engine.warm(self.feed, series.high[i], series.low[i], series.close[i], series.volume[i])
 
     async def enter(self, price=2.0, check=STRONG):
         self.feed.last_close = price
@@ -340,7 +339,7 @@ async def test_e6_reactive_entry_retries_limit_blocked_candidate(markets):
     for symbol, feed in feeds.items():
         series = load_candles(default_data_dir(), symbol, "5m")
         for i in range(300):
-            engine.on_candle(feed, series.open[i], series.high[i], series.low[i], series.close[i], series.volume[i])
+            engine.warm(feed, series.high[i], series.low[i], series.close[i], series.volume[i])
     feeds[SYMBOL].last_close, feeds[sol].last_close = 2.0, 150.0
     assert (await engine.try_enter(bot, feeds[SYMBOL], STRONG)).passed
     for fill in exchange.fill_pending(SYMBOL, NOON, 2.0):

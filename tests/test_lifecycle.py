@@ -77,7 +77,7 @@ async def test_l2_a_crash_in_the_trading_loop_is_reported_in_chat_and_exits_1(fa
 
     runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "c.db", data_dir=data_dir,
                                        end_ms=DAY0 + 12 * HOUR)
-    original = Engine.on_candle
+    original = Engine.step
     calls = 0
 
     def failing(self, *args, **kwargs):
@@ -87,7 +87,7 @@ async def test_l2_a_crash_in_the_trading_loop_is_reported_in_chat_and_exits_1(fa
             raise ZeroDivisionError(f"injected fault near {TOKEN}")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Engine, "on_candle", failing)
+    monkeypatch.setattr(Engine, "step", failing)
     settings = Settings(telegram_bot_token=TOKEN, telegram_api_base=fake.base, telegram_allowed_user_ids=(USER,))
     dp = build_dispatcher(runtime.service, settings, settings.allowed_user_ids())
     try:

@@ -137,12 +137,9 @@ class FillTracker:
                 continue  # dropped meanwhile (a fill closed its position and cancelled it)
             remote = open_by_id.get(cid)
             if remote is None or remote.filled > local.filled:
-                try:
-                    remote = await self.gateway.fetch_order(cid, local.symbol)
-                except OrderNotFound:
-                    engine.forget_order(cid, OrderStatus.REJECTED, "not on the exchange")
-                    continue
-            booked += await self._book(local, remote)
+                booked += await self._look_up_and_book(local)
+            else:
+                booked += await self._book(local, remote)
         return booked
 
     async def book(self, client_order_ids: list[str]) -> int:
@@ -153,19 +150,22 @@ class FillTracker:
         Raises:
             ExchangeError: a look-up failed (the next poll books what was missed).
         """
-        engine = self.engine
         booked = 0
         for cid in client_order_ids:
-            local = engine.tracked_order(cid)
-            if local is None:
-                continue
-            try:
-                remote = await self.gateway.fetch_order(cid, local.symbol)
-            except OrderNotFound:
-                engine.forget_order(cid, OrderStatus.REJECTED, "not on the exchange")
-                continue
-            booked += await self._book(local, remote)
+            local = self.engine.tracked_order(cid)
+            if local is not None:
+                booked += await self._look_up_and_book(local)
         return booked
+
+    async def _look_up_and_book(self, local: Order) -> int:
+        """Read ``local`` back from the venue by client order id and book what changed; an order
+        the venue never accepted is dropped."""
+        try:
+            remote = await self.gateway.fetch_order(local.client_order_id, local.symbol)
+        except OrderNotFound:
+            self.engine.forget_order(local.client_order_id, OrderStatus.REJECTED, "not on the exchange")
+            return 0
+        return await self._book(local, remote)
 
     async def _book(self, local: Order, remote: Order) -> int:
         engine = self.engine

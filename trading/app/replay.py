@@ -190,7 +190,7 @@ class ReplayFeed:
                 c = closes[k][i]
                 v = volumes[k][i]
                 if warm:
-                    engine.warm(feed, h, low, c, v)  # the same market state on_candle keeps
+                    engine.warm(feed, h, low, c, v)  # the same market state step() keeps
                     continue
                 symbol = feed.symbol
                 clock.current_ms = ts

@@ -179,6 +179,7 @@ Event = (
 
 # Events whose loss on a crash would lose trading state: written before the next step.
 CRITICAL_EVENTS = (OrderUpdated, FillBooked, PositionChanged, AccountChanged, RiskStateChanged, BlacklistChanged)
+_CRITICAL_TYPES = frozenset(CRITICAL_EVENTS)  # the event classes are final (frozen dataclasses)
 
 
 class EventSink(Protocol):
@@ -201,7 +202,7 @@ class EventBuffer:
     def emit(self, event: Event) -> None:
         """Buffer one event."""
         self.events.append(event)
-        if isinstance(event, CRITICAL_EVENTS):
+        if type(event) in _CRITICAL_TYPES:  # exact types: a set lookup, not a chain of isinstance
             self.critical = True
 
     def drain(self) -> list[Event]:

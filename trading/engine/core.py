@@ -15,8 +15,9 @@ The work is split by job: :mod:`~trading.engine.book` (positions, orders, equity
 :mod:`~trading.engine.protection` (brackets, closes), :mod:`~trading.engine.fills` and
 :mod:`~trading.engine.management`. Outside code uses this facade only.
 
-Hot path: :meth:`Engine.on_candle` is synchronous, float-only and allocation-free unless the
-strategy sees a momentum condition. Everything that can await (orders) happens only on events.
+Hot path: the market-state half of :meth:`Engine.step` is synchronous, float-only and
+allocation-free unless the strategy sees a momentum condition. Everything that can await
+(orders) happens only when there is order work.
 """
 
 from __future__ import annotations
@@ -231,49 +232,35 @@ class Engine:
         book.update_tier(self.equity())
 
     # ------------------------------------------------------------ hot path
-    def on_candle(
-        self, feed: FeedState, o: float, h: float, low: float, c: float, v: float
-    ) -> list[tuple[BotRuntime, SignalCheck]] | None:
-        """The market-state half of a candle step: one closed candle of ``feed`` (prices in
-        quote, volume in contracts) into the indicators, then the strategy. Returns the
-        candidates that satisfy the 1+1 rule, or None. Synchronous and float-only."""
-        # The body of warm(), inlined: this runs for every candle of every replay.
+    def step(self, feed: FeedState, o: float, h: float, low: float, c: float, v: float) -> Awaitable[object] | None:
+        """One closed candle of ``feed`` through the whole engine (SPEC O-9: the replay and the
+        live feeds call this same step; prices in quote, volume in contracts; the clock must read
+        the candle's close time).
+
+        The market-state half runs at once, synchronous and float-only: indicators (S-10), the
+        F-2/F-4 rolling stats, the regime (S-12), then the strategy (S-11) for every bot on the
+        feed. The order half — exits and the ladder for positions held on the symbol, the entry
+        pipeline for the candidates that satisfy the 1+1 rule — is returned as an awaitable when
+        there is order work (``work = engine.step(...); if work is not None: await work``) and
+        None otherwise, so a candle with nothing to trade costs no coroutine and one call.
+        """
+        # warm()'s body, inlined: this runs for every candle of every replay.
         feed.last_close = c
         feed.last_volume = v
         ind = feed.indicators
         ready = ind.update(h, low, c, v)
         feed.stats.update(c, v, ind.atr)
         feed.regime.update(c)
-        if not ready:
-            return None
         found = None
-        for bot in feed.bots:
-            check = bot.strategy.evaluate(
-                ind.rsi, ind.macd_hist, ind.prev_macd_hist, ind.atr, v, ind.volume_sma, c, ind.ema
-            )
-            if check is not None and check.one_plus_one:
-                if found is None:
-                    found = []
-                found.append((bot, check))
-        return found
-
-    async def act(self, feed: FeedState, found: list[tuple[BotRuntime, SignalCheck]] | None) -> None:
-        """The order half of a candle step: manage the positions held on ``feed``'s symbol
-        (exits, ladder), then try the candidates :meth:`on_candle` found."""
-        if feed.symbol in self.book.held_symbols:
-            await self.management.manage_positions(feed)
-        if found is not None:
-            for bot, check in found:
-                await self.entries.try_enter(bot, feed, check)
-
-    def step(self, feed: FeedState, o: float, h: float, low: float, c: float, v: float) -> Awaitable[object] | None:
-        """One closed candle through the whole engine (SPEC O-9: the replay and the live feeds
-        call this same step). The market-state half (:meth:`on_candle`) runs at once; the order
-        half (:meth:`act`: exits, ladder, entries) is returned as an awaitable when there is
-        order work — ``work = engine.step(...); if work is not None: await work`` — and None
-        otherwise, so a candle with nothing to trade costs no coroutine. The clock must read the
-        candle's close time."""
-        found = self.on_candle(feed, o, h, low, c, v)
+        if ready:
+            for bot in feed.bots:
+                check = bot.strategy.evaluate(
+                    ind.rsi, ind.macd_hist, ind.prev_macd_hist, ind.atr, v, ind.volume_sma, c, ind.ema
+                )
+                if check is not None and check.one_plus_one:
+                    if found is None:
+                        found = []
+                    found.append((bot, check))
         if feed.symbol in self.book.held_symbols:
             return self.act(feed, found)
         if found is None:
@@ -283,11 +270,20 @@ class Engine:
             return self.entries.try_enter(bot, feed, check)
         return self.act(feed, found)
 
+    async def act(self, feed: FeedState, found: list[tuple[BotRuntime, SignalCheck]] | None) -> None:
+        """The order half of a candle step: manage the positions held on ``feed``'s symbol
+        (exits, ladder), then try the candidates the step found."""
+        if feed.symbol in self.book.held_symbols:
+            await self.management.manage_positions(feed)
+        if found is not None:
+            for bot, check in found:
+                await self.entries.try_enter(bot, feed, check)
+
     @staticmethod
     def warm(feed: FeedState, h: float, low: float, c: float, v: float) -> bool:
         """Feed one closed candle into the feed's market state only — indicators (S-10), F-2/F-4
         rolling stats and regime (S-12) — with no trading decision (warm-up before a replay or a
-        live start, and the first part of :meth:`on_candle`). True once the indicators are warm."""
+        live start; :meth:`step` starts with the same lines). True once the indicators are warm."""
         feed.last_close = c
         feed.last_volume = v
         ind = feed.indicators
