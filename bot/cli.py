@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     backtest.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     backtest.add_argument("--out", type=Path, help="output folder for the CSV and PNG (default OPTIFLOW_OUTPUT_DIR/backtest)")
+    backtest.add_argument("--chart", action="store_true",
+                          help="also draw chart.png (equity curve and per-trade PnL; loads matplotlib)")
     check = sub.add_parser("check", parents=[common], help="pre-flight against the exchange (demo, or live with --live)")
     check.add_argument("--live", action="store_true", help="check the real-money account (needs API keys)")
     smoke = sub.add_parser("smoke", parents=[common], help="open → brackets → verify → close on the exchange")
@@ -435,11 +437,13 @@ async def _backtest(args) -> int:
             report = _with_start_equity(report, config.account.starting_balance)
             out_dir.mkdir(parents=True, exist_ok=True)
             csv_path = out_dir / "trades.csv"
-            png_path = out_dir / "chart.png"
             _write_trades_csv(csv_path, report.trades)
-            png_path.write_bytes(await runtime.service.report_chart(report))
             print(_format_backtest(report, result.candles, config))
-            print(f"trades CSV: {csv_path}\nchart PNG:  {png_path}")
+            print(f"trades CSV: {csv_path}")
+            if args.chart:  # matplotlib only when asked: a sweep of backtests never loads it
+                png_path = out_dir / "chart.png"
+                png_path.write_bytes(await runtime.service.report_chart(report))
+                print(f"chart PNG:  {png_path}")
         finally:
             await runtime.close()
     return 0

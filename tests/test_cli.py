@@ -23,7 +23,7 @@ def backtest(tmp_path_factory):
     out = tmp_path_factory.mktemp("backtest")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(["backtest", "--out", str(out)])
+        code = main(["backtest", "--chart", "--out", str(out)])
     return code, buffer.getvalue(), out
 
 
@@ -63,6 +63,7 @@ def test_backtest_window_and_symbols(tmp_path, capsys):
     rows = list(csv.DictReader((tmp_path / "trades.csv").open()))
     assert all(row["symbol"] == "XRP/USDT:USDT" for row in rows)
     assert all("2025-06-10" <= row["opened_utc"][:10] <= "2025-06-11" for row in rows)
+    assert not (tmp_path / "chart.png").exists() and "chart PNG" not in text  # only with --chart
 
 
 def run_cli(*args, env=None):

@@ -83,7 +83,7 @@ async def test_l2_a_crash_in_the_trading_loop_is_reported_in_chat_and_exits_1(fa
     def failing(self, *args, **kwargs):
         nonlocal calls
         calls += 1
-        if calls == 500:
+        if calls == 3:  # the replay steps only candles where something can happen
             raise ZeroDivisionError(f"injected fault near {TOKEN}")
         return original(self, *args, **kwargs)
 

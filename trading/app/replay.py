@@ -23,12 +23,22 @@ from decimal import Decimal
 from time import perf_counter
 from typing import Protocol
 
+from array import array
+
+import numpy as np
+
 from trading.adapters.marketdata import CandleSeries
 from trading.adapters.simulated import SimulatedExchange
 from trading.app.reconcile import FillTracker, Supervisor
-from trading.domain.events import EventBuffer, ReplayProgress
-from trading.engine.core import Engine, FeedState
+from trading.domain.events import EventBuffer, ReplayProgress, SignalEvaluated
+from trading.domain.models import SignalEvaluation
+from trading.domain.presets import min_score_floor
+from trading.domain.reasons import ReasonCode
+from trading.engine.core import BotRuntime, Engine, FeedState
+from trading.engine.series import SeriesMarket
 from trading.ports import ReplayClock
+
+SCORE_BELOW_MIN = ReasonCode.SCORE_BELOW_MIN
 
 
 @dataclass(slots=True)
@@ -66,6 +76,30 @@ class ClockHook(Protocol):
         """Run for the replay clock at ``now_ms``."""
 
 
+def _column(values) -> array:
+    """A candle column as an ``array('d')`` (the loader's own when it is one)."""
+    if isinstance(values, array) and values.typecode == "d":
+        return values
+    column = array("d")
+    column.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return column
+
+
+@dataclass(slots=True)
+class _Track:
+    """One source's candles and bulk market state, in the shapes the replay loop indexes."""
+
+    source: ReplaySource
+    stamps: np.ndarray  # int64 open times (epoch ms UTC)
+    open: array  # array('d') columns: compact, and indexing them gives Python floats
+    high: array
+    low: array
+    close: array
+    volume: array
+    below: list[tuple[BotRuntime, np.ndarray]]  # per bot: candles with a candidate under its floor
+    steps: array  # 1 where some bot's candidate may pass its minimum score (the candle is stepped)
+
+
 @dataclass(slots=True)
 class ReplayFeed:
     """The replay market feed of a paper runtime over a simulated venue.
@@ -73,7 +107,10 @@ class ReplayFeed:
     Args: engine; venue (the simulated exchange; the feed subscribes to its ``on_change``);
     tracker and supervisor (the one fill tracker / supervisor of the runtime); clock (moved by
     the replay); sources (candles per feed); resume_after_ms (candles that opened at or before
-    it only warm the indicators: a restart resumes where the last run stopped, SPEC L-3).
+    it are history: a restart resumes where the last run stopped, SPEC L-3).
+
+    Each source's market state is computed in bulk for all its candles at construction
+    (:class:`~trading.engine.series.SeriesMarket`) and attached to the engine's feed.
     """
 
     engine: Engine
@@ -85,9 +122,35 @@ class ReplayFeed:
     resume_after_ms: int | None = None
     active: str = "replay"
     _changed: list[str] = field(default_factory=list)
+    _tracks: list[_Track] = field(default_factory=list)
+    _timeline: np.ndarray | None = None
+    _step_positions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.venue.on_change = self._changed.append
+        stamps: list[np.ndarray] = []
+        for source in self.sources:
+            feed, series = source.feed, source.series
+            high, low, close, volume = (np.asarray(col, dtype=np.float64)
+                                        for col in (series.high, series.low, series.close, series.volume))
+            market = SeriesMarket(high, low, close, volume, feed.timeframe_ms,
+                                  {bot.name: bot.strategy for bot in feed.bots})
+            self.engine.attach_series(feed, market)
+            ts = np.asarray(series.timestamp, dtype=np.int64)
+            below = []
+            flags = np.zeros(len(ts), dtype=np.int8)
+            for bot in feed.bots:
+                steps, under = market.candidates(bot.name, min_score_floor(bot.profile))
+                flags[steps] = 1
+                stamps.append(ts[steps])
+                below.append((bot, under))
+            self._tracks.append(_Track(source, ts, _column(series.open), market.high, market.low, market.close,
+                                       market.volume, below, array("b", flags.tobytes())))
+        self._timeline = np.unique(np.concatenate([t.stamps for t in self._tracks])) if self._tracks else \
+            np.zeros(0, dtype=np.int64)
+        # Timeline positions with a candidate that may pass its bot's minimum score.
+        wanted = np.unique(np.concatenate(stamps)) if stamps else np.zeros(0, dtype=np.int64)
+        self._step_positions = np.searchsorted(self._timeline, wanted)
 
     def status(self) -> dict:
         """What /runtime shows for this feed (as the live feeds' ``status()``)."""
@@ -131,30 +194,30 @@ class ReplayFeed:
                 timings of /runtime (SPEC T-2). None = not measured.
             clock_hook: run (after a flush) each time the replay clock reaches its
                 ``next_due_ms``.
+
+        As fast as possible (no ``speed``, no ``clock_hook``) the replay steps only the candles
+        where something can happen: a candidate that may pass its bot's minimum score, a symbol
+        with a position or with orders on the venue, the hourly equity sample and the UTC day
+        roll, a due stop verification or reconciliation. Every other candle changes nothing but
+        the market state, which is computed in bulk; its candidates scoring under the lowest
+        minimum score any tier sets are recorded as SCORE_BELOW_MIN (S-13) without entering the
+        order path. Paced, every candle is stepped.
         """
         engine, venue, clock, supervisor = self.engine, self.venue, self.clock, self.supervisor
-        sources = self.sources
+        tracks = self._tracks
+        timeline = self._timeline
         resume_after_ms = self.resume_after_ms
-        stamps: set[int] = set()
-        for source in sources:
-            stamps.update(source.series.timestamp)
-        timeline = sorted(stamps)
-        pointers = [0] * len(sources)
-        funding_pointers = [0] * len(sources)
-        # Per source, the columns and feed in plain lists: no attribute lookups per candle.
-        indices = range(len(sources))
-        feeds = [s.feed for s in sources]
-        fundings = [s.funding for s in sources]
-        stamps_of = [s.series.timestamp for s in sources]
-        lengths = [len(t) for t in stamps_of]
-        opens = [s.series.open for s in sources]
-        highs = [s.series.high for s in sources]
-        lows = [s.series.low for s in sources]
-        closes = [s.series.close for s in sources]
-        volumes = [s.series.volume for s in sources]
+        pointers = [0] * len(tracks)
+        funding_pointers = [0] * len(tracks)
+        below_pointers = [[0] * len(t.below) for t in tracks]
         active = venue.active_symbols
+        held = engine.held_symbols
         changed = self._changed
         verifier_due = supervisor.verifier.due  # (bot, symbol) → due ms of the O-6 checks
+        risk = engine.risk
+        skipping = speed is None and clock_hook is None
+        step_positions = self._step_positions.tolist()
+        next_step = 0  # index into step_positions
         if durable is None:
             durable = speed is not None
         candles = 0
@@ -162,37 +225,66 @@ class ReplayFeed:
         last_open = resume_after_ms or 0
         frame_seconds = None
         if speed:
-            frame_seconds = min(s.feed.timeframe_ms for s in sources) / 1000 / speed
-        for ts in timeline:
+            frame_seconds = min(t.source.feed.timeframe_ms for t in tracks) / 1000 / speed
+        count = len(timeline)
+        pos = 0
+        if resume_after_ms is not None:
+            # Candles that opened by the resume point are history: their market state is in the
+            # bulk arrays, their decisions in the database.
+            pos = int(np.searchsorted(timeline, resume_after_ms, side="right"))
+            self._position(pos, pointers, below_pointers)
+            self._sync_marks(pointers)
+        stamps_list = timeline.tolist()
+        while pos < count:
+            ts = stamps_list[pos]
+            if skipping and not (held or active or supervisor.requested or verifier_due):
+                # Nothing is open: jump to the next candle where something can happen.
+                while next_step < len(step_positions) and step_positions[next_step] < pos:
+                    next_step += 1
+                target = step_positions[next_step] if next_step < len(step_positions) else count
+                # The UTC day roll-over and the hourly equity sample happen at their candle.
+                due_pos = int(np.searchsorted(timeline, min(risk.next_day_ms, engine.next_sample_ms)))
+                target = min(target, max(due_pos, pos))
+                if target > pos:
+                    skipped = self._skip(pos, target, pointers, below_pointers)
+                    candles += skipped
+                    since_flush += skipped
+                    last_open = stamps_list[target - 1]
+                    pos = target
+                    if pos >= count:
+                        break
+                    ts = stamps_list[pos]
+                    self._sync_marks(pointers)
             if stop is not None and stop.is_set():
+                self._sync_marks(pointers, seek=True)
                 await _flush(buffer, flush, last_open)
                 self.resume_after_ms = last_open
                 return ReplayResult(candles, last_open, True)
-            warm = resume_after_ms is not None and ts <= resume_after_ms
-            if not warm and clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
+            if clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
                 # Every candle that closed by now is processed: persist it, then run the hook.
                 await _flush(buffer, flush, last_open)
                 await clock_hook.due(clock.current_ms)
-            started = perf_counter() if on_frame is not None and not warm else 0.0
-            if not warm:
-                clock.current_ms = ts
-                engine.tick(ts)
+            started = perf_counter() if on_frame is not None else 0.0
+            clock.current_ms = ts
+            engine.tick(ts)
             venue_changed = False
-            for k in indices:
+            for k, track in enumerate(tracks):
                 i = pointers[k]
-                if i >= lengths[k] or stamps_of[k][i] != ts:
+                stamps = track.stamps
+                if i >= len(stamps) or stamps[i] != ts:
                     continue
                 pointers[k] = i + 1
-                feed = feeds[k]
-                o = opens[k][i]
-                h = highs[k][i]
-                low = lows[k][i]
-                c = closes[k][i]
-                v = volumes[k][i]
-                if warm:
-                    engine.warm(feed, h, low, c, v)  # the same market state step() keeps
-                    continue
+                feed = track.source.feed
                 symbol = feed.symbol
+                candles += 1
+                since_flush += 1
+                if skipping and not track.steps[i] and symbol not in held and symbol not in active:
+                    # Nothing can happen on this candle: its market state is in the bulk arrays.
+                    feed.last_close = track.close[i]
+                    feed.last_volume = track.volume[i]
+                    self._record_below(k, i + 1, below_pointers)
+                    continue
+                o = track.open[i]
                 clock.current_ms = ts
                 if symbol in active:
                     # O-3: a limit entry whose time ran out by this candle's open never fills in it.
@@ -201,6 +293,7 @@ class ReplayFeed:
                     if changed:
                         venue_changed = True
                         await self.book_changes()
+                    h, low = track.high[i], track.low[i]
                     while True:
                         fill = venue.next_trigger(symbol, ts, o, h, low)
                         if changed:
@@ -209,7 +302,7 @@ class ReplayFeed:
                         if fill is None:
                             break
                 end = ts + feed.timeframe_ms
-                events = fundings[k]
+                events = track.source.funding
                 j = funding_pointers[k]
                 while j < len(events) and events[j][0] < end:
                     funding_ms, rate = events[j]
@@ -220,14 +313,16 @@ class ReplayFeed:
                             engine.on_funding(symbol, amount, funding_ms)
                 funding_pointers[k] = j
                 clock.current_ms = end
-                work = engine.step(feed, o, h, low, c, v)
+                feed.series.seek(i)
+                for b, (_bot, under) in enumerate(track.below):
+                    p = below_pointers[k][b]
+                    if p < len(under) and under[p] == i:  # the step records it (S-13)
+                        below_pointers[k][b] = p + 1
+                work = engine.step(feed, o, track.high[i], track.low[i], track.close[i], track.volume[i])
                 if work is not None:
                     await work
-                candles += 1
-                since_flush += 1
-            if warm:
-                continue
             last_open = ts
+            pos += 1
             if venue_changed or supervisor.requested or (verifier_due and supervisor.due(clock.current_ms)):
                 await supervisor.tick(clock.current_ms)
             if on_frame is not None:
@@ -237,11 +332,90 @@ class ReplayFeed:
                 await _flush(buffer, flush, ts)
             if frame_seconds is not None:
                 await asyncio.sleep(frame_seconds)
+        self._sync_marks(pointers, seek=True)
+        # The clock ends at the last candle's close, stepped or passed over.
+        closes = [int(t.stamps[-1]) + t.source.feed.timeframe_ms for t in tracks if len(t.stamps)]
+        if closes and count:
+            clock.current_ms = max(clock.current_ms, max(closes))
         await _flush(buffer, flush, last_open)
         if clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
             await clock_hook.due(clock.current_ms)
         self.resume_after_ms = last_open or self.resume_after_ms
         return ReplayResult(candles, last_open, False)
+
+    def _position(self, pos: int, pointers: list[int], below_pointers: list[list[int]]) -> None:
+        """Point every source at its first candle at or after timeline position ``pos``."""
+        at = self._timeline[pos] if pos < len(self._timeline) else None
+        for k, track in enumerate(self._tracks):
+            i = len(track.stamps) if at is None else int(np.searchsorted(track.stamps, at))
+            pointers[k] = i
+            for b, (_bot, under) in enumerate(track.below):
+                below_pointers[k][b] = int(np.searchsorted(under, i))
+
+    def _skip(self, pos: int, target: int, pointers: list[int], below_pointers: list[list[int]]) -> int:
+        """Pass over timeline positions [pos, target): nothing happens on them but the market
+        state (in the bulk arrays) and candidates under every minimum score, recorded here as
+        SCORE_BELOW_MIN evaluations (S-13). Returns how many candles were passed over."""
+        passed = 0
+        at = self._timeline[target] if target < len(self._timeline) else None
+        records: list[tuple[int, int, int, SignalEvaluation]] = []
+        for k, track in enumerate(self._tracks):
+            start = pointers[k]
+            stop = len(track.stamps) if at is None else int(np.searchsorted(track.stamps, at))
+            passed += stop - start
+            pointers[k] = stop
+            self._record_below(k, stop, below_pointers, records)
+        # The order a candle-by-candle replay records them in (time, then source, then bot), so
+        # the signals table reads the same wherever a restart resumed.
+        records.sort(key=lambda r: r[:3])
+        emit = self.engine.sink.emit
+        for record in records:
+            emit(SignalEvaluated(record[3]))
+        return passed
+
+    def _record_below(self, k: int, stop: int, below_pointers: list[list[int]],
+                      into: list | None = None) -> None:
+        """Record source ``k``'s candidates under every minimum score on candles before index
+        ``stop`` as SCORE_BELOW_MIN evaluations (S-13), at their candle's close, with the
+        minimum score in force (the profile's, else the equity tier's). ``into``: collect
+        (time, source, bot, evaluation) there instead of emitting."""
+        track = self._tracks[k]
+        feed = track.source.feed
+        market = feed.series
+        tier_min = self.engine.book.tier_min_score
+        emit = self.engine.sink.emit
+        stamps = track.stamps
+        for b, (bot, under) in enumerate(track.below):
+            p = below_pointers[k][b]
+            if p >= len(under) or under[p] >= stop:
+                continue
+            floor = bot.profile.strategy.min_score
+            min_score = tier_min if floor is None else floor
+            while p < len(under) and under[p] < stop:
+                i = int(under[p])
+                check = market.check(bot.name, i)
+                at = int(stamps[i]) + feed.timeframe_ms
+                evaluation = SignalEvaluation(at, bot.name, feed.symbol, check.side, check.score, False,
+                                              SCORE_BELOW_MIN, min_score, check.components)
+                if into is None:
+                    emit(SignalEvaluated(evaluation))
+                else:
+                    into.append((at, k, b, evaluation))
+                p += 1
+            below_pointers[k][b] = p
+
+    def _sync_marks(self, pointers: list[int], *, seek: bool = False) -> None:
+        """Every feed's last close and volume are its latest candle before the pointer (the
+        mark prices the engine values positions and equity at); with ``seek`` its market state
+        is positioned on that candle too (the end of a replay: /status, /chart, the next run)."""
+        for k, track in enumerate(self._tracks):
+            i = pointers[k]
+            if i > 0:
+                feed = track.source.feed
+                feed.last_close = track.close[i - 1]
+                feed.last_volume = track.volume[i - 1]
+                if seek:
+                    feed.series.seek(i - 1)
 
     async def fill_at_last_close(self) -> int:
         """Fill the market orders waiting on the venue (closes sent by a flatten or at the end

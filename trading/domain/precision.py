@@ -2,16 +2,44 @@
 
 Quantities are truncated to the step size, prices floored to the tick size; the minimum notional
 is checked after rounding. Money stays Decimal.
+
+ccxt's ``decimal_to_precision`` is a self-contained module (standard library only), but
+importing it the usual way runs the ``ccxt`` package's ``__init__``, which loads every exchange
+class (about a second). A backtest needs only the rounding, so :func:`_ccxt_precision` loads that
+one file from the installed ccxt without the package (the same code, ccxt's own), or takes the
+already imported module when ccxt is loaded anyway (demo, live).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from decimal import Decimal
-
-from ccxt.base.decimal_to_precision import TICK_SIZE, TRUNCATE, decimal_to_precision
+from pathlib import Path
+from types import ModuleType
 
 from trading.domain.errors import PrecisionError
 from trading.domain.models import Market
+
+
+def _ccxt_precision() -> ModuleType:
+    """ccxt's ``ccxt/base/decimal_to_precision.py`` as a module, without importing ccxt."""
+    loaded = sys.modules.get("ccxt.base.decimal_to_precision")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.find_spec("ccxt")  # finds the package; does not run its __init__
+    if spec is None or spec.origin is None:
+        raise ImportError("ccxt is not installed (pip install the project)")
+    path = Path(spec.origin).parent / "base" / "decimal_to_precision.py"
+    file_spec = importlib.util.spec_from_file_location("_ccxt_decimal_to_precision", path)
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+_D2P = _ccxt_precision()
+TICK_SIZE, TRUNCATE, ROUND = _D2P.TICK_SIZE, _D2P.TRUNCATE, _D2P.ROUND
+decimal_to_precision = _D2P.decimal_to_precision
 
 MIN_NOTIONAL_FLOOR = Decimal(5)  # SPEC F-5: never below 5 quote whatever the exchange says
 
@@ -55,7 +83,5 @@ def check_order_size(market: Market, contracts: Decimal, price: Decimal) -> None
 
 def round_price(market: Market, price: Decimal) -> Decimal:
     """Round a fill price in quote to the nearest tick (ccxt ROUND, TICK_SIZE)."""
-    from ccxt.base.decimal_to_precision import ROUND
-
     text = decimal_to_precision(str(price), ROUND, str(market.tick_size), TICK_SIZE)
     return Decimal(text)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from trading.domain.config import BotProfile
-from trading.domain.sizing import EquityTier, equity_tier
+from trading.domain.sizing import EQUITY_TIERS, EquityTier, equity_tier
 
 SAFE, SCALING = "safe", "scaling"
 SCALING_SL_STREAK_LIMIT = 3  # SPEC R-2: 3 in the scaling preset
@@ -39,6 +39,15 @@ class EffectiveLimits:
     sl_streak_limit: int
     max_trades_per_day: int | None
     tier: EquityTier
+
+
+def min_score_floor(profile: BotProfile) -> float:
+    """The lowest minimum ScalpingV1 score ``profile`` can ever require (SPEC S-11, Z-4): its
+    own ``min_score`` when set, else the lowest tier's. A candidate scoring below it is refused
+    at any equity, so a replay records it without running the entry pipeline (S-13)."""
+    if profile.strategy.min_score is not None:
+        return profile.strategy.min_score
+    return min(tier.min_score for tier in EQUITY_TIERS)
 
 
 def effective_limits(preset: str, profile: BotProfile, equity: Decimal, closed_trades: int) -> EffectiveLimits:

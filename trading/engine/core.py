@@ -118,7 +118,7 @@ class Engine:
                            self.limits, self.entries.reactive_entry)
         self.management = Management(self.book, self.gate, self.protection, self.entries, sink, clock, env,
                                      config.account.max_total_margin_pct, config.account.max_position_size_pct)
-        self._next_sample_ms = 0
+        self.next_sample_ms = 0  # epoch ms UTC of the next hourly equity sample (tick)
 
     # ------------------------------------------------------------- state views
     @property
@@ -191,7 +191,7 @@ class Engine:
         book.account = account
         book.close_reasons.update(close_reasons or {})
         if last_sample_ms is not None:  # the hourly equity sample keeps its rhythm (no extra sample)
-            self._next_sample_ms = last_sample_ms - last_sample_ms % HOUR_MS + HOUR_MS
+            self.next_sample_ms = last_sample_ms - last_sample_ms % HOUR_MS + HOUR_MS
         for fill in recent_fills:
             if fill.leg is OrderLeg.ENTRY:
                 risk.entry_log(fill.bot).record(fill.symbol, fill.timestamp)
@@ -244,23 +244,29 @@ class Engine:
         there is order work (``work = engine.step(...); if work is not None: await work``) and
         None otherwise, so a candle with nothing to trade costs no coroutine and one call.
         """
-        # warm()'s body, inlined: this runs for every candle of every replay.
         feed.last_close = c
         feed.last_volume = v
-        ind = feed.indicators
-        ready = ind.update(h, low, c, v)
-        feed.stats.update(c, v, ind.atr)
-        feed.regime.update(c)
-        found = None
-        if ready:
-            for bot in feed.bots:
-                check = bot.strategy.evaluate(
-                    ind.rsi, ind.macd_hist, ind.prev_macd_hist, ind.atr, v, ind.volume_sma, c, ind.ema
-                )
-                if check is not None and check.one_plus_one:
-                    if found is None:
-                        found = []
-                    found.append((bot, check))
+        series = feed.series
+        if series is not None:
+            # A replay: this candle's indicators, statistics, regime and strategy verdicts were
+            # computed in bulk (trading.engine.series), and the replay positioned them on it.
+            found = series.found(feed.bots)
+        else:
+            # warm()'s body, inlined: the live feeds run this for every candle.
+            ind = feed.indicators
+            ready = ind.update(h, low, c, v)
+            feed.stats.update(c, v, ind.atr)
+            feed.regime.update(c)
+            found = None
+            if ready:
+                for bot in feed.bots:
+                    check = bot.strategy.evaluate(
+                        ind.rsi, ind.macd_hist, ind.prev_macd_hist, ind.atr, v, ind.volume_sma, c, ind.ema
+                    )
+                    if check is not None and check.one_plus_one:
+                        if found is None:
+                            found = []
+                        found.append((bot, check))
         if feed.symbol in self.book.held_symbols:
             return self.act(feed, found)
         if found is None:
@@ -279,6 +285,16 @@ class Engine:
             for bot, check in found:
                 await self.entries.try_enter(bot, feed, check)
 
+    def attach_series(self, feed: FeedState, series) -> None:
+        """Give ``feed`` its market state computed in bulk for a replay (a
+        ``trading.engine.series.SeriesMarket`` over the candles to replay): from now on the
+        replay positions it on each candle it steps (``series.seek(i)``) and :meth:`step` reads
+        the candle's indicators, statistics, regime and strategy verdicts from it."""
+        feed.series = series
+        feed.indicators = series.indicators
+        feed.stats = series.stats
+        feed.regime = series.regime
+
     @staticmethod
     def warm(feed: FeedState, h: float, low: float, c: float, v: float) -> bool:
         """Feed one closed candle into the feed's market state only — indicators (S-10), F-2/F-4
@@ -296,9 +312,9 @@ class Engine:
         """Clock duties: UTC day roll-over of the risk counters and an hourly equity sample."""
         if now_ms >= self.risk.next_day_ms:
             self.risk.roll_day(now_ms, self.equity())
-        if now_ms >= self._next_sample_ms:
+        if now_ms >= self.next_sample_ms:
             self.sample_equity(now_ms)
-            self._next_sample_ms = now_ms - now_ms % HOUR_MS + HOUR_MS
+            self.next_sample_ms = now_ms - now_ms % HOUR_MS + HOUR_MS
 
     async def manage_positions(self, feed: FeedState) -> None:
         """Exit policies and the ladder for the positions on ``feed``'s symbol (E-2..E-5, E-10)."""

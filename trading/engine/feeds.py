@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trading.domain.config import BotProfile
 from trading.domain.filters import MarketStats
@@ -27,7 +28,12 @@ class BotRuntime:
 @dataclass(slots=True)
 class FeedState:
     """Per symbol and timeframe: indicators (S-10), the bots trading it, the F-2/F-4 rolling
-    statistics, the regime (S-12) and the last close (quote) and volume (contracts)."""
+    statistics, the regime (S-12) and the last close (quote) and volume (contracts).
+
+    ``series``: in a replay, the market state computed in bulk for every candle
+    (``trading.engine.series.SeriesMarket``); ``indicators``, ``stats`` and ``regime`` are then
+    its views, positioned by the replay on the candle being stepped. None = updated candle by
+    candle (live feeds)."""
 
     symbol: str
     timeframe: str
@@ -38,3 +44,4 @@ class FeedState:
     regime: RegimeDetector
     last_close: float = 0.0
     last_volume: float = 0.0
+    series: Any = None
