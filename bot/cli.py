@@ -393,6 +393,12 @@ async def _backtest(args) -> int:
     out_dir = args.out or settings.optiflow_output_dir / "backtest"
     with tempfile.TemporaryDirectory(prefix="optiflow-backtest-") as tmp:
         db_path = args.db or Path(tmp) / "backtest.db"
+        if args.db is not None:
+            from storage.lock import ProcessLock
+
+            probe = ProcessLock(args.db)  # SPEC L-4: a file in use says so before anything else
+            probe.acquire()
+            probe.release()
         if args.db is not None and args.db.exists() and args.db.stat().st_size > 0:
             raise OptiFlowError(f"--db {args.db} already exists: a backtest needs a new database file")
         runtime = await PaperRuntime.build(
@@ -507,7 +513,7 @@ async def _open_existing(db: Path | None):
     path = db or load_settings().optiflow_db_path
     if not Path(path).is_file():
         raise OptiFlowError(f"no database at {path} (give --db PATH)")
-    return await Storage.open(path)
+    return await Storage.open_for_reading(path)
 
 
 async def _audit(args) -> int:

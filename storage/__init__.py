@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from storage.db import Database, StorageError
+from storage.lock import DatabaseInUse
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
     AccountRepository,
@@ -35,7 +36,7 @@ from storage.repositories import (
     SignalRepository,
 )
 
-__all__ = ["SCHEMA_VERSION", "Database", "Storage", "StorageError"]
+__all__ = ["SCHEMA_VERSION", "Database", "DatabaseInUse", "Storage", "StorageError"]
 
 
 class Storage:
@@ -66,12 +67,29 @@ class Storage:
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":
-        """Open (create, migrate) the SQLite file at ``path``.
+        """Open (create, check, migrate) the SQLite file at ``path``, holding its process lock
+        until :meth:`close` (SPEC L-4: one process per database).
 
         Raises:
-            StorageError: the file cannot be opened or its schema is newer than this code.
+            DatabaseInUse: another process has the file open (the message names its pid).
+            StorageError: the file cannot be opened, is corrupt, or its schema is newer than
+                this code.
         """
         return cls(await Database.open(path))
+
+    @classmethod
+    async def open_for_reading(cls, path: str | Path) -> "Storage":
+        """The storage of an existing file for the read-only tools (``audit verify``,
+        ``audit export``): with the process lock when the file is free, else read-only beside
+        the process that holds it (read-only: nothing written; an older schema is refused).
+
+        Raises:
+            StorageError: as :meth:`open`, or a read-only open of an older schema.
+        """
+        try:
+            return cls(await Database.open(path))
+        except DatabaseInUse:
+            return cls(await Database.open_readonly(path))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage.lock import ProcessLock
 from storage.migrations import MIGRATIONS
 from trading.domain.errors import OptiFlowError
 
@@ -59,45 +60,108 @@ class Database:
     ``sqlite3.Error``.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, lock: ProcessLock | None = None) -> None:
         self._conn = conn
         self.path = path
+        self._process_lock = lock
+        self.readonly = False
         self._lock = asyncio.Lock()
         self._txn: object | None = None  # token of the transaction holding the lock
         self._savepoints = 0
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    async def open(cls, path: str | Path, *, migrations: Sequence[str] = MIGRATIONS) -> "Database":
-        """Open (creating if needed) the database file at ``path`` and bring its schema up to date.
+    async def open(cls, path: str | Path, *, migrations: Sequence[str] = MIGRATIONS, lock: bool = True) -> "Database":
+        """Open (creating if needed) the database file at ``path``, check it and bring its schema
+        up to date.
 
         Args:
             path: the SQLite file; its parent folder must exist.
             migrations: the migration steps (default: :data:`storage.migrations.MIGRATIONS`).
+            lock: take the process lock of the file first (SPEC L-4: one writer per database),
+                held until :meth:`close`; nothing is written before it is held.
 
         Raises:
-            StorageError: the file cannot be opened, a migration fails, or its ``user_version``
-                is newer than ``len(migrations)`` (a downgrade would corrupt it).
+            DatabaseInUse: another process holds the file (the message names its pid).
+            StorageError: the file cannot be opened, fails ``PRAGMA integrity_check``, a
+                migration fails, or its ``user_version`` is newer than ``len(migrations)`` (a
+                downgrade would corrupt it).
+            OptiFlowError: the folder does not exist.
         """
         path = Path(path)
+        process_lock = ProcessLock(path) if lock else None
+        if process_lock is not None:
+            process_lock.acquire()
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
+            if process_lock is not None:
+                process_lock.release()
             raise StorageError(f"Cannot open database {path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
-        db = cls(conn, path)
+        db = cls(conn, path, process_lock)
         try:
             await db._refuse_newer(len(migrations))  # before the PRAGMAs change anything
+            await db.check_integrity()
             for pragma in PRAGMAS:  # outside any transaction: foreign_keys/WAL ignore it inside
                 async with conn.execute(f"PRAGMA {pragma}"):
                     pass
             await db._migrate(migrations)
         except BaseException as exc:
             await conn.close()
+            if process_lock is not None:
+                process_lock.release()
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"Cannot open database {path}: {exc}") from exc
             raise
         return db
+
+    @classmethod
+    async def open_readonly(cls, path: str | Path, *, known_version: int = len(MIGRATIONS)) -> "Database":
+        """Open an existing database read-only without the process lock (``audit verify``
+        beside a running bot, SPEC A-1): no PRAGMA, no migration, nothing written.
+
+        Raises:
+            StorageError: the file cannot be opened or read, fails ``PRAGMA integrity_check``, or
+                its schema version differs from ``known_version`` (a read-only open cannot migrate).
+        """
+        path = Path(path)
+        try:
+            conn = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cannot open database {path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        db = cls(conn, path)
+        db.readonly = True
+        try:
+            current = await db._refuse_newer(known_version)
+            if current != known_version:
+                raise StorageError(f"Database {path} has schema version {current}, older than this code's "
+                                   f"{known_version}; stop the process using it and run this again to upgrade it.")
+            await db.check_integrity()
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"Cannot open database {path}: {exc}") from exc
+            raise
+        return db
+
+    async def check_integrity(self) -> None:
+        """``PRAGMA integrity_check`` of the whole file (SPEC A-1: at start and in ``audit
+        verify``), so scattered corruption is refused with one line instead of a traceback later.
+
+        Raises:
+            StorageError: naming the first problem SQLite found.
+        """
+        try:
+            rows = await self.fetchall("PRAGMA integrity_check(5)")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"Database {self.path} is corrupt: {exc} (restore a backup, see README)") from None
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            raise StorageError(f"Database {self.path} is corrupt: PRAGMA integrity_check: {problems[0]}"
+                               f"{f' (+{len(problems) - 1} more)' if len(problems) > 1 else ''} "
+                               "(restore a backup, see README)")
 
     async def close(self) -> None:
         """Close the connection (waits for a running transaction of another task to finish).
@@ -108,7 +172,11 @@ class Database:
         if self.in_transaction():
             raise StorageError("Cannot close the database inside one of its transactions.")
         async with self._lock:
-            await self._conn.close()
+            try:
+                await self._conn.close()
+            finally:
+                if self._process_lock is not None:
+                    self._process_lock.release()
 
     async def user_version(self) -> int:
         """The schema version stored in the file (``PRAGMA user_version``)."""

@@ -49,7 +49,6 @@ PLANNED: dict[str, str] = {
     "Z-5": "issue 14: the `launch` preset's staged ramp",
     "O-9": "issue 12: one order path and one order gate for every mode",
     "E-7": "issue 14: fees-first take-profits, refused configs",
-    "L-4": "issue 15: one process per database (OS lock)",
     "D-1": "issue 16: optiflow data download / data check",
     "D-2": "issue 16: optiflow optimize (Optuna, walk-forward)",
     "D-3": "issue 16: trials on Ray or Optuna's shared storage",

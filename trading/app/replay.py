@@ -168,11 +168,23 @@ async def run_replay(
             since_flush = 0
             await _flush(buffer, flush, ts)
         if frame_seconds is not None:
-            await asyncio.sleep(frame_seconds)
+            await _pace(frame_seconds, stop)
     await _flush(buffer, flush, last_open)
     if clock_hook is not None and clock.current_ms >= clock_hook.next_due_ms:
         await clock_hook.due(clock.current_ms)
     return ReplayResult(candles, last_open, False)
+
+
+async def _pace(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep one frame of a paced replay, waking at once when ``stop`` is set (a quit or a
+    shutdown never waits out a 5m frame at --speed 1)."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def _flush(buffer: EventBuffer, flush: Flush, cursor_ms: int) -> None:
