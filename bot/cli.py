@@ -25,6 +25,7 @@ from trading.domain.errors import OptiFlowError
 log = logging.getLogger("optiflow")
 
 EXIT_USAGE = 2
+EXIT_ERROR = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -162,6 +163,7 @@ async def _run(args) -> int:
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
             return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
+        _halt_console_on_storage_fault(runtime, stop, shutdown)
         bot = make_console_bot(settings.optiflow_output_dir)
         user_id = min(allowed) if allowed else CONSOLE_USER_ID
         chat = ConsoleChat(dp, bot, user_id)
@@ -172,6 +174,7 @@ async def _run(args) -> int:
                 await chat.say(args.say)
                 return 0
             replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
+            replay.add_done_callback(lambda task: shutdown.event.set() if _failed(task) else None)
             print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
             try:
                 await chat.run_interactive(until=shutdown.event)
@@ -186,7 +189,47 @@ async def _run(args) -> int:
         finally:
             await bot.session.close()
     finally:
+        await _close_runtime(runtime)
+        _raise_fault(runtime)  # one line and exit 1 in main (SPEC M-1)
+
+
+def _failed(task: asyncio.Task) -> bool:
+    """True when a background task ended with an exception."""
+    return not task.cancelled() and task.exception() is not None
+
+
+def _raise_fault(runtime) -> None:
+    """Raise the storage fault the run met, if any (SPEC M-1: exit 1 with one line, even when
+    it was a chat command's write that failed)."""
+    if runtime.store.db.fault is not None:
+        raise runtime.store.db.fault
+
+
+def _halt_console_on_storage_fault(runtime, stop: asyncio.Event, shutdown) -> None:
+    """SPEC M-1 in the console chat: at the first failed database write, stop trading (no new
+    entries), print the alert in this terminal (a path without the database) and end the chat;
+    ``main`` then exits 1 with one line."""
+    from bot.lifecycle import HALTED_FEED_STATE, halt_text
+
+    def halted(fault) -> None:
+        stop.set()
+        runtime.service.feed_state = HALTED_FEED_STATE
+        print(halt_text(fault).render()[0], flush=True)
+        shutdown.request("storage fault: trading halted")
+
+    runtime.store.db.on_fault(halted)
+
+
+async def _close_runtime(runtime) -> None:
+    """Close the runtime; after a storage fault (SPEC M-1) its last flush fails again and the
+    file keeps the last good write: that is already reported, so it is not raised twice."""
+    from storage import StorageFault
+
+    try:
         await runtime.close()
+    except StorageFault:
+        if runtime.store.db.fault is None:
+            raise
 
 
 async def _run_exchange(args, settings, config) -> int:
@@ -248,7 +291,9 @@ async def _run_exchange(args, settings, config) -> int:
                 runtime, dp, settings, args, stop, log_buffer, trading=lambda stop, _hook: runtime.run(stop),
                 mode=mode, exchange=settings.optiflow_exchange,
             )
+        _halt_console_on_storage_fault(runtime, stop, shutdown)
         loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
+        loop_task.add_done_callback(lambda task: shutdown.event.set() if _failed(task) else None)
         bot = make_console_bot(settings.optiflow_output_dir)
         chat = ConsoleChat(dp, bot, min(allowed) if allowed else CONSOLE_USER_ID)
         try:
@@ -268,7 +313,8 @@ async def _run_exchange(args, settings, config) -> int:
         stop.set()
         if loop_task is not None:
             await asyncio.gather(loop_task, return_exceptions=True)
-        await runtime.close()
+        await _close_runtime(runtime)
+        _raise_fault(runtime)  # one line and exit 1 in main (SPEC M-1)
 
 
 def make_telegram_bot(settings):
@@ -349,6 +395,9 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     else:
         jobs.add_daily_report(report)  # demo/live: 00:00 in OPTIFLOW_REPORT_TZ
     jobs.add_interval("monitor", 60, monitor_job(runtime.service, notifier, log_buffer))  # M-1
+    # M-1: the first failed database write halts entries and requests the shutdown, whose
+    # crash message goes out without the database.
+    runtime.store.db.on_fault(lambda fault: lifecycle.on_storage_fault(fault, stop))
     if setup_jobs is not None:
         setup_jobs(jobs, notifier)
     replay = None
@@ -378,9 +427,18 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
         await lifecycle.shutdown(replay, stop)
         await close_with_timeout("bot session", bot.session.close(), lifecycle.timeouts.session)
     if lifecycle.crash is not None:
-        print("optiflow: stopped on an error (see the log)", file=sys.stderr)
+        from storage import StorageFault
+
+        if not isinstance(lifecycle.crash, StorageFault):  # a fault: the caller raises it (one line)
+            print("optiflow: stopped on an error (see the log)", file=sys.stderr)
         return 1
     return 0
+
+
+def _fault_line(fault) -> str:
+    """The one line a storage fault ends the process with (SPEC M-1)."""
+    return (f"stopped: {fault}; trading halted, no new entries — free the disk or fix the file, "
+            "then start again (state up to the last good write is kept)")
 
 
 async def _backtest(args) -> int:
@@ -422,7 +480,7 @@ async def _backtest(args) -> int:
             print(_format_backtest(report, result.candles, config))
             print(f"trades CSV: {csv_path}\nchart PNG:  {png_path}")
         finally:
-            await runtime.close()
+            await _close_runtime(runtime)
     return 0
 
 
@@ -555,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:
+        from storage.db import StorageFault
+
+        if isinstance(exc, StorageFault):  # SPEC M-1: a write failed while running
+            print(f"optiflow: {_fault_line(exc)}", file=sys.stderr)
+            return EXIT_ERROR
         print(f"optiflow: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

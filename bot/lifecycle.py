@@ -35,6 +35,8 @@ from aiogram.utils.formatting import Bold, Text, as_key_value, as_list
 from bot.notices import Category
 from bot.render import money, pct, render_summary
 from bot.shutdown import SHUTDOWN_TEXT  # one text for the console and the chat
+from storage.db import StorageFault
+from trading.domain.errors import OptiFlowError
 from trading.domain.sizing import equity_tier
 
 if TYPE_CHECKING:
@@ -84,6 +86,18 @@ def redact(text: str, secrets: list[str]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+HALTED_FEED_STATE = "HALTED — database write failed, no new entries (M-1)"
+
+
+def halt_text(fault: BaseException, secrets: list[str] | None = None) -> Text:
+    """The alert for a failed database write (SPEC M-1), for the chat and the console: what
+    happened, what the bot did (no new entries; stops stay) and what to do."""
+    detail = redact(str(fault).splitlines()[0] if str(fault) else type(fault).__name__, secrets or [])[:400]
+    return Text("🛑 ", Bold("Trading halted: database write failed"), "\n", detail, "\n",
+                "No new entries. Open positions keep their stop-losses. Free the disk or fix the file, "
+                "then start again: the state up to the last good write is kept.")
 
 
 def build_card(runtime: "PaperRuntime", mode: str, exchange: str, audit_head: str = "") -> Text:
@@ -172,6 +186,19 @@ class Lifecycle:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.request_shutdown(s.name)))
 
+    def on_storage_fault(self, fault: StorageFault, stop_trading: asyncio.Event | None = None) -> None:
+        """``Database.on_fault`` listener (SPEC M-1): halt entries at once (the trading loop's
+        stop flag; /status says HALTED), remember the fault as the crash and request the
+        shutdown, whose crash message goes out without the database (the notifier keeps it in
+        memory when the outbox cannot be written)."""
+        self.crash = self.crash or fault
+        if stop_trading is not None:
+            stop_trading.set()
+        service = getattr(self.runtime, "service", None)
+        if service is not None:
+            service.feed_state = HALTED_FEED_STATE
+        asyncio.ensure_future(self.request_shutdown("storage fault: trading halted"))
+
     def watch(self, task: asyncio.Task) -> None:
         """Done-callback for a background task (the replay): an exception is a crash."""
         if task.cancelled():
@@ -182,13 +209,20 @@ class Lifecycle:
             asyncio.ensure_future(self.request_shutdown(f"crash: {type(error).__name__}"))
 
     def crash_text(self, error: BaseException) -> Text:
-        """The chat message for a crash: type and a redacted first line, no traceback."""
+        """The chat message for a crash: type and a redacted first line, no traceback (a
+        storage fault: :func:`halt_text`, SPEC M-1)."""
+        if isinstance(error, StorageFault):
+            return halt_text(error, self.secrets)
         detail = redact(str(error).splitlines()[0] if str(error) else "", self.secrets)[:300]
         return Text("💥 ", Bold("OptiFlow stopped on an error"), f": {type(error).__name__}",
                     f": {detail}" if detail else "", "\nSee the log for details.")
 
     def log_crash(self, error: BaseException) -> None:
-        """Log the crash with its traceback, secrets redacted."""
+        """Log the crash with its traceback, secrets redacted; an error of ours (a storage
+        fault, SPEC M-1) in one line — its message says everything."""
+        if isinstance(error, OptiFlowError):
+            log.error("stopped: %s", redact(f"{type(error).__name__}: {error}", self.secrets))
+            return
         text = "".join(traceback.format_exception(error))
         log.error("crash:\n%s", redact(text, self.secrets))
 

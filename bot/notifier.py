@@ -181,13 +181,32 @@ class Notifier:
                 for n, part in enumerate(parts):
                     html = part.as_html()
                     keyboard = markup if n == len(parts) - 1 else ""
-                    outbox_id = await self.outbox.add(chat_id, category.value, html, silent, self._wall_ms(), keyboard)
-                    ids.append(outbox_id)
+                    outbox_id = await self._store(chat_id, category, html, silent, keyboard)
+                    if outbox_id is not None:
+                        ids.append(outbox_id)
                     self._push(_Outgoing(priority, chat_id, category, silent, html=html, outbox_id=outbox_id,
                                          markup=keyboard), first=first)
             else:
                 self._push(_Outgoing(priority, chat_id, category, silent, text=text, markup=markup))
         return ids
+
+    async def _store(self, chat_id: int, category: Category, html: str, silent: bool, markup: str) -> int | None:
+        """Write a critical part to the outbox; None when the database refuses the write (SPEC
+        M-1: disk full, read-only, locked): the message is still queued, in memory only, so the
+        alert about a storage fault never depends on the storage."""
+        try:
+            return await self.outbox.add(chat_id, category.value, html, silent, self._wall_ms(), markup)
+        except Exception as exc:
+            log.error("outbox write failed (%s: %s); sending without it", type(exc).__name__, exc)
+            return None
+
+    async def _forget(self, outbox_id: int) -> None:
+        """Delete a sent critical part from the outbox; a failed delete is logged (the part may
+        be sent again after a restart, never lost)."""
+        try:
+            await self.outbox.delete(outbox_id)
+        except Exception as exc:
+            log.error("outbox delete failed (%s: %s)", type(exc).__name__, exc)
 
     async def send_photo(self, category: Category, png: bytes, filename: str, caption: Text) -> None:
         """Queue a photo (e.g. the daily chart, SPEC T-5) with a caption cut to 1024 characters."""
@@ -325,7 +344,7 @@ class Notifier:
             # Network trouble retries inside _deliver; a cancel (shutdown) keeps the rows.
             for entry in batch:
                 if entry.outbox_id is not None:
-                    await self.outbox.delete(entry.outbox_id)
+                    await self._forget(entry.outbox_id)
             return
         if len(batch) == 1:
             text = first.text

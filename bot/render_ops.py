@@ -31,6 +31,8 @@ def render_closes(results: list[CloseResult], what: str) -> Text:
 def render_status(summary: Summary, halted: dict[str, str], feed_state: str) -> Text:
     """/status: trading state, halted bots and why, paused symbols, feed state."""
     state = summary.trading_state.value + (f" ({summary.state_reason})" if summary.state_reason else "")
+    if feed_state.startswith("HALTED"):  # SPEC M-1: a failed database write stopped trading
+        state = "HALTED (database write failed: no new entries)"
     halted_text = ", ".join(f"{bot} ({reason})" for bot, reason in halted.items()) or "none"
     return as_list(
         as_line(Bold("Status"), f" — {summary.mode.upper()}", end=""),

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from storage.db import Database, StorageError
+from storage.db import Database, StorageError, StorageFault
 from storage.lock import DatabaseInUse
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
@@ -36,7 +36,7 @@ from storage.repositories import (
     SignalRepository,
 )
 
-__all__ = ["SCHEMA_VERSION", "Database", "DatabaseInUse", "Storage", "StorageError"]
+__all__ = ["SCHEMA_VERSION", "Database", "DatabaseInUse", "Storage", "StorageError", "StorageFault"]
 
 
 class Storage:

@@ -11,8 +11,9 @@ one run in their own short transaction.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -23,6 +24,8 @@ import aiosqlite
 from storage.lock import ProcessLock
 from storage.migrations import MIGRATIONS
 from trading.domain.errors import OptiFlowError
+
+log = logging.getLogger(__name__)
 
 PRAGMAS = ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
 
@@ -36,6 +39,19 @@ class StorageError(OptiFlowError):
 
     The message names the file or the versions involved; it is fit to show a trader.
     """
+
+
+class StorageFault(StorageError):
+    """A write to the open database failed (SPEC M-1): disk full, read-only file or folder,
+    locked by another program past ``busy_timeout``, I/O error, corruption. Trading must halt:
+    the message is one line naming the file and SQLite's reason."""
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """True for SQLite errors of the file or the disk (``OperationalError`` and plain
+    ``DatabaseError``), False for errors of the statement itself (constraint violations,
+    misuse), which are bugs, not faults."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
 def split_statements(script: str) -> list[str]:
@@ -65,6 +81,8 @@ class Database:
         self.path = path
         self._process_lock = lock
         self.readonly = False
+        self.fault: StorageFault | None = None
+        self._fault_listeners: list[Callable[[StorageFault], None]] = []
         self._lock = asyncio.Lock()
         self._txn: object | None = None  # token of the transaction holding the lock
         self._savepoints = 0
@@ -206,6 +224,33 @@ class Database:
                     await self.execute(statement)
                 await self.execute(f"PRAGMA user_version = {current + 1:d}")
 
+    # ------------------------------------------------------------------ faults (SPEC M-1)
+    def on_fault(self, listener: Callable[[StorageFault], None]) -> None:
+        """Call ``listener(fault)`` (synchronously, once) at the first failed write, so the
+        composition root can halt trading and alert over a path that does not need this file."""
+        self._fault_listeners.append(listener)
+        if self.fault is not None:
+            listener(self.fault)
+
+    def _refuse_after_fault(self) -> None:
+        """Fail closed (SPEC M-1): after one failed write no later write may commit, or a
+        restart would find later state (a newer replay cursor) without the state the failed
+        write carried. The file keeps what the last good transaction committed."""
+        if self.fault is not None:
+            raise StorageFault(f"{self.fault} (no write since)")
+
+    def _faulted(self, exc: sqlite3.Error) -> StorageFault:
+        """Turn SQLite's error into a :class:`StorageFault`; tell the listeners the first time."""
+        fault = StorageFault(f"database write failed on {self.path}: {exc}")
+        if self.fault is None:
+            self.fault = fault
+            for listener in self._fault_listeners:
+                try:
+                    listener(fault)
+                except Exception:  # a listener must never hide the fault itself
+                    log.exception("storage fault listener %r failed", listener)
+        return fault
+
     # ------------------------------------------------------------------ transactions
     def in_transaction(self) -> bool:
         """True when the calling task is inside this database's ``transaction()`` block."""
@@ -259,12 +304,22 @@ class Database:
             self._savepoints -= 1
 
     async def _run(self, sql: str) -> None:
-        async with self._conn.execute(sql):
-            pass
+        if sql != "ROLLBACK" and not sql.startswith(("ROLLBACK TO", "RELEASE")):
+            self._refuse_after_fault()
+        try:
+            async with self._conn.execute(sql):
+                pass
+        except sqlite3.Error as exc:
+            if is_storage_fault(exc):
+                raise self._faulted(exc) from exc
+            raise
 
     async def _rollback(self) -> None:
         if self._conn.in_transaction:  # SQLite may already have rolled back (e.g. SQLITE_FULL)
-            await self._run("ROLLBACK")
+            try:
+                await self._run("ROLLBACK")
+            except StorageFault:
+                pass  # the fault that caused the rollback is the one to report
 
     @asynccontextmanager
     async def _joined(self) -> AsyncIterator[None]:
@@ -287,16 +342,36 @@ class Database:
 
     # ------------------------------------------------------------------ helpers
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one write statement (in the current transaction, or its own); returns rowcount."""
+        """Run one write statement (in the current transaction, or its own); returns rowcount.
+
+        Raises:
+            StorageFault: the file or the disk refused the write (SPEC M-1).
+        """
+        self._refuse_after_fault()
         async with self._joined():
-            async with self._conn.execute(sql, params) as cursor:
-                return cursor.rowcount
+            try:
+                async with self._conn.execute(sql, params) as cursor:
+                    return cursor.rowcount
+            except sqlite3.Error as exc:
+                if is_storage_fault(exc):
+                    raise self._faulted(exc) from exc
+                raise
 
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
-        """Run one write statement for every parameter tuple of ``seq``, in one transaction."""
+        """Run one write statement for every parameter tuple of ``seq``, in one transaction.
+
+        Raises:
+            StorageFault: the file or the disk refused the write (SPEC M-1).
+        """
+        self._refuse_after_fault()
         async with self._joined():
-            async with self._conn.executemany(sql, seq):
-                pass
+            try:
+                async with self._conn.executemany(sql, seq):
+                    pass
+            except sqlite3.Error as exc:
+                if is_storage_fault(exc):
+                    raise self._faulted(exc) from exc
+                raise
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         """The first row of a query, or ``None``."""
