@@ -56,6 +56,16 @@ def _day(text: str) -> int:
     return int(day.timestamp() * 1000)
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    """``--head SEQ:HASH`` → (seq, hash prefix) (SPEC A-1 anchors)."""
+    from trading.domain.audit import parse_anchor
+
+    try:
+        return parse_anchor(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI grammar (``optiflow run`` / ``optiflow backtest`` / ``optiflow audit verify|export``)."""
     parser = _Parser(prog="optiflow", description="OptiFlow: Telegram-first futures trading bot")
@@ -84,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step (default 60)")
     audit = sub.add_parser("audit", help="check or export the audit trail (SPEC A-1)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
-    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
+    verify = audit_sub.add_parser("verify", help="check the hash chain, the anchors and the ledger; exit 1 naming "
+                                                 "the first problem")
     verify.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    verify.add_argument("--head", action="append", default=[], type=_anchor, metavar="SEQ:HASH",
+                        help="an audit head seen outside the file (build card, shutdown message, daily report; "
+                             "≥ 16 hex digits): proves nothing up to it was cut or rewritten; repeatable")
     export = audit_sub.add_parser("export", help="write records as JSON lines (dates UTC)")
     export.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
     export.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
@@ -385,7 +399,7 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     jobs = Jobs()
     # T-5 in replay: the report follows the simulated clock; at --speed max the replay is a
     # fast-forward (a backtest), so the trader asks /daily instead of getting one per day.
-    report = DailyReport(runtime.service, notifier, settings.report_zone())
+    report = DailyReport(runtime.service, notifier, settings.report_zone(), audit_head=runtime.store.audit.head)
     hook = None
     if trading is None:
         hook = ReplayDayBoundary(report, runtime.clock.now_ms()) if args.speed is not None else None
@@ -577,16 +591,19 @@ async def _open_existing(db: Path | None):
 async def _audit(args) -> int:
     """``optiflow audit verify``: exit 0 and print the head hash and count, or exit 1 naming the
     first broken record. ``optiflow audit export``: JSON lines of the records in the window."""
+    import sqlite3
+
+    from storage import StorageError
+
     store = await _open_existing(args.db)
     try:
         if args.audit_command == "verify":
-            result = await store.audit.verify()
-            if not result.ok:
-                print(f"audit chain BROKEN at seq {result.broken_seq}: {result.problem}")
-                print(f"{result.count} records verified before it; last good hash {result.head_hash}")
-                return EXIT_BROKEN
-            print(f"audit chain OK: {result.count} records, head hash {result.head_hash}")
-            return 0
+            try:
+                await store.db.check_integrity()  # SPEC A-1: a corrupt file is one clear line
+                result = await store.audit.verify(args.head)
+            except sqlite3.DatabaseError as exc:  # corruption integrity_check did not reach
+                raise StorageError(f"Database {store.db.path} is corrupt: {exc} (restore a backup, see README)") from None
+            return _print_verification(result, args.head)
         if args.start is not None and args.end is not None and args.end < args.start:
             raise OptiFlowError("--to is before --from")
         end_ms = None if args.end is None else args.end + 86_400_000
@@ -600,6 +617,25 @@ async def _audit(args) -> int:
         return 0
     finally:
         await store.close()
+
+
+def _print_verification(result, anchors) -> int:
+    """Print ``audit verify``'s verdict (SPEC A-1); returns the exit code (0 or 1)."""
+    if not result.ok:
+        where = f"seq {result.broken_seq}" if result.broken_seq is not None else "the state tables"
+        title = {"chain": "audit chain BROKEN", "anchor": "audit chain does not match the anchor",
+                 "ledger": "state tables do not match the audit"}.get(result.kind, "audit BROKEN")
+        print(f"{title} at {where}: {result.problem}")
+        if result.kind == "ledger":
+            print(f"the chain itself verifies: {result.count} records, head {result.head_seq}:{result.head_hash}")
+        else:
+            print(f"{result.count} records verified before it; last good head {result.head_seq}:{result.head_hash}")
+        return EXIT_BROKEN
+    print(f"audit chain OK: {result.count} records, head {result.head_seq}:{result.head_hash}")
+    if anchors:
+        print("anchors OK: " + ", ".join(f"{seq}:{digest[:16]}…" for seq, digest in anchors))
+    print("ledger OK: orders, fills, positions and balance match the audit records")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

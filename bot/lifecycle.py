@@ -34,6 +34,7 @@ from aiogram.utils.formatting import Bold, Text, as_key_value, as_list
 
 from bot.notices import Category
 from bot.render import money, pct, render_summary
+from bot.render_audit import render_anchor
 from bot.shutdown import SHUTDOWN_TEXT  # one text for the console and the chat
 from storage.db import StorageFault
 from trading.domain.errors import OptiFlowError
@@ -100,10 +101,10 @@ def halt_text(fault: BaseException, secrets: list[str] | None = None) -> Text:
                 "then start again: the state up to the last good write is kept.")
 
 
-def build_card(runtime: "PaperRuntime", mode: str, exchange: str, audit_head: str = "") -> Text:
+def build_card(runtime: "PaperRuntime", mode: str, exchange: str, audit_head: tuple[int, str] | str = "") -> Text:
     """SPEC L-1: version, git commit, mode, exchange, equity tier, the limits in force, the
-    audit chain's head hash (A-1; 64 hex, shown shortened) and what the start-up reconciliation
-    found (L-3)."""
+    audit chain's head (A-1 anchor: ``SEQ:HASH`` in full; a bare hash is shown shortened) and
+    what the start-up reconciliation found (L-3)."""
     config = runtime.config
     engine = runtime.engine
     quote = config.account.quote
@@ -125,9 +126,23 @@ def build_card(runtime: "PaperRuntime", mode: str, exchange: str, audit_head: st
                      f"{pct(account.max_total_margin_pct)} · position {pct(account.max_position_size_pct)} · "
                      f"drawdown pause {pct(account.drawdown_pause_pct)}"),
         *(as_key_value("Bot", line) for line in bots),
-        *([as_key_value("Audit head", f"{audit_head[:16]}…")] if audit_head else []),
+        *([_head_line(audit_head)] if audit_head else []),
         *_reconcile_lines(runtime),
     )
+
+
+def _head_line(audit_head: tuple[int, str] | str) -> Text:
+    if isinstance(audit_head, tuple):
+        return render_anchor(*audit_head)
+    return as_key_value("Audit head", f"{audit_head[:16]}…")
+
+
+def shutdown_text(reason: str, audit_head: tuple[int, str] | None) -> Text:
+    """"🛑 Bot shutting down… (reason)" and the audit head at that moment (SPEC L-2, A-1 anchor)."""
+    lines: list[Any] = [SHUTDOWN_TEXT, reason]
+    if audit_head is not None:
+        lines += ["\n", render_anchor(*audit_head)]
+    return Text(*lines)
 
 
 def _reconcile_lines(runtime: "PaperRuntime") -> list[Text]:
@@ -164,7 +179,8 @@ class Lifecycle:
     # ------------------------------------------------------------------ start
     async def announce_start(self) -> Text:
         """Log the build card and queue it for the chat (SPEC L-1)."""
-        card = build_card(self.runtime, self.mode, self.exchange, await self.runtime.audit_head())
+        await self.runtime.audit_head()  # persists what is buffered first
+        card = build_card(self.runtime, self.mode, self.exchange, await self.runtime.store.audit.head())
         text, _ = card.render()
         for line in text.splitlines():
             log.info("build card: %s", line)
@@ -237,12 +253,16 @@ class Lifecycle:
                 log.error("replay did not stop within %s s", self.timeouts.replay)
             except Exception as exc:  # already reported through watch()
                 self.crash = self.crash or exc
-        summary = None
+        summary = head = None
         try:
             await asyncio.wait_for(self._stop_trading(), self.timeouts.orders)
             summary = render_summary(await runtime.service.summary())
         except Exception as exc:
             log.error("shutdown step failed: %s", redact(f"{type(exc).__name__}: {exc}", self.secrets))
+        try:
+            head = await runtime.store.audit.head()  # the anchor of what this run recorded (A-1)
+        except Exception as exc:
+            log.error("audit head not read: %s", type(exc).__name__)
         # What is still queued (entries, exits of the last moments) goes out first, merged into
         # as few messages as possible, so the shutdown message is the last one the trader sees.
         self.notifier.merge_after = 1
@@ -257,7 +277,7 @@ class Lifecycle:
             finals += await self.notifier.notify(
                 Category.LIFECYCLE, Text(Bold("Run summary"), "\n", summary), first=backlog)
         reason = f" ({self.reason})" if self.reason and self.crash is None else ""
-        finals += await self.notifier.notify(Category.LIFECYCLE, Text(SHUTDOWN_TEXT, reason), first=backlog)
+        finals += await self.notifier.notify(Category.LIFECYCLE, shutdown_text(reason, head), first=backlog)
         if backlog:
             # The shutdown message is the last one: stop once the final messages went out;
             # critical leftovers stay in the outbox for the next start.

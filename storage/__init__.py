@@ -20,6 +20,7 @@ from storage.lock import DatabaseInUse
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
     AccountRepository,
+    AuditMismatch,
     AuditRepository,
     BlacklistRepository,
     ConfigSnapshotRepository,
@@ -36,7 +37,7 @@ from storage.repositories import (
     SignalRepository,
 )
 
-__all__ = ["SCHEMA_VERSION", "Database", "DatabaseInUse", "Storage", "StorageError", "StorageFault"]
+__all__ = ["SCHEMA_VERSION", "AuditMismatch", "Database", "DatabaseInUse", "Storage", "StorageError", "StorageFault"]
 
 
 class Storage:
@@ -74,8 +75,16 @@ class Storage:
             DatabaseInUse: another process has the file open (the message names its pid).
             StorageError: the file cannot be opened, is corrupt, or its schema is newer than
                 this code.
+            AuditMismatch: the audit's head marker or the ledger of the balance and the open
+                positions disagrees with the file (SPEC A-1): it was edited outside OptiFlow.
         """
-        return cls(await Database.open(path))
+        store = cls(await Database.open(path))
+        try:
+            await store.audit.check_at_start()  # SPEC A-1: never trade on a file edited outside
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     @classmethod
     async def open_for_reading(cls, path: str | Path) -> "Storage":
@@ -87,7 +96,7 @@ class Storage:
             StorageError: as :meth:`open`, or a read-only open of an older schema.
         """
         try:
-            return cls(await Database.open(path))
+            return cls(await Database.open(path))  # no start check: verify reports it in full
         except DatabaseInUse:
             return cls(await Database.open_readonly(path))
 

@@ -175,7 +175,8 @@ class Database:
             rows = await self.fetchall("PRAGMA integrity_check(5)")
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"Database {self.path} is corrupt: {exc} (restore a backup, see README)") from None
-        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        problems = [line.strip() for r in rows for line in str(r[0]).splitlines()
+                    if line.strip() and line.strip() != "ok" and not line.startswith("***")]
         if problems:
             raise StorageError(f"Database {self.path} is corrupt: PRAGMA integrity_check: {problems[0]}"
                                f"{f' (+{len(problems) - 1} more)' if len(problems) > 1 else ''} "
