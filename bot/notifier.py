@@ -445,9 +445,16 @@ class Notifier:
             await self.bot.send_document(document=media, caption=caption, parse_mode="HTML", **common)
 
 
+def _units(text: str) -> int:
+    """UTF-16 code units of ``text``: how Telegram counts a message's length (an emoji is 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _chunks(batch: list[_Outgoing], limit: int = 4096) -> list[str]:
-    """Stored HTML texts of a critical batch joined into messages of at most ``limit``
-    characters (each text is whole, in order; the HTML length bounds the visible length)."""
+    """Stored HTML texts of a critical batch joined into messages of at most ``limit`` UTF-16
+    units (SPEC T-4: each text whole, in order). The HTML's own length bounds the visible
+    length Telegram checks (tags and entities only add), and it is counted in UTF-16 units as
+    Telegram counts — by code points an emoji-heavy backlog passed 4096 and was refused."""
     if len(batch) == 1:
         return [batch[0].html or ""]
     header = f"<b>🚨 {len(batch)} alerts</b>"
@@ -455,7 +462,7 @@ def _chunks(batch: list[_Outgoing], limit: int = 4096) -> list[str]:
     current = header
     for entry in batch:
         html = entry.html or ""
-        if len(current) + 2 + len(html) > limit:
+        if _units(current) + 2 + _units(html) > limit:
             chunks.append(current)
             current = html
         else:
