@@ -334,7 +334,8 @@ async def _run_exchange(args, settings, config) -> int:
 def make_telegram_bot(settings):
     """The Telegram Bot (long polling) for ``TELEGRAM_BOT_TOKEN``, talking to the official Bot
     API or to ``TELEGRAM_API_BASE`` (a self-hosted Bot API server, aiogram's
-    ``TelegramAPIServer.from_base``), through ``TELEGRAM_PROXY`` if set.
+    ``TelegramAPIServer.from_base``), through ``TELEGRAM_PROXY`` if set; every call waits out
+    a 429 and is sent again (:class:`bot.middlewares.RetryAfterMiddleware`, SPEC T-4).
 
     Raises:
         ConfigError: TELEGRAM_PROXY is set but aiogram's proxy extra (aiohttp-socks) is missing.
@@ -353,6 +354,9 @@ def make_telegram_bot(settings):
         raise ConfigError(
             "environment: TELEGRAM_PROXY: needs aiogram's proxy support: pip install 'aiogram[proxy]'"
         ) from None
+    from bot.middlewares import RetryAfterMiddleware
+
+    session.middleware(RetryAfterMiddleware())  # SPEC T-4: every call survives a 429
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
