@@ -74,6 +74,7 @@ class _Outgoing:
     kind: Literal["text", "photo", "document"] = "text"
     markup: str = ""  # inline keyboard JSON, sent with this message
     attempts: int = field(default=0)
+    key: tuple[str, str] | None = None  # (bot, symbol) / (bot, "*"): kept in event order
 
 
 class Notifier:
@@ -162,12 +163,16 @@ class Notifier:
             self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def notify(self, category: Category, text: Text, *, first: bool = False,
-                     reply_markup: InlineKeyboardMarkup | None = None) -> list[int]:
+                     reply_markup: InlineKeyboardMarkup | None = None,
+                     key: tuple[str, str] | None = None) -> list[int]:
         """Queue ``text`` for every chat (critical ones are stored in the outbox first);
         ``first`` puts a critical text ahead of everything queued (the shutdown message when
         Telegram cannot take the backlog in time); ``reply_markup`` (e.g. a monitor alert's
         playbook button, M-1) goes with the last part and keeps the message out of merges.
-        Returns the outbox ids of critical parts."""
+        ``key`` — (bot, symbol) of the position, (bot, "*") for a bot's risk stop — keeps one
+        position's messages in event order: a critical one never overtakes an earlier queued
+        message of the same key (that one is sent first). Returns the outbox ids of critical
+        parts."""
         mode = self.mode(category)
         ids: list[int] = []
         if mode == "off":
@@ -185,9 +190,9 @@ class Notifier:
                     if outbox_id is not None:
                         ids.append(outbox_id)
                     self._push(_Outgoing(priority, chat_id, category, silent, html=html, outbox_id=outbox_id,
-                                         markup=keyboard), first=first)
+                                         markup=keyboard, key=key), first=first)
             else:
-                self._push(_Outgoing(priority, chat_id, category, silent, text=text, markup=markup))
+                self._push(_Outgoing(priority, chat_id, category, silent, text=text, markup=markup, key=key))
         return ids
 
     async def _store(self, chat_id: int, category: Category, html: str, silent: bool, markup: str) -> int | None:
@@ -228,18 +233,35 @@ class Notifier:
     async def on_events(self, events: Sequence["Event"]) -> None:
         """Persister listener: notices for events already written to SQLite (SPEC T-4)."""
         for notice in self.builder.build(events):
-            await self.notify(notice.category, notice.text)
+            await self.notify(notice.category, notice.text, key=notice.key)
 
     async def notify_all(self, notices: Iterable[Notice]) -> None:
         """Queue several notices in order."""
         for notice in notices:
-            await self.notify(notice.category, notice.text)
+            await self.notify(notice.category, notice.text, key=notice.key)
 
     def _push(self, item: _Outgoing, first: bool = False, place: tuple[int, int, int] | None = None) -> None:
         key = -1 if first else int(item.priority)
+        if item.key is not None and place is None:
+            self._keep_order(item, key)
         heapq.heappush(self._heap, (*(place or (key, next(self._seq), 0)), item))
         self._idle.clear()
         self._wakeup.set()
+
+    def _keep_order(self, item: _Outgoing, key: int) -> None:
+        """SPEC T-4 per-position order: messages of ``item``'s key (same chat) still queued at
+        a lower priority move up to ``item``'s priority, keeping their earlier place in line,
+        so they go out before it (an entry before the stop-loss it led to)."""
+        bot, symbol = item.key  # type: ignore[misc]
+        moved = False
+        for n, entry in enumerate(self._heap):
+            other = entry[-1]
+            if (entry[0] > key and other.chat_id == item.chat_id and other.key is not None
+                    and other.key[0] == bot and (symbol == "*" or other.key[1] in (symbol, "*"))):
+                self._heap[n] = (key, *entry[1:])
+                moved = True
+        if moved:
+            heapq.heapify(self._heap)
 
     # ------------------------------------------------------------------ output
     @property

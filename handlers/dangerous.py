@@ -97,9 +97,14 @@ async def on_shutdown(message: Message, command: CommandObject, trading: "Tradin
 async def on_close_button(
     query: CallbackQuery, callback_data: ClosePositionCb, trading: "TradingService", callback_answer: CallbackAnswer
 ) -> None:
-    """The ❌ Close button under /open → confirm dialog for that symbol."""
+    """The ❌ Close button under /open → confirm dialog for that symbol, only while a position
+    is still open on it (SPEC T-3: a stale button says so instead of asking)."""
     if callback_data.symbol not in trading.symbols() or not isinstance(query.message, Message):
         callback_answer.text = REFUSALS["unknown"]
+        return
+    if not any(p.symbol == callback_data.symbol for p in await trading.open_positions()):
+        callback_answer.text = f"No open position on {callback_data.symbol} any more."
+        callback_answer.show_alert = True
         return
     await ask_confirmation(query.message, trading, query.from_user.id, CLOSE, callback_data.symbol)
     callback_answer.text = "Confirm the close"
