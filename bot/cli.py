@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 import tempfile
@@ -42,8 +43,19 @@ def _speed(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--speed must be 'max' or a number, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("--speed must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a positive number, not {text!r}")
+    return value
+
+
+def _notional(text: str) -> Decimal:
+    """``--notional``: a positive, finite amount in quote (a Decimal, never a float)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"--notional must be an amount in quote, e.g. 10, not {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"--notional must be a positive amount, not {text!r}")
     return value
 
 
@@ -89,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--live", action="store_true", help="check the real-money account (needs API keys)")
     smoke = sub.add_parser("smoke", parents=[common], help="open → brackets → verify → close on the exchange")
     smoke.add_argument("--symbol", required=True, help="symbol, e.g. XRP or XRP/USDT:USDT")
-    smoke.add_argument("--notional", type=Decimal, default=Decimal(10), help="entry notional in quote (default 10)")
+    smoke.add_argument("--notional", type=_notional, default=Decimal(10), help="entry notional in quote (default 10)")
     smoke.add_argument("--live", action="store_true", help="trade real money (needs API keys)")
     smoke.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step (default 60)")
     audit = sub.add_parser("audit", help="check or export the audit trail (SPEC A-1)")
@@ -467,6 +479,7 @@ async def _backtest(args) -> int:
         raise OptiFlowError("--to is before --from")
     end_ms = None if args.end is None else args.end + 86_400_000
     out_dir = args.out or settings.optiflow_output_dir / "backtest"
+    _writable_dir(out_dir, "--out")  # before the replay, not after it
     with tempfile.TemporaryDirectory(prefix="optiflow-backtest-") as tmp:
         db_path = args.db or Path(tmp) / "backtest.db"
         if args.db is not None:
@@ -482,6 +495,7 @@ async def _backtest(args) -> int:
             start_ms=args.start, end_ms=end_ms,
         )
         try:
+            _check_window(runtime.sources, args.start, args.end)
             result = await runtime.replay(speed=None)
             await runtime.close_positions_at_end()
             first = min(s.series.timestamp[0] for s in runtime.sources if len(s.series))
@@ -500,6 +514,37 @@ async def _backtest(args) -> int:
         finally:
             await _close_runtime(runtime)
     return 0
+
+
+def _writable_dir(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and make sure files can be written in it.
+
+    Raises:
+        OptiFlowError: one line naming the option, the folder and the reason.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".optiflow-probe-"):
+            pass
+    except FileExistsError:
+        raise OptiFlowError(f"{option} {folder}: a file is in the way, not a folder") from None
+    except OSError as exc:
+        raise OptiFlowError(f"{option} {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _check_window(sources, start_ms: int | None, end_day_ms: int | None) -> None:
+    """A backtest window with no bundled candle in it is an error, never an empty report.
+
+    Raises:
+        OptiFlowError: naming the window and where the data ends.
+    """
+    stamps = [s.series.timestamp for s in sources if len(s.series)]
+    if not stamps:
+        day = _utc(end_day_ms)[:10] if end_day_ms is not None else "?"
+        raise OptiFlowError(f"--to {day}: the bundled data has no candle up to that day")
+    last = max(t[-1] for t in stamps)
+    if start_ms is not None and start_ms > last:
+        raise OptiFlowError(f"--from {_utc(start_ms)[:10]}: the bundled data ends at {_utc(last)} (no candle to replay)")
 
 
 def _with_start_equity(report, starting_balance: Decimal):
@@ -616,7 +661,10 @@ async def _audit(args) -> int:
         if args.out is None:
             sys.stdout.write(lines)
         else:
-            args.out.write_text(lines, encoding="utf-8")
+            try:
+                args.out.write_text(lines, encoding="utf-8")
+            except OSError as exc:
+                raise OptiFlowError(f"--out {args.out}: cannot write there ({exc.strerror or exc})") from None
             print(f"{len(records)} audit records written to {args.out}", file=sys.stderr)
         return 0
     finally:

@@ -13,7 +13,7 @@ from storage import Storage
 from trading.domain.audit import canonical_json, config_snapshot_id
 from trading.domain.config import TradingConfig
 from trading.engine.core import HOUR_MS, Engine
-from trading.domain.errors import DataError, UnknownSymbol
+from trading.domain.errors import DataError, MissingData, UnknownSymbol
 from trading.domain.events import EventBuffer
 from trading.adapters.marketdata import (
     CandleSeries,
@@ -153,7 +153,7 @@ class PaperRuntime:
                 if series is None:
                     try:
                         series = load_candles(data_dir, symbol, timeframe)
-                    except DataError as exc:
+                    except MissingData as exc:  # a bad file (BadData) stops the run instead
                         # A profile written for live may list markets without bundled candles.
                         log.warning("%s; %s is not replayed", exc, symbol)
                         continue
