@@ -79,7 +79,8 @@ def _anchor(text: str) -> tuple[int, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI grammar (``optiflow run`` / ``optiflow backtest`` / ``optiflow audit verify|export``)."""
+    """The CLI grammar (``optiflow run`` / ``backtest`` / ``audit verify|export`` / ``check`` /
+    ``smoke`` / ``backup`` / ``health`` / ``alert`` / ``watch``)."""
     parser = _Parser(prog="optiflow", description="OptiFlow: Telegram-first futures trading bot")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _Parser(add_help=False)
@@ -117,7 +118,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     export.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     export.add_argument("--out", type=Path, help="output file (default: standard output)")
+    backup = sub.add_parser("backup", help="copy the database with SQLite's online backup API (safe while running)")
+    backup.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    backup.add_argument("--out", type=Path, help="backup file (default backups/<db>-<UTC time>.db beside the database)")
+    health = sub.add_parser("health", help="exit 0 when the running bot's event loop beat recently (health check)")
+    health.add_argument("--db", type=Path, help="SQLite database file of the bot (default OPTIFLOW_DB_PATH)")
+    health.add_argument("--max-age", type=_seconds, default=90.0, metavar="S", help="seconds (default 90)")
+    alert = sub.add_parser("alert", help="send one Telegram message to the notification chats (no database, no bot)")
+    alert.add_argument("--text", required=True, help="the message (\\n for a new line)")
+    watch = sub.add_parser("watch", help="watchdog outside the bot: alert when its heartbeat stops, and when back")
+    watch.add_argument("--db", type=Path, help="SQLite database file of the bot (default OPTIFLOW_DB_PATH)")
+    watch.add_argument("--max-age", type=_seconds, default=120.0, metavar="S",
+                       help="alert after S seconds without a heartbeat (default 120)")
+    watch.add_argument("--every", type=_seconds, default=15.0, metavar="S", help="poll every S seconds (default 15)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seconds must be a number, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be positive, not {text!r}")
+    return value
 
 
 def _apply_overrides(config, symbols: str | None, timeframe: str | None):
@@ -431,10 +456,14 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     if setup_jobs is not None:
         setup_jobs(jobs, notifier)
     replay = None
+    from bot.service import ServiceBeat, heartbeat_path
+
+    beat = ServiceBeat(heartbeat_path(runtime.store.db.path))  # systemd watchdog + heartbeat file
     try:
         lifecycle.install_signal_handlers()
         await notifier.start()
         await lifecycle.announce_start()
+        beat.ready()
         jobs.start()
         replay = asyncio.create_task(trading(stop, hook))
         replay.add_done_callback(lifecycle.watch)
@@ -454,6 +483,7 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().remove_signal_handler(sig)
         jobs.shutdown()  # no monitor alert or report after the shutdown message
+        await beat.stopping()
         await lifecycle.shutdown(replay, stop)
         await close_with_timeout("bot session", bot.session.close(), lifecycle.timeouts.session)
     if lifecycle.crash is not None:
@@ -694,10 +724,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``optiflow`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot import ops_cli
     from bot.preflight import check_command, smoke_command
 
-    handler = {"run": _run, "backtest": _backtest, "audit": _audit,
-               "check": check_command, "smoke": smoke_command}[args.command]
+    if args.command in ("backup", "health"):  # synchronous and light: no event loop, no aiogram
+        sync = {"backup": ops_cli.backup_command, "health": ops_cli.health_command}[args.command]
+        try:
+            return sync(args)
+        except OptiFlowError as exc:
+            print(f"optiflow: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    handler = {"run": _run, "backtest": _backtest, "audit": _audit, "check": check_command,
+               "smoke": smoke_command, "alert": ops_cli.alert_command, "watch": ops_cli.watch_command}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:
