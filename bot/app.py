@@ -13,7 +13,7 @@ from bot.render import COMMANDS
 from handlers import build_routers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from bot.logbuffer import RingBufferHandler
     from trading.app.analytics import AnalyticsService
@@ -35,6 +35,7 @@ def build_dispatcher(
     *,
     log_buffer: "RingBufferHandler | None" = None,
     request_shutdown: "Callable[[str], Any] | None" = None,
+    roles: "Mapping[int, str] | None" = None,
 ) -> Dispatcher:
     """A Dispatcher serving ``trading`` to the users in ``allowed_user_ids`` (SPEC T-1).
 
@@ -42,12 +43,14 @@ def build_dispatcher(
     (the lifecycle's ``request_shutdown(reason)``, called after a confirmed /shutdown) reach
     handlers as parameters of those names; without ``analytics`` the signal analytics commands
     answer that they are not available, without the others /log and /shutdown say so.
+    ``roles`` (user id → owner / trader / viewer, ``Settings.user_roles()``) limits what each
+    allowed user may do (SPEC T-1); without it every allowed user is an owner.
     """
     dp = Dispatcher(
         trading=trading, settings=settings, analytics=analytics, log_buffer=log_buffer,
         request_shutdown=request_shutdown,
     )
-    dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids))
+    dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids, roles))
     dp.callback_query.middleware(CallbackAnswerMiddleware())
     dp.include_routers(*build_routers())
     return dp

@@ -209,14 +209,15 @@ async def _run(args) -> int:
         shutdown = ShutdownSignal()
         dp = build_dispatcher(
             runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
-            log_buffer=log_buffer, request_shutdown=shutdown.request,
+            log_buffer=log_buffer, request_shutdown=shutdown.request, roles=settings.user_roles(),
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
             return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
         _halt_console_on_storage_fault(runtime, stop, shutdown)
         bot = make_console_bot(settings.optiflow_output_dir)
-        user_id = min(allowed) if allowed else CONSOLE_USER_ID
+        owners = settings.telegram_allowed_user_ids
+        user_id = min(owners) if owners else (min(allowed) if allowed else CONSOLE_USER_ID)
         chat = ConsoleChat(dp, bot, user_id)
         try:
             if args.say:
@@ -333,7 +334,7 @@ async def _run_exchange(args, settings, config) -> int:
         shutdown = ShutdownSignal()
         dp = build_dispatcher(
             runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
-            log_buffer=log_buffer, request_shutdown=shutdown.request,
+            log_buffer=log_buffer, request_shutdown=shutdown.request, roles=settings.user_roles(),
         )
         if settings.telegram_bot_token is not None:
             # The same outgoing side as paper: notifier, daily report, monitor, build card and
@@ -346,7 +347,8 @@ async def _run_exchange(args, settings, config) -> int:
         loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
         loop_task.add_done_callback(lambda task: shutdown.event.set() if _failed(task) else None)
         bot = make_console_bot(settings.optiflow_output_dir)
-        chat = ConsoleChat(dp, bot, min(allowed) if allowed else CONSOLE_USER_ID)
+        owners = settings.telegram_allowed_user_ids
+        chat = ConsoleChat(dp, bot, min(owners) if owners else (min(allowed) if allowed else CONSOLE_USER_ID))
         try:
             if args.say:
                 await asyncio.wait([asyncio.ensure_future(ready.wait()), loop_task],

@@ -18,6 +18,7 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.formatting import Text
 
+from bot.middlewares import OWNER_ACTIONS
 from bot.render import render_usage
 from bot.render_ops import render_closes, render_confirm
 from handlers.common import answer_text
@@ -127,8 +128,10 @@ async def on_confirm(
     trading: "TradingService",
     callback_answer: CallbackAnswer,
     request_shutdown: RequestShutdown | None = None,
+    role: str = "owner",
 ) -> None:
-    """Run (or cancel) a stored confirmation if it is this user's, unexpired and unused."""
+    """Run (or cancel) a stored confirmation if it is this user's, unexpired and unused; a
+    shutdown or a lifted risk stop only for an owner (SPEC T-1 roles)."""
     user_id = query.from_user.id
     if not callback_data.ok:
         if not await trading.cancel_confirmation(callback_data.id, user_id):
@@ -145,6 +148,12 @@ async def on_confirm(
             await _drop_keyboard(query, REFUSALS["expired"])
         return
     action, arg = taken
+    if action in OWNER_ACTIONS and role != "owner":  # defence in depth: such a dialog is never offered
+        callback_answer.text = f"⛔ {action.lower().replace('_', ' ')} needs the owner role; you are a {role}."
+        callback_answer.show_alert = True
+        await trading.record_command("refused", why={"user_id": user_id, "role": role, "asked": action,
+                                                     "needs": "owner"})
+        return
     log.warning("T-1: user id=%s confirmed %s %s", user_id, action, arg)
     if action == SHUTDOWN:
         if request_shutdown is None:
