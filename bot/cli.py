@@ -511,15 +511,15 @@ async def _backtest(args) -> int:
         raise OptiFlowError("--to is before --from")
     end_ms = None if args.end is None else args.end + 86_400_000
     out_dir = args.out or settings.optiflow_output_dir / "backtest"
+    if args.db is not None:
+        from storage.lock import ProcessLock
+
+        probe = ProcessLock(args.db)  # SPEC L-4: a file in use says so before anything is written
+        probe.acquire()
+        probe.release()
     _writable_dir(out_dir, "--out")  # before the replay, not after it
     with tempfile.TemporaryDirectory(prefix="optiflow-backtest-") as tmp:
         db_path = args.db or Path(tmp) / "backtest.db"
-        if args.db is not None:
-            from storage.lock import ProcessLock
-
-            probe = ProcessLock(args.db)  # SPEC L-4: a file in use says so before anything else
-            probe.acquire()
-            probe.release()
         if args.db is not None and args.db.exists() and args.db.stat().st_size > 0:
             raise OptiFlowError(f"--db {args.db} already exists: a backtest needs a new database file")
         runtime = await PaperRuntime.build(
