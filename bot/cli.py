@@ -727,7 +727,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bot import ops_cli
-    from bot.preflight import check_command, smoke_command
 
     if args.command in ("backup", "health"):  # synchronous and light: no event loop, no aiogram
         sync = {"backup": ops_cli.backup_command, "health": ops_cli.health_command}[args.command]
@@ -736,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         except OptiFlowError as exc:
             print(f"optiflow: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    from bot.preflight import check_command, smoke_command
+
     handler = {"run": _run, "backtest": _backtest, "audit": _audit, "check": check_command,
                "smoke": smoke_command, "alert": ops_cli.alert_command, "watch": ops_cli.watch_command}[args.command]
     try:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from storage import Storage
 from tests.stack import replayed
 from tests.test_audit import END, copy_db, tamper
 from trading.domain.audit import GENESIS, canonical_json, sha256_hex
