@@ -13,7 +13,7 @@ from bot.render import COMMANDS
 from handlers import build_routers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from bot.logbuffer import RingBufferHandler
     from trading.app.analytics import AnalyticsService
@@ -37,6 +37,7 @@ def build_dispatcher(
     request_shutdown: "Callable[[str], Any] | None" = None,
     research: Any = None,
     optimizer: Any = None,
+    roles: "Mapping[int, str] | None" = None,
 ) -> Dispatcher:
     """A Dispatcher serving ``trading`` to the users in ``allowed_user_ids`` (SPEC T-1).
 
@@ -47,12 +48,14 @@ def build_dispatcher(
     ``research`` (``trading.app.research.ResearchService``, /chart) and ``optimizer``
     (``bot.optimize_jobs.OptimizeJobs``, /optimize) are the research tools (SPEC D-2); without
     them those commands say they are not available in this mode.
+    ``roles`` (user id → owner / trader / viewer, ``Settings.user_roles()``) limits what each
+    allowed user may do (SPEC T-1); without it every allowed user is an owner.
     """
     dp = Dispatcher(
         trading=trading, settings=settings, analytics=analytics, log_buffer=log_buffer,
         request_shutdown=request_shutdown, research=research, optimizer=optimizer,
     )
-    dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids))
+    dp.update.outer_middleware(AllowListMiddleware(allowed_user_ids, roles))
     dp.callback_query.middleware(CallbackAnswerMiddleware())
     dp.include_routers(*build_routers())
     return dp

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from trading.domain.errors import OptiFlowError
 log = logging.getLogger("optiflow")
 
 EXIT_USAGE = 2
+EXIT_ERROR = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,8 +43,19 @@ def _speed(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--speed must be 'max' or a number, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("--speed must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a positive number, not {text!r}")
+    return value
+
+
+def _notional(text: str) -> Decimal:
+    """``--notional``: a positive, finite amount in quote (a Decimal, never a float)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"--notional must be an amount in quote, e.g. 10, not {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"--notional must be a positive amount, not {text!r}")
     return value
 
 
@@ -55,8 +68,19 @@ def _day(text: str) -> int:
     return int(day.timestamp() * 1000)
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    """``--head SEQ:HASH`` → (seq, hash prefix) (SPEC A-1 anchors)."""
+    from trading.domain.audit import parse_anchor
+
+    try:
+        return parse_anchor(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI grammar (``optiflow run`` / ``optiflow backtest`` / ``optiflow audit verify|export``)."""
+    """The CLI grammar (``optiflow run`` / ``backtest`` / ``audit verify|export`` / ``check`` /
+    ``smoke`` / ``backup`` / ``health`` / ``alert`` / ``watch``)."""
     parser = _Parser(prog="optiflow", description="OptiFlow: Telegram-first futures trading bot")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _Parser(add_help=False)
@@ -80,13 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--live", action="store_true", help="check the real-money account (needs API keys)")
     smoke = sub.add_parser("smoke", parents=[common], help="open → brackets → verify → close on the exchange")
     smoke.add_argument("--symbol", required=True, help="symbol, e.g. XRP or XRP/USDT:USDT")
-    smoke.add_argument("--notional", type=Decimal, default=Decimal(10), help="entry notional in quote (default 10)")
+    smoke.add_argument("--notional", type=_notional, default=Decimal(10), help="entry notional in quote (default 10)")
     smoke.add_argument("--live", action="store_true", help="trade real money (needs API keys)")
     smoke.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step (default 60)")
     audit = sub.add_parser("audit", help="check or export the audit trail (SPEC A-1)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
-    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
+    verify = audit_sub.add_parser("verify", help="check the hash chain, the anchors and the ledger; exit 1 naming "
+                                                 "the first problem")
     verify.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    verify.add_argument("--head", action="append", default=[], type=_anchor, metavar="SEQ:HASH",
+                        help="an audit head seen outside the file (build card, shutdown message, daily report; "
+                             "≥ 16 hex digits): proves nothing up to it was cut or rewritten; repeatable")
     export = audit_sub.add_parser("export", help="write records as JSON lines (dates UTC)")
     export.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
     export.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
@@ -96,7 +124,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_cli.add_parser(sub, _day)
     optimize_cli.add_parser(sub)
+    backup = sub.add_parser("backup", help="copy the database with SQLite's online backup API (safe while running)")
+    backup.add_argument("--db", type=Path, help="SQLite database file (default OPTIFLOW_DB_PATH)")
+    backup.add_argument("--out", type=Path, help="backup file (default backups/<db>-<UTC time>.db beside the database)")
+    health = sub.add_parser("health", help="exit 0 when the running bot's event loop beat recently (health check)")
+    health.add_argument("--db", type=Path, help="SQLite database file of the bot (default OPTIFLOW_DB_PATH)")
+    health.add_argument("--max-age", type=_seconds, default=90.0, metavar="S", help="seconds (default 90)")
+    alert = sub.add_parser("alert", help="send one Telegram message to the notification chats (no database, no bot)")
+    alert.add_argument("--text", required=True, help="the message (\\n for a new line)")
+    watch = sub.add_parser("watch", help="watchdog outside the bot: alert when its heartbeat stops, and when back")
+    watch.add_argument("--db", type=Path, help="SQLite database file of the bot (default OPTIFLOW_DB_PATH)")
+    watch.add_argument("--max-age", type=_seconds, default=120.0, metavar="S",
+                       help="alert after S seconds without a heartbeat (default 120)")
+    watch.add_argument("--every", type=_seconds, default=15.0, metavar="S", help="poll every S seconds (default 15)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seconds must be a number, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be positive, not {text!r}")
+    return value
 
 
 def _apply_overrides(config, symbols: str | None, timeframe: str | None):
@@ -165,6 +217,7 @@ async def _run(args) -> int:
         dp = build_dispatcher(
             runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
             log_buffer=log_buffer, request_shutdown=shutdown.request, research=research, optimizer=optimizer,
+            roles=settings.user_roles(),
         )
         stop = asyncio.Event()
         if settings.telegram_bot_token is not None:
@@ -172,8 +225,10 @@ async def _run(args) -> int:
                 return await _run_telegram(runtime, dp, settings, args, stop, log_buffer)
             finally:
                 await optimizer.close()
+        _halt_console_on_storage_fault(runtime, stop, shutdown)
         bot = make_console_bot(settings.optiflow_output_dir)
-        user_id = min(allowed) if allowed else CONSOLE_USER_ID
+        owners = settings.telegram_allowed_user_ids
+        user_id = min(owners) if owners else (min(allowed) if allowed else CONSOLE_USER_ID)
         chat = ConsoleChat(dp, bot, user_id)
         try:
             if args.say:
@@ -182,6 +237,7 @@ async def _run(args) -> int:
                 await chat.say(args.say)
                 return 0
             replay = asyncio.create_task(runtime.replay(speed=args.speed, stop=stop))
+            replay.add_done_callback(lambda task: shutdown.event.set() if _failed(task) else None)
             print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
             try:
                 await chat.run_interactive(until=shutdown.event)
@@ -197,7 +253,47 @@ async def _run(args) -> int:
             await optimizer.close()
             await bot.session.close()
     finally:
+        await _close_runtime(runtime)
+        _raise_fault(runtime)  # one line and exit 1 in main (SPEC M-1)
+
+
+def _failed(task: asyncio.Task) -> bool:
+    """True when a background task ended with an exception."""
+    return not task.cancelled() and task.exception() is not None
+
+
+def _raise_fault(runtime) -> None:
+    """Raise the storage fault the run met, if any (SPEC M-1: exit 1 with one line, even when
+    it was a chat command's write that failed)."""
+    if runtime.store.db.fault is not None:
+        raise runtime.store.db.fault
+
+
+def _halt_console_on_storage_fault(runtime, stop: asyncio.Event, shutdown) -> None:
+    """SPEC M-1 in the console chat: at the first failed database write, stop trading (no new
+    entries), print the alert in this terminal (a path without the database) and end the chat;
+    ``main`` then exits 1 with one line."""
+    from bot.lifecycle import HALTED_FEED_STATE, halt_text
+
+    def halted(fault) -> None:
+        stop.set()
+        runtime.service.feed_state = HALTED_FEED_STATE
+        print(halt_text(fault).render()[0], flush=True)
+        shutdown.request("storage fault: trading halted")
+
+    runtime.store.db.on_fault(halted)
+
+
+async def _close_runtime(runtime) -> None:
+    """Close the runtime; after a storage fault (SPEC M-1) its last flush fails again and the
+    file keeps the last good write: that is already reported, so it is not raised twice."""
+    from storage import StorageFault
+
+    try:
         await runtime.close()
+    except StorageFault:
+        if runtime.store.db.fault is None:
+            raise
 
 
 def _research_tools(runtime, settings, args):
@@ -266,7 +362,7 @@ async def _run_exchange(args, settings, config) -> int:
         shutdown = ShutdownSignal()
         dp = build_dispatcher(
             runtime.service, settings, allowed, analytics=AnalyticsService(runtime.store, runtime.config, runtime.clock),
-            log_buffer=log_buffer, request_shutdown=shutdown.request,
+            log_buffer=log_buffer, request_shutdown=shutdown.request, roles=settings.user_roles(),
         )
         if settings.telegram_bot_token is not None:
             # The same outgoing side as paper: notifier, daily report, monitor, build card and
@@ -275,9 +371,12 @@ async def _run_exchange(args, settings, config) -> int:
                 runtime, dp, settings, args, stop, log_buffer, trading=lambda stop, _hook: runtime.run(stop),
                 mode=mode, exchange=settings.optiflow_exchange,
             )
+        _halt_console_on_storage_fault(runtime, stop, shutdown)
         loop_task = asyncio.create_task(runtime.run(stop, ready=ready))
+        loop_task.add_done_callback(lambda task: shutdown.event.set() if _failed(task) else None)
         bot = make_console_bot(settings.optiflow_output_dir)
-        chat = ConsoleChat(dp, bot, min(allowed) if allowed else CONSOLE_USER_ID)
+        owners = settings.telegram_allowed_user_ids
+        chat = ConsoleChat(dp, bot, min(owners) if owners else (min(allowed) if allowed else CONSOLE_USER_ID))
         try:
             if args.say:
                 await asyncio.wait([asyncio.ensure_future(ready.wait()), loop_task],
@@ -295,13 +394,15 @@ async def _run_exchange(args, settings, config) -> int:
         stop.set()
         if loop_task is not None:
             await asyncio.gather(loop_task, return_exceptions=True)
-        await runtime.close()
+        await _close_runtime(runtime)
+        _raise_fault(runtime)  # one line and exit 1 in main (SPEC M-1)
 
 
 def make_telegram_bot(settings):
     """The Telegram Bot (long polling) for ``TELEGRAM_BOT_TOKEN``, talking to the official Bot
     API or to ``TELEGRAM_API_BASE`` (a self-hosted Bot API server, aiogram's
-    ``TelegramAPIServer.from_base``), through ``TELEGRAM_PROXY`` if set.
+    ``TelegramAPIServer.from_base``), through ``TELEGRAM_PROXY`` if set; every call waits out
+    a 429 and is sent again (:class:`bot.middlewares.RetryAfterMiddleware`, SPEC T-4).
 
     Raises:
         ConfigError: TELEGRAM_PROXY is set but aiogram's proxy extra (aiohttp-socks) is missing.
@@ -320,6 +421,9 @@ def make_telegram_bot(settings):
         raise ConfigError(
             "environment: TELEGRAM_PROXY: needs aiogram's proxy support: pip install 'aiogram[proxy]'"
         ) from None
+    from bot.middlewares import RetryAfterMiddleware
+
+    session.middleware(RetryAfterMiddleware())  # SPEC T-4: every call survives a 429
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session)
 
 
@@ -366,7 +470,7 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     jobs = Jobs()
     # T-5 in replay: the report follows the simulated clock; at --speed max the replay is a
     # fast-forward (a backtest), so the trader asks /daily instead of getting one per day.
-    report = DailyReport(runtime.service, notifier, settings.report_zone())
+    report = DailyReport(runtime.service, notifier, settings.report_zone(), audit_head=runtime.store.audit.head)
     hook = None
     if trading is None:
         hook = ReplayDayBoundary(report, runtime.clock.now_ms()) if args.speed is not None else None
@@ -376,13 +480,20 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     else:
         jobs.add_daily_report(report)  # demo/live: 00:00 in OPTIFLOW_REPORT_TZ
     jobs.add_interval("monitor", 60, monitor_job(runtime.service, notifier, log_buffer))  # M-1
+    # M-1: the first failed database write halts entries and requests the shutdown, whose
+    # crash message goes out without the database.
+    runtime.store.db.on_fault(lambda fault: lifecycle.on_storage_fault(fault, stop))
     if setup_jobs is not None:
         setup_jobs(jobs, notifier)
     replay = None
+    from bot.service import ServiceBeat, heartbeat_path
+
+    beat = ServiceBeat(heartbeat_path(runtime.store.db.path))  # systemd watchdog + heartbeat file
     try:
         lifecycle.install_signal_handlers()
         await notifier.start()
         await lifecycle.announce_start()
+        beat.ready()
         jobs.start()
         replay = asyncio.create_task(trading(stop, hook))
         replay.add_done_callback(lifecycle.watch)
@@ -402,12 +513,22 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().remove_signal_handler(sig)
         jobs.shutdown()  # no monitor alert or report after the shutdown message
+        await beat.stopping()
         await lifecycle.shutdown(replay, stop)
         await close_with_timeout("bot session", bot.session.close(), lifecycle.timeouts.session)
     if lifecycle.crash is not None:
-        print("optiflow: stopped on an error (see the log)", file=sys.stderr)
+        from storage import StorageFault
+
+        if not isinstance(lifecycle.crash, StorageFault):  # a fault: the caller raises it (one line)
+            print("optiflow: stopped on an error (see the log)", file=sys.stderr)
         return 1
     return 0
+
+
+def _fault_line(fault) -> str:
+    """The one line a storage fault ends the process with (SPEC M-1)."""
+    return (f"stopped: {fault}; trading halted, no new entries — free the disk or fix the file, "
+            "then start again (state up to the last good write is kept)")
 
 
 async def _backtest(args) -> int:
@@ -418,6 +539,13 @@ async def _backtest(args) -> int:
         raise OptiFlowError("--to is before --from")
     end_ms = None if args.end is None else args.end + 86_400_000
     out_dir = args.out or settings.optiflow_output_dir / "backtest"
+    if args.db is not None:
+        from storage.lock import ProcessLock
+
+        probe = ProcessLock(args.db)  # SPEC L-4: a file in use says so before anything is written
+        probe.acquire()
+        probe.release()
+    _writable_dir(out_dir, "--out")  # before the replay, not after it
     with tempfile.TemporaryDirectory(prefix="optiflow-backtest-") as tmp:
         db_path = args.db or Path(tmp) / "backtest.db"
         if args.db is not None and args.db.exists() and args.db.stat().st_size > 0:
@@ -427,6 +555,7 @@ async def _backtest(args) -> int:
             start_ms=args.start, end_ms=end_ms,
         )
         try:
+            _check_window(runtime.sources, args.start, args.end)
             result = await runtime.replay(speed=None)
             await runtime.close_positions_at_end()
             first = min(s.series.timestamp[0] for s in runtime.sources if len(s.series))
@@ -445,8 +574,39 @@ async def _backtest(args) -> int:
                 png_path.write_bytes(await runtime.service.report_chart(report))
                 print(f"chart PNG:  {png_path}")
         finally:
-            await runtime.close()
+            await _close_runtime(runtime)
     return 0
+
+
+def _writable_dir(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and make sure files can be written in it.
+
+    Raises:
+        OptiFlowError: one line naming the option, the folder and the reason.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".optiflow-probe-"):
+            pass
+    except FileExistsError:
+        raise OptiFlowError(f"{option} {folder}: a file is in the way, not a folder") from None
+    except OSError as exc:
+        raise OptiFlowError(f"{option} {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _check_window(sources, start_ms: int | None, end_day_ms: int | None) -> None:
+    """A backtest window with no bundled candle in it is an error, never an empty report.
+
+    Raises:
+        OptiFlowError: naming the window and where the data ends.
+    """
+    stamps = [s.series.timestamp for s in sources if len(s.series)]
+    if not stamps:
+        day = _utc(end_day_ms)[:10] if end_day_ms is not None else "?"
+        raise OptiFlowError(f"--to {day}: the bundled data has no candle up to that day")
+    last = max(t[-1] for t in stamps)
+    if start_ms is not None and start_ms > last:
+        raise OptiFlowError(f"--from {_utc(start_ms)[:10]}: the bundled data ends at {_utc(last)} (no candle to replay)")
 
 
 def _with_start_equity(report, starting_balance: Decimal):
@@ -540,22 +700,25 @@ async def _open_existing(db: Path | None):
     path = db or load_settings().optiflow_db_path
     if not Path(path).is_file():
         raise OptiFlowError(f"no database at {path} (give --db PATH)")
-    return await Storage.open(path)
+    return await Storage.open_for_reading(path)
 
 
 async def _audit(args) -> int:
     """``optiflow audit verify``: exit 0 and print the head hash and count, or exit 1 naming the
     first broken record. ``optiflow audit export``: JSON lines of the records in the window."""
+    import sqlite3
+
+    from storage import StorageError
+
     store = await _open_existing(args.db)
     try:
         if args.audit_command == "verify":
-            result = await store.audit.verify()
-            if not result.ok:
-                print(f"audit chain BROKEN at seq {result.broken_seq}: {result.problem}")
-                print(f"{result.count} records verified before it; last good hash {result.head_hash}")
-                return EXIT_BROKEN
-            print(f"audit chain OK: {result.count} records, head hash {result.head_hash}")
-            return 0
+            try:
+                await store.db.check_integrity()  # SPEC A-1: a corrupt file is one clear line
+                result = await store.audit.verify(args.head)
+            except sqlite3.DatabaseError as exc:  # corruption integrity_check did not reach
+                raise StorageError(f"Database {store.db.path} is corrupt: {exc} (restore a backup, see README)") from None
+            return _print_verification(result, args.head)
         if args.start is not None and args.end is not None and args.end < args.start:
             raise OptiFlowError("--to is before --from")
         end_ms = None if args.end is None else args.end + 86_400_000
@@ -564,26 +727,63 @@ async def _audit(args) -> int:
         if args.out is None:
             sys.stdout.write(lines)
         else:
-            args.out.write_text(lines, encoding="utf-8")
+            try:
+                args.out.write_text(lines, encoding="utf-8")
+            except OSError as exc:
+                raise OptiFlowError(f"--out {args.out}: cannot write there ({exc.strerror or exc})") from None
             print(f"{len(records)} audit records written to {args.out}", file=sys.stderr)
         return 0
     finally:
         await store.close()
 
 
+def _print_verification(result, anchors) -> int:
+    """Print ``audit verify``'s verdict (SPEC A-1); returns the exit code (0 or 1)."""
+    if not result.ok:
+        where = f"seq {result.broken_seq}" if result.broken_seq is not None else "the state tables"
+        title = {"chain": "audit chain BROKEN", "anchor": "audit chain does not match the anchor",
+                 "ledger": "state tables do not match the audit"}.get(result.kind, "audit BROKEN")
+        print(f"{title} at {where}: {result.problem}")
+        if result.kind == "ledger":
+            print(f"the chain itself verifies: {result.count} records, head {result.head_seq}:{result.head_hash}")
+        else:
+            print(f"{result.count} records verified before it; last good head {result.head_seq}:{result.head_hash}")
+        return EXIT_BROKEN
+    print(f"audit chain OK: {result.count} records, head {result.head_seq}:{result.head_hash}")
+    if anchors:
+        print("anchors OK: " + ", ".join(f"{seq}:{digest[:16]}…" for seq, digest in anchors))
+    print("ledger OK: orders, fills, positions and balance match the audit records")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``optiflow`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot import ops_cli
+
+    if args.command in ("backup", "health"):  # synchronous and light: no event loop, no aiogram
+        sync = {"backup": ops_cli.backup_command, "health": ops_cli.health_command}[args.command]
+        try:
+            return sync(args)
+        except OptiFlowError as exc:
+            print(f"optiflow: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     from bot.data_cli import data_command
     from bot.optimize_cli import optimize_command
     from bot.preflight import check_command, smoke_command
 
     handler = {"run": _run, "backtest": _backtest, "audit": _audit, "check": check_command,
-               "smoke": smoke_command, "data": data_command, "optimize": optimize_command}[args.command]
+               "smoke": smoke_command, "data": data_command, "optimize": optimize_command,
+               "alert": ops_cli.alert_command, "watch": ops_cli.watch_command}[args.command]
     try:
         return asyncio.run(handler(args))
     except OptiFlowError as exc:
+        from storage.db import StorageFault
+
+        if isinstance(exc, StorageFault):  # SPEC M-1: a write failed while running
+            print(f"optiflow: {_fault_line(exc)}", file=sys.stderr)
+            return EXIT_ERROR
         print(f"optiflow: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

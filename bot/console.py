@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import sys
+import threading
 from collections.abc import AsyncGenerator, Iterable
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -294,16 +295,46 @@ class ConsoleChat:
             await self.handle_line(line)
 
     async def run_interactive(self, stdin: TextIO | None = None, until: asyncio.Event | None = None) -> None:
-        """Read lines until ``quit``/``exit``, EOF, or ``until`` is set by a handled line (a
-        confirmed /shutdown), without blocking the event loop."""
+        """Read lines until ``quit``/``exit``, EOF, or ``until`` is set — by a handled line (a
+        confirmed /shutdown) or from outside (the trading task stopped on a storage fault, SPEC
+        M-1) — without blocking the event loop. Lines are read by a daemon thread, so a process
+        whose chat ends without input never waits for a line to exit."""
         stdin = stdin or sys.stdin
-        while True:
-            line = await asyncio.to_thread(stdin.readline)  # replay and timers keep running meanwhile
-            if not line or line.strip().lower() in ("quit", "exit"):
-                return
-            await self.handle_line(line)
-            if until is not None and until.is_set():
-                return
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    line = stdin.readline()
+                except (OSError, ValueError):
+                    line = ""
+                try:
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+                except RuntimeError:  # the loop is closed: nobody listens any more
+                    return
+                if not line:
+                    return
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        stopped = asyncio.ensure_future(until.wait()) if until is not None else None
+        try:
+            while True:
+                if until is not None and until.is_set():
+                    return
+                next_line = asyncio.ensure_future(lines.get())
+                waits = {next_line} if stopped is None else {next_line, stopped}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if not next_line.done():
+                    next_line.cancel()
+                    return
+                line = next_line.result()
+                if not line or line.strip().lower() in ("quit", "exit"):
+                    return
+                await self.handle_line(line)
+        finally:
+            if stopped is not None:
+                stopped.cancel()
 
     def _echo(self, text: str) -> None:
         print(text, file=self._out or sys.stdout, flush=True)

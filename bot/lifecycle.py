@@ -34,7 +34,10 @@ from aiogram.utils.formatting import Bold, Text, as_key_value, as_list
 
 from bot.notices import Category
 from bot.render import money, pct, render_summary
+from bot.render_audit import render_anchor
 from bot.shutdown import SHUTDOWN_TEXT  # one text for the console and the chat
+from storage.db import StorageFault
+from trading.domain.errors import OptiFlowError
 from trading.domain.sizing import equity_tier
 
 if TYPE_CHECKING:
@@ -86,10 +89,22 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-def build_card(runtime: "Runtime", mode: str, exchange: str, audit_head: str = "") -> Text:
+HALTED_FEED_STATE = "HALTED — database write failed, no new entries (M-1)"
+
+
+def halt_text(fault: BaseException, secrets: list[str] | None = None) -> Text:
+    """The alert for a failed database write (SPEC M-1), for the chat and the console: what
+    happened, what the bot did (no new entries; stops stay) and what to do."""
+    detail = redact(str(fault).splitlines()[0] if str(fault) else type(fault).__name__, secrets or [])[:400]
+    return Text("🛑 ", Bold("Trading halted: database write failed"), "\n", detail, "\n",
+                "No new entries. Open positions keep their stop-losses. Free the disk or fix the file, "
+                "then start again: the state up to the last good write is kept.")
+
+
+def build_card(runtime: "Runtime", mode: str, exchange: str, audit_head: tuple[int, str] | str = "") -> Text:
     """SPEC L-1: version, git commit, mode, exchange, equity tier, the limits in force, the
-    audit chain's head hash (A-1; 64 hex, shown shortened) and what the start-up reconciliation
-    found (L-3)."""
+    audit chain's head (A-1 anchor: ``SEQ:HASH`` in full; a bare hash is shown shortened) and
+    what the start-up reconciliation found (L-3)."""
     config = runtime.config
     engine = runtime.engine
     quote = config.account.quote
@@ -111,9 +126,23 @@ def build_card(runtime: "Runtime", mode: str, exchange: str, audit_head: str = "
                      f"{pct(account.max_total_margin_pct)} · position {pct(account.max_position_size_pct)} · "
                      f"drawdown pause {pct(account.drawdown_pause_pct)}"),
         *(as_key_value("Bot", line) for line in bots),
-        *([as_key_value("Audit head", f"{audit_head[:16]}…")] if audit_head else []),
+        *([_head_line(audit_head)] if audit_head else []),
         *_reconcile_lines(runtime),
     )
+
+
+def _head_line(audit_head: tuple[int, str] | str) -> Text:
+    if isinstance(audit_head, tuple):
+        return render_anchor(*audit_head)
+    return as_key_value("Audit head", f"{audit_head[:16]}…")
+
+
+def shutdown_text(reason: str, audit_head: tuple[int, str] | None) -> Text:
+    """"🛑 Bot shutting down… (reason)" and the audit head at that moment (SPEC L-2, A-1 anchor)."""
+    lines: list[Any] = [SHUTDOWN_TEXT, reason]
+    if audit_head is not None:
+        lines += ["\n", render_anchor(*audit_head)]
+    return Text(*lines)
 
 
 def _reconcile_lines(runtime: "Runtime") -> list[Text]:
@@ -150,7 +179,8 @@ class Lifecycle:
     # ------------------------------------------------------------------ start
     async def announce_start(self) -> Text:
         """Log the build card and queue it for the chat (SPEC L-1)."""
-        card = build_card(self.runtime, self.mode, self.exchange, await self.runtime.audit_head())
+        await self.runtime.audit_head()  # persists what is buffered first
+        card = build_card(self.runtime, self.mode, self.exchange, await self.runtime.store.audit.head())
         text, _ = card.render()
         for line in text.splitlines():
             log.info("build card: %s", line)
@@ -172,6 +202,19 @@ class Lifecycle:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.request_shutdown(s.name)))
 
+    def on_storage_fault(self, fault: StorageFault, stop_trading: asyncio.Event | None = None) -> None:
+        """``Database.on_fault`` listener (SPEC M-1): halt entries at once (the trading loop's
+        stop flag; /status says HALTED), remember the fault as the crash and request the
+        shutdown, whose crash message goes out without the database (the notifier keeps it in
+        memory when the outbox cannot be written)."""
+        self.crash = self.crash or fault
+        if stop_trading is not None:
+            stop_trading.set()
+        service = getattr(self.runtime, "service", None)
+        if service is not None:
+            service.feed_state = HALTED_FEED_STATE
+        asyncio.ensure_future(self.request_shutdown("storage fault: trading halted"))
+
     def watch(self, task: asyncio.Task) -> None:
         """Done-callback for a background task (the replay): an exception is a crash."""
         if task.cancelled():
@@ -182,13 +225,20 @@ class Lifecycle:
             asyncio.ensure_future(self.request_shutdown(f"crash: {type(error).__name__}"))
 
     def crash_text(self, error: BaseException) -> Text:
-        """The chat message for a crash: type and a redacted first line, no traceback."""
+        """The chat message for a crash: type and a redacted first line, no traceback (a
+        storage fault: :func:`halt_text`, SPEC M-1)."""
+        if isinstance(error, StorageFault):
+            return halt_text(error, self.secrets)
         detail = redact(str(error).splitlines()[0] if str(error) else "", self.secrets)[:300]
         return Text("💥 ", Bold("OptiFlow stopped on an error"), f": {type(error).__name__}",
                     f": {detail}" if detail else "", "\nSee the log for details.")
 
     def log_crash(self, error: BaseException) -> None:
-        """Log the crash with its traceback, secrets redacted."""
+        """Log the crash with its traceback, secrets redacted; an error of ours (a storage
+        fault, SPEC M-1) in one line — its message says everything."""
+        if isinstance(error, OptiFlowError):
+            log.error("stopped: %s", redact(f"{type(error).__name__}: {error}", self.secrets))
+            return
         text = "".join(traceback.format_exception(error))
         log.error("crash:\n%s", redact(text, self.secrets))
 
@@ -203,12 +253,16 @@ class Lifecycle:
                 log.error("replay did not stop within %s s", self.timeouts.replay)
             except Exception as exc:  # already reported through watch()
                 self.crash = self.crash or exc
-        summary = None
+        summary = head = None
         try:
             await asyncio.wait_for(self._stop_trading(), self.timeouts.orders)
             summary = render_summary(await runtime.service.summary())
         except Exception as exc:
             log.error("shutdown step failed: %s", redact(f"{type(exc).__name__}: {exc}", self.secrets))
+        try:
+            head = await runtime.store.audit.head()  # the anchor of what this run recorded (A-1)
+        except Exception as exc:
+            log.error("audit head not read: %s", type(exc).__name__)
         # What is still queued (entries, exits of the last moments) goes out first, merged into
         # as few messages as possible, so the shutdown message is the last one the trader sees.
         self.notifier.merge_after = 1
@@ -223,7 +277,7 @@ class Lifecycle:
             finals += await self.notifier.notify(
                 Category.LIFECYCLE, Text(Bold("Run summary"), "\n", summary), first=backlog)
         reason = f" ({self.reason})" if self.reason and self.crash is None else ""
-        finals += await self.notifier.notify(Category.LIFECYCLE, Text(SHUTDOWN_TEXT, reason), first=backlog)
+        finals += await self.notifier.notify(Category.LIFECYCLE, shutdown_text(reason, head), first=backlog)
         if backlog:
             # The shutdown message is the last one: stop once the final messages went out;
             # critical leftovers stay in the outbox for the next start.

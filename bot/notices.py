@@ -8,7 +8,7 @@ and a new risk stop from a repeated snapshot. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
 
 from aiogram.utils.formatting import Bold, Text
@@ -88,6 +88,9 @@ class Notice:
 
     category: Category
     text: Text
+    key: tuple[str, str] | None = None
+    """(bot, symbol) of the position it is about, (bot, "*") for a bot's risk stop, None for
+    the rest: the notifier keeps one key's messages in event order (SPEC T-4)."""
 
     @property
     def priority(self) -> Priority:
@@ -130,16 +133,19 @@ class NoticeBuilder:
             elif isinstance(event, Alert):
                 notices.append(Notice(Category.ALERT, Text(
                     "⚠️ ", Bold(event.kind), f" {event.bot} {event.symbol}".rstrip(), "\n", event.text,
-                )))
+                ), (event.bot, event.symbol) if event.bot and event.symbol else None))
             elif isinstance(event, OrderUpdated) and event.order.status is OrderStatus.REJECTED:
                 o = event.order
                 notices.append(Notice(Category.ORDER, Text(
                     "❗ ", Bold("Order rejected"), f" {o.symbol} {o.leg.value} {o.side.value} {plain(o.amount)}",
                     f" ({o.bot})\n", "Reason: ", o.reason or "not given",
-                )))
+                ), (o.bot, o.symbol)))
         return notices
 
     def _position(self, p: Position) -> list[Notice]:
+        return [replace(n, key=(p.bot, p.symbol)) for n in self._position_notices(p)]
+
+    def _position_notices(self, p: Position) -> list[Notice]:
         prev = self._positions.get(p.position_id)
         head = f" {p.side.value.upper()} {p.symbol} ({p.bot})"
         out: list[Notice] = []
@@ -197,4 +203,4 @@ class NoticeBuilder:
             "⛔ ", Bold("Risk stop"), f" {state.bot}: {state.halted_reason}\n",
             f"No new entries until the next UTC day ({state.day} closed for entries). "
             f"Realised today {money(state.realised_today, self.quote, signed=True)}, SL streak {state.sl_streak}.",
-        ))
+        ), (state.bot, "*"))

@@ -74,6 +74,7 @@ class _Outgoing:
     kind: Literal["text", "photo", "document"] = "text"
     markup: str = ""  # inline keyboard JSON, sent with this message
     attempts: int = field(default=0)
+    key: tuple[str, str] | None = None  # (bot, symbol) / (bot, "*"): kept in event order
 
 
 class Notifier:
@@ -162,12 +163,16 @@ class Notifier:
             self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def notify(self, category: Category, text: Text, *, first: bool = False,
-                     reply_markup: InlineKeyboardMarkup | None = None) -> list[int]:
+                     reply_markup: InlineKeyboardMarkup | None = None,
+                     key: tuple[str, str] | None = None) -> list[int]:
         """Queue ``text`` for every chat (critical ones are stored in the outbox first);
         ``first`` puts a critical text ahead of everything queued (the shutdown message when
         Telegram cannot take the backlog in time); ``reply_markup`` (e.g. a monitor alert's
         playbook button, M-1) goes with the last part and keeps the message out of merges.
-        Returns the outbox ids of critical parts."""
+        ``key`` — (bot, symbol) of the position, (bot, "*") for a bot's risk stop — keeps one
+        position's messages in event order: a critical one never overtakes an earlier queued
+        message of the same key (that one is sent first). Returns the outbox ids of critical
+        parts."""
         mode = self.mode(category)
         ids: list[int] = []
         if mode == "off":
@@ -181,13 +186,32 @@ class Notifier:
                 for n, part in enumerate(parts):
                     html = part.as_html()
                     keyboard = markup if n == len(parts) - 1 else ""
-                    outbox_id = await self.outbox.add(chat_id, category.value, html, silent, self._wall_ms(), keyboard)
-                    ids.append(outbox_id)
+                    outbox_id = await self._store(chat_id, category, html, silent, keyboard)
+                    if outbox_id is not None:
+                        ids.append(outbox_id)
                     self._push(_Outgoing(priority, chat_id, category, silent, html=html, outbox_id=outbox_id,
-                                         markup=keyboard), first=first)
+                                         markup=keyboard, key=key), first=first)
             else:
-                self._push(_Outgoing(priority, chat_id, category, silent, text=text, markup=markup))
+                self._push(_Outgoing(priority, chat_id, category, silent, text=text, markup=markup, key=key))
         return ids
+
+    async def _store(self, chat_id: int, category: Category, html: str, silent: bool, markup: str) -> int | None:
+        """Write a critical part to the outbox; None when the database refuses the write (SPEC
+        M-1: disk full, read-only, locked): the message is still queued, in memory only, so the
+        alert about a storage fault never depends on the storage."""
+        try:
+            return await self.outbox.add(chat_id, category.value, html, silent, self._wall_ms(), markup)
+        except Exception as exc:
+            log.error("outbox write failed (%s: %s); sending without it", type(exc).__name__, exc)
+            return None
+
+    async def _forget(self, outbox_id: int) -> None:
+        """Delete a sent critical part from the outbox; a failed delete is logged (the part may
+        be sent again after a restart, never lost)."""
+        try:
+            await self.outbox.delete(outbox_id)
+        except Exception as exc:
+            log.error("outbox delete failed (%s: %s)", type(exc).__name__, exc)
 
     async def send_photo(self, category: Category, png: bytes, filename: str, caption: Text) -> None:
         """Queue a photo (e.g. the daily chart, SPEC T-5) with a caption cut to 1024 characters."""
@@ -209,18 +233,35 @@ class Notifier:
     async def on_events(self, events: Sequence["Event"]) -> None:
         """Persister listener: notices for events already written to SQLite (SPEC T-4)."""
         for notice in self.builder.build(events):
-            await self.notify(notice.category, notice.text)
+            await self.notify(notice.category, notice.text, key=notice.key)
 
     async def notify_all(self, notices: Iterable[Notice]) -> None:
         """Queue several notices in order."""
         for notice in notices:
-            await self.notify(notice.category, notice.text)
+            await self.notify(notice.category, notice.text, key=notice.key)
 
     def _push(self, item: _Outgoing, first: bool = False, place: tuple[int, int, int] | None = None) -> None:
         key = -1 if first else int(item.priority)
+        if item.key is not None and place is None:
+            self._keep_order(item, key)
         heapq.heappush(self._heap, (*(place or (key, next(self._seq), 0)), item))
         self._idle.clear()
         self._wakeup.set()
+
+    def _keep_order(self, item: _Outgoing, key: int) -> None:
+        """SPEC T-4 per-position order: messages of ``item``'s key (same chat) still queued at
+        a lower priority move up to ``item``'s priority, keeping their earlier place in line,
+        so they go out before it (an entry before the stop-loss it led to)."""
+        bot, symbol = item.key  # type: ignore[misc]
+        moved = False
+        for n, entry in enumerate(self._heap):
+            other = entry[-1]
+            if (entry[0] > key and other.chat_id == item.chat_id and other.key is not None
+                    and other.key[0] == bot and (symbol == "*" or other.key[1] in (symbol, "*"))):
+                self._heap[n] = (key, *entry[1:])
+                moved = True
+        if moved:
+            heapq.heapify(self._heap)
 
     # ------------------------------------------------------------------ output
     @property
@@ -325,7 +366,7 @@ class Notifier:
             # Network trouble retries inside _deliver; a cancel (shutdown) keeps the rows.
             for entry in batch:
                 if entry.outbox_id is not None:
-                    await self.outbox.delete(entry.outbox_id)
+                    await self._forget(entry.outbox_id)
             return
         if len(batch) == 1:
             text = first.text
@@ -426,9 +467,16 @@ class Notifier:
             await self.bot.send_document(document=media, caption=caption, parse_mode="HTML", **common)
 
 
+def _units(text: str) -> int:
+    """UTF-16 code units of ``text``: how Telegram counts a message's length (an emoji is 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _chunks(batch: list[_Outgoing], limit: int = 4096) -> list[str]:
-    """Stored HTML texts of a critical batch joined into messages of at most ``limit``
-    characters (each text is whole, in order; the HTML length bounds the visible length)."""
+    """Stored HTML texts of a critical batch joined into messages of at most ``limit`` UTF-16
+    units (SPEC T-4: each text whole, in order). The HTML's own length bounds the visible
+    length Telegram checks (tags and entities only add), and it is counted in UTF-16 units as
+    Telegram counts — by code points an emoji-heavy backlog passed 4096 and was refused."""
     if len(batch) == 1:
         return [batch[0].html or ""]
     header = f"<b>🚨 {len(batch)} alerts</b>"
@@ -436,7 +484,7 @@ def _chunks(batch: list[_Outgoing], limit: int = 4096) -> list[str]:
     current = header
     for entry in batch:
         html = entry.html or ""
-        if len(current) + 2 + len(html) > limit:
+        if _units(current) + 2 + _units(html) > limit:
             chunks.append(current)
             current = html
         else:

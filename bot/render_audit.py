@@ -22,7 +22,10 @@ def render_audit(status: AuditStatus) -> Text:
     newest records: seq, time UTC, action, bot, symbol, side, size, short why."""
     check = status.verification
     if check.ok:
-        head = as_line("✅ Audit chain OK — ", f"{check.count} records, head ", Code(check.head_hash[:16]), end="")
+        head = as_line("✅ Audit chain OK — ", f"{check.count} records, head ",
+                       Code(f"{check.head_seq}:{check.head_hash[:16]}"), " · ledger matches", end="")
+    elif check.kind == "ledger":  # SPEC A-1: state edited without the audit
+        head = as_line("❌ State tables do not match the audit: ", check.problem, end="")
     else:
         head = as_line(f"❌ Audit chain BROKEN at seq {check.broken_seq}: ", check.problem, end="")
     if not status.last:
@@ -34,3 +37,9 @@ def render_audit(status: AuditStatus) -> Text:
         why = _why(r)
         lines.append(f"#{r.seq} {utc(r.ts)} {r.action} {parts}{size}" + (f" — {why}" if why else ""))
     return as_list(head, Bold("Last records"), *lines)
+
+
+def render_anchor(seq: int, digest: str) -> Text:
+    """The audit head as an anchor outside the file (SPEC A-1: build card, shutdown message,
+    daily report): ``SEQ:HASH`` in full, ready for ``optiflow audit verify --head SEQ:HASH``."""
+    return Text("🔗 Audit head ", Code(f"{seq}:{digest}"))

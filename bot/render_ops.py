@@ -31,6 +31,8 @@ def render_closes(results: list[CloseResult], what: str) -> Text:
 def render_status(summary: Summary, halted: dict[str, str], feed_state: str) -> Text:
     """/status: trading state, halted bots and why, paused symbols, feed state."""
     state = summary.trading_state.value + (f" ({summary.state_reason})" if summary.state_reason else "")
+    if feed_state.startswith("HALTED"):  # SPEC M-1: a failed database write stopped trading
+        state = "HALTED (database write failed: no new entries)"
     halted_text = ", ".join(f"{bot} ({reason})" for bot, reason in halted.items()) or "none"
     return as_list(
         as_line(Bold("Status"), f" — {summary.mode.upper()}", end=""),
@@ -66,11 +68,37 @@ def render_runtime(info: RuntimeInfo) -> Text:
     )
 
 
-def render_log(lines: list[str], n: int) -> Text:
-    """/log [n]: the last lines of the bot's log, as a preformatted block."""
+def render_log(lines: list[str], n: int, limit: int = 4096) -> list[Text]:
+    """/log [n]: the last lines of the bot's log as preformatted blocks, one message each of
+    at most ``limit`` UTF-16 units; the header shares the first message with the first lines
+    (a long log never sends a header alone). A line longer than a message is cut (…)."""
     if not lines:
-        return Text("The log is empty.")
-    return as_list(Bold(f"Last {len(lines)} of up to {n} log lines"), Pre("\n".join(lines)))
+        return [Text("The log is empty.")]
+    header = Bold(f"Last {len(lines)} of up to {n} log lines")
+    room = limit - len(header) - 16  # every page has room for the header, the block and a margin
+    pages: list[list[str]] = [[]]
+    used = 0
+    for line in lines:
+        line = _cut(line, room)
+        size = len(Text(line)) + 1  # the line and its newline
+        if pages[-1] and used + size > room:
+            pages.append([])
+            used = 0
+        pages[-1].append(line)
+        used += size
+    messages = [as_list(header, Pre("\n".join(pages[0])))]
+    messages += [Text(Pre("\n".join(page))) for page in pages[1:]]
+    return messages
+
+
+def _cut(line: str, units: int) -> str:
+    """``line`` shortened to at most ``units`` UTF-16 units (an ellipsis marks the cut)."""
+    if len(Text(line)) <= units:
+        return line
+    line = line[: units - 1]  # code points never fewer than UTF-16 units
+    while len(Text(line)) > units - 1:
+        line = line[:-1]
+    return line + "…"
 
 
 def render_playbooks() -> Text:

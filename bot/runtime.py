@@ -42,7 +42,7 @@ from trading.app.replay import ReplayFeed, ReplayResult, ReplaySource
 from trading.app.service import TradingService
 from trading.domain.audit import canonical_json, config_snapshot_id
 from trading.domain.config import TradingConfig
-from trading.domain.errors import DataError, ExchangeError, OrderRejected, UnknownSymbol
+from trading.domain.errors import DataError, ExchangeError, MissingData, OrderRejected, UnknownSymbol
 from trading.domain.events import EventBuffer
 from trading.domain.models import ExitReason, Market, Order, OrderLeg, Side
 from trading.engine.core import HOUR_MS, Engine
@@ -401,12 +401,12 @@ async def build_runtime(
         first = await reconciler.run()
         supervisor.reconciled(clock.now_ms())
         await persister.flush()
+        service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {})
+        feed = make_feed(engine, gateway, tracker, supervisor, service)  # may read files: inside the guard
+        user_stream = None if make_user_stream is None else make_user_stream(engine, reconciler.prefixes)
     except BaseException:
         await store.close()
         raise
-    service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {})
-    feed = make_feed(engine, gateway, tracker, supervisor, service)
-    user_stream = None if make_user_stream is None else make_user_stream(engine, reconciler.prefixes)
     runtime = Runtime(mode, config, store, venue, gateway, engine, clock, buffer, persister, supervisor, first,
                       service, feed, user_stream)
     # The playbook buttons "place stops again" and "reconcile" (T-6), for every venue.
@@ -442,8 +442,9 @@ async def build_paper_runtime(
                 continue
             try:
                 loaded = load_replay_candles(data_dir, symbol, profile.timeframe)  # S-6 proxy
-            except DataError as exc:
-                # A profile written for live may list markets without bundled candles.
+            except MissingData as exc:
+                # A profile written for live may list markets without bundled candles; a file
+                # that is there but broken stops the run (BadData), never silently used.
                 log.warning("%s; %s is not replayed", exc, symbol)
                 continue
             series[key] = loaded if end_ms is None else loaded.between(None, end_ms)

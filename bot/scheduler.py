@@ -59,10 +59,12 @@ class DailyReport:
         tz: the zone whose midnight ends a day (settings ``OPTIFLOW_REPORT_TZ``).
     """
 
-    def __init__(self, trading: "TradingService", notifier: "Notifier", tz: tzinfo = timezone.utc) -> None:
+    def __init__(self, trading: "TradingService", notifier: "Notifier", tz: tzinfo = timezone.utc,
+                 audit_head: "Callable[[], Awaitable[tuple[int, str]]] | None" = None) -> None:
         self.trading = trading
         self.notifier = notifier
         self.tz = tz
+        self.audit_head = audit_head  # SPEC A-1: the report carries the head as an anchor
         self.sent_days: list[date] = []
 
     async def send(self, day: date) -> None:
@@ -70,7 +72,12 @@ class DailyReport:
         start, end = day_bounds(day, self.tz)
         zone = "UTC" if self.tz in (timezone.utc,) or str(self.tz) == "UTC" else str(self.tz)
         report = await self.trading.period_report(f"Daily report {day.isoformat()} ({zone})", start, end)
-        await self.notifier.notify(Category.REPORT, render_report(report, self.trading.quote))
+        text = render_report(report, self.trading.quote)
+        if self.audit_head is not None:
+            from bot.render_audit import render_anchor
+
+            text = Text(text, "\n", render_anchor(*await self.audit_head()))
+        await self.notifier.notify(Category.REPORT, text)
         png = await self.trading.report_chart(report)
         await self.notifier.send_photo(Category.REPORT, png, f"daily-{day.isoformat()}.png", Text(report.title))
         self.sent_days.append(day)

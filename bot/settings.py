@@ -30,7 +30,8 @@ PROXY_SCHEMES = ("http", "https", "socks4", "socks5")
 class Settings(BaseSettings):
     """Environment settings; each field is the upper-case environment variable of its name.
 
-    telegram_allowed_user_ids: comma-separated Telegram user ids (SPEC T-1);
+    telegram_allowed_user_ids: comma-separated Telegram user ids of the owners (SPEC T-1);
+    telegram_trader_ids / telegram_viewer_ids: the other roles (see :mod:`bot.middlewares`);
     optiflow_mode: S-1 mode (``paper`` default; ``live`` also needs ``--live``); paths are relative to the
     working directory.
     """
@@ -38,7 +39,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     telegram_bot_token: SecretStr | None = None
-    telegram_allowed_user_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    telegram_allowed_user_ids: Annotated[tuple[int, ...], NoDecode] = ()  # owners: every command (T-1)
+    telegram_trader_ids: Annotated[tuple[int, ...], NoDecode] = ()  # pause/resume/close; no shutdown, no lift
+    telegram_viewer_ids: Annotated[tuple[int, ...], NoDecode] = ()  # status and reports only
     telegram_api_base: str | None = None  # a self-hosted Bot API server, e.g. http://127.0.0.1:8081
     telegram_proxy: SecretStr | None = None  # e.g. socks5://user:pass@host:1080 (needs aiogram[proxy])
     telegram_notify_chat_ids: Annotated[tuple[int, ...], NoDecode] = ()  # extra chats (a group) for notifications
@@ -60,12 +63,24 @@ class Settings(BaseSettings):
     binance_api_secret: SecretStr | None = None
     optiflow_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("telegram_allowed_user_ids", "telegram_notify_chat_ids", mode="before")
+    @field_validator("telegram_allowed_user_ids", "telegram_trader_ids", "telegram_viewer_ids",
+                     "telegram_notify_chat_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             parts = [p.strip() for p in value.split(",") if p.strip()]
             return tuple(parts)
+        return value
+
+    @field_validator("telegram_allowed_user_ids", "telegram_trader_ids", "telegram_viewer_ids")
+    @classmethod
+    def _users_not_chats(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        """Roles go to people (T-1): a group's chat id (negative) would hand its powers to every
+        member, so it is refused here (a group belongs in TELEGRAM_NOTIFY_CHAT_IDS)."""
+        for item in value:
+            if item <= 0:
+                raise ValueError(f"{item} is a group or channel chat id, not a user id; list the people, "
+                                 "and put the group in TELEGRAM_NOTIFY_CHAT_IDS")
         return value
 
     @field_validator(
@@ -138,14 +153,28 @@ class Settings(BaseSettings):
         return ZoneInfo(self.optiflow_report_tz)
 
     def notify_chat_ids(self) -> tuple[int, ...]:
-        """Chats that get notifications: each allowed user's private chat, then extra chats."""
-        return tuple(dict.fromkeys((*self.telegram_allowed_user_ids, *self.telegram_notify_chat_ids)))
+        """Chats that get notifications: each owner's and trader's private chat, then extra
+        chats (viewers read reports on demand, or in a group listed here)."""
+        return tuple(dict.fromkeys((*self.telegram_allowed_user_ids, *self.telegram_trader_ids,
+                                    *self.telegram_notify_chat_ids)))
 
     def allowed_user_ids(self) -> frozenset[int]:
-        """The allow-list; in console mode an empty list admits the console user only."""
+        """Everyone who may use the bot (owners, traders, viewers; SPEC T-1); in console mode an
+        empty list admits the console user only."""
         if self.telegram_allowed_user_ids or self.telegram_bot_token is not None:
-            return frozenset(self.telegram_allowed_user_ids)
+            return frozenset(self.user_roles())
         return frozenset({CONSOLE_USER_ID})
+
+    def user_roles(self) -> dict[int, str]:
+        """User id → ``owner`` / ``trader`` / ``viewer`` (SPEC T-1); someone in two lists gets
+        the stronger role. The console user is the owner."""
+        roles: dict[int, str] = {}
+        for role, ids in (("viewer", self.telegram_viewer_ids), ("trader", self.telegram_trader_ids),
+                          ("owner", self.telegram_allowed_user_ids)):
+            roles.update(dict.fromkeys(ids, role))
+        if not roles and self.telegram_bot_token is None:
+            roles[CONSOLE_USER_ID] = "owner"
+        return roles
 
 
 def load_settings() -> Settings:

@@ -71,11 +71,28 @@ async def on_unknown_command(message: Message) -> None:
     await message.answer(text=f"{word} is not available in this run. /help lists the commands.", parse_mode=None)
 
 
+async def on_plain_text(message: Message) -> None:
+    """Any other message (plain text such as "hello" or "summary", a 5,000-character paste, a
+    sticker): one line pointing to /help, naming the command when the first word is one (SPEC
+    T-2) — never silence. Nothing of the text is echoed beyond that word."""
+    from bot.render import COMMANDS
+
+    word = (message.text or "").strip().split(maxsplit=1)[0].lstrip("/").lower()[:32] if message.text else ""
+    known = {command for _, items in COMMANDS for command, _ in items}
+    if word in known:
+        text = f"Commands start with a slash: /{word}. /help lists them all."
+    else:
+        text = "I answer commands only, e.g. /summary or /open. /help lists them all."
+    await message.answer(text=text, parse_mode=None)
+
+
 def build_fallback_router() -> Router:
-    """Router to include LAST: answers callback queries and /commands nobody else handled."""
+    """Router to include LAST: answers callback queries, /commands and any other message
+    nobody else handled."""
     router = Router(name="fallback")
     router.callback_query.register(on_unknown_callback)
     router.message.register(on_unknown_command, F.text.startswith("/"))
+    router.message.register(on_plain_text)
     return router
 
 

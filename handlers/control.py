@@ -25,7 +25,8 @@ async def _set_many(trading: "TradingService", symbols: tuple[str, ...], pause: 
         await trading.set_paused(symbol, pause)
 
 
-async def on_pause_command(message: Message, command: CommandObject, trading: "TradingService") -> None:
+async def on_pause_command(message: Message, command: CommandObject, trading: "TradingService",
+                           role: str = "owner") -> None:
     """``/pause`` → toggles; ``/pause SYMBOL`` / ``/pause BOT`` / ``/pause all`` (and /resume
     alike) → apply (SPEC R-7 "per symbol, per bot, or everything").
 
@@ -40,7 +41,7 @@ async def on_pause_command(message: Message, command: CommandObject, trading: "T
         markup = pause_keyboard(trading.symbols(), await trading.paused_symbols(), await trading.bot_pause_states())
         await message.answer(**render_pause_menu().as_kwargs(), reply_markup=markup)
         if not pause:
-            await _offer_lift(message, trading, message.from_user.id)
+            await _offer_lift(message, trading, message.from_user.id, role)
         return
     if len(args) > 1:
         await message.answer(**render_usage(usage).as_kwargs())
@@ -59,22 +60,25 @@ async def on_pause_command(message: Message, command: CommandObject, trading: "T
             await trading.set_bot_paused(bot, pause)
             await message.answer(**render_bot_paused(bot, pause).as_kwargs())
             if not pause:
-                await _offer_lift(message, trading, message.from_user.id)
+                await _offer_lift(message, trading, message.from_user.id, role)
             return
     await _set_many(trading, symbols, pause)
     await message.answer(**render_paused(symbols, pause).as_kwargs())
     if not pause:
-        await _offer_lift(message, trading, message.from_user.id)
+        await _offer_lift(message, trading, message.from_user.id, role)
 
 
-async def _offer_lift(message: Message, trading: "TradingService", user_id: int) -> None:
-    """After a resume: if a risk rule stopped a bot for the day, entries stay blocked until the
-    trader lifts that stop through a confirm dialog (SPEC T-1 "resume after a risk stop")."""
+async def _offer_lift(message: Message, trading: "TradingService", user_id: int, role: str = "owner") -> None:
+    """After a resume: if a risk rule stopped a bot for the day, entries stay blocked until an
+    owner lifts that stop through a confirm dialog (SPEC T-1 "resume after a risk stop"; a
+    trader is told only an owner can)."""
     halted = trading.halted_bots()
     if halted:
-        await message.answer(
-            text="Still stopped by a risk rule: " + ", ".join(f"{b} ({r})" for b, r in halted.items()), parse_mode=None
-        )
+        stopped = "Still stopped by a risk rule: " + ", ".join(f"{b} ({r})" for b, r in halted.items())
+        if role != "owner":
+            await message.answer(text=stopped + " — only an owner can lift it.", parse_mode=None)
+            return
+        await message.answer(text=stopped, parse_mode=None)
         await ask_confirmation(message, trading, user_id, LIFT_RISK_STOP, ", ".join(halted))
 
 
@@ -101,14 +105,15 @@ async def on_pause_symbol(
 
 
 async def on_pause_all(
-    query: CallbackQuery, callback_data: PauseAllCb, trading: "TradingService", callback_answer: CallbackAnswer
+    query: CallbackQuery, callback_data: PauseAllCb, trading: "TradingService", callback_answer: CallbackAnswer,
+    role: str = "owner",
 ) -> None:
     """Pause or resume every symbol, then redraw the keyboard."""
     await _set_many(trading, trading.symbols(), callback_data.pause)
     callback_answer.text = "Paused all symbols" if callback_data.pause else "Resumed all symbols"
     await _refresh(query, trading)
     if not callback_data.pause and isinstance(query.message, Message):
-        await _offer_lift(query.message, trading, query.from_user.id)
+        await _offer_lift(query.message, trading, query.from_user.id, role)
 
 
 async def on_pause_bot(

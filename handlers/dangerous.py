@@ -18,6 +18,7 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.formatting import Text
 
+from bot.middlewares import OWNER_ACTIONS
 from bot.render import render_usage
 from bot.render_ops import render_closes, render_confirm
 from handlers.common import answer_text
@@ -97,9 +98,14 @@ async def on_shutdown(message: Message, command: CommandObject, trading: "Tradin
 async def on_close_button(
     query: CallbackQuery, callback_data: ClosePositionCb, trading: "TradingService", callback_answer: CallbackAnswer
 ) -> None:
-    """The ❌ Close button under /open → confirm dialog for that symbol."""
+    """The ❌ Close button under /open → confirm dialog for that symbol, only while a position
+    is still open on it (SPEC T-3: a stale button says so instead of asking)."""
     if callback_data.symbol not in trading.symbols() or not isinstance(query.message, Message):
         callback_answer.text = REFUSALS["unknown"]
+        return
+    if not any(p.symbol == callback_data.symbol for p in await trading.open_positions()):
+        callback_answer.text = f"No open position on {callback_data.symbol} any more."
+        callback_answer.show_alert = True
         return
     await ask_confirmation(query.message, trading, query.from_user.id, CLOSE, callback_data.symbol)
     callback_answer.text = "Confirm the close"
@@ -122,8 +128,10 @@ async def on_confirm(
     trading: "TradingService",
     callback_answer: CallbackAnswer,
     request_shutdown: RequestShutdown | None = None,
+    role: str = "owner",
 ) -> None:
-    """Run (or cancel) a stored confirmation if it is this user's, unexpired and unused."""
+    """Run (or cancel) a stored confirmation if it is this user's, unexpired and unused; a
+    shutdown or a lifted risk stop only for an owner (SPEC T-1 roles)."""
     user_id = query.from_user.id
     if not callback_data.ok:
         if not await trading.cancel_confirmation(callback_data.id, user_id):
@@ -140,6 +148,12 @@ async def on_confirm(
             await _drop_keyboard(query, REFUSALS["expired"])
         return
     action, arg = taken
+    if action in OWNER_ACTIONS and role != "owner":  # defence in depth: such a dialog is never offered
+        callback_answer.text = f"⛔ {action.lower().replace('_', ' ')} needs the owner role; you are a {role}."
+        callback_answer.show_alert = True
+        await trading.record_command("refused", why={"user_id": user_id, "role": role, "asked": action,
+                                                     "needs": "owner"})
+        return
     log.warning("T-1: user id=%s confirmed %s %s", user_id, action, arg)
     if action == SHUTDOWN:
         if request_shutdown is None:

@@ -100,7 +100,8 @@ async def on_log(message: Message, command: CommandObject, log_buffer: "RingBuff
     if log_buffer is None:
         await message.answer(text="The log buffer is not enabled in this run.", parse_mode=None)
         return
-    await answer_text(message, render_log(log_buffer.tail(n), n))
+    for page in render_log(log_buffer.tail(n), n):
+        await answer_text(message, page)
 
 
 def build_router() -> Router:

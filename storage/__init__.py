@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from storage.db import Database, StorageError
+from storage.db import Database, StorageError, StorageFault
+from storage.lock import DatabaseInUse
 from storage.migrations import SCHEMA_VERSION
 from storage.repositories import (
     AccountRepository,
+    AuditMismatch,
     AuditRepository,
     BlacklistRepository,
     ConfigSnapshotRepository,
@@ -35,7 +37,7 @@ from storage.repositories import (
     SignalRepository,
 )
 
-__all__ = ["SCHEMA_VERSION", "Database", "Storage", "StorageError"]
+__all__ = ["SCHEMA_VERSION", "AuditMismatch", "Database", "DatabaseInUse", "Storage", "StorageError", "StorageFault"]
 
 
 class Storage:
@@ -66,12 +68,37 @@ class Storage:
 
     @classmethod
     async def open(cls, path: str | Path) -> "Storage":
-        """Open (create, migrate) the SQLite file at ``path``.
+        """Open (create, check, migrate) the SQLite file at ``path``, holding its process lock
+        until :meth:`close` (SPEC L-4: one process per database).
 
         Raises:
-            StorageError: the file cannot be opened or its schema is newer than this code.
+            DatabaseInUse: another process has the file open (the message names its pid).
+            StorageError: the file cannot be opened, is corrupt, or its schema is newer than
+                this code.
+            AuditMismatch: the audit's head marker or the ledger of the balance and the open
+                positions disagrees with the file (SPEC A-1): it was edited outside OptiFlow.
         """
-        return cls(await Database.open(path))
+        store = cls(await Database.open(path))
+        try:
+            await store.audit.check_at_start()  # SPEC A-1: never trade on a file edited outside
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @classmethod
+    async def open_for_reading(cls, path: str | Path) -> "Storage":
+        """The storage of an existing file for the read-only tools (``audit verify``,
+        ``audit export``): with the process lock when the file is free, else read-only beside
+        the process that holds it (read-only: nothing written; an older schema is refused).
+
+        Raises:
+            StorageError: as :meth:`open`, or a read-only open of an older schema.
+        """
+        try:
+            return cls(await Database.open(path))  # no start check: verify reports it in full
+        except DatabaseInUse:
+            return cls(await Database.open_readonly(path))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:

@@ -240,9 +240,15 @@ V7_LIMIT_PRICE = """
 ALTER TABLE orders ADD COLUMN price TEXT;
 """
 
+V8_AUDIT_BY_ACTION = """
+-- SPEC A-1 ledger: the last BALANCE / POSITION record and the EXIT / RISK_ALLOWED records of
+-- orders in flight are found by action without reading the whole log (at start, every flush).
+CREATE INDEX ix_audit_action ON audit (action);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL, V2_SIGNAL_ANALYTICS, V3_RISK_AND_EXITS, V4_AUDIT, V5_CHAT_CONFIRMATIONS_AND_INCIDENTS,
-    V6_NOTIFICATION_OUTBOX, V7_LIMIT_PRICE,
+    V6_NOTIFICATION_OUTBOX, V7_LIMIT_PRICE, V8_AUDIT_BY_ACTION,
 )
 """Every step in order; step ``i`` upgrades user_version ``i`` → ``i + 1``."""
 

@@ -9,12 +9,14 @@ SQLite errors (``sqlite3.Error``) propagate.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from storage.db import Database
+from trading.domain.errors import OptiFlowError
 from trading.app.analytics import (
     SCORE_BELOW_MIN,
     BlockerCount,
@@ -23,7 +25,19 @@ from trading.app.analytics import (
     SymbolSignalStats,
     percent,
 )
-from trading.domain.audit import GENESIS, AuditEntry, AuditRecord, Verification, chain, sha256_hex, verify
+from trading.domain.audit import (
+    BALANCE,
+    GENESIS,
+    POSITION,
+    AuditEntry,
+    AuditRecord,
+    Verification,
+    chain,
+    check_ledger,
+    position_state,
+    sha256_hex,
+    verify,
+)
 from trading.domain.models import (
     Account,
     EquitySnapshot,
@@ -488,6 +502,12 @@ class RuntimeRepository(_Repository):
         )
 
 
+class AuditMismatch(OptiFlowError):
+    """The file's audit trail and its state disagree at start (SPEC A-1): a cut tail, a
+    rewritten head marker, or a balance / open position edited without the audit. One line fit
+    for the trader; the bot refuses to trade on it."""
+
+
 AUDIT_HEAD_KEY = "audit_head"  # runtime key: "seq:hash" of the last record written (tail-cut check)
 
 
@@ -505,10 +525,16 @@ class AuditRepository(_Repository):
 
     async def append(self, entries: Sequence[AuditEntry], config_id: str) -> list[AuditRecord]:
         """Chain and insert ``entries`` (in the caller's transaction, or one of their own);
-        returns the stored records."""
+        returns the stored records. A BALANCE entry equal to the last stored one is dropped
+        (a restart re-reads the same balance; the ledger only records changes)."""
         if not entries:
             return []
         async with self._db._joined():
+            if any(e.action == BALANCE for e in entries):
+                last = await self._last_why(BALANCE)
+                entries = [e for e in entries if e.action != BALANCE or e.why != last]
+                if not entries:
+                    return []
             seq, prev = await self.head()
             records = chain(entries, head_seq=seq, head_hash=prev, config_id=config_id)
             await self._db.executemany(
@@ -522,6 +548,67 @@ class AuditRepository(_Repository):
                 (AUDIT_HEAD_KEY, f"{last.seq}:{last.hash}"),
             )
         return records
+
+    async def _last_why(self, action: str, position_id: str | None = None) -> tuple[int, dict] | None:
+        """(seq, rationale) of the newest record of ``action`` (of one position), or None."""
+        if position_id is None:
+            row = await self._db.fetchone("SELECT seq, why FROM audit WHERE action = ? ORDER BY id DESC LIMIT 1",
+                                          (action,))
+        else:
+            row = await self._db.fetchone(
+                "SELECT seq, why FROM audit WHERE action = ? AND json_extract(why, '$.position_id') = ?"
+                " ORDER BY id DESC LIMIT 1", (action, position_id))
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    async def marker(self) -> tuple[int, str] | None:
+        """The head marker (seq, hash) written with the last append, or None."""
+        row = await self._db.fetchone("SELECT value FROM runtime WHERE key = ?", (AUDIT_HEAD_KEY,))
+        if row is None:
+            return None
+        seq_text, _, digest = row[0].partition(":")
+        return (int(seq_text), digest) if seq_text.isdigit() else (-1, digest)
+
+    async def check_at_start(self) -> None:
+        """The cheap half of ``audit verify`` a start runs before trusting the file (SPEC A-1,
+        L-3): the head marker names the last record (a tail cut and restarted over would
+        re-use its seqs), and the account and every open position equal their last BALANCE /
+        POSITION records (a balance or a position edited without the audit).
+
+        Raises:
+            AuditMismatch: naming what disagrees; the bot must not trade on such a file.
+        """
+        seq, digest = await self.head()
+        marker = await self.marker()
+        if seq and marker is None:
+            raise AuditMismatch("the audit head marker is missing (deleted)")
+        if marker is not None and marker != (seq, digest):
+            if marker[0] > seq:
+                raise AuditMismatch(f"audit records after seq {seq} are missing (the head marker says seq {marker[0]}): "
+                                    "the tail was deleted")
+            raise AuditMismatch(f"the audit head marker says {marker[0]}:{marker[1][:12]}… but the last record is "
+                                f"{seq}:{digest[:12]}…: the marker or the tail was rewritten")
+        balance = await self._last_why(BALANCE)
+        if balance is not None:
+            row = await self._db.fetchone("SELECT balance, peak_equity FROM account WHERE id = 1")
+            state = None if row is None else {"balance": row[0], "peak_equity": row[1]}
+            if state != balance[1]:
+                raise AuditMismatch(f"the account ({state}) differs from its audit record seq {balance[0]} "
+                                    f"({balance[1]}): edited without the audit")
+        rows = await self._db.fetchall("SELECT * FROM positions WHERE closed_ms IS NULL")
+        for row in rows:
+            position = PositionRepository._position(row)
+            audited = await self._last_why(POSITION, position.position_id)
+            if audited is None:
+                if balance is not None:  # the ledger records exist: an open position must have one
+                    raise AuditMismatch(f"open position {position.position_id} is in no audit record: "
+                                        "inserted without the audit")
+                continue
+            state = position_state(position)
+            wrong = [name for name, value in audited[1].items() if state.get(name) != value]
+            if wrong:
+                raise AuditMismatch(f"open position {position.position_id}: {wrong[0]} is {state.get(wrong[0])}, "
+                                    f"its audit record seq {audited[0]} says {audited[1][wrong[0]]}: edited without "
+                                    "the audit")
 
     async def list(self, since_ms: int | None = None, until_ms: int | None = None) -> list[AuditRecord]:
         """Records with ``since_ms <= ts < until_ms`` (either bound optional), in storage order."""
@@ -541,15 +628,13 @@ class AuditRepository(_Repository):
         row = await self._db.fetchone("SELECT COUNT(*) FROM audit")
         return int(row[0])
 
-    async def verify(self) -> Verification:
-        """Verify the whole chain and the head marker (see :func:`trading.domain.audit.verify`)."""
+    async def verify(self, anchors: Sequence[tuple[int, str]] = ()) -> Verification:
+        """Verify the whole chain, the head marker, the outside ``anchors`` ((seq, hash or a
+        prefix of ≥ 16 hex digits) from a build card, shutdown message or daily report), the
+        config snapshots the records cite, and replay the ledger against the state tables
+        (see :func:`trading.domain.audit.verify` and :func:`~trading.domain.audit.check_ledger`)."""
         records = await self.list()
-        marker = await self._db.fetchone("SELECT value FROM runtime WHERE key = ?", (AUDIT_HEAD_KEY,))
-        head = None
-        if marker is not None:
-            seq_text, _, digest = marker[0].partition(":")
-            head = (int(seq_text), digest) if seq_text.isdigit() else (0, GENESIS)
-        result = verify(records, head)
+        result = verify(records, await self.marker(), anchors, marker_required=True)
         if not result.ok:
             return result
         # Each cited config snapshot exists and still hashes to its id (an edited risk limit
@@ -561,7 +646,16 @@ class AuditRepository(_Repository):
             if state is not True:
                 what = "is missing" if state is None else "was edited"
                 return Verification(False, result.count, result.head_hash, record.seq,
-                                    f"record seq {record.seq}: config snapshot {record.config_id[:12]}… {what}")
+                                    f"record seq {record.seq}: config snapshot {record.config_id[:12]}… {what}",
+                                    head_seq=result.head_seq)
+        orders = [OrderRepository._order(r) for r in await self._db.fetchall("SELECT * FROM orders")]
+        fills = await FillRepository(self._db).list()
+        positions = [PositionRepository._position(r) for r in await self._db.fetchall("SELECT * FROM positions")]
+        account = await AccountRepository(self._db).get()
+        problem = check_ledger(records, orders=orders, fills=fills, positions=positions, account=account)
+        if problem is not None:
+            return Verification(False, result.count, result.head_hash, problem.seq, problem.problem, "ledger",
+                                result.head_seq)
         return result
 
     async def exit_reasons(self, client_order_ids: Sequence[str]) -> dict[str, str]:

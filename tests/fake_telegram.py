@@ -6,6 +6,13 @@ updates (long polling: it waits until an update is queued or the poll times out,
 getMe, deleteWebhook, setMyCommands, sendMessage, sendPhoto and sendDocument (JSON or multipart;
 uploaded files are kept), editMessageText, editMessageReplyMarkup, answerCallbackQuery.
 
+Strict like the real Bot API (https://core.telegram.org/bots/api#sendmessage): a text longer
+than 4096 characters after entity parsing is refused with 400 "Bad Request: message is too
+long", a caption longer than 1024 with 400 "Bad Request: message caption is too long", an empty
+text with 400 "Bad Request: message text is empty". Length is counted after parsing the HTML
+(tags dropped, entities unescaped) in UTF-16 code units, as Telegram counts entity offsets — the
+stricter reading for emoji. The refused calls are in ``refused`` with status 400.
+
 Injected errors (like aiogram's ``tests/mocked_bot.py`` queue of responses): ``fake.fail(...)``
 queues one error answer for the next matching call — a 429 with ``retry_after`` or any other
 code; ``fake.fail_all`` answers every non-polling call with that status until reset. Refused
@@ -15,8 +22,10 @@ calls are in ``fake.refused``, not in ``fake.calls``. Only 127.0.0.1 is used.
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +36,16 @@ import pytest
 from aiohttp import web
 
 SENDING = ("sendmessage", "sendphoto", "senddocument")
+MESSAGE_LIMIT, CAPTION_LIMIT = 4096, 1024
+_TAG = re.compile(r"<[^>]*>")
+
+
+def visible_length(text: str, parse_mode: str | None) -> int:
+    """Length of ``text`` as Telegram counts it after entity parsing: UTF-16 code units of the
+    text without HTML tags and with HTML entities unescaped (``parse_mode`` HTML)."""
+    if parse_mode and parse_mode.upper() == "HTML":
+        text = html.unescape(_TAG.sub("", text))
+    return len(text.encode("utf-16-le")) // 2
 
 
 @dataclass(slots=True)
@@ -197,6 +216,10 @@ class FakeTelegram:
         if error is not None:
             self.refused.append((method, params, error.status))
             return self._error(error)
+        refusal = self._bad_request(method, params)
+        if refusal is not None:
+            self.refused.append((method, params, 400))
+            return self._error(InjectedError(400, method=method, description=refusal))
         self.calls.append((method, params))
         self.files += [(method, key, value["data"]) for key, value in params.items()
                        if isinstance(value, dict) and "data" in value]
@@ -213,6 +236,21 @@ class FakeTelegram:
         if method == "editmessagereplymarkup":
             return self._ok(self._message(params, message_id=int(params.get("message_id") or 0)))
         return self._ok(True)  # answerCallbackQuery, setMyCommands, deleteWebhook, ...
+
+    @staticmethod
+    def _bad_request(method: str, params: dict[str, Any]) -> str | None:
+        """The description Telegram answers a malformed call with, or None."""
+        mode = params.get("parse_mode")
+        if method in ("sendmessage", "editmessagetext"):
+            text = str(params.get("text") or "")
+            if not text.strip():
+                return "Bad Request: message text is empty"
+            if visible_length(text, mode) > MESSAGE_LIMIT:
+                return "Bad Request: message is too long"
+        if method in ("sendphoto", "senddocument", "editmessagecaption") and params.get("caption"):
+            if visible_length(str(params["caption"]), mode) > CAPTION_LIMIT:
+                return "Bad Request: message caption is too long"
+        return None
 
     async def _get_updates(self, params: dict[str, Any]) -> web.Response:
         offset = int(params.get("offset") or 0)

@@ -188,7 +188,8 @@ async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_pa
     assert returncode == 0, log[-2000:]
     card = texts()[0]
     assert card.startswith("<b>🚀 OptiFlow") and "DEMO" in card and "binanceusdm" in card and "Audit head" in card
-    assert texts()[-1] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={allowed})"
+    assert texts()[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={allowed})"
+    assert "🔗 Audit head <code>" in texts()[-1]  # A-1 anchor
     assert texts()[-2].startswith("<b>Run summary</b>")
     everything = log + "\n".join(texts())
     assert "Traceback" not in log

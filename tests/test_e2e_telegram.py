@@ -78,7 +78,7 @@ async def test_acceptance_allowed_user_session_ends_with_confirmed_shutdown_T2_T
     stderr = (tmp_path / "stderr.txt").read_text()
     assert returncode == 0, stderr[-2000:]
     assert "Traceback" not in stderr and "TEST-TOKEN" not in stderr
-    assert texts()[-1] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={ALLOWED})"
+    assert texts()[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={ALLOWED})"
     assert texts()[-2].startswith("<b>Run summary</b>")  # L-2: the summary, then the shutdown message
     assert texts()[0].startswith("<b>🚀 OptiFlow") and "Audit head" in texts()[0]  # L-1 build card first
     [(_, field, photo)] = [f for f in fake.files if f[0] == "sendphoto"]

@@ -63,7 +63,7 @@ async def test_l1_l2_card_then_request_shutdown_from_chat_sends_summary_and_shut
     card = texts[0]
     for fragment in ("Mode:</b> PAPER", "Exchange:</b> simulated Binance", "Tier:</b>", "Limits:</b> daily loss 2.00%"):
         assert fragment in card
-    assert texts[-1] == f"{SHUTDOWN_TEXT} (/shutdown by {USER})"
+    assert texts[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (/shutdown by {USER})"
     assert texts[-2].startswith("<b>Run summary</b>") and "Balance" in texts[-2]
     assert "deletewebhook" in [m for m, _ in fake.calls]
     assert any(t.startswith("<b>Daily report 2025-06-03 (UTC)</b>") for t in texts)
@@ -99,7 +99,7 @@ async def test_l2_a_crash_in_the_trading_loop_is_reported_in_chat_and_exits_1(fa
     texts = fake.texts_to(USER)
     crash = next(t for t in texts if "stopped on an error" in t)
     assert "ZeroDivisionError" in crash and TOKEN not in "\n".join(texts)
-    assert texts[-1] == SHUTDOWN_TEXT and texts.index(crash) < len(texts) - 1
+    assert texts[-1].split("\n")[0] == SHUTDOWN_TEXT and texts.index(crash) < len(texts) - 1
 
 
 async def test_l2_flatten_closes_positions_and_a_crash_is_reported_without_secrets(fake, tmp_path, data_dir):
@@ -128,7 +128,7 @@ async def test_l2_flatten_closes_positions_and_a_crash_is_reported_without_secre
     texts = fake.texts_to(USER)
     crash = next(t for t in texts if "stopped on an error" in t)
     assert "RuntimeError" in crash and "***" in crash and TOKEN not in "\n".join(texts)
-    assert texts.index(crash) < len(texts) - 2 and texts[-1] == SHUTDOWN_TEXT
+    assert texts.index(crash) < len(texts) - 2 and texts[-1].split("\n")[0] == SHUTDOWN_TEXT
 
 
 @pytest.mark.parametrize(("variable", "value"), [
@@ -216,6 +216,6 @@ async def test_l2_sigterm_takes_the_same_shutdown_path_and_interval_hooks_alert_
     finally:
         await runtime.close()
     texts = fake.texts_to(USER)
-    assert texts[-1] == f"{SHUTDOWN_TEXT} (SIGTERM)" and texts[-2].startswith("<b>Run summary</b>")
+    assert texts[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (SIGTERM)" and texts[-2].startswith("<b>Run summary</b>")
     alert = next(p for p in fake.calls_of("sendMessage") if p["text"] == "⚠️ Position without stop: BTC")
     assert "pb|NO_STOP" in alert["reply_markup"] and alerts == [1]

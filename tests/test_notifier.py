@@ -260,3 +260,43 @@ def test_t4_notice_kinds_from_position_and_risk_snapshots():
                      False, DAY0, status=OrderStatus.REJECTED, reason="-2019 Margin is insufficient")
     [notice] = NoticeBuilder().build([OrderUpdated(rejected)])
     assert notice.category is Category.ORDER and "-2019 Margin is insufficient" in notice.text.as_html()
+
+
+async def test_t4_backlog_of_200_critical_alerts_all_arrive_none_over_the_limit(fake, tmp_path):
+    """Issue 15: 200 critical alerts left in the outbox by a run that could not send them (stop-
+    losses, risk stops, monitor alerts with emoji, escaped symbols, a few near the 4096 limit on
+    their own). The next start sends every one, whole and in order, in merged messages the fake
+    Bot API accepts (it refuses > 4096 characters after entity parsing, as Telegram does, counted
+    in UTF-16: each emoji is 2), and the outbox ends empty: nothing refused, nothing dropped."""
+    from tests.fake_telegram import MESSAGE_LIMIT, visible_length
+
+    store = await Storage.open(tmp_path / "backlog.db")
+    bodies = []
+    for i in range(200):
+        if i % 50 == 7:  # a long alert on its own, just under the limit once parsed
+            body = Text(f"⚠️ STALE_FEED #{i:03d}\n", "🛑" * 1000, "\n", "x" * 2000).as_html()
+        else:
+            body = Text("🛑 ", f"Stop-loss LONG BTC/USDT:USDT (main) #{i:03d}\n", "Entry 65000 → exit 64480 ",
+                        "<risk> & more 🔻🔻🔻\n", "Net PnL -3.21 USDT ⛔⛔").as_html()
+        assert visible_length(body, "HTML") <= MESSAGE_LIMIT
+        bodies.append(body)
+        await store.outbox.add(CHAT, "stop_loss", body, False, DAY0 + i, "")
+    bot = make_bot(fake)
+    clock = FakeTime()
+    notifier = Notifier(bot, store.outbox, [CHAT], clock=clock.clock, sleep=clock.sleep)
+    try:
+        await notifier.start()
+        assert await notifier.drain(timeout=60)
+        assert await store.outbox.pending() == []
+    finally:
+        await notifier.close(timeout=1)
+        await bot.session.close()
+        await store.close()
+    assert fake.refused == [] and notifier.dropped == 0
+    sent = fake.texts_to(CHAT)
+    assert all(visible_length(t, "HTML") <= MESSAGE_LIMIT for t in sent)
+    assert len(sent) < 200  # merged, not one message each
+    joined = "\n\n".join(sent)
+    positions = [joined.find(body) for body in bodies]
+    assert all(p >= 0 for p in positions), "an alert was lost"
+    assert positions == sorted(positions)  # in the order they happened

@@ -62,7 +62,10 @@ async def test_l3_o5_position_that_lost_its_stop_gets_it_back_before_any_entry(t
         assert [o.client_order_id for o in stored] == [stops[0].client_order_id]
         record = [r for r in await runtime.store.audit.last(5) if r.action == "RECONCILE"][-1]
         assert record.why["repaired"] == report.repaired
-        assert (await runtime.store.audit.verify()).ok
+        # The chain verifies; the ledger replay still sees that the lost stop's row was
+        # deleted outside the bot (its ORDER_PLACED record has no row any more).
+        check = await runtime.store.audit.verify()
+        assert check.kind == "ledger" and "-sl is missing from the orders table" in check.problem
     finally:
         await runtime.close()
 

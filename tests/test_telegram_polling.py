@@ -82,7 +82,7 @@ async def test_optiflow_run_over_telegram_and_sigint_shuts_down_cleanly(fake, tm
     assert "setmycommands" in methods and "deletewebhook" in methods
     texts = fake.texts_to(ALLOWED)
     assert texts[0].startswith("<b>🚀 OptiFlow")
-    assert texts[-1] == "🛑 Bot shutting down… (SIGINT)", log[-3000:]
+    assert texts[-1].split("\n")[0] == "🛑 Bot shutting down… (SIGINT)", log[-3000:]
     assert texts[-2].startswith("<b>Run summary</b>")
     assert Path(tmp_path / "run.db").stat().st_size > 0
     with sqlite3.connect(tmp_path / "run.db") as db:

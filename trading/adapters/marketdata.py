@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from array import array
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from trading.domain.errors import DataError
-from trading.domain.models import Candle, Market
+from trading.domain.errors import BadData, MissingData
+from trading.domain.models import TIMEFRAME_MS, Candle, Market
 
 
 
@@ -75,48 +76,85 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
     """Read ``ohlcv/binance_futures_<SYMBOL>-<tf>.csv.gz`` under ``data_dir``.
 
     Raises:
-        DataError: the file is missing, a row is malformed, or a timestamp is not after the one
-            before it (out of order or duplicated: never silently used, SPEC D-1); the message
-            names the file and line.
+        MissingData: the file is not there.
+        BadData: the file is truncated or not gzip, a row is malformed (too few or too many
+            fields, not a number), or its open times are not strictly increasing (out of order
+            or repeated) — naming the file and line; bad data is never used silently.
     """
     path = data_dir / "ohlcv" / f"binance_futures_{file_stem(symbol)}-{timeframe}.csv.gz"
     if not path.exists():
-        raise DataError(f"no candles for {symbol} {timeframe}: {path} not found")
+        raise MissingData(f"no candles for {symbol} {timeframe}: {path} not found")
     ts, o, h, lo, c, v = (array("q"), array("d"), array("d"), array("d"), array("d"), array("d"))
-    with gzip.open(path, "rt") as handle:
-        header = handle.readline().strip()
-        if header != "timestamp,open,high,low,close,volume":
-            raise DataError(f"{path}: unexpected header {header!r}")
-        for line_no, line in enumerate(handle, start=2):
-            try:
-                t, op, hi, low, cl, vol = line.split(",")
-                stamp = int(t)
-                if ts and stamp <= ts[-1]:
-                    raise DataError(f"{path}:{line_no}: candle {stamp} out of order or duplicated "
-                                    "(see `optiflow data check`)")
+    last = None
+    with _reading(path):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            header = handle.readline().strip()
+            if header != "timestamp,open,high,low,close,volume":
+                raise BadData(f"{path}: unexpected header {header[:80]!r}")
+            for line_no, line in enumerate(handle, start=2):
+                fields = line.rstrip("\n").split(",")
+                if len(fields) != 6:
+                    raise BadData(f"{path}:{line_no}: malformed candle row: {len(fields)} fields, 6 expected")
+                try:
+                    stamp = int(fields[0])
+                    values = [float(x) for x in fields[1:]]
+                except ValueError as exc:
+                    raise BadData(f"{path}:{line_no}: malformed candle row ({exc})") from None
+                if last is not None and stamp <= last:
+                    what = "repeated" if stamp == last else "out of order"
+                    raise BadData(f"{path}:{line_no}: candle {stamp} is {what} (the row before opened at {last})")
+                last = stamp
                 ts.append(stamp)
-                o.append(float(op))
-                h.append(float(hi))
-                lo.append(float(low))
-                c.append(float(cl))
-                v.append(float(vol))
-            except ValueError as exc:
-                raise DataError(f"{path}:{line_no}: malformed candle row ({exc})") from None
+                o.append(values[0])
+                h.append(values[1])
+                lo.append(values[2])
+                c.append(values[3])
+                v.append(values[4])
     return CandleSeries(symbol, timeframe, ts, o, h, lo, c, v)
+
+
+class _reading:
+    """Context manager turning the errors of a truncated or non-gzip file into BadData."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, _traceback) -> bool:
+        if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError)):
+            raise BadData(f"{self.path}: unreadable ({type(error).__name__}: {error}); the file is truncated or "
+                          "not gzip CSV — download it again") from None
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+            raise BadData(f"{self.path}: cannot read ({error.strerror or error})") from None
+        return False
 
 
 def load_funding(data_dir: Path, symbol: str) -> list[tuple[int, Decimal]]:
     """Funding events of ``symbol`` as (fundingTime epoch ms UTC, rate as a fraction), oldest
-    first; an empty list when the file is absent (no funding is then applied)."""
+    first; an empty list when the file is absent (no funding is then applied).
+
+    Raises:
+        BadData: the file is truncated, a row is malformed or out of order (names file and line).
+    """
     path = data_dir / "funding" / f"binance_futures_{file_stem(symbol)}-funding_rate.csv.gz"
     if not path.exists():
         return []
     events: list[tuple[int, Decimal]] = []
-    with gzip.open(path, "rt") as handle:
-        handle.readline()
-        for line in handle:
-            t, rate = line.strip().split(",")
-            events.append((int(t), Decimal(rate)))
+    with _reading(path):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            handle.readline()
+            for line_no, line in enumerate(handle, start=2):
+                fields = line.strip().split(",")
+                try:
+                    t, rate = fields
+                    event = (int(t), Decimal(rate))
+                except (ValueError, ArithmeticError):
+                    raise BadData(f"{path}:{line_no}: malformed funding row (2 fields expected: time, rate)") from None
+                if events and event[0] <= events[-1][0]:
+                    raise BadData(f"{path}:{line_no}: funding time {event[0]} is out of order or repeated")
+                events.append(event)
     return events
 
 
@@ -164,9 +202,13 @@ def load_ccxt_markets(data_dir: Path) -> dict[str, dict]:
     """The raw ccxt ``load_markets()`` dump bundled in ``markets/`` (symbol → ccxt market)."""
     path = data_dir / "markets" / "binanceusdm_markets.ccxt.json.gz"
     if not path.exists():
-        raise DataError(f"market rules not found: {path}")
-    with gzip.open(path, "rt") as handle:
-        return json.load(handle)
+        raise MissingData(f"market rules not found: {path}")
+    with _reading(path):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            try:
+                return json.load(handle)
+            except json.JSONDecodeError as exc:
+                raise BadData(f"{path}: not the ccxt markets JSON ({exc})") from None
 
 
 def market_from_ccxt(raw: dict) -> Market:

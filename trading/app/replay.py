@@ -331,7 +331,7 @@ class ReplayFeed:
                 since_flush = 0
                 await _flush(buffer, flush, ts)
             if frame_seconds is not None:
-                await asyncio.sleep(frame_seconds)
+                await _pace(frame_seconds, stop)
         self._sync_marks(pointers, seek=True)
         # The clock ends at the last candle's close, stepped or passed over.
         closes = [int(t.stamps[-1]) + t.source.feed.timeframe_ms for t in tracks if len(t.stamps)]
@@ -427,6 +427,18 @@ class ReplayFeed:
             if price > 0:  # a symbol never replayed has no price to fill at
                 self.venue.fill_pending(symbol, self.clock.now_ms(), price)
         return await self.book_changes()
+
+
+async def _pace(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep one frame of a paced replay, waking at once when ``stop`` is set (a quit or a
+    shutdown never waits out a 5m frame at --speed 1)."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def _flush(buffer: EventBuffer, flush: Flush, cursor_ms: int) -> None:

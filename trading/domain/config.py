@@ -217,7 +217,8 @@ def load_trading_config(path: Path | None) -> TradingConfig:
     """Read and validate a TOML trading config; ``None`` gives the defaults.
 
     Raises:
-        ConfigError: unreadable file, bad TOML, or an invalid field (the message names it).
+        ConfigError: unreadable or non-UTF-8 file, bad TOML, or an invalid field (the message
+            names it).
     """
     if path is None:
         return TradingConfig()
@@ -225,6 +226,9 @@ def load_trading_config(path: Path | None) -> TradingConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save the config as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     try:

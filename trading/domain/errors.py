@@ -13,6 +13,17 @@ class DataError(OptiFlowError):
     """Bundled or fetched market data is missing or malformed."""
 
 
+class MissingData(DataError):
+    """A market data file is not there at all (a profile written for live may list symbols
+    without bundled candles: such a symbol may be skipped, with a warning)."""
+
+
+class BadData(DataError):
+    """A market data file is there but cannot be used as it is: truncated or not gzip, a row
+    with too few fields, timestamps out of order or repeated. Never skipped silently: the run
+    stops naming the file and the line."""
+
+
 class ConfigError(OptiFlowError):
     """A configuration value is invalid; the message names the field."""
 

@@ -123,8 +123,7 @@ class SeriesMarket:
         _, _, hist = talib.MACD(close, macd.fast, macd.slow, macd.signal_period)
         volume_sma = talib.SMA(volume, reference._warm_vol.period)
         ema = talib.EMA(close, reference._warm_ema.period)
-        prev_hist = np.empty_like(hist)
-        prev_hist[0] = np.nan
+        prev_hist = np.full_like(hist, np.nan)
         prev_hist[1:] = hist[:-1]
         ready = ~(np.isnan(rsi) | np.isnan(atr) | np.isnan(hist) | np.isnan(volume_sma) | np.isnan(ema))
         self.n = len(close)
@@ -139,7 +138,7 @@ class SeriesMarket:
         qv24[per_day:] = total[per_day:] - total[:-per_day]
         # S-12: Kaufman's efficiency ratio over `period` changes, classified as the detector does.
         period = detector.period
-        moves = np.abs(np.diff(close, prepend=close[0]))
+        moves = np.abs(np.diff(close, prepend=close[:1]))
         regime_code = np.zeros(self.n, dtype=np.int8)
         er = np.full(self.n, np.nan)
         if self.n > period:
