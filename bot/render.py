@@ -23,6 +23,7 @@ from aiogram.utils.formatting import (
 )
 
 from trading.domain.views import (
+    AccountRiskView,
     BotRisk,
     PeriodReport,
     PositionView,
@@ -129,6 +130,7 @@ def render_summary(summary: Summary) -> Text:
             "Daily loss used",
             f"{pct(summary.daily_loss_used_pct)} of {pct(summary.daily_loss_limit_pct)} limit",
         ),
+        *account_risk_lines(summary.account_risk, q, brief=True),
         as_key_value("Open positions", str(len(summary.positions))),
     ]
     lines += [
@@ -144,6 +146,33 @@ def render_summary(summary: Summary) -> Text:
         f"As of {utc(summary.clock_ms)} UTC",
     ]
     return as_list(*lines)
+
+
+def account_risk_lines(view: AccountRiskView | None, quote: str, *, brief: bool = False) -> list[Text]:
+    """The account-level risk lines of /summary (``brief``), /risk and the build card: equity
+    tier (Z-4, R-9 hysteresis), launch stage (Z-5), drawdown stage (R-5), the hard daily limit
+    (R-3), what R-9 holds down, and the live promotion gate (S-7)."""
+    if view is None:
+        return []
+    lines = [as_key_value("Equity tier", f"{view.tier} (changes {pct(view.tier_hysteresis_pct)} past a boundary, R-9)")]
+    if view.launch_stage:
+        stage = f"{view.launch_stage}/6 — {view.launch_limits}"
+        if view.launch_next and not brief:
+            stage += f"; next: {view.launch_next}"
+        lines.append(as_key_value("Launch stage", stage))
+    stage_text = view.drawdown_stage + (" (latched until a confirmed /resume)" if view.drawdown_paused else "")
+    if not brief:
+        stage_text += f" — risk halves at {money(view.reduce_at, quote)}, entries pause at {money(view.pause_at, quote)}"
+    lines.append(as_key_value("Drawdown stage", stage_text))
+    hard = f"{pct(view.daily_loss_hard_limit_pct)} closes everything, halts to 00:00 UTC"
+    if view.hard_limit_hit:
+        hard = f"HIT today — {hard}"
+    lines.append(as_key_value("Hard daily limit", hard))
+    if view.held_by_r9:
+        lines.append(as_key_value("Held by R-9", view.held_by_r9))
+    if view.gate:
+        lines.append(as_key_value("Live gate", ("✅ " if view.gate_passed else "❌ ") + view.gate))
+    return lines
 
 
 def _side(position: PositionView) -> str:
@@ -179,6 +208,7 @@ STOP_REASONS = {
     "DAILY_LOSS_LIMIT": "daily loss limit reached, R-3",
     "DAILY_PROFIT_FACTOR": "profit factor below the minimum today, R-4",
     "DRAWDOWN_PAUSE": "drawdown from peak equity, R-5",
+    "DAILY_LOSS_HARD_LIMIT": "hard daily loss limit: everything closed until 00:00 UTC, R-3",
 }
 
 # SPEC R-5 drawdown stages, in words ({m} = the configured risk multiplier).
@@ -218,6 +248,7 @@ def _bot_risk_block(b: BotRisk, symbols: Iterable[SymbolRisk], now_ms: int) -> T
     return as_list(
         as_line(Bold(f"Bot {b.bot}"), end=""),
         as_key_value("Entries", entries),
+        *([as_key_value("Risk / leverage", f"{b.risk_pct} % per trade, {b.leverage}×")] if b.leverage else []),
         as_key_value("Positions", f"{b.open_positions}/{b.max_positions}"),
         as_key_value("SL streak", f"{b.sl_streak}/{b.sl_streak_limit}"),
         as_key_value("Trades today", str(b.trades_today)),
@@ -249,6 +280,7 @@ def render_risk(report: RiskReport, quote: str = "USDT") -> Text:
         as_key_value(
             "Daily loss used", f"{pct(report.daily_loss_used_pct)} of {pct(report.daily_loss_limit_pct)} limit"
         ),
+        *account_risk_lines(report.account_risk, quote),
     )
     blocks = [_bot_risk_block(b, report.symbols, report.clock_ms) for b in report.bots]
     return as_list(account, *blocks, Text(f"As of {utc(report.clock_ms)} UTC"), sep="\n\n")

@@ -12,6 +12,7 @@ fill tracker, stop verification and reconciliation are the same objects in every
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.persister import REPLAY_CURSOR_KEY, Persister
+from bot.persister import ACCOUNT_RISK_KEY, REPLAY_CURSOR_KEY, Persister
 from storage import Storage
+from trading.adapters.leverage_tiers import load_margin_brackets
 from trading.adapters.marketdata import (
     CandleSeries,
+    default_data_dir,
     load_ccxt_markets,
     load_replay_candles,
     load_replay_funding,
@@ -44,7 +47,8 @@ from trading.domain.audit import canonical_json, config_snapshot_id
 from trading.domain.config import TradingConfig
 from trading.domain.errors import DataError, ExchangeError, OrderRejected, UnknownSymbol
 from trading.domain.events import EventBuffer
-from trading.domain.models import ExitReason, Market, Order, OrderLeg, Side
+from trading.domain.launch import record_from_trades
+from trading.domain.models import AccountRisk, ExitReason, Market, Order, OrderLeg, Side
 from trading.engine.core import HOUR_MS, Engine
 from trading.ports import Clock, ExchangePort, ReplayClock
 
@@ -96,9 +100,17 @@ async def save_config_snapshot(store: Storage, config: TradingConfig) -> str:
 async def audited_restore_details(store: Storage, open_orders: list[Order]) -> dict:
     """The ``Engine.restore`` keyword arguments read from the audit and the equity log (SPEC
     L-3, A-1): the exit reasons of close orders still in flight, the time of the last equity
-    sample (epoch ms UTC) and the TP1 share / ATR / leverage decided for unfilled entries."""
+    sample (epoch ms UTC) and the TP1 share / ATR / leverage decided for unfilled entries; the
+    account risk state (R-5, R-9) and the trade record (net PnL and wallet balance after each
+    closed trade, oldest first: the Z-5 launch ramp is rebuilt from it)."""
     closing = [o.client_order_id for o in open_orders if o.leg is OrderLeg.CLOSE]
+    saved = await store.runtime.get(ACCOUNT_RISK_KEY)
+    account = await store.account.get()
+    closed = sorted(await store.positions.list_closed(), key=lambda p: (p.closed_ms or 0, p.position_id))
+    record = record_from_trades([p.net_pnl for p in closed], account.balance) if account is not None else []
     return {
+        "account_risk": AccountRisk.from_dict(json.loads(saved)) if saved else None,
+        "trade_record": record,
         "close_reasons": {cid: ExitReason(r) for cid, r in (await store.audit.exit_reasons(closing)).items()},
         "last_sample_ms": getattr(await store.equity.latest(), "timestamp", None),
         "entry_details": await store.audit.entry_details(
@@ -378,7 +390,9 @@ async def build_runtime(
                 raise UnknownSymbol(f"{symbol} is not listed on the {mode} venue")
             markets[symbol] = listed[symbol]
         buffer = EventBuffer()
-        engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=mode)
+        brackets = load_margin_brackets(default_data_dir(), config.all_symbols())  # liquidation prices
+        engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=mode,
+                        brackets=brackets)
         config_id = await save_config_snapshot(store, config)  # SPEC A-1: records cite it
         open_orders = await store.orders.list_open()
         engine.restore(

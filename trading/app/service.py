@@ -19,11 +19,11 @@ from trading.domain.errors import UnknownSymbol
 from trading.domain.events import Alert, CommandIssued
 from trading.domain.models import ZERO, ExitReason, OrderLeg, Side
 from trading.domain.monitor import MonitorLimits, MonitorSnapshot, WatchedPosition, detect, diff
-from trading.domain.presets import effective_limits
-from trading.domain.reasons import DrawdownStage, ReasonCode
+from trading.domain.reasons import UNLIFTABLE_STOPS, DrawdownStage, ReasonCode
 from trading.domain.reports import build_report
-from trading.domain.risk import daily_loss_pct, trading_state
+from trading.domain.risk import daily_loss_pct, drawdown_threshold, trading_state
 from trading.domain.views import (
+    AccountRiskView,
     BotRisk,
     CloseResult,
     PeriodReport,
@@ -35,7 +35,12 @@ from trading.domain.views import (
 )
 
 HUNDRED = Decimal(100)
+ACCOUNT = "account"  # the name /resume lifts the account-level R-5 drawdown pause under
 CONFIRM_TTL_MS = 60_000  # a dangerous action's confirm button works this long (SPEC T-3)
+
+
+def _utc_day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def wall_ms() -> int:
@@ -160,9 +165,7 @@ class TradingService:
         # The bot closest to its R-2 stop, with the limit its preset really applies (Z-4).
         worst = max(engine.bots.values(), key=lambda b: getattr(engine.risk_states.get(b.name), "sl_streak", 0))
         worst_state = engine.risk_states.get(worst.name)
-        streak_limit = effective_limits(
-            engine.config.preset, worst.profile, balance + unrealised, engine.closed_trades
-        ).sl_streak_limit
+        streak_limit = engine.limits(worst.profile, balance + unrealised).sl_streak_limit
         if self.mode == "paper":
             realised_total = balance - engine.config.account.starting_balance
         else:
@@ -186,6 +189,52 @@ class TradingService:
             paused_symbols=tuple(sorted(await self.paused_symbols())),
             closed_trades=await self._store.positions.count_closed(),
             clock_ms=engine.clock.now_ms(),
+            account_risk=await self.account_risk(),
+        )
+
+    async def promotion_gate(self):
+        """SPEC S-7: the live promotion gate on this database's demo record (a
+        :class:`~trading.domain.promotion.GateResult`)."""
+        from trading.app.promotion import demo_gate
+
+        return await demo_gate(self._store)
+
+    async def account_risk(self) -> AccountRiskView:
+        """The account-level risk lines (SPEC Z-4 tier, Z-5 launch stage, R-5 drawdown stage,
+        R-3 limits, R-9 holds, S-7 gate) for /risk, /summary and the build card."""
+        engine = self._engine
+        rules = engine.config.account
+        equity = engine.equity()
+        peak = max(engine.account.peak_equity if engine.account else equity, equity)
+        risk = engine.risk
+        anchor = risk.account.pause_anchor
+        pause_base = peak if anchor is None else min(anchor, peak)
+        launch = engine.config.preset == "launch"
+        stage = risk.ramp.current
+        held = []
+        for runtime in engine.bots.values():
+            limits = engine.limits(runtime.profile, equity)
+            if limits.capped:
+                why = "losing streak" if risk.account.loss_streak else "equity below its peak"
+                held.append(f"{runtime.name}: risk {limits.risk_pct} %, {limits.leverage}× ({why})")
+        gate = await self.promotion_gate()
+        return AccountRiskView(
+            tier=risk.tier(equity).name,
+            tier_hysteresis_pct=rules.tier_hysteresis_pct,
+            launch_stage=stage.number if launch else 0,
+            launch_limits=(f"{stage.max_positions} position(s) at {stage.risk_pct} % risk, up to {stage.leverage}×"
+                           if launch else ""),
+            launch_next=risk.ramp.next_step() if launch else "",
+            drawdown_stage=engine.drawdown_stage(equity).value,
+            drawdown_paused=risk.account.drawdown_paused,
+            reduce_at=peak - drawdown_threshold(peak, rules.drawdown_reduce_pct, rules.drawdown_reduce_quote),
+            pause_at=pause_base - drawdown_threshold(pause_base, rules.drawdown_pause_pct, rules.drawdown_pause_quote),
+            daily_loss_limit_pct=rules.daily_loss_limit_pct,
+            daily_loss_hard_limit_pct=rules.daily_loss_hard_limit_pct,
+            hard_limit_hit=risk.account.hard_stop_day == _utc_day(engine.clock.now_ms()),
+            held_by_r9="; ".join(held),
+            gate=gate.line(),
+            gate_passed=gate.passed,
         )
 
     def bot_names(self) -> tuple[str, ...]:
@@ -218,7 +267,7 @@ class TradingService:
             if bot is not None and name != bot:
                 continue
             state = states.get(name)
-            limits = effective_limits(engine.config.preset, runtime.profile, equity, engine.closed_trades)
+            limits = engine.limits(runtime.profile, equity)
             bots.append(BotRisk(
                 bot=name,
                 open_positions=sum(1 for (b, _s) in engine.positions if b == name),
@@ -228,6 +277,8 @@ class TradingService:
                 trades_today=state.trades_today if state else 0,
                 profit_factor_today=state.profit_factor_today if state else None,
                 halted_reason=state.halted_reason if state else "",
+                risk_pct=limits.risk_pct,
+                leverage=limits.leverage,
             ))
         symbols = []
         for name, runtime in engine.bots.items():
@@ -247,6 +298,7 @@ class TradingService:
         return RiskReport(
             trading_state=trading_state(halted, stage),
             state_reason=halted or (ReasonCode.DRAWDOWN_PAUSE if stage is DrawdownStage.PAUSE else ""),
+            account_risk=await self.account_risk(),
             equity=equity,
             peak_equity=peak,
             drawdown_pct=(peak - equity) / peak * HUNDRED if peak > 0 else ZERO,
@@ -402,14 +454,34 @@ class TradingService:
         """Bots stopped for the day by a risk rule, with the reason code (R-2..R-4)."""
         return {name: s.halted_reason for name, s in self._engine.risk_states.items() if s.halted_reason}
 
+    def liftable_stops(self) -> dict[str, str]:
+        """The risk stops a confirmed /resume may lift (SPEC T-1): bots stopped for the day by
+        R-2, R-3's daily limit or R-4, and — as ``account`` — the latched R-5 drawdown pause.
+        The R-3 hard limit is not among them: it holds to the next UTC day."""
+        stops = {bot: reason for bot, reason in self.halted_bots().items() if reason not in UNLIFTABLE_STOPS}
+        if self._engine.risk.account.drawdown_paused:
+            stops[ACCOUNT] = ReasonCode.DRAWDOWN_PAUSE.value
+        return stops
+
     async def clear_risk_stops(self, bots: "Iterable[str] | None" = None) -> dict[str, str]:
         """Lift the day stop of ``bots`` (default: every bot) by hand — the trader confirmed
-        it, SPEC T-1; returns what was lifted (bot → reason)."""
+        it, SPEC T-1; ``account`` among them lifts the latched R-5 drawdown pause. Each lift is
+        audited as a command (A-1). Returns what was lifted (bot or ``account`` → reason)."""
+        engine = self._engine
         lifted = {}
-        for bot in list(self._engine.risk_states if bots is None else bots):
-            reason = self._engine.clear_risk_stop(bot)
+        for bot in list(engine.risk_states if bots is None else bots):
+            if bot == ACCOUNT:
+                if engine.resume_drawdown():
+                    lifted[ACCOUNT] = ReasonCode.DRAWDOWN_PAUSE.value
+                continue
+            reason = engine.clear_risk_stop(bot)
             if reason:
                 lifted[bot] = reason
+        if lifted:
+            async with self._store.transaction():
+                for name, reason in lifted.items():
+                    await self.record_command("lift_risk_stop", bot="" if name == ACCOUNT else name,
+                                              why={"reason": reason})
         return lifted
 
     # ------------------------------------------------------ confirmations

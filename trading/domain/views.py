@@ -60,6 +60,34 @@ class Summary:
     paused_symbols: tuple[str, ...]
     closed_trades: int
     clock_ms: int
+    account_risk: "AccountRiskView | None" = None  # tier, launch stage, drawdown stage, hard limit, gate
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRiskView:
+    """The account-level risk lines /risk, /summary and the build card show (SPEC Z-4, Z-5, R-3,
+    R-5, R-9, S-7): the equity tier in force and its hysteresis margin (%); the launch stage
+    (0 = not the launch preset) with its limits and what the next step needs; the R-5 drawdown
+    stage, whether the pause is latched, and the equity (quote) at which risk is reduced and
+    entries pause; the R-3 daily limit and hard limit (% of day-start equity) and whether the
+    hard limit closed everything today; R-9 whether risk / leverage are held below what the
+    preset would give now (and why); the S-7 promotion gate's line ("" when not checked)."""
+
+    tier: str
+    tier_hysteresis_pct: Decimal
+    launch_stage: int
+    launch_limits: str
+    launch_next: str
+    drawdown_stage: str
+    drawdown_paused: bool
+    reduce_at: Decimal
+    pause_at: Decimal
+    daily_loss_limit_pct: Decimal
+    daily_loss_hard_limit_pct: Decimal
+    hard_limit_hit: bool
+    held_by_r9: str
+    gate: str = ""
+    gate_passed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +154,8 @@ class BotRisk:
     trades_today: int
     profit_factor_today: Decimal | None
     halted_reason: str
+    risk_pct: Decimal = Decimal(0)  # risk per trade in force now (preset, tier, launch stage, R-9)
+    leverage: int = 0  # leverage in force now (×)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +190,7 @@ class RiskReport:
     symbols: tuple[SymbolRisk, ...]
     clock_ms: int
     drawdown_risk_multiplier: Decimal = Decimal("0.5")  # risk × this at the REDUCE stage (R-5)
+    account_risk: AccountRiskView | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,6 @@ from trading.domain.errors import ExchangeError
 from trading.domain.events import EventSink, OrderRefused, OrderUpdated
 from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus
 from trading.domain.reasons import DrawdownStage, ReasonCode
-from trading.domain.sizing import equity_tier
 from trading.engine.book import Book
 from trading.engine.risk_state import RiskBook
 from trading.ports import Clock, ExchangePort
@@ -93,6 +92,8 @@ class OrderGate:
         halted = self.risk.halted_reason(bot)
         if halted:
             return Refusal(ReasonCode(halted), "the bot's entries are stopped for the rest of the UTC day")
+        if self.risk.account.drawdown_paused:
+            return Refusal(ReasonCode.DRAWDOWN_PAUSE, "drawdown pause (R-5) until a confirmed /resume")
         stage = self.risk.stage(book.account.peak_equity, equity)
         if stage is DrawdownStage.PAUSE:
             return Refusal(ReasonCode.DRAWDOWN_PAUSE, f"equity {equity:.2f} vs peak {book.account.peak_equity:.2f}")
@@ -122,7 +123,7 @@ class OrderGate:
             return Refusal(ReasonCode.MAX_POSITION_SIZE,
                            f"notional {held_notional + notional:.2f} > {size_cap:.2f} "
                            f"({rules.max_position_size_pct}% of equity × {leverage})")
-        allocation = equity * equity_tier(equity).allocation_pct / HUNDRED
+        allocation = equity * self.risk.tier(equity).allocation_pct / HUNDRED
         if held_margin * leverage + notional > allocation * leverage:
             return Refusal(ReasonCode.TIER_ALLOCATION,
                            f"margin {held_margin + notional / leverage:.2f} > tier allocation {allocation:.2f}")
