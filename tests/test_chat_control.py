@@ -264,16 +264,22 @@ async def test_t1_resume_after_a_risk_stop_asks_to_lift_it(tmp_path, data_dir):
         await runtime.close()
 
 
-async def test_l2_shutdown_is_confirmed_then_requests_the_lifecycle_shutdown(tmp_path, data_dir):
-    """T-1/L-2: /shutdown asks; the confirm calls the lifecycle's request_shutdown(reason)."""
+async def test_l2_shutdown_offers_close_all_and_stop_or_stop_keeping_positions(tmp_path, data_dir):
+    """T-1/L-2: /shutdown asks with both choices — "close all and stop" and "stop, keep
+    positions with their stops"; each confirm calls the lifecycle's request_shutdown(reason,
+    flatten=...) with the trader's choice."""
     runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
-    reasons: list[str] = []
-    chat = Chat(runtime, tmp_path, request_shutdown=reasons.append)
+    calls: list[tuple[str, bool | None]] = []
+    chat = Chat(runtime, tmp_path, request_shutdown=lambda reason, flatten=None: calls.append((reason, flatten)))
     try:
         assert (await chat.say("/shutdown")).startswith("Shut the bot down?")
-        assert reasons == []
-        await chat.tap("✅")
-        assert reasons == [f"/shutdown confirmed by user id={USER}"]
+        assert {"✅ Close all and stop", "✅ Stop, keep positions with their stops", "✖️ Cancel"} <= set(chat.buttons())
+        assert calls == []
+        await chat.tap("✅ Close all and stop")
+        await chat.say("/shutdown")
+        await chat.tap("✅ Stop, keep positions with their stops")
+        assert calls == [(f"/shutdown confirmed by user id={USER} (flatten)", True),
+                         (f"/shutdown confirmed by user id={USER} (keep)", False)]
     finally:
         await chat.close()
         await runtime.close()
@@ -418,7 +424,7 @@ async def test_l2_console_shutdown_stops_reading_after_the_confirm(tmp_path, dat
     chat = Chat(runtime, tmp_path, request_shutdown=signal.request)
     try:
         await chat.console.run_interactive(io.StringIO("/shutdown\n1\n/summary\n"), until=signal.event)
-        assert signal.reason == f"/shutdown confirmed by user id={USER}"
+        assert signal.reason == f"/shutdown confirmed by user id={USER} (flatten)" and signal.flatten is True
         sent_texts = [r.text for r in chat.session.requests if isinstance(r, SendMessage)]
         assert sent_texts[0].startswith("Shut the bot down?") and not any("Balance:" in t for t in sent_texts)
     finally:
