@@ -495,7 +495,7 @@ async def _backtest(args) -> int:
             first = min(s.series.timestamp[0] for s in runtime.sources if len(s.series))
             start_ms = max(args.start or first, first)
             report = await runtime.service.period_report(
-                "Backtest", start_ms, runtime.clock.now_ms() + 1
+                "Backtest", start_ms, runtime.clock.now_ms() + 1, start_equity=config.account.starting_balance
             )
             report = _with_start_equity(report, config.account.starting_balance)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -566,6 +566,10 @@ def _format_backtest(report, candles: int, config) -> str:
     lines += _breakdown("per symbol", report.trades, lambda t: t.symbol, quote)
     lines += _breakdown("per exit reason", report.trades,
                         lambda t: t.exit_reason.value if t.exit_reason else "?", quote)
+    from bot.kpi_text import kpi_lines
+
+    kpis = kpi_lines(report.kpis, quote)  # T-5 / §11
+    lines += [f"  {kpis[0]}", *(f"    {line}" for line in kpis[1:])] if kpis else []
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from aiogram.utils.formatting import (
     as_marked_section,
 )
 
+from bot.kpi_text import kpi_lines
 from trading.domain.views import (
     AccountRiskView,
     BotRisk,
@@ -295,7 +296,8 @@ def _symbols_line(label: str, results: Iterable[SymbolResult], quote: str) -> Te
 
 
 def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
-    """/daily: trades, win rate, profit factor, PnL, fees, funding, drawdown, best/worst (T-5)."""
+    """/daily: trades, win rate, profit factor, PnL, fees, funding (per symbol: the day's funding
+    summary), drawdown, best/worst, and the KPIs against the §11 targets (T-5)."""
     pf = f"{report.profit_factor:.2f}" if report.profit_factor is not None else "n/a (no losing trade)"
     return as_list(
         Bold(report.title),
@@ -308,6 +310,9 @@ def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
         ),
         as_key_value("Fees", money(report.fees, quote)),
         as_key_value("Funding", money(report.funding, quote, signed=True)),
+        *([as_key_value("Funding by symbol", "; ".join(f"{symbol} {money(amount, quote, signed=True)}"
+                                                        for symbol, amount in report.funding_by_symbol))]
+          if report.funding_by_symbol else []),
         as_key_value("Max drawdown", pct(report.max_drawdown_pct)),
         as_key_value("SL / TP exits", f"{report.sl_count} / {report.tp_count}"),
         as_key_value("Avg hold", f"{report.avg_hold_minutes:.1f} min"),
@@ -315,6 +320,7 @@ def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
         _symbols_line("Best", report.best_symbols, quote),
         _symbols_line("Worst", report.worst_symbols, quote),
         *([f"⚠️ {proxy_note(report.price_proxies)}"] if report.price_proxies else []),  # SPEC S-6
+        *kpi_lines(report.kpis, quote),  # T-5, §11
     )
 
 

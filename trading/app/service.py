@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -20,7 +21,9 @@ from trading.domain.events import Alert, CommandIssued
 from trading.domain.models import ZERO, ExitReason, OrderLeg, Side
 from trading.domain.monitor import MonitorLimits, MonitorSnapshot, WatchedPosition, detect, diff
 from trading.domain.reasons import UNLIFTABLE_STOPS, DrawdownStage, ReasonCode
+from trading.domain.kpi import Kpis, compute_kpis, kpi_report
 from trading.domain.reports import build_report
+from trading.domain.sizing import EQUITY_TIERS
 from trading.domain.risk import daily_loss_pct, drawdown_threshold, trading_state
 from trading.domain.views import (
     AccountRiskView,
@@ -381,13 +384,36 @@ class TradingService:
         start = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
         return await self.period_report(f"Daily report {day.isoformat()} (UTC)", start, start + DAY_MS)
 
-    async def period_report(self, title: str, start_ms: int, end_ms: int) -> PeriodReport:
-        """Report over [start_ms, end_ms) from the stored trades and equity samples."""
+    async def period_report(self, title: str, start_ms: int, end_ms: int, *,
+                            start_equity: Decimal | None = None) -> PeriodReport:
+        """Report over [start_ms, end_ms) from the stored trades and equity samples, with the
+        T-5 KPIs against the §11 targets of the tier in force and beside the previous tier's
+        figures (over its whole time in that tier), and funding per symbol.
+        ``start_equity``: the equity the period started from (quote; default the first
+        sample's)."""
+        report = await self._bare_report(title, start_ms, end_ms, start_equity)
+        engine = self._engine
+        tier = engine.risk.tier(engine.equity())
+        history = engine.risk.account.tier_history
+        previous = previous_name = None
+        if len(history) >= 2:
+            (since, previous_name), (until, _current) = history[-2], history[-1]
+            before = await self._bare_report("previous tier", since, until, None)
+            previous = await self._kpis(before, since, until)
+        kpis = kpi_report(await self._kpis(report, start_ms, end_ms), tier.name, EQUITY_TIERS.index(tier),
+                          previous, previous_name or "")
+        funding: dict[str, Decimal] = {}
+        for trade in report.trades:
+            funding[trade.symbol] = funding.get(trade.symbol, ZERO) + trade.funding
+        return replace(report, kpis=kpis, funding_by_symbol=tuple(sorted(funding.items())))
+
+    async def _bare_report(self, title: str, start_ms: int, end_ms: int, start_equity: Decimal | None) -> PeriodReport:
         trades = await self._store.positions.list_closed(since_ms=start_ms, until_ms=end_ms)
         curve = await self._store.equity.list(since_ms=start_ms, until_ms=end_ms)
         current = self._engine.equity()
         now = self._engine.clock.now_ms()
-        start_equity = curve[0].equity if curve else current
+        if start_equity is None:
+            start_equity = curve[0].equity if curve else current
         end_equity = current if start_ms <= now < end_ms or not curve else curve[-1].equity
         return build_report(
             title=title,
@@ -399,6 +425,16 @@ class TradingService:
             end_equity=end_equity,
             price_proxies=tuple(sorted(self.price_proxies.items())),
         )
+
+    async def _kpis(self, report: PeriodReport, start_ms: int, end_ms: int) -> Kpis:
+        """SPEC T-5 KPIs of ``report`` (margins from the fills of its trades)."""
+        since = min((t.opened_ms for t in report.trades), default=start_ms)
+        fills = [f for f in await self._store.fills.list(since_ms=since) if f.timestamp <= end_ms]
+        end = min(end_ms, max(self._engine.clock.now_ms(), start_ms + 1))
+        return compute_kpis(trades=report.trades, fills=fills, start_ms=start_ms, end_ms=end,
+                            equities=[s.equity for s in report.equity_curve] or [report.start_equity],
+                            start_equity=report.start_equity, max_drawdown_pct=report.max_drawdown_pct,
+                            contract_sizes={s: m.contract_size for s, m in self._engine.markets.items()})
 
     async def report_chart(self, report: PeriodReport) -> bytes:
         """PNG of the report's equity curve and per-trade PnL, rendered off the event loop."""
@@ -567,6 +603,8 @@ class TradingService:
             feed_stale=self.feed_stale,
             local_contracts=local,
             exchange_contracts=remote,
+            recent_nets=tuple(engine.risk.recent_nets),
+            tier_index=EQUITY_TIERS.index(engine.risk.tier(engine.equity())),
         )
 
     async def run_monitor(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from trading.domain.kpi import KpiReport
 from trading.domain.models import EquitySnapshot, Position, Side, TradingState
 
 
@@ -131,6 +132,10 @@ class PeriodReport:
     equity_curve: tuple[EquitySnapshot, ...] = field(default=())
     price_proxies: tuple[tuple[str, str], ...] = field(default=())
     """(symbol, source symbol) for prices replayed from another market's candles (SPEC S-6)."""
+    kpis: KpiReport | None = None
+    """RODC, RPT, CUR, average R:R, daily return, max drawdown… against the §11 targets (T-5)."""
+    funding_by_symbol: tuple[tuple[str, Decimal], ...] = field(default=())
+    """Funding of the period's trades per symbol (quote, + received), the day's summary."""
 
 
 def proxy_note(proxies: tuple[tuple[str, str], ...]) -> str:
