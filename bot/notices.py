@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum, IntEnum
 
 from aiogram.utils.formatting import Bold, Text
@@ -134,7 +135,7 @@ class NoticeBuilder:
         notices: list[Notice] = []
         for event in events:
             if isinstance(event, PositionChanged):
-                notices.extend(self._position(event.position))
+                notices.extend(self._position(event.position, event.liquidation))
             elif isinstance(event, RiskStateChanged):
                 notice = self._risk(event.state)
                 if notice is not None:
@@ -154,7 +155,7 @@ class NoticeBuilder:
                 )))
         return notices
 
-    def _position(self, p: Position) -> list[Notice]:
+    def _position(self, p: Position, liquidation: Decimal | None = None) -> list[Notice]:
         prev = self._positions.get(p.position_id)
         head = f" {p.side.value.upper()} {p.symbol} ({p.bot})"
         out: list[Notice] = []
@@ -165,6 +166,8 @@ class NoticeBuilder:
                     "🟢 ", Bold("Entry"), head, "\n",
                     f"Contracts {plain(p.contracts)} @ {plain(p.entry_price)} · leverage {p.leverage}×\n",
                     f"SL {plain(p.stop_loss)} · TP1 {plain(p.take_profit_1)} · TP2 {plain(p.take_profit_2)}",
+                    *([f"\nLiquidation ≈ {liquidation:.6g} ({abs(p.entry_price - liquidation) / p.entry_price * 100:.2f} % "
+                       "from the entry)"] if liquidation is not None and p.entry_price > 0 else []),
                 )))
             return out
         if prev is not None:

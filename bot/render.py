@@ -189,8 +189,25 @@ def _position_block(p: PositionView, quote: str) -> Text:
         f"Unrealised PnL {money(p.unrealised_pnl, quote, signed=True)} "
         f"({pct(p.pnl_pct_on_margin, signed=True)} on margin)",
         f"SL {plain(p.stop_loss)} · TP1 {tp1} · TP2 {plain(p.take_profit_2)}",
+        *_liquidation_and_funding(p, quote),
         f"Opened {utc(p.opened_ms)} UTC",
     )
+
+
+def _liquidation_and_funding(p: PositionView, quote: str) -> list[str]:
+    """The liquidation price and its distance (the exchange's, or an estimate), the next
+    funding and what this position receives or pays at it."""
+    lines = []
+    if p.liquidation_price is not None:
+        how = "exchange" if p.liquidation_source == "exchange" else "estimate from the margin brackets"
+        lines.append(f"Liquidation {p.liquidation_price:.6g} ({pct(p.liquidation_distance_pct or Decimal(0))} "
+                     f"from the mark, {how})")
+    if p.next_funding_rate is not None and p.next_funding_ms is not None:
+        amount = p.next_funding_amount or Decimal(0)
+        verb = "you receive" if amount >= 0 else "you pay"
+        lines.append(f"Next funding {p.next_funding_rate * 100:+.4f} % at {utc(p.next_funding_ms)} UTC: "
+                     f"{verb} ≈ {money(abs(amount), quote)}")
+    return lines
 
 
 def render_positions(positions: list[PositionView], quote: str = "USDT", bot: str | None = None) -> Text:

@@ -12,6 +12,7 @@ fill tracker, stop verification and reconciliation are the same objects in every
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import time
@@ -344,6 +345,8 @@ async def build_runtime(
     make_user_stream: Callable[[Engine, tuple[str, ...]], Any] | None = None,
     reconcile_every_ms: int = RECONCILE_EVERY_MS,
     price_proxies: dict[str, str] | None = None,
+    venue_positions: Callable[[], Any] | None = None,
+    next_funding: Callable[[str], Any] | None = None,
 ) -> Runtime:
     """Restore the saved state into one engine behind the order gateway, reconcile it with the
     venue before any entry (SPEC L-3, O-5) and attach the market feed — for every mode.
@@ -364,6 +367,8 @@ async def build_runtime(
             prefixes), or None.
         reconcile_every_ms: the period of the reconciliation (O-5: 30 s against an exchange).
         price_proxies: symbol → the symbol whose candles stand in for it (S-6), for reports.
+        venue_positions / next_funding: the exchange's positions (liquidation prices) and the
+            next funding of a symbol, for /open (see :class:`TradingService`).
 
     Raises:
         UnknownSymbol: a configured symbol is not listed on the venue; ExchangeError: the venue
@@ -418,7 +423,8 @@ async def build_runtime(
     except BaseException:
         await store.close()
         raise
-    service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {})
+    service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {},
+                             venue_positions=venue_positions, next_funding=next_funding)
     feed = make_feed(engine, gateway, tracker, supervisor, service)
     user_stream = None if make_user_stream is None else make_user_stream(engine, reconciler.prefixes)
     runtime = Runtime(mode, config, store, venue, gateway, engine, clock, buffer, persister, supervisor, first,
@@ -485,15 +491,23 @@ async def build_paper_runtime(
         await store.close()
         raise
 
+    funding = {key: load_replay_funding(data_dir, key[0], key[1]) for key in series}
+
     def make_feed(engine: Engine, gateway, tracker, supervisor, service) -> ReplayFeed:
-        sources = [ReplaySource(feed, series[key], load_replay_funding(data_dir, feed.symbol, feed.timeframe))
-                   for key, feed in engine.feeds.items() if key in series]
+        sources = [ReplaySource(feed, series[key], funding[key]) for key, feed in engine.feeds.items() if key in series]
         return ReplayFeed(engine, venue, tracker, supervisor, clock, sources, resume_after)
+
+    async def next_funding(symbol: str):
+        """The next bundled funding event of ``symbol`` after the replay clock: (rate, ms)."""
+        events = next((events for (s, _tf), events in funding.items() if s == symbol), [])
+        i = bisect.bisect_right([ts for ts, _rate in events], clock.now_ms())
+        return (events[i][1], events[i][0]) if i < len(events) else None
 
     proxies = {s.symbol: s.proxy_of for s in series.values() if s.proxy_of}  # S-6: labelled in reports
     return await build_runtime(mode="paper", config=config, store=store, venue=venue, clock=clock,
                                make_feed=make_feed, record_orders=False,
-                               reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS, price_proxies=proxies)
+                               reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS, price_proxies=proxies,
+                               next_funding=next_funding)
 
 
 async def build_exchange_runtime(
@@ -540,4 +554,6 @@ async def build_exchange_runtime(
             return UserStreamWatcher(engine, user_stream_client, prefixes)
 
     return await build_runtime(mode=env, config=config, store=store, venue=exchange, clock=clock,
-                               make_feed=make_feed, sleep=sleep, rng=rng, make_user_stream=make_user_stream)
+                               make_feed=make_feed, sleep=sleep, rng=rng, make_user_stream=make_user_stream,
+                               venue_positions=getattr(exchange, "fetch_position_details", None),
+                               next_funding=getattr(exchange, "fetch_next_funding", None))

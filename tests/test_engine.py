@@ -20,6 +20,7 @@ from trading.domain.config import (
 from trading.engine.core import Engine
 from trading.domain.events import EventBuffer, SignalEvaluated
 from trading.domain.filters import FilterConfig
+from trading.adapters.leverage_tiers import load_margin_brackets
 from trading.adapters.marketdata import default_data_dir, load_candles
 from trading.domain.models import ExitReason, OrderLeg, OrderType, Side
 from trading.ports import ReplayClock
@@ -59,7 +60,8 @@ class Harness:
         self.exchange.on_change = self.changed.append
         self.gateway = OrderGateway(self.exchange)
         self.engine = Engine(config=config, markets={SYMBOL: markets[SYMBOL]}, exchange=self.gateway,
-                             clock=self.clock, sink=self.buffer)
+                             clock=self.clock, sink=self.buffer,
+                             brackets=load_margin_brackets(default_data_dir(), [SYMBOL]))  # liquidation prices
         self.tracker = FillTracker(self.engine, self.gateway)
         self.feed = self.engine.feeds[(SYMBOL, "5m")]
         self.bot = next(iter(self.engine.bots.values()))

@@ -7,6 +7,7 @@ compute. Live numbers come from the engine, history from the repositories.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,7 +17,8 @@ from typing import Any
 
 from trading.domain.audit import AuditStatus, entries_for_events
 from trading.engine.core import DAY_MS, Engine
-from trading.domain.errors import UnknownSymbol
+from trading.domain.errors import OptiFlowError, UnknownSymbol
+from trading.domain.liquidation import distance_pct
 from trading.domain.events import Alert, CommandIssued
 from trading.domain.models import ZERO, ExitReason, OrderLeg, Side
 from trading.domain.monitor import MonitorLimits, MonitorSnapshot, WatchedPosition, detect, diff
@@ -36,6 +38,8 @@ from trading.domain.views import (
     Summary,
     SymbolRisk,
 )
+
+log = logging.getLogger(__name__)
 
 HUNDRED = Decimal(100)
 ACCOUNT = "account"  # the name /resume lifts the account-level R-5 drawdown pause under
@@ -83,12 +87,20 @@ class TradingService:
         wall_clock: epoch ms UTC now (wall time) for confirmations and uptime; tests inject one.
         price_proxies: symbol → the symbol whose candles stand in for its prices (SPEC S-6,
             paper on USDC perps without USDC candles); every report labels them "proxy".
+        venue_positions: awaitable list of the exchange's positions with its liquidation prices
+            (demo/live: ``CcxtExchange.fetch_position_details``); None = estimate them.
+        next_funding: symbol → awaitable (rate fraction, epoch ms UTC) of the next funding, or
+            None when unknown (paper: the bundled funding events; demo/live: the exchange).
     """
 
     def __init__(
         self, engine: Engine, store: Any, mode: str = "paper", config_id: str = "",
         wall_clock: Callable[[], int] = wall_ms, price_proxies: dict[str, str] | None = None,
+        venue_positions: Callable[[], Awaitable[list]] | None = None,
+        next_funding: Callable[[str], Awaitable[tuple[Decimal, int] | None]] | None = None,
     ) -> None:
+        self.venue_positions = venue_positions
+        self.next_funding = next_funding
         self.price_proxies: dict[str, str] = dict(price_proxies or {})
         self._engine = engine
         self._store = store
@@ -125,9 +137,17 @@ class TradingService:
 
     # ------------------------------------------------------------- status
     async def open_positions(self) -> list[PositionView]:
-        """Open positions with mark price, unrealised PnL and brackets (SPEC T-2 /open)."""
+        """Open positions with mark price, unrealised PnL, brackets, the liquidation price and
+        its distance, and the next funding (SPEC T-2 /open)."""
         engine = self._engine
         views = []
+        reported: dict[str, Decimal] = {}
+        if self.venue_positions is not None and engine.positions:
+            try:
+                reported = {p.symbol: p.liquidation_price for p in await self.venue_positions()
+                            if p.liquidation_price is not None}
+            except OptiFlowError as exc:  # the exchange did not answer: estimate instead
+                log.warning("liquidation prices not read from the exchange: %s", exc)
         for position in sorted(engine.positions.values(), key=lambda p: (p.opened_ms, p.symbol)):
             market = engine.markets[position.symbol]
             mark = engine.mark_price(position.symbol) or position.entry_price
@@ -151,9 +171,34 @@ class TradingService:
                     take_profit_2=position.take_profit_2,
                     tp1_done=position.tp1_done,
                     opened_ms=position.opened_ms,
+                    **await self._liquidation_and_funding(position, mark, market.contract_size, reported),
                 )
             )
         return views
+
+    async def _liquidation_and_funding(self, position, mark: Decimal, contract_size: Decimal,
+                                       reported: dict[str, Decimal]) -> dict:
+        """The liquidation price (the exchange's when it reported one, else the estimate from
+        the maintenance-margin brackets), its distance from the mark, and the next funding with
+        what this position receives (+) or pays (−) at it: −side × rate × notional."""
+        liquidation, source = reported.get(position.symbol), "exchange"
+        if liquidation is None:
+            liquidation, source = self._engine.liquidation_price(position), "estimate"
+        out: dict = {}
+        if liquidation is not None:
+            out.update(liquidation_price=liquidation, liquidation_source=source,
+                       liquidation_distance_pct=distance_pct(mark, liquidation))
+        if self.next_funding is not None:
+            try:
+                upcoming = await self.next_funding(position.symbol)
+            except OptiFlowError as exc:
+                log.warning("next funding of %s not read: %s", position.symbol, exc)
+                upcoming = None
+            if upcoming is not None:
+                rate, when = upcoming
+                out.update(next_funding_rate=rate, next_funding_ms=when,
+                           next_funding_amount=-position.side.sign * rate * position.notional(mark, contract_size))
+        return out
 
     async def summary(self) -> Summary:
         """Balance, equity, risk state and open positions (SPEC T-2 /summary)."""

@@ -36,9 +36,12 @@ class FillBooked:
 
 @dataclass(frozen=True, slots=True)
 class PositionChanged:
-    """A position opened, was reduced (TP1) or closed (``position.is_open`` tells)."""
+    """A position opened, was reduced (TP1) or closed (``position.is_open`` tells).
+    ``liquidation``: its liquidation price (quote) when the engine knows it (set on the
+    opening event, for the entry message)."""
 
     position: Position
+    liquidation: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

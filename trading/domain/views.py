@@ -19,7 +19,8 @@ class PositionView:
     """An open position with its live numbers (SPEC T-2 /open).
 
     mark_price: last close seen; unrealised_pnl in quote; pnl_pct_on_margin in % of margin;
-    notional and margin in quote.
+    notional and margin in quote; the liquidation price (the exchange's in demo/live, else
+    estimated from Binance's maintenance-margin brackets) and its distance; the next funding.
     """
 
     position_id: str
@@ -38,6 +39,12 @@ class PositionView:
     take_profit_2: Decimal
     tp1_done: bool
     opened_ms: int
+    liquidation_price: Decimal | None = None  # quote; None = unknown
+    liquidation_source: str = ""  # "exchange" (demo/live) or "estimate" (from the margin brackets)
+    liquidation_distance_pct: Decimal | None = None  # from the mark, in % of the mark
+    next_funding_rate: Decimal | None = None  # fraction (0.0001 = 0.01 %) applied at next_funding_ms
+    next_funding_ms: int | None = None
+    next_funding_amount: Decimal | None = None  # quote this position receives (+) or pays (−) at it
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,7 @@ class Engine:
         self.entries = Entries(self.book, self.risk, self.gate, exchange, sink, clock, env, config, self.bots,
                                liquidation=self.guard.liquidation_of)
         self.fills = Fills(self.book, self.risk, self.protection, exchange, sink, clock, profiles,
-                           self.limits, self.entries.reactive_entry, self.guard.watch)
+                           self.limits, self.entries.reactive_entry, self.guard.watch, self.guard.liquidation_of)
         self.management = Management(self.book, self.gate, self.protection, self.entries, sink, clock, env,
                                      config.account.max_total_margin_pct, config.account.max_position_size_pct,
                                      self.guard)

@@ -43,7 +43,8 @@ class Fills:
     Args: book, risk, protection (brackets and closes), venue (the wallet balance is read
     after each fill), sink, clock, profiles (bot name → profile), limits (the effective limits
     of a profile now, Z-4), on_closed (awaited with (bot, time) when a position closes: the E-6
-    reactive entry), guard (awaited after each fill: the account watch, R-3 / R-5 / R-9).
+    reactive entry), guard (awaited after each fill: the account watch, R-3 / R-5 / R-9),
+    liquidation (a position's liquidation price, quote: the entry message shows it).
     """
 
     book: Book
@@ -56,6 +57,7 @@ class Fills:
     limits: Callable[[BotProfile], EffectiveLimits]
     on_closed: Callable[[str, int], Awaitable[None]]
     guard: Callable[[], Awaitable[None]] | None = None
+    liquidation: Callable[[Position], Decimal | None] | None = None
 
     async def on_fill(self, fill: Fill) -> None:
         """Book an execution: open the position and place its brackets, or grow, reduce or close
@@ -107,7 +109,7 @@ class Fills:
             last_addition_ms=fill.timestamp,
         )
         position = self.protection.with_levels(position, market, stop, take_profits, prices)
-        self.protection.store(position)
+        self.protection.store(position, None if self.liquidation is None else self.liquidation(position))
         await self.protection.protect(position, stop, take_profits)
 
     async def _add_to_position(self, position: Position, fill: Fill) -> None:

@@ -187,7 +187,8 @@ class Protection:
                     order.leg is OrderLeg.ENTRY and order.type is OrderType.LIMIT):
                 await self.gate.cancel(order)
 
-    def store(self, position: Position) -> None:
-        """Keep ``position`` open in the book and emit it."""
+    def store(self, position: Position, liquidation: Decimal | None = None) -> None:
+        """Keep ``position`` open in the book and emit it (with its liquidation price, quote,
+        when given: the entry message shows it)."""
         self.book.set_position(position)
-        self.sink.emit(PositionChanged(position))
+        self.sink.emit(PositionChanged(position, liquidation))
