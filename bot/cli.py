@@ -248,12 +248,17 @@ async def _run_exchange(args, settings, config) -> int:
     allowed = settings.allowed_user_ids()
     if settings.telegram_bot_token is not None and not allowed:
         raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
-    skipped = None
-    if mode == "live":
-        skipped = await _promotion_gate(args.db or settings.optiflow_db_path, getattr(args, "skip_gate", False), config)
     quote = resolve_quote(mode, settings.optiflow_quote)
     config = requote(config, quote)
     exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
+    skipped = None
+    if mode == "live":  # S-7, before anything talks to the exchange
+        try:
+            skipped = await _promotion_gate(args.db or settings.optiflow_db_path, getattr(args, "skip_gate", False),
+                                            config)
+        except BaseException:
+            await exchange.close()
+            raise
     if mode == "live":
         print(f"⚠️ LIVE trading on {settings.optiflow_exchange}: real money, {len(config.bots)} bot(s), "
               f"symbols {', '.join(config.all_symbols())}, quote {quote}")
@@ -341,6 +346,11 @@ async def _promotion_gate(db_path: Path, skip: bool, config):
     from trading.domain.audit import entries_for_events
     from trading.domain.events import CommandIssued
 
+    if not Path(db_path).exists() and not skip:  # no database: no demo record (and none created)
+        from trading.domain.promotion import promotion_gate
+
+        raise OptiFlowError(f"--live refused: {promotion_gate([], []).line()} in {db_path} "
+                            "(trade demo first, or --skip-gate to override)")
     store = await Storage.open(db_path)
     try:
         gate = await demo_gate(store)

@@ -71,6 +71,7 @@ def test_s7_run_live_on_a_database_without_a_demo_record_refuses_with_one_line(t
     assert err.count("\n") == 0 and "promotion gate (S-7) not met" in err
     assert "0 closed demo trades (needs ≥ 20)" in err and "--skip-gate" in err
     assert "Traceback" not in captured.err and API_KEY not in captured.err + captured.out
+    assert not (tmp_path / "fresh.db").exists()  # nothing written by a refused start
 
 
 async def test_s7_the_gate_reads_demo_trades_win_rate_and_incidents_from_the_database(tmp_path):
