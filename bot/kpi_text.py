@@ -24,7 +24,7 @@ LABELS = {
 def kpi_value(key: str, value: Decimal | None, quote: str) -> str:
     """One KPI value as a trader reads it (n/a when there is none)."""
     if value is None:
-        return "n/a"
+        return "n/a (no losing trade)" if key == "profit_factor" else "n/a"
     if key == "profit_factor":
         return f"{value:.2f}"
     if key == "avg_rr":

@@ -169,3 +169,18 @@ async def test_m1_underperforming_alerts_once_on_the_real_stack(tmp_path, data_d
     assert [a.kind for a in first if a.kind == "STRATEGY_UNDERPERFORMING"] == ["STRATEGY_UNDERPERFORMING"]
     assert [a.playbook for a in first if a.kind == "STRATEGY_UNDERPERFORMING"] == ["underperforming"]
     assert again == []
+
+
+def test_t5_a_day_without_a_losing_trade_is_not_marked_as_a_failed_profit_factor():
+    """Only wins: the profit factor is unbounded (✅, "n/a (no losing trade)"), R:R cannot be
+    computed (no mark); no trade at all: no profit-factor mark either."""
+    from bot.kpi_text import kpi_line
+
+    wins = compute_kpis(trades=[position("w", "2", 10, 1, 2, "3")], fills=[], equities=[D(1000)], start_ms=0,
+                        end_ms=24 * HOUR, start_equity=D(1000), max_drawdown_pct=D(0))
+    lines = {line.key: line for line in kpi_report(wins, "750-1500", 2).lines}
+    assert (lines["profit_factor"].mark, lines["avg_rr"].mark) == (OK, "")
+    assert kpi_line(lines["profit_factor"], "USDT").startswith("✅ Profit factor: n/a (no losing trade)")
+    empty = compute_kpis(trades=[], fills=[], equities=[], start_ms=0, end_ms=24 * HOUR, start_equity=D(1000),
+                         max_drawdown_pct=D(0))
+    assert {line.key: line for line in kpi_report(empty, "750-1500", 2).lines}["profit_factor"].mark == ""

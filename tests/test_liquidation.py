@@ -108,8 +108,8 @@ async def test_open_shows_the_liquidation_estimate_and_the_next_funding_in_paper
     try:
         views = await runtime.service.open_positions()
         [text] = await stack.ask(runtime, tmp_path, "/open")
-        report = await runtime.service.daily_report()
         now = runtime.clock.now_ms()
+        report = await runtime.service.period_report("so far", 1_748_908_800_000, now + 1)
     finally:
         await runtime.close()
     assert views
@@ -121,8 +121,9 @@ async def test_open_shows_the_liquidation_estimate_and_the_next_funding_in_paper
         assert (view.next_funding_ms, view.next_funding_rate) == (when, rate)
         assert view.next_funding_amount == -view.side.sign * rate * view.notional
     assert "estimate from the margin brackets" in text and "Next funding " in text
-    assert dict(report.funding_by_symbol) == {
-        s: sum((t.funding for t in report.trades if t.symbol == s), D(0)) for s in {t.symbol for t in report.trades}}
+    by_symbol = {s: sum((t.funding for t in report.trades if t.symbol == s), D(0)) for s in {t.symbol for t in report.trades}}
+    assert dict(report.funding_by_symbol) == {s: a for s, a in by_symbol.items() if a}
+    assert report.funding_by_symbol and sum(a for _, a in report.funding_by_symbol) == report.funding
 
 
 async def test_open_shows_the_exchanges_liquidation_price_in_demo(tmp_path):

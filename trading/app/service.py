@@ -450,7 +450,7 @@ class TradingService:
         funding: dict[str, Decimal] = {}
         for trade in report.trades:
             funding[trade.symbol] = funding.get(trade.symbol, ZERO) + trade.funding
-        return replace(report, kpis=kpis, funding_by_symbol=tuple(sorted(funding.items())))
+        return replace(report, kpis=kpis, funding_by_symbol=tuple(sorted((s, a) for s, a in funding.items() if a)))
 
     async def _bare_report(self, title: str, start_ms: int, end_ms: int, start_equity: Decimal | None) -> PeriodReport:
         trades = await self._store.positions.list_closed(since_ms=start_ms, until_ms=end_ms)

@@ -20,7 +20,9 @@ the period count (a position still open is not in a report yet).
 
 Marks: ✅ the goal is met, ⚠️ the minimum is met, ❌ below the minimum (max drawdown: under the
 goal / under the minimum / not); CUR ✅ inside 55–70 %, ❌ under 40 %, ⚠️ otherwise; hold time ✅
-inside 18–22 min, ⚠️ otherwise. RODC and RPT have no §11 target: shown without a mark.
+inside 18–22 min, ⚠️ otherwise. RODC and RPT have no §11 target: shown without a mark; nor is
+a KPI that cannot be computed (R:R without a win or a loss; a profit factor without any trade —
+without a losing trade it is unbounded: ✅).
 Pure: no I/O.
 """
 
@@ -207,6 +209,14 @@ def _range_mark(value: Decimal | None, low: Decimal, high: Decimal, floor: Decim
     return BAD if floor is not None and value < floor else WARN
 
 
+def _pf_mark(kpis: Kpis, target: Target) -> str:
+    """The profit factor's mark: without a losing trade it is unbounded (✅ when something was
+    won, no mark without trades)."""
+    if kpis.profit_factor is None:
+        return OK if kpis.trades and kpis.win_rate > 0 else ""
+    return target.mark(kpis.profit_factor)
+
+
 def kpi_report(kpis: Kpis, tier: str, tier_index: int, previous: Kpis | None = None,
                previous_tier: str = "") -> KpiReport:
     """The report lines of ``kpis`` against the targets of the tier ``tier_index`` (0-based),
@@ -224,10 +234,10 @@ def kpi_report(kpis: Kpis, tier: str, tier_index: int, previous: Kpis | None = N
     lines = (
         KpiLine("win_rate", kpis.win_rate, targets["win_rate"].mark(kpis.win_rate), words(targets["win_rate"], " %"),
                 prev("win_rate")),
-        KpiLine("profit_factor", kpis.profit_factor,
-                targets["profit_factor"].mark(kpis.profit_factor) if kpis.trades else BAD,
+        KpiLine("profit_factor", kpis.profit_factor, _pf_mark(kpis, targets["profit_factor"]),
                 words(targets["profit_factor"]), prev("profit_factor")),
-        KpiLine("avg_rr", kpis.avg_rr, targets["avg_rr"].mark(kpis.avg_rr), words(targets["avg_rr"]), prev("avg_rr")),
+        KpiLine("avg_rr", kpis.avg_rr, "" if kpis.avg_rr is None else targets["avg_rr"].mark(kpis.avg_rr),
+                words(targets["avg_rr"]), prev("avg_rr")),
         KpiLine("daily_return", kpis.daily_return_pct, targets["daily_return"].mark(kpis.daily_return_pct),
                 words(targets["daily_return"], " %"), prev("daily_return_pct")),
         KpiLine("max_drawdown", kpis.max_drawdown_pct, targets["max_drawdown"].mark(kpis.max_drawdown_pct),

@@ -12,8 +12,9 @@ and never touches storage or chat.
 The work is split by job: :mod:`~trading.engine.book` (positions, orders, equity, margin),
 :mod:`~trading.engine.risk_state` (day counters, pauses, blacklist, drawdown stage),
 :mod:`~trading.engine.gate` (the one place every order passes), :mod:`~trading.engine.entries`,
-:mod:`~trading.engine.protection` (brackets, closes), :mod:`~trading.engine.fills` and
-:mod:`~trading.engine.management`. Outside code uses this facade only.
+:mod:`~trading.engine.protection` (brackets, closes), :mod:`~trading.engine.fills`,
+:mod:`~trading.engine.management` and :mod:`~trading.engine.guard` (the account watch: R-3 hard
+limit, R-5 latch, R-9 tier, liquidation alerts). Outside code uses this facade only.
 
 Hot path: :meth:`Engine.on_candle` is synchronous, float-only and allocation-free unless the
 strategy sees a momentum condition. Everything that can await (orders) happens only on events.
