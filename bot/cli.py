@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replay speed: 'max' or N × real time (default 3000)")
     run.add_argument("--say", action="append", default=[], metavar="TEXT",
                      help="after the replay, send TEXT as the allowed user, print the replies, exit")
-    run.add_argument("--live", action="store_true", help="trade real money (needs API keys)")
+    run.add_argument("--live", action="store_true", help="trade real money (needs API keys and the demo record of S-7)")
+    run.add_argument("--skip-gate", action="store_true",
+                     help="with --live: start although the demo record misses the promotion gate (audited)")
     backtest = sub.add_parser("backtest", parents=[common], help="replay as fast as possible and report")
     backtest.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first UTC day")
     backtest.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
@@ -241,13 +243,14 @@ async def _run(args) -> int:
             print("OptiFlow paper mode — console chat. Type /help, a button number to tap it, or quit.")
             try:
                 await chat.run_interactive(until=shutdown.event)
-                if shutdown.event.is_set():
-                    from bot.shutdown import SHUTDOWN_TEXT
-
-                    print(SHUTDOWN_TEXT)
             finally:
                 stop.set()
                 await replay
+            if shutdown.event.is_set():
+                from bot.shutdown import SHUTDOWN_TEXT
+
+                await _console_stop(runtime, shutdown, settings.flatten_on_shutdown("paper"))
+                print(SHUTDOWN_TEXT)
             return 0
         finally:
             await optimizer.close()
@@ -296,6 +299,18 @@ async def _close_runtime(runtime) -> None:
             raise
 
 
+async def _console_stop(runtime, shutdown, default_flatten: bool) -> None:
+    """SPEC L-2 in the console chat: the /shutdown dialog's choice (else ``flatten_on_shutdown``)
+    closes every position at market, then this run's working orders are cancelled (a kept
+    position keeps its stop)."""
+    flatten = default_flatten if shutdown.flatten is None else shutdown.flatten
+    if flatten:
+        closed = await runtime.flatten()
+        print(f"closed {closed} position(s) at market before stopping")
+    await runtime.engine.cancel_working_orders(keep_protection=not flatten)
+    await runtime.persister.flush()
+
+
 def _research_tools(runtime, settings, args):
     """/chart and /optimize for a paper run (SPEC D-2): charts from the replayed data, studies
     as child processes; "apply to paper" writes the paper config file (--config, OPTIFLOW_CONFIG,
@@ -334,6 +349,14 @@ async def _run_exchange(args, settings, config) -> int:
     quote = resolve_quote(mode, settings.optiflow_quote)
     config = requote(config, quote)
     exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
+    skipped = None
+    if mode == "live":  # S-7, before anything talks to the exchange
+        try:
+            skipped = await _promotion_gate(args.db or settings.optiflow_db_path, getattr(args, "skip_gate", False),
+                                            config)
+        except BaseException:
+            await exchange.close()
+            raise
     if mode == "live":
         print(f"⚠️ LIVE trading on {settings.optiflow_exchange}: real money, {len(config.bots)} bot(s), "
               f"symbols {', '.join(config.all_symbols())}, quote {quote}")
@@ -349,6 +372,13 @@ async def _run_exchange(args, settings, config) -> int:
             if client is not None:
                 await client.close()
         raise
+    if skipped is not None:  # S-7: the override is sent (and audited with the next flush)
+        from trading.domain.events import RiskNotice
+
+        runtime.engine.sink.emit(RiskNotice(runtime.clock.now_ms(), "PROMOTION_GATE_SKIPPED",
+                                            f"Live trading started with --skip-gate: {skipped.line()}",
+                                            {"demo_trades": skipped.demo_trades, "win_rate": skipped.win_rate,
+                                             "incidents": list(skipped.incidents)}))
     stop = asyncio.Event()
     ready = asyncio.Event()
     loop_task = None
@@ -386,6 +416,9 @@ async def _run_exchange(args, settings, config) -> int:
             print(f"OptiFlow {mode} mode — console chat. Type /help, a button number to tap it, or quit.")
             await chat.run_interactive(until=shutdown.event)
             if shutdown.event.is_set():
+                stop.set()
+                await asyncio.gather(loop_task, return_exceptions=True)
+                await _console_stop(runtime, shutdown, settings.flatten_on_shutdown(mode))
                 print(SHUTDOWN_TEXT)
             return 0
         finally:
@@ -396,6 +429,48 @@ async def _run_exchange(args, settings, config) -> int:
             await asyncio.gather(loop_task, return_exceptions=True)
         await _close_runtime(runtime)
         _raise_fault(runtime)  # one line and exit 1 in main (SPEC M-1)
+
+
+async def _promotion_gate(db_path: Path, skip: bool, config):
+    """SPEC S-7 before anything touches the exchange: ``--live`` starts only when the demo record
+    in ``db_path`` meets the promotion gate. Returns None when it does; with ``--skip-gate`` the
+    :class:`~trading.domain.promotion.GateResult` that was overridden (printed here, audited as a
+    COMMAND record now, announced in chat by the caller).
+
+    Raises:
+        OptiFlowError: the gate is not met and not skipped (one line naming the gate).
+    """
+    import time
+
+    from bot.runtime import save_config_snapshot
+    from storage import Storage
+    from trading.app.promotion import demo_gate
+    from trading.domain.audit import entries_for_events
+    from trading.domain.events import CommandIssued
+
+    if not Path(db_path).exists() and not skip:  # no database: no demo record (and none created)
+        from trading.domain.promotion import promotion_gate
+
+        raise OptiFlowError(f"--live refused: {promotion_gate([], []).line()} in {db_path} "
+                            "(trade demo first, or --skip-gate to override)")
+    store = await Storage.open(db_path)
+    try:
+        gate = await demo_gate(store)
+        if gate.passed:
+            print(f"✅ {gate.line()}")
+            return None
+        if not skip:
+            raise OptiFlowError(f"--live refused: {gate.line()} (trade demo first, or --skip-gate to override)")
+        print(f"⚠️ --skip-gate: {gate.line()} — live trading starts anyway (audited)")
+        config_id = await save_config_snapshot(store, config)
+        async with store.transaction():
+            await store.audit.append(entries_for_events([CommandIssued(
+                int(time.time() * 1000), "skip_gate", source="cli",
+                why={"gate": gate.line(), "demo_trades": gate.demo_trades, "win_rate": gate.win_rate,
+                     "incidents": list(gate.incidents)})]), config_id)
+        return gate
+    finally:
+        await store.close()
 
 
 def make_telegram_bot(settings):
@@ -463,7 +538,7 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret):
         if secret is not None:
             secrets.append(secret.get_secret_value())
-    lifecycle = Lifecycle(runtime, notifier, flatten=settings.optiflow_flatten_on_shutdown, secrets=secrets,
+    lifecycle = Lifecycle(runtime, notifier, flatten=settings.flatten_on_shutdown(mode), secrets=secrets,
                           mode=mode, **({"exchange": exchange} if exchange else {}))
     dp["request_shutdown"] = lifecycle.request_shutdown
     dp["notifier"] = notifier
@@ -561,7 +636,7 @@ async def _backtest(args) -> int:
             first = min(s.series.timestamp[0] for s in runtime.sources if len(s.series))
             start_ms = max(args.start or first, first)
             report = await runtime.service.period_report(
-                "Backtest", start_ms, runtime.clock.now_ms() + 1
+                "Backtest", start_ms, runtime.clock.now_ms() + 1, start_equity=config.account.starting_balance
             )
             report = _with_start_equity(report, config.account.starting_balance)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -665,6 +740,10 @@ def _format_backtest(report, candles: int, config) -> str:
     lines += _breakdown("per symbol", report.trades, lambda t: t.symbol, quote)
     lines += _breakdown("per exit reason", report.trades,
                         lambda t: t.exit_reason.value if t.exit_reason else "?", quote)
+    from bot.kpi_text import kpi_lines
+
+    kpis = kpi_lines(report.kpis, quote)  # T-5 / §11
+    lines += [f"  {kpis[0]}", *(f"    {line}" for line in kpis[1:])] if kpis else []
     return "\n".join(lines)
 
 

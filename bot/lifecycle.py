@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any
 from aiogram.utils.formatting import Bold, Text, as_key_value, as_list
 
 from bot.notices import Category
-from bot.render import money, pct, render_summary
+from bot.render import account_risk_lines, money, pct, render_summary
 from bot.render_audit import render_anchor
 from bot.shutdown import SHUTDOWN_TEXT  # one text for the console and the chat
 from storage.db import StorageFault
 from trading.domain.errors import OptiFlowError
-from trading.domain.sizing import equity_tier
 
 if TYPE_CHECKING:
     from bot.notifier import Notifier
+    from trading.domain.views import AccountRiskView
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -101,31 +101,37 @@ def halt_text(fault: BaseException, secrets: list[str] | None = None) -> Text:
                 "then start again: the state up to the last good write is kept.")
 
 
-def build_card(runtime: "Runtime", mode: str, exchange: str, audit_head: tuple[int, str] | str = "") -> Text:
-    """SPEC L-1: version, git commit, mode, exchange, equity tier, the limits in force, the
-    audit chain's head (A-1 anchor: ``SEQ:HASH`` in full; a bare hash is shown shortened) and
-    what the start-up reconciliation found (L-3)."""
+def build_card(runtime: "Runtime", mode: str, exchange: str, audit_head: tuple[int, str] | str = "",
+               account_risk: "AccountRiskView | None" = None) -> Text:
+    """SPEC L-1: version, git commit, mode, exchange, equity tier, the limits in force (each
+    bot's as its preset applies them now: tier, launch stage, R-9), the account risk lines (Z-5
+    launch stage, R-5 drawdown stage, R-3 hard limit, S-7 live gate), the audit chain's head
+    (A-1 anchor: ``SEQ:HASH`` in full; a bare hash is shown shortened) and what the start-up
+    reconciliation found (L-3)."""
     config = runtime.config
     engine = runtime.engine
     quote = config.account.quote
     equity = engine.equity()
-    tier = equity_tier(equity)
+    tier = engine.risk.tier(equity)
     account = config.account
-    bots = [
-        f"{b.name}: {', '.join(s.split('/')[0] for s in b.symbols)} · {b.timeframe} · {b.leverage}× · "
-        f"risk {pct(b.risk_pct)} · max {b.max_positions} positions · SL streak stop {b.sl_streak_limit}"
-        for b in config.bots
-    ]
+    bots = []
+    for b in config.bots:
+        limits = engine.limits(b, equity)
+        bots.append(f"{b.name}: {', '.join(s.split('/')[0] for s in b.symbols)} · {b.timeframe} · {limits.leverage}× · "
+                    f"risk {pct(limits.risk_pct)} · max {limits.max_positions} positions · "
+                    f"SL streak stop {limits.sl_streak_limit}")
     return as_list(
         Bold(f"🚀 OptiFlow {version()} ({git_commit()})"),
         as_key_value("Mode", mode.upper()),
         as_key_value("Exchange", exchange),
         as_key_value("Preset", config.preset),
         as_key_value("Tier", f"{tier.name} (equity {money(equity, quote)}, max leverage {tier.max_leverage}×)"),
-        as_key_value("Limits", f"daily loss {pct(account.daily_loss_limit_pct)} · margin "
-                     f"{pct(account.max_total_margin_pct)} · position {pct(account.max_position_size_pct)} · "
-                     f"drawdown pause {pct(account.drawdown_pause_pct)}"),
+        as_key_value("Limits", f"daily loss {pct(account.daily_loss_limit_pct)} (hard {pct(account.daily_loss_hard_limit_pct)}) · "
+                     f"margin {pct(account.max_total_margin_pct)} · position {pct(account.max_position_size_pct)} · "
+                     f"drawdown reduce {pct(account.drawdown_reduce_pct)} or {money(account.drawdown_reduce_quote, quote)}, "
+                     f"pause {pct(account.drawdown_pause_pct)} or {money(account.drawdown_pause_quote, quote)}"),
         *(as_key_value("Bot", line) for line in bots),
+        *account_risk_lines(account_risk, quote),
         *([_head_line(audit_head)] if audit_head else []),
         *_reconcile_lines(runtime),
     )
@@ -157,7 +163,8 @@ class Lifecycle:
     Args:
         runtime: the paper runtime (engine, service, persister).
         notifier: the outgoing queue (build card, summary, shutdown and crash messages).
-        flatten: close every position at shutdown (``flatten_on_shutdown``).
+        flatten: close every position at shutdown (``flatten_on_shutdown``: default on in live,
+            off in paper/demo, SPEC L-2; the /shutdown dialog's choice overrides it).
         secrets: values that must never appear in a crash message (token, keys, proxy URL).
         timeouts: per-step limits.
     """
@@ -180,7 +187,8 @@ class Lifecycle:
     async def announce_start(self) -> Text:
         """Log the build card and queue it for the chat (SPEC L-1)."""
         await self.runtime.audit_head()  # persists what is buffered first
-        card = build_card(self.runtime, self.mode, self.exchange, await self.runtime.store.audit.head())
+        card = build_card(self.runtime, self.mode, self.exchange, await self.runtime.store.audit.head(),
+                          await self.runtime.service.account_risk())
         text, _ = card.render()
         for line in text.splitlines():
             log.info("build card: %s", line)
@@ -188,10 +196,14 @@ class Lifecycle:
         return card
 
     # ------------------------------------------------------------------ stop
-    async def request_shutdown(self, reason: str) -> None:
+    async def request_shutdown(self, reason: str, flatten: bool | None = None) -> None:
         """Ask for the L-2 shutdown (signals, /shutdown, a crash); returns at once; repeated
-        calls keep the first reason."""
+        calls keep the first reason. ``flatten``: the trader's choice in the /shutdown dialog
+        ("close all and stop" True, "stop, keep positions with their stops" False); None keeps
+        ``flatten_on_shutdown``."""
         if not self.stop_requested.is_set():
+            if flatten is not None:
+                self.flatten = flatten
             self.reason = reason[:200]
             log.warning("shutdown requested: %s", self.reason)
             self.stop_requested.set()

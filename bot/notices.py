@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from enum import Enum, IntEnum
 
 from aiogram.utils.formatting import Bold, Text
 
 from bot.render import money, plain
-from trading.domain.events import Alert, Event, OrderUpdated, PositionChanged, RiskStateChanged
+from trading.domain.events import Alert, Event, OrderUpdated, PositionChanged, RiskNotice, RiskStateChanged
 from trading.domain.models import ExitReason, OrderStatus, Position, RiskState
 
 
@@ -61,6 +62,7 @@ CRITICAL_CATEGORIES = frozenset(c for c, p in PRIORITY.items() if p is Priority.
 _EXIT_TITLES = {
     ExitReason.STOP_LOSS: "🛑 Stop-loss",
     ExitReason.NO_STOP: "🛑 Closed: no working stop (R-10)",
+    ExitReason.DAILY_LOSS: "⛔ Closed: daily hard loss limit (R-3)",
     ExitReason.TP1: "✅ TP1",
     ExitReason.TP2: "✅ TP2",
     ExitReason.TP3: "✅ TP3",
@@ -75,11 +77,22 @@ _EXIT_TITLES = {
 
 def exit_category(reason: ExitReason | None) -> Category:
     """The category of a close: stop-losses are critical, take-profits and the rest normal."""
-    if reason in (ExitReason.STOP_LOSS, ExitReason.NO_STOP):
+    if reason in (ExitReason.STOP_LOSS, ExitReason.NO_STOP, ExitReason.DAILY_LOSS):
         return Category.STOP_LOSS
     if reason in (ExitReason.TP1, ExitReason.TP2, ExitReason.TP3, ExitReason.STEP_TP):
         return Category.TAKE_PROFIT
     return Category.EXIT
+
+
+# Account-level risk steps (RiskNotice actions, SPEC R-3, R-5, R-9, Z-5, S-7) → their title.
+RISK_NOTICE_TITLES = {
+    "TIER_CHANGED": "📶 Equity tier changed",
+    "LAUNCH_STAGE_CHANGED": "🚀 Launch stage",
+    "DRAWDOWN_PAUSED": "⛔ Drawdown pause",
+    "DRAWDOWN_RESUMED": "▶️ Drawdown pause lifted",
+    "DAILY_HARD_LIMIT": "⛔ Daily hard loss limit",
+    "PROMOTION_GATE_SKIPPED": "⚠️ Promotion gate skipped",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +138,14 @@ class NoticeBuilder:
         notices: list[Notice] = []
         for event in events:
             if isinstance(event, PositionChanged):
-                notices.extend(self._position(event.position))
+                notices.extend(self._position(event.position, event.liquidation))
             elif isinstance(event, RiskStateChanged):
                 notice = self._risk(event.state)
                 if notice is not None:
                     notices.append(notice)
+            elif isinstance(event, RiskNotice):
+                title = RISK_NOTICE_TITLES.get(event.action, event.action)
+                notices.append(Notice(Category.RISK, Text(Bold(title), "\n", event.text)))
             elif isinstance(event, Alert):
                 notices.append(Notice(Category.ALERT, Text(
                     "⚠️ ", Bold(event.kind), f" {event.bot} {event.symbol}".rstrip(), "\n", event.text,
@@ -142,10 +158,10 @@ class NoticeBuilder:
                 ), (o.bot, o.symbol)))
         return notices
 
-    def _position(self, p: Position) -> list[Notice]:
-        return [replace(n, key=(p.bot, p.symbol)) for n in self._position_notices(p)]
+    def _position(self, p: Position, liquidation: Decimal | None = None) -> list[Notice]:
+        return [replace(n, key=(p.bot, p.symbol)) for n in self._position_notices(p, liquidation)]
 
-    def _position_notices(self, p: Position) -> list[Notice]:
+    def _position_notices(self, p: Position, liquidation: Decimal | None = None) -> list[Notice]:
         prev = self._positions.get(p.position_id)
         head = f" {p.side.value.upper()} {p.symbol} ({p.bot})"
         out: list[Notice] = []
@@ -156,6 +172,8 @@ class NoticeBuilder:
                     "🟢 ", Bold("Entry"), head, "\n",
                     f"Contracts {plain(p.contracts)} @ {plain(p.entry_price)} · leverage {p.leverage}×\n",
                     f"SL {plain(p.stop_loss)} · TP1 {plain(p.take_profit_1)} · TP2 {plain(p.take_profit_2)}",
+                    *([f"\nLiquidation ≈ {liquidation:.6g} ({abs(p.entry_price - liquidation) / p.entry_price * 100:.2f} % "
+                       "from the entry)"] if liquidation is not None and p.entry_price > 0 else []),
                 )))
             return out
         if prev is not None:

@@ -9,12 +9,14 @@ written in the SAME transaction as the state they describe, so a crash keeps bot
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from trading.domain.audit import entries_for_events
 from trading.domain.events import (
     AccountChanged,
+    AccountRiskChanged,
     BlacklistChanged,
     EquitySampled,
     Event,
@@ -28,6 +30,7 @@ from trading.domain.events import (
 )
 
 REPLAY_CURSOR_KEY = "replay_cursor_ms"
+ACCOUNT_RISK_KEY = "account_risk"  # SPEC: the account risk state as JSON (trading.domain.models.AccountRisk)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class Persister:
             return 0
         orders, positions, risk, fills, samples, signals = {}, {}, {}, [], [], []
         blacklist = {}
-        account = cursor = None
+        account = cursor = account_risk = None
         for event in events:
             if isinstance(event, SignalEvaluated):
                 signals.append(event.evaluation)
@@ -78,6 +81,8 @@ class Persister:
                 blacklist[(event.entry.bot, event.entry.symbol)] = event.entry
             elif isinstance(event, ReplayProgress):
                 cursor = event.cursor_ms
+            elif isinstance(event, AccountRiskChanged):
+                account_risk = event.state
         audit = entries_for_events(events)
         store = self._store
         async with store.transaction():
@@ -101,6 +106,8 @@ class Persister:
                 await store.signals.add_many(signals)
             if cursor is not None:
                 await store.runtime.set(REPLAY_CURSOR_KEY, str(cursor))
+            if account_risk is not None:
+                await store.runtime.set(ACCOUNT_RISK_KEY, json.dumps(account_risk.as_dict(), sort_keys=True))
         for listener in self._listeners:
             try:
                 await listener(events)

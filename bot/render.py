@@ -22,7 +22,9 @@ from aiogram.utils.formatting import (
     as_marked_section,
 )
 
+from bot.kpi_text import kpi_lines
 from trading.domain.views import (
+    AccountRiskView,
     BotRisk,
     PeriodReport,
     PositionView,
@@ -129,6 +131,7 @@ def render_summary(summary: Summary) -> Text:
             "Daily loss used",
             f"{pct(summary.daily_loss_used_pct)} of {pct(summary.daily_loss_limit_pct)} limit",
         ),
+        *account_risk_lines(summary.account_risk, q, brief=True),
         as_key_value("Open positions", str(len(summary.positions))),
     ]
     lines += [
@@ -146,6 +149,33 @@ def render_summary(summary: Summary) -> Text:
     return as_list(*lines)
 
 
+def account_risk_lines(view: AccountRiskView | None, quote: str, *, brief: bool = False) -> list[Text]:
+    """The account-level risk lines of /summary (``brief``), /risk and the build card: equity
+    tier (Z-4, R-9 hysteresis), launch stage (Z-5), drawdown stage (R-5), the hard daily limit
+    (R-3), what R-9 holds down, and the live promotion gate (S-7)."""
+    if view is None:
+        return []
+    lines = [as_key_value("Equity tier", f"{view.tier} (changes {pct(view.tier_hysteresis_pct)} past a boundary, R-9)")]
+    if view.launch_stage:
+        stage = f"{view.launch_stage}/6 — {view.launch_limits}"
+        if view.launch_next and not brief:
+            stage += f"; next: {view.launch_next}"
+        lines.append(as_key_value("Launch stage", stage))
+    stage_text = view.drawdown_stage + (" (latched until a confirmed /resume)" if view.drawdown_paused else "")
+    if not brief:
+        stage_text += f" — risk halves at {money(view.reduce_at, quote)}, entries pause at {money(view.pause_at, quote)}"
+    lines.append(as_key_value("Drawdown stage", stage_text))
+    hard = f"{pct(view.daily_loss_hard_limit_pct)} closes everything, halts to 00:00 UTC"
+    if view.hard_limit_hit:
+        hard = f"HIT today — {hard}"
+    lines.append(as_key_value("Hard daily limit", hard))
+    if view.held_by_r9:
+        lines.append(as_key_value("Held by R-9", view.held_by_r9))
+    if view.gate:
+        lines.append(as_key_value("Live gate", ("✅ " if view.gate_passed else "❌ ") + view.gate))
+    return lines
+
+
 def _side(position: PositionView) -> str:
     return position.side.value.upper()
 
@@ -159,8 +189,25 @@ def _position_block(p: PositionView, quote: str) -> Text:
         f"Unrealised PnL {money(p.unrealised_pnl, quote, signed=True)} "
         f"({pct(p.pnl_pct_on_margin, signed=True)} on margin)",
         f"SL {plain(p.stop_loss)} · TP1 {tp1} · TP2 {plain(p.take_profit_2)}",
+        *_liquidation_and_funding(p, quote),
         f"Opened {utc(p.opened_ms)} UTC",
     )
+
+
+def _liquidation_and_funding(p: PositionView, quote: str) -> list[str]:
+    """The liquidation price and its distance (the exchange's, or an estimate), the next
+    funding and what this position receives or pays at it."""
+    lines = []
+    if p.liquidation_price is not None:
+        how = "exchange" if p.liquidation_source == "exchange" else "estimate from the margin brackets"
+        lines.append(f"Liquidation {p.liquidation_price:.6g} ({pct(p.liquidation_distance_pct or Decimal(0))} "
+                     f"from the mark, {how})")
+    if p.next_funding_rate is not None and p.next_funding_ms is not None:
+        amount = p.next_funding_amount or Decimal(0)
+        verb = "you receive" if amount >= 0 else "you pay"
+        lines.append(f"Next funding {p.next_funding_rate * 100:+.4f} % at {utc(p.next_funding_ms)} UTC: "
+                     f"{verb} ≈ {money(abs(amount), quote)}")
+    return lines
 
 
 def render_positions(positions: list[PositionView], quote: str = "USDT", bot: str | None = None) -> Text:
@@ -179,6 +226,7 @@ STOP_REASONS = {
     "DAILY_LOSS_LIMIT": "daily loss limit reached, R-3",
     "DAILY_PROFIT_FACTOR": "profit factor below the minimum today, R-4",
     "DRAWDOWN_PAUSE": "drawdown from peak equity, R-5",
+    "DAILY_LOSS_HARD_LIMIT": "hard daily loss limit: everything closed until 00:00 UTC, R-3",
 }
 
 # SPEC R-5 drawdown stages, in words ({m} = the configured risk multiplier).
@@ -218,6 +266,7 @@ def _bot_risk_block(b: BotRisk, symbols: Iterable[SymbolRisk], now_ms: int) -> T
     return as_list(
         as_line(Bold(f"Bot {b.bot}"), end=""),
         as_key_value("Entries", entries),
+        *([as_key_value("Risk / leverage", f"{b.risk_pct} % per trade, {b.leverage}×")] if b.leverage else []),
         as_key_value("Positions", f"{b.open_positions}/{b.max_positions}"),
         as_key_value("SL streak", f"{b.sl_streak}/{b.sl_streak_limit}"),
         as_key_value("Trades today", str(b.trades_today)),
@@ -249,6 +298,7 @@ def render_risk(report: RiskReport, quote: str = "USDT") -> Text:
         as_key_value(
             "Daily loss used", f"{pct(report.daily_loss_used_pct)} of {pct(report.daily_loss_limit_pct)} limit"
         ),
+        *account_risk_lines(report.account_risk, quote),
     )
     blocks = [_bot_risk_block(b, report.symbols, report.clock_ms) for b in report.bots]
     return as_list(account, *blocks, Text(f"As of {utc(report.clock_ms)} UTC"), sep="\n\n")
@@ -263,7 +313,8 @@ def _symbols_line(label: str, results: Iterable[SymbolResult], quote: str) -> Te
 
 
 def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
-    """/daily: trades, win rate, profit factor, PnL, fees, funding, drawdown, best/worst (T-5)."""
+    """/daily: trades, win rate, profit factor, PnL, fees, funding (per symbol: the day's funding
+    summary), drawdown, best/worst, and the KPIs against the §11 targets (T-5)."""
     pf = f"{report.profit_factor:.2f}" if report.profit_factor is not None else "n/a (no losing trade)"
     return as_list(
         Bold(report.title),
@@ -276,6 +327,9 @@ def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
         ),
         as_key_value("Fees", money(report.fees, quote)),
         as_key_value("Funding", money(report.funding, quote, signed=True)),
+        *([as_key_value("Funding by symbol", "; ".join(f"{symbol} {money(amount, quote, signed=True)}"
+                                                        for symbol, amount in report.funding_by_symbol))]
+          if report.funding_by_symbol else []),
         as_key_value("Max drawdown", pct(report.max_drawdown_pct)),
         as_key_value("SL / TP exits", f"{report.sl_count} / {report.tp_count}"),
         as_key_value("Avg hold", f"{report.avg_hold_minutes:.1f} min"),
@@ -283,6 +337,7 @@ def render_report(report: PeriodReport, quote: str = "USDT") -> Text:
         _symbols_line("Best", report.best_symbols, quote),
         _symbols_line("Worst", report.worst_symbols, quote),
         *([f"⚠️ {proxy_note(report.price_proxies)}"] if report.price_proxies else []),  # SPEC S-6
+        *kpi_lines(report.kpis, quote),  # T-5, §11
     )
 
 

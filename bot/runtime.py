@@ -12,6 +12,8 @@ fill tracker, stop verification and reconciliation are the same objects in every
 from __future__ import annotations
 
 import asyncio
+import bisect
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.persister import REPLAY_CURSOR_KEY, Persister
+from bot.persister import ACCOUNT_RISK_KEY, REPLAY_CURSOR_KEY, Persister
 from storage import Storage
+from trading.adapters.leverage_tiers import load_margin_brackets
 from trading.adapters.marketdata import (
     CandleSeries,
+    default_data_dir,
     load_ccxt_markets,
     load_replay_candles,
     load_replay_funding,
@@ -44,7 +48,8 @@ from trading.domain.audit import canonical_json, config_snapshot_id
 from trading.domain.config import TradingConfig
 from trading.domain.errors import DataError, ExchangeError, MissingData, OrderRejected, UnknownSymbol
 from trading.domain.events import EventBuffer
-from trading.domain.models import ExitReason, Market, Order, OrderLeg, Side
+from trading.domain.launch import record_from_trades
+from trading.domain.models import AccountRisk, ExitReason, Market, Order, OrderLeg, Side
 from trading.engine.core import HOUR_MS, Engine
 from trading.ports import Clock, ExchangePort, ReplayClock
 
@@ -96,9 +101,17 @@ async def save_config_snapshot(store: Storage, config: TradingConfig) -> str:
 async def audited_restore_details(store: Storage, open_orders: list[Order]) -> dict:
     """The ``Engine.restore`` keyword arguments read from the audit and the equity log (SPEC
     L-3, A-1): the exit reasons of close orders still in flight, the time of the last equity
-    sample (epoch ms UTC) and the TP1 share / ATR / leverage decided for unfilled entries."""
+    sample (epoch ms UTC) and the TP1 share / ATR / leverage decided for unfilled entries; the
+    account risk state (R-5, R-9) and the trade record (net PnL and wallet balance after each
+    closed trade, oldest first: the Z-5 launch ramp is rebuilt from it)."""
     closing = [o.client_order_id for o in open_orders if o.leg is OrderLeg.CLOSE]
+    saved = await store.runtime.get(ACCOUNT_RISK_KEY)
+    account = await store.account.get()
+    closed = sorted(await store.positions.list_closed(), key=lambda p: (p.closed_ms or 0, p.position_id))
+    record = record_from_trades([p.net_pnl for p in closed], account.balance) if account is not None else []
     return {
+        "account_risk": AccountRisk.from_dict(json.loads(saved)) if saved else None,
+        "trade_record": record,
         "close_reasons": {cid: ExitReason(r) for cid, r in (await store.audit.exit_reasons(closing)).items()},
         "last_sample_ms": getattr(await store.equity.latest(), "timestamp", None),
         "entry_details": await store.audit.entry_details(
@@ -332,6 +345,8 @@ async def build_runtime(
     make_user_stream: Callable[[Engine, tuple[str, ...]], Any] | None = None,
     reconcile_every_ms: int = RECONCILE_EVERY_MS,
     price_proxies: dict[str, str] | None = None,
+    venue_positions: Callable[[], Any] | None = None,
+    next_funding: Callable[[str], Any] | None = None,
 ) -> Runtime:
     """Restore the saved state into one engine behind the order gateway, reconcile it with the
     venue before any entry (SPEC L-3, O-5) and attach the market feed — for every mode.
@@ -352,6 +367,8 @@ async def build_runtime(
             prefixes), or None.
         reconcile_every_ms: the period of the reconciliation (O-5: 30 s against an exchange).
         price_proxies: symbol → the symbol whose candles stand in for it (S-6), for reports.
+        venue_positions / next_funding: the exchange's positions (liquidation prices) and the
+            next funding of a symbol, for /open (see :class:`TradingService`).
 
     Raises:
         UnknownSymbol: a configured symbol is not listed on the venue; ExchangeError: the venue
@@ -378,7 +395,9 @@ async def build_runtime(
                 raise UnknownSymbol(f"{symbol} is not listed on the {mode} venue")
             markets[symbol] = listed[symbol]
         buffer = EventBuffer()
-        engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=mode)
+        brackets = load_margin_brackets(default_data_dir(), config.all_symbols())  # liquidation prices
+        engine = Engine(config=config, markets=markets, exchange=gateway, clock=clock, sink=buffer, env=mode,
+                        brackets=brackets)
         config_id = await save_config_snapshot(store, config)  # SPEC A-1: records cite it
         open_orders = await store.orders.list_open()
         engine.restore(
@@ -401,7 +420,8 @@ async def build_runtime(
         first = await reconciler.run()
         supervisor.reconciled(clock.now_ms())
         await persister.flush()
-        service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {})
+        service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {},
+                                 venue_positions=venue_positions, next_funding=next_funding)
         feed = make_feed(engine, gateway, tracker, supervisor, service)  # may read files: inside the guard
         user_stream = None if make_user_stream is None else make_user_stream(engine, reconciler.prefixes)
     except BaseException:
@@ -450,6 +470,7 @@ async def build_paper_runtime(
             series[key] = loaded if end_ms is None else loaded.between(None, end_ms)
     if not series:
         raise DataError("no bundled candles for any configured symbol and timeframe")
+    funding = {key: load_replay_funding(data_dir, key[0], key[1]) for key in series}  # before the database opens
     store = await Storage.open(db_path)
     try:
         cursor_text = await store.runtime.get(REPLAY_CURSOR_KEY)
@@ -473,14 +494,20 @@ async def build_paper_runtime(
         raise
 
     def make_feed(engine: Engine, gateway, tracker, supervisor, service) -> ReplayFeed:
-        sources = [ReplaySource(feed, series[key], load_replay_funding(data_dir, feed.symbol, feed.timeframe))
-                   for key, feed in engine.feeds.items() if key in series]
+        sources = [ReplaySource(feed, series[key], funding[key]) for key, feed in engine.feeds.items() if key in series]
         return ReplayFeed(engine, venue, tracker, supervisor, clock, sources, resume_after)
+
+    async def next_funding(symbol: str):
+        """The next bundled funding event of ``symbol`` after the replay clock: (rate, ms)."""
+        events = next((events for (s, _tf), events in funding.items() if s == symbol), [])
+        i = bisect.bisect_right([ts for ts, _rate in events], clock.now_ms())
+        return (events[i][1], events[i][0]) if i < len(events) else None
 
     proxies = {s.symbol: s.proxy_of for s in series.values() if s.proxy_of}  # S-6: labelled in reports
     return await build_runtime(mode="paper", config=config, store=store, venue=venue, clock=clock,
                                make_feed=make_feed, record_orders=False,
-                               reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS, price_proxies=proxies)
+                               reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS, price_proxies=proxies,
+                               next_funding=next_funding)
 
 
 async def build_exchange_runtime(
@@ -527,4 +554,6 @@ async def build_exchange_runtime(
             return UserStreamWatcher(engine, user_stream_client, prefixes)
 
     return await build_runtime(mode=env, config=config, store=store, venue=exchange, clock=clock,
-                               make_feed=make_feed, sleep=sleep, rng=rng, make_user_stream=make_user_stream)
+                               make_feed=make_feed, sleep=sleep, rng=rng, make_user_stream=make_user_stream,
+                               venue_positions=getattr(exchange, "fetch_position_details", None),
+                               next_funding=getattr(exchange, "fetch_next_funding", None))

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     telegram_notify_chat_ids: Annotated[tuple[int, ...], NoDecode] = ()  # extra chats (a group) for notifications
     optiflow_notifications: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     optiflow_report_tz: str = "UTC"
-    optiflow_flatten_on_shutdown: bool = False
+    optiflow_flatten_on_shutdown: bool | None = None  # SPEC L-2: None = on in live, off in paper/demo
     optiflow_mode: Literal["paper", "demo", "live"] = "paper"
     optiflow_config: Path | None = None
     optiflow_db_path: Path = Path("optiflow.db")
@@ -85,7 +85,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "telegram_bot_token", "binance_api_key", "binance_api_secret", "optiflow_config",
-        "telegram_api_base", "telegram_proxy", "exchange_api_base", "optiflow_quote", mode="before"
+        "telegram_api_base", "telegram_proxy", "exchange_api_base", "optiflow_quote",
+        "optiflow_flatten_on_shutdown", mode="before"
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -147,6 +148,13 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value[:64]!r} (IANA name, e.g. UTC or Europe/Berlin)") from None
         return value
+
+    def flatten_on_shutdown(self, mode: str) -> bool:
+        """SPEC L-2 (seed 003): close every position at shutdown — ``OPTIFLOW_FLATTEN_ON_SHUTDOWN``
+        when set, else on in live and off in paper and demo."""
+        if self.optiflow_flatten_on_shutdown is not None:
+            return self.optiflow_flatten_on_shutdown
+        return mode == "live"
 
     def report_zone(self) -> ZoneInfo:
         """The zone whose midnight ends a day for the daily report (SPEC T-5)."""

@@ -23,10 +23,13 @@ class ShutdownSignal:
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.reason = ""
+        self.flatten: bool | None = None  # the /shutdown dialog's choice (SPEC L-2); None = the default
 
-    def request(self, reason: str) -> None:
-        """Ask the run loop to shut down (idempotent: the first reason is kept)."""
+    def request(self, reason: str, flatten: bool | None = None) -> None:
+        """Ask the run loop to shut down (idempotent: the first reason and choice are kept);
+        ``flatten``: close every position first (True) or keep them with their stops (False)."""
         if not self.event.is_set():
             self.reason = reason
+            self.flatten = flatten
             log.warning("shutdown requested: %s", reason)
             self.event.set()

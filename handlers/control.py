@@ -69,17 +69,25 @@ async def on_pause_command(message: Message, command: CommandObject, trading: "T
 
 
 async def _offer_lift(message: Message, trading: "TradingService", user_id: int, role: str = "owner") -> None:
-    """After a resume: if a risk rule stopped a bot for the day, entries stay blocked until an
-    owner lifts that stop through a confirm dialog (SPEC T-1 "resume after a risk stop"; a
-    trader is told only an owner can)."""
+    """After a resume: if a risk rule stopped a bot for the day, or the R-5 drawdown pause holds
+    the account, entries stay blocked until an owner lifts that stop through a confirm dialog
+    (SPEC T-1 "resume after a risk stop"; a trader is told only an owner can; R-5 "a confirmed
+    /resume"). The R-3 hard limit is named but not offered: it holds to the next UTC day."""
     halted = trading.halted_bots()
-    if halted:
-        stopped = "Still stopped by a risk rule: " + ", ".join(f"{b} ({r})" for b, r in halted.items())
+    liftable = trading.liftable_stops()
+    held = {b: r for b, r in halted.items() if b not in liftable}
+    if held:
+        await message.answer(
+            text="Halted until 00:00 UTC (R-3 hard daily loss limit, cannot be lifted): "
+                 + ", ".join(f"{b} ({r})" for b, r in held.items()), parse_mode=None
+        )
+    if liftable:
+        stopped = "Still stopped by a risk rule: " + ", ".join(f"{b} ({r})" for b, r in liftable.items())
         if role != "owner":
             await message.answer(text=stopped + " — only an owner can lift it.", parse_mode=None)
             return
         await message.answer(text=stopped, parse_mode=None)
-        await ask_confirmation(message, trading, user_id, LIFT_RISK_STOP, ", ".join(halted))
+        await ask_confirmation(message, trading, user_id, LIFT_RISK_STOP, ", ".join(liftable))
 
 
 async def _refresh(query: CallbackQuery, trading: "TradingService") -> None:

@@ -22,7 +22,7 @@ from bot.middlewares import OWNER_ACTIONS
 from bot.render import render_usage
 from bot.render_ops import render_closes, render_confirm
 from handlers.common import answer_text
-from keyboards.confirm import ConfirmCb, confirm_keyboard
+from keyboards.confirm import ConfirmCb, confirm_keyboard, shutdown_keyboard
 from keyboards.positions import ClosePositionCb
 from trading.domain.errors import UnknownSymbol
 
@@ -31,14 +31,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RequestShutdown = Callable[[str], Awaitable[None] | None]
+RequestShutdown = Callable[..., Awaitable[None] | None]  # (reason, flatten=None)
 
 # action code → (question, confirm button label); the argument is formatted into the question.
 CLOSE, CLOSE_ALL, SHUTDOWN, LIFT_RISK_STOP = "CLOSE", "CLOSE_ALL", "SHUTDOWN", "LIFT_RISK_STOP"
+FLATTEN, KEEP = "flatten", "keep"  # the two /shutdown choices (SPEC L-2), stored as the argument
 QUESTIONS = {
     CLOSE: ("Close {arg} at market?", "Close"),
     CLOSE_ALL: ("Close ALL open positions at market?", "Close all"),
-    SHUTDOWN: ("Shut the bot down?", "Shut down"),
+    SHUTDOWN: ("Shut the bot down? Close every position at market first, or stop and keep the positions "
+               "with their stop-losses on the exchange.", "Shut down"),
     LIFT_RISK_STOP: ("Lift the risk stop of bot(s) {arg} and allow entries again today?", "Lift risk stop"),
 }
 REFUSALS = {
@@ -88,11 +90,16 @@ async def on_close_all(message: Message, command: CommandObject, trading: "Tradi
 
 
 async def on_shutdown(message: Message, command: CommandObject, trading: "TradingService") -> None:
-    """``/shutdown`` → confirm dialog (SPEC T-2, T-1, L-2)."""
+    """``/shutdown`` → confirm dialog with both choices (SPEC T-2, T-1, L-2): "close all and
+    stop" and "stop, keep positions with their stops" (each its own stored confirmation)."""
     if command.args:
         await message.answer(**render_usage("Usage: /shutdown (no argument)").as_kwargs())
         return
-    await ask_confirmation(message, trading, message.from_user.id, SHUTDOWN)
+    user_id = message.from_user.id
+    flatten_id = await trading.request_confirmation(user_id, SHUTDOWN, FLATTEN)
+    keep_id = await trading.request_confirmation(user_id, SHUTDOWN, KEEP)
+    await message.answer(**render_confirm(QUESTIONS[SHUTDOWN][0]).as_kwargs(),
+                         reply_markup=shutdown_keyboard(flatten_id, keep_id))
 
 
 async def on_close_button(
@@ -160,8 +167,14 @@ async def on_confirm(
             callback_answer.text = "Shutdown is not available in this run."
             return
         callback_answer.text = "Shutting down"
-        await _drop_keyboard(query, "Shutdown confirmed.")
-        result = request_shutdown(f"/shutdown confirmed by user id={user_id}")
+        reason = f"/shutdown confirmed by user id={user_id}"
+        if arg in (FLATTEN, KEEP):
+            choice = "closing every position first" if arg == FLATTEN else "positions kept with their stops"
+            await _drop_keyboard(query, f"Shutdown confirmed: {choice}.")
+            result = request_shutdown(f"{reason} ({arg})", flatten=arg == FLATTEN)
+        else:
+            await _drop_keyboard(query, "Shutdown confirmed.")
+            result = request_shutdown(reason)
         if result is not None:
             await result
         return

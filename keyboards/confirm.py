@@ -23,3 +23,14 @@ def confirm_keyboard(confirmation_id: int, label: str) -> InlineKeyboardMarkup:
     builder.button(text=f"✅ {label}", callback_data=packed(ConfirmCb(id=confirmation_id, ok=True)))
     builder.button(text="✖️ Cancel", callback_data=packed(ConfirmCb(id=confirmation_id, ok=False)))
     return builder.as_markup()
+
+
+def shutdown_keyboard(flatten_id: int, keep_id: int) -> InlineKeyboardMarkup:
+    """SPEC L-2 /shutdown: "close all and stop" (confirmation ``flatten_id``), "stop, keep
+    positions with their stops" (``keep_id``), and Cancel; one button per row."""
+    builder = InlineKeyboardBuilder()
+    builder.button(text="✅ Close all and stop", callback_data=packed(ConfirmCb(id=flatten_id, ok=True)))
+    builder.button(text="✅ Stop, keep positions with their stops", callback_data=packed(ConfirmCb(id=keep_id, ok=True)))
+    builder.button(text="✖️ Cancel", callback_data=packed(ConfirmCb(id=flatten_id, ok=False)))
+    builder.adjust(1)
+    return builder.as_markup()

@@ -147,6 +147,10 @@ class FakeBinance:
     weight_window_s: float = 60.0
     funding_limit: int = 500
     funding_window_s: float = 300.0
+    # positionRisk "liquidationPrice" per symbol (Binance's own figure; "0" = none reported) and
+    # premiumIndex "lastFundingRate" per symbol: the values a test makes the exchange report.
+    liquidation_prices: dict = field(default_factory=dict)
+    funding_rates: dict = field(default_factory=dict)
 
     raw_markets: dict = field(init=False)
     base_url: str = field(init=False, default="")
@@ -696,8 +700,11 @@ class FakeBinance:
         for market_id in ids:
             symbol = self._served(market_id)
             last = str(self._last(symbol))
-            rows.append({"symbol": market_id, "markPrice": last, "indexPrice": last, "lastFundingRate": "0.0001",
-                         "nextFundingTime": 0, "interestRate": "0.0001", "time": self.clock.current_ms})
+            eight_hours = 8 * 3_600_000  # Binance USDⓈ-M funds every 8 h (00:00, 08:00, 16:00 UTC)
+            rows.append({"symbol": market_id, "markPrice": last, "indexPrice": last,
+                         "lastFundingRate": self.funding_rates.get(symbol, "0.0001"),
+                         "nextFundingTime": self.clock.current_ms - self.clock.current_ms % eight_hours + eight_hours,
+                         "interestRate": "0.0001", "time": self.clock.current_ms})
         return rows[0] if p.get("symbol") else rows
 
     # --------------------------------------------------------------- orders
@@ -893,7 +900,8 @@ class FakeBinance:
             lev = self._leverage.get(symbol, 20)
             rows.append({
                 "symbol": market_id, "positionAmt": str(amount), "entryPrice": str(entry), "breakEvenPrice": str(entry),
-                "markPrice": str(mark), "unRealizedProfit": str(upnl), "liquidationPrice": "0",
+                "markPrice": str(mark), "unRealizedProfit": str(upnl),
+                "liquidationPrice": self.liquidation_prices.get(symbol, "0") if pos else "0",
                 "leverage": str(lev), "maxNotionalValue": "1000000",
                 "marginType": self._margin_type.get(symbol, self.margin_type), "isolatedMargin": "0",
                 "isAutoAddMargin": "false", "positionSide": "BOTH", "notional": str(amount * mark),

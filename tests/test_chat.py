@@ -130,6 +130,10 @@ class FakeTradingService:
         """No risk stop in these tests."""
         return {}
 
+    def liftable_stops(self) -> dict[str, str]:
+        """No risk stop to lift in these tests."""
+        return {}
+
     async def set_paused(self, symbol: str, paused: bool) -> None:
         """Record the call and apply it (R-7)."""
         if symbol not in SYMBOLS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from keyboards.positions import positions_keyboard
 from tests import stack
 from tests.test_chat import position_view
 from tests.test_risk_chat import OPEN_END, RISK_END, two_bots
+from trading.domain.config import TradingConfig
 from trading.domain.models import OrderLeg
 from trading.domain.playbooks import PLAYBOOKS
 from trading.app.service import CONFIRM_TTL_MS
@@ -232,10 +234,18 @@ async def test_t3_forged_and_unknown_taps_are_answered_and_change_nothing(open_s
     assert {k: set(v) for k, v in chat.runtime.engine.paused.items()} == paused_before
 
 
+def liftable_day() -> TradingConfig:
+    """The two bots with the R-3 hard limit out of the way (10 %): that day ends their entries
+    at the 2 % daily limit, a stop a confirmed /resume may lift (the 3 % hard limit may not)."""
+    config = two_bots()
+    return config.model_copy(update={"account": config.account.model_copy(
+        update={"daily_loss_hard_limit_pct": Decimal(10)})})
+
+
 async def test_t1_resume_after_a_risk_stop_asks_to_lift_it(tmp_path, data_dir):
     """T-1: after R-2/R-3 stopped bots for the day, /resume all resumes the pause flags but
     lifting the risk stop itself needs a confirm."""
-    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, RISK_END, two_bots())
+    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, RISK_END, liftable_day())
     chat = Chat(runtime, tmp_path)
     try:
         halted = runtime.service.halted_bots()
@@ -254,16 +264,22 @@ async def test_t1_resume_after_a_risk_stop_asks_to_lift_it(tmp_path, data_dir):
         await runtime.close()
 
 
-async def test_l2_shutdown_is_confirmed_then_requests_the_lifecycle_shutdown(tmp_path, data_dir):
-    """T-1/L-2: /shutdown asks; the confirm calls the lifecycle's request_shutdown(reason)."""
+async def test_l2_shutdown_offers_close_all_and_stop_or_stop_keeping_positions(tmp_path, data_dir):
+    """T-1/L-2: /shutdown asks with both choices — "close all and stop" and "stop, keep
+    positions with their stops"; each confirm calls the lifecycle's request_shutdown(reason,
+    flatten=...) with the trader's choice."""
     runtime = await stack.replayed(tmp_path / "paper.db", data_dir, OPEN_END, two_bots())
-    reasons: list[str] = []
-    chat = Chat(runtime, tmp_path, request_shutdown=reasons.append)
+    calls: list[tuple[str, bool | None]] = []
+    chat = Chat(runtime, tmp_path, request_shutdown=lambda reason, flatten=None: calls.append((reason, flatten)))
     try:
         assert (await chat.say("/shutdown")).startswith("Shut the bot down?")
-        assert reasons == []
-        await chat.tap("✅")
-        assert reasons == [f"/shutdown confirmed by user id={USER}"]
+        assert {"✅ Close all and stop", "✅ Stop, keep positions with their stops", "✖️ Cancel"} <= set(chat.buttons())
+        assert calls == []
+        await chat.tap("✅ Close all and stop")
+        await chat.say("/shutdown")
+        await chat.tap("✅ Stop, keep positions with their stops")
+        assert calls == [(f"/shutdown confirmed by user id={USER} (flatten)", True),
+                         (f"/shutdown confirmed by user id={USER} (keep)", False)]
     finally:
         await chat.close()
         await runtime.close()
@@ -408,7 +424,7 @@ async def test_l2_console_shutdown_stops_reading_after_the_confirm(tmp_path, dat
     chat = Chat(runtime, tmp_path, request_shutdown=signal.request)
     try:
         await chat.console.run_interactive(io.StringIO("/shutdown\n1\n/summary\n"), until=signal.event)
-        assert signal.reason == f"/shutdown confirmed by user id={USER}"
+        assert signal.reason == f"/shutdown confirmed by user id={USER} (flatten)" and signal.flatten is True
         sent_texts = [r.text for r in chat.session.requests if isinstance(r, SendMessage)]
         assert sent_texts[0].startswith("Shut the bot down?") and not any("Balance:" in t for t in sent_texts)
     finally:
@@ -437,7 +453,7 @@ async def test_t3_per_bot_pause_toggle_pauses_only_that_bot_R7_B1(open_stack):
 
 async def test_t1_lifting_a_risk_stop_touches_only_the_bots_named_in_the_dialog(tmp_path, data_dir):
     """T-1: the confirm lifts the stops the trader was shown, not a stop that came later."""
-    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, RISK_END, two_bots())
+    runtime = await stack.replayed(tmp_path / "paper.db", data_dir, RISK_END, liftable_day())
     try:
         halted = runtime.service.halted_bots()
         assert set(halted) == {"A", "B"}

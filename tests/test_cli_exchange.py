@@ -176,7 +176,7 @@ async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_pa
         await telegram.tap(allowed, "🛡", timeout=30)
         await telegram.wait_until(lambda: RECONCILE_REQUESTED in texts(), timeout=30)
         telegram.queue_text(allowed, "/shutdown")
-        await telegram.tap(allowed, "✅ Shut down", timeout=30)
+        await telegram.tap(allowed, "✅ Stop, keep positions with their stops", timeout=30)
         returncode = await asyncio.wait_for(process.wait(), timeout=60)
     finally:
         if process.returncode is None:
@@ -188,7 +188,8 @@ async def test_s1_l2_demo_run_over_telegram_has_the_paper_lifecycle(fake, tmp_pa
     assert returncode == 0, log[-2000:]
     card = texts()[0]
     assert card.startswith("<b>🚀 OptiFlow") and "DEMO" in card and "binanceusdm" in card and "Audit head" in card
-    assert texts()[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={allowed})"
+    assert "Live gate:</b> ❌ promotion gate (S-7) not met: 0 closed demo trades" in card  # S-7 on the card
+    assert texts()[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={allowed} (keep))"
     assert "🔗 Audit head <code>" in texts()[-1]  # A-1 anchor
     assert texts()[-2].startswith("<b>Run summary</b>")
     everything = log + "\n".join(texts())

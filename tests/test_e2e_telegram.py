@@ -64,9 +64,10 @@ async def test_acceptance_allowed_user_session_ends_with_confirmed_shutdown_T2_T
         fake.queue_text(ALLOWED, "/playbook")
         await fake.wait_until(lambda: any(t.startswith("Incident playbooks") for t in texts()))
         fake.queue_text(ALLOWED, "/shutdown")
-        await fake.wait_until(lambda: fake.messages_with_button(ALLOWED, "✅ Shut down"))
+        await fake.wait_until(lambda: fake.messages_with_button(ALLOWED, "✅ Close all and stop"))
+        assert fake.messages_with_button(ALLOWED, "✅ Stop, keep positions with their stops")  # L-2: both choices
         assert SHUTDOWN_TEXT not in texts()  # nothing happens before the confirm
-        await fake.tap(ALLOWED, "✅ Shut down")
+        await fake.tap(ALLOWED, "✅ Close all and stop")
         returncode = await asyncio.wait_for(process.wait(), timeout=60)
     finally:
         if process.returncode is None:
@@ -78,7 +79,7 @@ async def test_acceptance_allowed_user_session_ends_with_confirmed_shutdown_T2_T
     stderr = (tmp_path / "stderr.txt").read_text()
     assert returncode == 0, stderr[-2000:]
     assert "Traceback" not in stderr and "TEST-TOKEN" not in stderr
-    assert texts()[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={ALLOWED})"
+    assert texts()[-1].split("\n")[0] == f"{SHUTDOWN_TEXT} (/shutdown confirmed by user id={ALLOWED} (flatten))"
     assert texts()[-2].startswith("<b>Run summary</b>")  # L-2: the summary, then the shutdown message
     assert texts()[0].startswith("<b>🚀 OptiFlow") and "Audit head" in texts()[0]  # L-1 build card first
     [(_, field, photo)] = [f for f in fake.files if f[0] == "sendphoto"]
@@ -88,6 +89,8 @@ async def test_acceptance_allowed_user_session_ends_with_confirmed_shutdown_T2_T
     with sqlite3.connect(db) as conn:  # the button's pause was persisted (SPEC R-7)
         paused = {row[0] for row in conn.execute("SELECT symbol FROM paused_symbols")}
     assert paused == {"BTC/USDT:USDT"}
+    with sqlite3.connect(db) as conn:  # L-2 "close all and stop": nothing left open
+        assert conn.execute("SELECT COUNT(*) FROM positions WHERE closed_ms IS NULL").fetchone()[0] == 0
     assert "setmycommands" in [m for m, _ in fake.calls]
 
 

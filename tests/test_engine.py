@@ -20,6 +20,7 @@ from trading.domain.config import (
 from trading.engine.core import Engine
 from trading.domain.events import EventBuffer, SignalEvaluated
 from trading.domain.filters import FilterConfig
+from trading.adapters.leverage_tiers import load_margin_brackets
 from trading.adapters.marketdata import default_data_dir, load_candles
 from trading.domain.models import ExitReason, OrderLeg, OrderType, Side
 from trading.ports import ReplayClock
@@ -59,7 +60,8 @@ class Harness:
         self.exchange.on_change = self.changed.append
         self.gateway = OrderGateway(self.exchange)
         self.engine = Engine(config=config, markets={SYMBOL: markets[SYMBOL]}, exchange=self.gateway,
-                             clock=self.clock, sink=self.buffer)
+                             clock=self.clock, sink=self.buffer,
+                             brackets=load_margin_brackets(default_data_dir(), [SYMBOL]))  # liquidation prices
         self.tracker = FillTracker(self.engine, self.gateway)
         self.feed = self.engine.feeds[(SYMBOL, "5m")]
         self.bot = next(iter(self.engine.bots.values()))
@@ -232,7 +234,7 @@ async def win(h, price=2.0):
 
 async def test_r6_three_stop_losses_blacklist_the_symbol_for_120_minutes(markets):
     """R-6: the 3rd stop-loss on a symbol pauses it 120 min (R-2 set out of the way)."""
-    h = Harness(markets, sl_streak_limit=10, account={"daily_loss_limit_pct": D(50)})
+    h = Harness(markets, sl_streak_limit=10, account={"daily_loss_limit_pct": D(50), "daily_loss_hard_limit_pct": D(50)})
     await h.start()
     for _ in range(3):
         await lose(h)
@@ -249,7 +251,8 @@ async def test_r6_three_stop_losses_blacklist_the_symbol_for_120_minutes(markets
 async def test_r4_daily_profit_factor_below_one_after_ten_trades_stops_the_day(markets):
     """R-4: profit factor < 1.0 after ≥ 10 trades that day stops entries."""
     h = Harness(markets, sl_streak_limit=50, blacklist_stop_losses=50,
-                account={"daily_loss_limit_pct": D(90), "drawdown_pause_pct": D(90), "drawdown_reduce_pct": D(90)})
+                account={"daily_loss_limit_pct": D(90), "daily_loss_hard_limit_pct": D(90), "drawdown_pause_pct": D(90),
+                         "drawdown_reduce_pct": D(90)})
     await h.start()
     for outcome in (win, lose, lose, win, lose, lose, lose, win, lose):
         await outcome(h)
@@ -265,11 +268,14 @@ async def test_r4_daily_profit_factor_below_one_after_ten_trades_stops_the_day(m
 
 
 @pytest.mark.parametrize("peak, stage, blocked_by", [
-    ("1090", "NONE", ""),       # 9 % but only 90 quote: both must be exceeded
-    ("1120", "REDUCE", ""),     # 10.7 % and 120 quote → risk × 0.5
-    ("1300", "PAUSE", "DRAWDOWN_PAUSE"),  # 23 % and 300 quote → no entries
+    ("1080", "NONE", ""),       # 80 quote below, but 8 % of 1080 = 86.40 is the greater threshold
+    ("1100", "REDUCE", ""),     # 100 ≥ max(8 % = 88, 50) → risk × 0.5
+    ("1170", "REDUCE", ""),     # 170 < max(15 % = 175.50, 100): not paused yet
+    ("1180", "PAUSE", "DRAWDOWN_PAUSE"),  # 180 ≥ max(15 % = 177, 100) → no entries
 ])
-async def test_r5_drawdown_stages_need_both_percent_and_quote(harness, peak, stage, blocked_by):
+async def test_r5_drawdown_stages_at_the_greater_of_percent_and_quote(harness, peak, stage, blocked_by):
+    """R-5 at SPEC's numbers on a 1000 account: reduce at the greater of 8 % or 50 quote below
+    the peak, pause at the greater of 15 % or 100 quote."""
     harness.engine.book.account = replace(harness.engine.account, peak_equity=D(peak))
     assert harness.engine.drawdown_stage() == stage
     evaluation = await harness.enter(2.0)
@@ -429,7 +435,7 @@ async def test_e10_r9_no_addition_to_a_losing_position(markets):
 
 async def test_r2_a_take_profit_resets_the_sl_streak(markets):
     """R-2: SL, then a take-profit, then SL → streak 1, entries still allowed."""
-    h = Harness(markets, account={"daily_loss_limit_pct": D(50)})
+    h = Harness(markets, account={"daily_loss_limit_pct": D(50), "daily_loss_hard_limit_pct": D(50)})
     await h.start()
     await lose(h)
     assert h.engine.risk_states["main"].sl_streak == 1
@@ -476,7 +482,7 @@ async def test_e3_auto_profit_closes_all_before_tp1(markets):
 
 async def test_z4_scaling_preset_caps_trades_per_day_in_the_engine(markets):
     """Z-4 scaling: a 200-quote account (tier 120–300) takes at most 8 trades per UTC day."""
-    h = Harness(markets, balance="200", preset="scaling", account={"daily_loss_limit_pct": D(50)})
+    h = Harness(markets, balance="200", preset="scaling", account={"daily_loss_limit_pct": D(50), "daily_loss_hard_limit_pct": D(50)})
     await h.start()
     for _ in range(8):
         await win(h)

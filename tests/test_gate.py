@@ -58,7 +58,7 @@ def pause(h: Harness) -> None:
 
 
 def drawdown_pause(h: Harness) -> None:
-    # R-5 at SPEC's thresholds: 15 % and 200 quote below a 1300 peak (equity ≈ 1000).
+    # R-5 at SPEC's thresholds: the greater of 15 % or 100 quote below a 1300 peak (equity ≈ 1000).
     h.engine.book.account = replace(h.engine.account, peak_equity=D(1300))
 
 
@@ -96,7 +96,7 @@ async def test_o9_r5_r7_e10_a_halted_paused_or_drawdown_paused_account_refuses_a
 
 
 async def test_o9_drawdown_reduce_stage_lets_entries_in_but_no_position_grow(markets):
-    """R-5 REDUCE (8 % and 50 quote below the peak... here 1120 → 10.7 % and 120): new entries
+    """R-5 REDUCE (the greater of 8 % or 50 quote below the peak; here 1120 → 120 ≥ 89.60): new entries
     go on at half risk (test_engine), but the gate refuses every ladder addition."""
     h = await ladder_ready(markets)
     h.engine.book.account = replace(h.engine.account, peak_equity=D(1120))

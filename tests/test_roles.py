@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -17,6 +18,7 @@ from bot.app import build_dispatcher
 from bot.console import keyboard_buttons, make_console_bot
 from bot.settings import Settings, load_settings
 from tests import stack
+from trading.domain.reasons import ReasonCode
 from tests.test_risk_chat import OPEN_END, two_bots
 from trading.domain.errors import ConfigError
 
@@ -114,9 +116,13 @@ async def test_t1_a_trader_is_not_offered_to_lift_a_risk_stop(tmp_path, data_dir
     from tests.test_risk_chat import RISK_END
 
     runtime = await stack.replayed(tmp_path / "risk.db", data_dir, RISK_END, two_bots())
+    # Bot A stopped for the day by its stop-loss streak: a stop a confirmed /resume lifts
+    # (the R-3 hard limit that also fires in this window is not liftable at all).
+    state = runtime.engine.risk_states["A"]
+    runtime.engine.risk.set_state(replace(state, halted_reason=ReasonCode.SL_STREAK))
     chat = Group(runtime, tmp_path)
     try:
-        assert runtime.service.halted_bots()
+        assert runtime.service.liftable_stops()
         replies = texts(await chat.say(TRADER, "/resume all"))
         assert any("only an owner can lift it" in t for t in replies)
         assert not any("Lift the risk stop" in t for t in replies)

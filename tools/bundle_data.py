@@ -46,7 +46,8 @@ def main() -> None:
         name = f"binance_futures_{base}_USDT_USDT-funding_rate.csv.gz"
         n = _slice_csv_gz(args.shared / "funding" / name, args.out / "funding" / name, START_MS)
         print(f"funding/{name}: {n} rows")
-    for name in ("binanceusdm_markets.ccxt.json.gz", "binanceusdm_markets_summary.csv"):
+    for name in ("binanceusdm_markets.ccxt.json.gz", "binanceusdm_markets_summary.csv",
+                 "binance_leverage_tiers.freqtrade.json.gz"):
         shutil.copyfile(args.shared / "markets" / name, args.out / "markets" / name)
         print(f"markets/{name}: copied")
 

@@ -44,9 +44,6 @@ _MAX_RANGE = 50
 # Rules SPEC.md defines that are not built yet, with the issue that builds each. Not counted by
 # --fail-under; listed in every report. Remove an id here in the commit that adds its test.
 PLANNED: dict[str, str] = {
-    "S-7": "issue 14: promotion gate for --live, --skip-gate audited",
-    "Z-5": "issue 14: the `launch` preset's staged ramp",
-    "E-7": "issue 14: fees-first take-profits, refused configs",
 }
 
 

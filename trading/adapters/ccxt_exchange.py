@@ -96,8 +96,8 @@ def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> Exchan
 
 @dataclass(frozen=True, slots=True)
 class ExchangePosition:
-    """A position as the exchange reports it: signed contracts (+long/−short), entry price and
-    mark price in quote, leverage and margin mode."""
+    """A position as the exchange reports it: signed contracts (+long/−short), entry price, mark
+    price and liquidation price in quote, leverage and margin mode."""
 
     symbol: str
     contracts: Decimal
@@ -105,6 +105,7 @@ class ExchangePosition:
     mark_price: Decimal | None
     leverage: int | None
     margin_mode: str | None
+    liquidation_price: Decimal | None = None  # the exchange's figure; None when it reports none (0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,11 +356,24 @@ class CcxtExchange:
             if contracts == 0 or p.get("symbol") not in self._markets:
                 continue
             signed = contracts if p.get("side") == "long" else -contracts
+            liquidation = _dec(p.get("liquidationPrice"))
             positions.append(ExchangePosition(
                 p["symbol"], signed, _dec(p.get("entryPrice")) or Decimal(0), _dec(p.get("markPrice")),
                 int(p["leverage"]) if p.get("leverage") else None, p.get("marginMode"),
+                liquidation if liquidation is not None and liquidation > 0 else None,
             ))
         return positions
+
+    async def fetch_next_funding(self, symbol: str) -> tuple[Decimal, int] | None:
+        """The funding rate (fraction) the exchange will apply next to ``symbol`` and when (epoch
+        ms UTC), from ccxt ``fetch_funding_rate`` (Binance ``premiumIndex``); None when it gives
+        no time."""
+        raw = await self._call("fetch_funding_rate", symbol)
+        rate = _dec(raw.get("fundingRate"))
+        when = raw.get("fundingTimestamp") or raw.get("nextFundingTimestamp")
+        if rate is None or not when:
+            return None
+        return rate, int(when)
 
     async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[ExchangeTrade]:
         """Fills of ``symbol`` since ``since_ms`` (epoch ms UTC), oldest first."""

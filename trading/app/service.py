@@ -7,7 +7,9 @@ compute. Live numbers come from the engine, history from the repositories.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from dataclasses import replace
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -15,15 +17,18 @@ from typing import Any
 
 from trading.domain.audit import AuditStatus, entries_for_events
 from trading.engine.core import DAY_MS, Engine
-from trading.domain.errors import UnknownSymbol
+from trading.domain.errors import OptiFlowError, UnknownSymbol
+from trading.domain.liquidation import distance_pct
 from trading.domain.events import Alert, CommandIssued
 from trading.domain.models import ZERO, ExitReason, OrderLeg, Side
 from trading.domain.monitor import MonitorLimits, MonitorSnapshot, WatchedPosition, detect, diff
-from trading.domain.presets import effective_limits
-from trading.domain.reasons import DrawdownStage, ReasonCode
+from trading.domain.reasons import UNLIFTABLE_STOPS, DrawdownStage, ReasonCode
+from trading.domain.kpi import Kpis, compute_kpis, kpi_report
 from trading.domain.reports import build_report
-from trading.domain.risk import daily_loss_pct, trading_state
+from trading.domain.sizing import EQUITY_TIERS
+from trading.domain.risk import daily_loss_pct, drawdown_threshold, trading_state
 from trading.domain.views import (
+    AccountRiskView,
     BotRisk,
     CloseResult,
     PeriodReport,
@@ -34,8 +39,15 @@ from trading.domain.views import (
     SymbolRisk,
 )
 
+log = logging.getLogger(__name__)
+
 HUNDRED = Decimal(100)
+ACCOUNT = "account"  # the name /resume lifts the account-level R-5 drawdown pause under
 CONFIRM_TTL_MS = 60_000  # a dangerous action's confirm button works this long (SPEC T-3)
+
+
+def _utc_day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def wall_ms() -> int:
@@ -75,12 +87,20 @@ class TradingService:
         wall_clock: epoch ms UTC now (wall time) for confirmations and uptime; tests inject one.
         price_proxies: symbol → the symbol whose candles stand in for its prices (SPEC S-6,
             paper on USDC perps without USDC candles); every report labels them "proxy".
+        venue_positions: awaitable list of the exchange's positions with its liquidation prices
+            (demo/live: ``CcxtExchange.fetch_position_details``); None = estimate them.
+        next_funding: symbol → awaitable (rate fraction, epoch ms UTC) of the next funding, or
+            None when unknown (paper: the bundled funding events; demo/live: the exchange).
     """
 
     def __init__(
         self, engine: Engine, store: Any, mode: str = "paper", config_id: str = "",
         wall_clock: Callable[[], int] = wall_ms, price_proxies: dict[str, str] | None = None,
+        venue_positions: Callable[[], Awaitable[list]] | None = None,
+        next_funding: Callable[[str], Awaitable[tuple[Decimal, int] | None]] | None = None,
     ) -> None:
+        self.venue_positions = venue_positions
+        self.next_funding = next_funding
         self.price_proxies: dict[str, str] = dict(price_proxies or {})
         self._engine = engine
         self._store = store
@@ -117,9 +137,17 @@ class TradingService:
 
     # ------------------------------------------------------------- status
     async def open_positions(self) -> list[PositionView]:
-        """Open positions with mark price, unrealised PnL and brackets (SPEC T-2 /open)."""
+        """Open positions with mark price, unrealised PnL, brackets, the liquidation price and
+        its distance, and the next funding (SPEC T-2 /open)."""
         engine = self._engine
         views = []
+        reported: dict[str, Decimal] = {}
+        if self.venue_positions is not None and engine.positions:
+            try:
+                reported = {p.symbol: p.liquidation_price for p in await self.venue_positions()
+                            if p.liquidation_price is not None}
+            except OptiFlowError as exc:  # the exchange did not answer: estimate instead
+                log.warning("liquidation prices not read from the exchange: %s", exc)
         for position in sorted(engine.positions.values(), key=lambda p: (p.opened_ms, p.symbol)):
             market = engine.markets[position.symbol]
             mark = engine.mark_price(position.symbol) or position.entry_price
@@ -143,9 +171,34 @@ class TradingService:
                     take_profit_2=position.take_profit_2,
                     tp1_done=position.tp1_done,
                     opened_ms=position.opened_ms,
+                    **await self._liquidation_and_funding(position, mark, market.contract_size, reported),
                 )
             )
         return views
+
+    async def _liquidation_and_funding(self, position, mark: Decimal, contract_size: Decimal,
+                                       reported: dict[str, Decimal]) -> dict:
+        """The liquidation price (the exchange's when it reported one, else the estimate from
+        the maintenance-margin brackets), its distance from the mark, and the next funding with
+        what this position receives (+) or pays (−) at it: −side × rate × notional."""
+        liquidation, source = reported.get(position.symbol), "exchange"
+        if liquidation is None:
+            liquidation, source = self._engine.liquidation_price(position), "estimate"
+        out: dict = {}
+        if liquidation is not None:
+            out.update(liquidation_price=liquidation, liquidation_source=source,
+                       liquidation_distance_pct=distance_pct(mark, liquidation))
+        if self.next_funding is not None:
+            try:
+                upcoming = await self.next_funding(position.symbol)
+            except OptiFlowError as exc:
+                log.warning("next funding of %s not read: %s", position.symbol, exc)
+                upcoming = None
+            if upcoming is not None:
+                rate, when = upcoming
+                out.update(next_funding_rate=rate, next_funding_ms=when,
+                           next_funding_amount=-position.side.sign * rate * position.notional(mark, contract_size))
+        return out
 
     async def summary(self) -> Summary:
         """Balance, equity, risk state and open positions (SPEC T-2 /summary)."""
@@ -160,9 +213,7 @@ class TradingService:
         # The bot closest to its R-2 stop, with the limit its preset really applies (Z-4).
         worst = max(engine.bots.values(), key=lambda b: getattr(engine.risk_states.get(b.name), "sl_streak", 0))
         worst_state = engine.risk_states.get(worst.name)
-        streak_limit = effective_limits(
-            engine.config.preset, worst.profile, balance + unrealised, engine.closed_trades
-        ).sl_streak_limit
+        streak_limit = engine.limits(worst.profile, balance + unrealised).sl_streak_limit
         if self.mode == "paper":
             realised_total = balance - engine.config.account.starting_balance
         else:
@@ -186,6 +237,52 @@ class TradingService:
             paused_symbols=tuple(sorted(await self.paused_symbols())),
             closed_trades=await self._store.positions.count_closed(),
             clock_ms=engine.clock.now_ms(),
+            account_risk=await self.account_risk(),
+        )
+
+    async def promotion_gate(self):
+        """SPEC S-7: the live promotion gate on this database's demo record (a
+        :class:`~trading.domain.promotion.GateResult`)."""
+        from trading.app.promotion import demo_gate
+
+        return await demo_gate(self._store)
+
+    async def account_risk(self) -> AccountRiskView:
+        """The account-level risk lines (SPEC Z-4 tier, Z-5 launch stage, R-5 drawdown stage,
+        R-3 limits, R-9 holds, S-7 gate) for /risk, /summary and the build card."""
+        engine = self._engine
+        rules = engine.config.account
+        equity = engine.equity()
+        peak = max(engine.account.peak_equity if engine.account else equity, equity)
+        risk = engine.risk
+        anchor = risk.account.pause_anchor
+        pause_base = peak if anchor is None else min(anchor, peak)
+        launch = engine.config.preset == "launch"
+        stage = risk.ramp.current
+        held = []
+        for runtime in engine.bots.values():
+            limits = engine.limits(runtime.profile, equity)
+            if limits.capped:
+                why = "losing streak" if risk.account.loss_streak else "equity below its peak"
+                held.append(f"{runtime.name}: risk {limits.risk_pct} %, {limits.leverage}× ({why})")
+        gate = await self.promotion_gate()
+        return AccountRiskView(
+            tier=risk.tier(equity).name,
+            tier_hysteresis_pct=rules.tier_hysteresis_pct,
+            launch_stage=stage.number if launch else 0,
+            launch_limits=(f"{stage.max_positions} position(s) at {stage.risk_pct} % risk, up to {stage.leverage}×"
+                           if launch else ""),
+            launch_next=risk.ramp.next_step() if launch else "",
+            drawdown_stage=engine.drawdown_stage(equity).value,
+            drawdown_paused=risk.account.drawdown_paused,
+            reduce_at=peak - drawdown_threshold(peak, rules.drawdown_reduce_pct, rules.drawdown_reduce_quote),
+            pause_at=pause_base - drawdown_threshold(pause_base, rules.drawdown_pause_pct, rules.drawdown_pause_quote),
+            daily_loss_limit_pct=rules.daily_loss_limit_pct,
+            daily_loss_hard_limit_pct=rules.daily_loss_hard_limit_pct,
+            hard_limit_hit=risk.account.hard_stop_day == _utc_day(engine.clock.now_ms()),
+            held_by_r9="; ".join(held),
+            gate=gate.line(),
+            gate_passed=gate.passed,
         )
 
     def bot_names(self) -> tuple[str, ...]:
@@ -218,7 +315,7 @@ class TradingService:
             if bot is not None and name != bot:
                 continue
             state = states.get(name)
-            limits = effective_limits(engine.config.preset, runtime.profile, equity, engine.closed_trades)
+            limits = engine.limits(runtime.profile, equity)
             bots.append(BotRisk(
                 bot=name,
                 open_positions=sum(1 for (b, _s) in engine.positions if b == name),
@@ -228,6 +325,8 @@ class TradingService:
                 trades_today=state.trades_today if state else 0,
                 profit_factor_today=state.profit_factor_today if state else None,
                 halted_reason=state.halted_reason if state else "",
+                risk_pct=limits.risk_pct,
+                leverage=limits.leverage,
             ))
         symbols = []
         for name, runtime in engine.bots.items():
@@ -247,6 +346,7 @@ class TradingService:
         return RiskReport(
             trading_state=trading_state(halted, stage),
             state_reason=halted or (ReasonCode.DRAWDOWN_PAUSE if stage is DrawdownStage.PAUSE else ""),
+            account_risk=await self.account_risk(),
             equity=equity,
             peak_equity=peak,
             drawdown_pct=(peak - equity) / peak * HUNDRED if peak > 0 else ZERO,
@@ -329,13 +429,36 @@ class TradingService:
         start = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
         return await self.period_report(f"Daily report {day.isoformat()} (UTC)", start, start + DAY_MS)
 
-    async def period_report(self, title: str, start_ms: int, end_ms: int) -> PeriodReport:
-        """Report over [start_ms, end_ms) from the stored trades and equity samples."""
+    async def period_report(self, title: str, start_ms: int, end_ms: int, *,
+                            start_equity: Decimal | None = None) -> PeriodReport:
+        """Report over [start_ms, end_ms) from the stored trades and equity samples, with the
+        T-5 KPIs against the §11 targets of the tier in force and beside the previous tier's
+        figures (over its whole time in that tier), and funding per symbol.
+        ``start_equity``: the equity the period started from (quote; default the first
+        sample's)."""
+        report = await self._bare_report(title, start_ms, end_ms, start_equity)
+        engine = self._engine
+        tier = engine.risk.tier(engine.equity())
+        history = engine.risk.account.tier_history
+        previous = previous_name = None
+        if len(history) >= 2:
+            (since, previous_name), (until, _current) = history[-2], history[-1]
+            before = await self._bare_report("previous tier", since, until, None)
+            previous = await self._kpis(before, since, until)
+        kpis = kpi_report(await self._kpis(report, start_ms, end_ms), tier.name, EQUITY_TIERS.index(tier),
+                          previous, previous_name or "")
+        funding: dict[str, Decimal] = {}
+        for trade in report.trades:
+            funding[trade.symbol] = funding.get(trade.symbol, ZERO) + trade.funding
+        return replace(report, kpis=kpis, funding_by_symbol=tuple(sorted((s, a) for s, a in funding.items() if a)))
+
+    async def _bare_report(self, title: str, start_ms: int, end_ms: int, start_equity: Decimal | None) -> PeriodReport:
         trades = await self._store.positions.list_closed(since_ms=start_ms, until_ms=end_ms)
         curve = await self._store.equity.list(since_ms=start_ms, until_ms=end_ms)
         current = self._engine.equity()
         now = self._engine.clock.now_ms()
-        start_equity = curve[0].equity if curve else current
+        if start_equity is None:
+            start_equity = curve[0].equity if curve else current
         end_equity = current if start_ms <= now < end_ms or not curve else curve[-1].equity
         return build_report(
             title=title,
@@ -347,6 +470,16 @@ class TradingService:
             end_equity=end_equity,
             price_proxies=tuple(sorted(self.price_proxies.items())),
         )
+
+    async def _kpis(self, report: PeriodReport, start_ms: int, end_ms: int) -> Kpis:
+        """SPEC T-5 KPIs of ``report`` (margins from the fills of its trades)."""
+        since = min((t.opened_ms for t in report.trades), default=start_ms)
+        fills = [f for f in await self._store.fills.list(since_ms=since) if f.timestamp <= end_ms]
+        end = min(end_ms, max(self._engine.clock.now_ms(), start_ms + 1))
+        return compute_kpis(trades=report.trades, fills=fills, start_ms=start_ms, end_ms=end,
+                            equities=[s.equity for s in report.equity_curve] or [report.start_equity],
+                            start_equity=report.start_equity, max_drawdown_pct=report.max_drawdown_pct,
+                            contract_sizes={s: m.contract_size for s, m in self._engine.markets.items()})
 
     async def report_chart(self, report: PeriodReport) -> bytes:
         """PNG of the report's equity curve and per-trade PnL, rendered off the event loop."""
@@ -402,14 +535,34 @@ class TradingService:
         """Bots stopped for the day by a risk rule, with the reason code (R-2..R-4)."""
         return {name: s.halted_reason for name, s in self._engine.risk_states.items() if s.halted_reason}
 
+    def liftable_stops(self) -> dict[str, str]:
+        """The risk stops a confirmed /resume may lift (SPEC T-1): bots stopped for the day by
+        R-2, R-3's daily limit or R-4, and — as ``account`` — the latched R-5 drawdown pause.
+        The R-3 hard limit is not among them: it holds to the next UTC day."""
+        stops = {bot: reason for bot, reason in self.halted_bots().items() if reason not in UNLIFTABLE_STOPS}
+        if self._engine.risk.account.drawdown_paused:
+            stops[ACCOUNT] = ReasonCode.DRAWDOWN_PAUSE.value
+        return stops
+
     async def clear_risk_stops(self, bots: "Iterable[str] | None" = None) -> dict[str, str]:
         """Lift the day stop of ``bots`` (default: every bot) by hand — the trader confirmed
-        it, SPEC T-1; returns what was lifted (bot → reason)."""
+        it, SPEC T-1; ``account`` among them lifts the latched R-5 drawdown pause. Each lift is
+        audited as a command (A-1). Returns what was lifted (bot or ``account`` → reason)."""
+        engine = self._engine
         lifted = {}
-        for bot in list(self._engine.risk_states if bots is None else bots):
-            reason = self._engine.clear_risk_stop(bot)
+        for bot in list(engine.risk_states if bots is None else bots):
+            if bot == ACCOUNT:
+                if engine.resume_drawdown():
+                    lifted[ACCOUNT] = ReasonCode.DRAWDOWN_PAUSE.value
+                continue
+            reason = engine.clear_risk_stop(bot)
             if reason:
                 lifted[bot] = reason
+        if lifted:
+            async with self._store.transaction():
+                for name, reason in lifted.items():
+                    await self.record_command("lift_risk_stop", bot="" if name == ACCOUNT else name,
+                                              why={"reason": reason})
         return lifted
 
     # ------------------------------------------------------ confirmations
@@ -495,6 +648,8 @@ class TradingService:
             feed_stale=self.feed_stale,
             local_contracts=local,
             exchange_contracts=remote,
+            recent_nets=tuple(engine.risk.recent_nets),
+            tier_index=EQUITY_TIERS.index(engine.risk.tier(engine.equity())),
         )
 
     async def run_monitor(

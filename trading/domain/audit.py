@@ -43,6 +43,7 @@ from trading.domain.events import (
     OrderUpdated,
     PositionChanged,
     ReconcileReported,
+    RiskNotice,
     SignalEvaluated,
 )
 from trading.domain.models import Account, Fill, Order, OrderLeg, OrderStatus, Position
@@ -379,6 +380,9 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
                                   {"command": event.command, "source": event.source, **event.why}))
         elif kind is ReconcileReported:
             out.append(AuditEntry(event.ts, RECONCILE, "", "", "", None, event.report))
+        elif kind is RiskNotice:  # Z-5: account-level risk steps
+            out.append(AuditEntry(event.ts, event.action, event.bot, event.symbol, "", None,
+                                  {"text": event.text, **event.why}))
         elif kind is OrderRefused:
             o = event.order
             out.append(AuditEntry(event.ts, ORDER_REFUSED, o.bot, o.symbol, o.side.value, o.amount,

@@ -92,7 +92,12 @@ class BotProfile(_Strict):
     timeout_min_pnl_pct: Percent = Decimal(1)  # E-4: close at timeout below this % on margin
     max_hold_minutes: int = Field(default=0, ge=0)  # E-4 swing profiles: 240; 0 = off
     ladder: bool = False  # E-10 scaling ladder (opt-in)
-    scan_interval_s: int = Field(default=20, ge=1)  # live scan cadence (B-1); replay scans each candle
+    # E-2 stepwise take-profit: the profit steps of the whole position, in quote
+    # (``step_tp_quote``) or — when ``step_tp_pct`` is given — in % of the position's notional
+    # at entry; each step closes its share (% of the initial contracts) of ``step_tp_shares_pct``.
+    step_tp_quote: tuple[Decimal, ...] = (Decimal("0.10"), Decimal("0.20"), Decimal("0.30"), Decimal("0.40"))
+    step_tp_pct: tuple[Decimal, ...] | None = None
+    step_tp_shares_pct: tuple[Decimal, ...] = (Decimal(20), Decimal(20), Decimal(30), Decimal(30))
     sl_streak_limit: int = Field(default=2, ge=1)
     blacklist_stop_losses: int = Field(default=3, ge=1)
     blacklist_minutes: int = Field(default=120, ge=1)
@@ -126,28 +131,60 @@ class BotProfile(_Strict):
     def _tp_order(self) -> "BotProfile":
         if self.take_profit_2_pct < self.take_profit_1_pct:
             raise ValueError("take_profit_2_pct must be ≥ take_profit_1_pct")
+        steps = self.step_tp_pct if self.step_tp_pct is not None else self.step_tp_quote
+        name = "step_tp_pct" if self.step_tp_pct is not None else "step_tp_quote"
+        if not steps or len(steps) != len(self.step_tp_shares_pct):
+            raise ValueError(f"{name} and step_tp_shares_pct must have the same, non-zero length")
+        if steps[0] <= 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"{name}: profit steps must be > 0 and strictly ascending")
+        if any(s <= 0 for s in self.step_tp_shares_pct) or sum(self.step_tp_shares_pct) != 100:
+            raise ValueError("step_tp_shares_pct: shares must be > 0 and sum to 100 %")
         return self
+
+    def uses_tp1(self) -> bool:
+        """True when the profile's exits can place a fixed-mode TP1 (E-1 brackets; a TP1 share
+        of 0 means TP2 only)."""
+        return self.exit_mode == "brackets" and self.tp_mode == "fixed" and self.tp1_share_pct != 0
 
 
 class AccountConfig(_Strict):
-    """Account-level rules shared by every bot (SPEC R-3, R-5, R-8, Z-2).
+    """Account-level rules shared by every bot (SPEC R-3, R-5, R-8, R-9, Z-2, E-7).
 
-    starting_balance in quote (paper mode); daily_loss_limit_pct in % of day-start equity;
-    max_total_margin_pct in % of equity; max_position_size_pct in % of equity × leverage.
+    starting_balance in quote (paper mode); daily_loss_limit_pct (entries stop) and
+    daily_loss_hard_limit_pct (every position closed, the account halted to the next UTC day)
+    in % of day-start equity (R-3); max_total_margin_pct in % of equity; max_position_size_pct
+    in % of equity × leverage; drawdown thresholds (R-5): the greater of the % of peak equity
+    and the quote amount; tier_hysteresis_pct: how far past a tier boundary (% of the boundary)
+    equity must be before the tier changes (R-9); taker_fee_pct: the taker fee (% of notional)
+    the E-7 load check assumes for the round trip (Binance USDⓈ-M's regular rate; the markets'
+    own fees are checked again at start); liquidation_alert_pct: alert when a position's mark is
+    within this % of the entry → liquidation distance from its liquidation price.
     """
 
     quote: str = "USDT"
     starting_balance: Decimal = Field(default=Decimal("1000"), gt=0)
     daily_loss_limit_pct: Percent = Field(default=Decimal("2"), gt=0, le=100)
+    daily_loss_hard_limit_pct: Percent = Field(default=Decimal("3"), gt=0, le=100)
     max_total_margin_pct: Percent = Field(default=Decimal("50"), gt=0, le=100)
     max_position_size_pct: Percent = Field(default=Decimal("20"), gt=0, le=100)
     drawdown_reduce_pct: Percent = Field(default=Decimal("8"), gt=0, le=100)
-    drawdown_reduce_quote: Decimal = Field(default=Decimal("100"), ge=0)
+    drawdown_reduce_quote: Decimal = Field(default=Decimal("50"), ge=0)
     drawdown_pause_pct: Percent = Field(default=Decimal("15"), gt=0, le=100)
-    drawdown_pause_quote: Decimal = Field(default=Decimal("200"), ge=0)
+    drawdown_pause_quote: Decimal = Field(default=Decimal("100"), ge=0)
     drawdown_risk_multiplier: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
+    tier_hysteresis_pct: Percent = Field(default=Decimal("2"), ge=0, lt=50)
+    taker_fee_pct: Percent = Field(default=Decimal("0.05"), ge=0, lt=5)
+    liquidation_alert_pct: Percent = Field(default=Decimal("20"), gt=0, lt=100)
     # O-7: set on every traded symbol at start (demo/live); isolated keeps a loss to its margin.
     margin_mode: Literal["isolated", "cross"] = "isolated"
+
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> "AccountConfig":
+        if self.daily_loss_hard_limit_pct < self.daily_loss_limit_pct:
+            raise ValueError("daily_loss_hard_limit_pct must be ≥ daily_loss_limit_pct (R-3)")
+        if self.drawdown_pause_pct < self.drawdown_reduce_pct or self.drawdown_pause_quote < self.drawdown_reduce_quote:
+            raise ValueError("the drawdown pause thresholds must be ≥ the reduce thresholds (R-5)")
+        return self
 
 
 class PaperConfig(_Strict):
@@ -180,9 +217,10 @@ class OrdersConfig(_Strict):
 
 
 class TradingConfig(_Strict):
-    """The whole trading configuration file."""
+    """The whole trading configuration file. ``preset``: ``safe`` (default), ``scaling`` (the
+    Z-4 tier table) or ``launch`` (Z-5, the staged $400 plan)."""
 
-    preset: Literal["safe", "scaling"] = "safe"
+    preset: Literal["safe", "scaling", "launch"] = "safe"
     account: AccountConfig = AccountConfig()
     paper: PaperConfig = PaperConfig()
     orders: OrdersConfig = OrdersConfig()
@@ -195,6 +233,9 @@ class TradingConfig(_Strict):
             raise ValueError("bot names must be unique")
         if not self.bots:
             raise ValueError("at least one bot is required")
+        problem = fee_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def all_symbols(self) -> tuple[str, ...]:
@@ -206,11 +247,45 @@ class TradingConfig(_Strict):
         return tuple(seen)
 
 
+def fee_problem(config: "TradingConfig", taker_fee_pct: Decimal | None = None, where: str = "") -> str:
+    """SPEC E-7 fees first: the first configured target that cannot clear the round-trip taker
+    fee twice over, as ``bots.N.field: …`` naming the field ("" when every target can).
+
+    A target (TP1 / TP2 in % of the entry price, a stepwise step in % of notional, AutoProfit in
+    % on margin ÷ leverage = % of notional) below 2 × the round-trip taker fee (2 × 2 ×
+    ``taker_fee_pct``, default the account's; 0.2 % at Binance's 0.05 %) leaves at most half of
+    its profit after the fees of what it closes. Steps in quote depend on the position size and
+    are checked when they are reached (not sent when worth less than their fees). ``where``
+    names the market whose fee was used (start-up check against the venue's rates).
+    """
+    fee = config.account.taker_fee_pct if taker_fee_pct is None else taker_fee_pct
+    floor = fee * 4  # 2 × the round trip (entry + exit at the taker rate)
+    if floor <= 0:
+        return ""
+    tail = f" is below 2 × the round-trip taker fee ({floor:.3f} % of notional at {fee} % per side{where}): " \
+           "the target cannot clear its fees (E-7)"
+    for i, bot in enumerate(config.bots):
+        if bot.uses_tp1() and bot.take_profit_1_pct < floor:
+            return f"bots.{i}.take_profit_1_pct: {bot.take_profit_1_pct} %{tail}"
+        if bot.exit_mode == "brackets" and bot.tp_mode == "fixed" and bot.take_profit_2_pct < floor:
+            return f"bots.{i}.take_profit_2_pct: {bot.take_profit_2_pct} %{tail}"
+        if bot.exit_mode == "stepwise" and bot.step_tp_pct is not None and bot.step_tp_pct[0] < floor:
+            return f"bots.{i}.step_tp_pct: {bot.step_tp_pct[0]} %{tail}"
+        if bot.auto_profit_pct > 0 and bot.auto_profit_pct / bot.leverage < floor:
+            return (f"bots.{i}.auto_profit_pct: {bot.auto_profit_pct} % on margin at {bot.leverage}× = "
+                    f"{bot.auto_profit_pct / bot.leverage:.3f} % of notional{tail}")
+    return ""
+
+
 def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line naming the first invalid field, e.g. ``config.toml: bots.0.leverage: …``."""
+    """One line naming the first invalid field, e.g. ``config.toml: bots.0.leverage: …``; a
+    whole-config rule names its field itself (``config.toml: bots.0.take_profit_1_pct: …``)."""
     first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(root)"
-    return f"{source}: {location}: {first['msg']}"
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if not location and first["type"] == "value_error" and message.startswith("bots."):
+        return f"{source}: {message}"
+    return f"{source}: {location or '(root)'}: {message}"
 
 
 def load_trading_config(path: Path | None) -> TradingConfig:

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from trading.domain.models import (
     Account,
+    AccountRisk,
     EquitySnapshot,
     Fill,
     Order,
@@ -35,9 +36,12 @@ class FillBooked:
 
 @dataclass(frozen=True, slots=True)
 class PositionChanged:
-    """A position opened, was reduced (TP1) or closed (``position.is_open`` tells)."""
+    """A position opened, was reduced (TP1) or closed (``position.is_open`` tells).
+    ``liquidation``: its liquidation price (quote) when the engine knows it (set on the
+    opening event, for the entry message)."""
 
     position: Position
+    liquidation: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,28 @@ class OrderRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountRiskChanged:
+    """The account-level risk state changed (SPEC R-3, R-5, R-9): persisted with the trading state."""
+
+    state: AccountRisk
+
+
+@dataclass(frozen=True, slots=True)
+class RiskNotice:
+    """An account-level risk step a trader must hear about and the audit must hold (SPEC R-3,
+    R-5, R-9, Z-5, S-7): ``action`` the UPPER_SNAKE audit action (TIER_CHANGED,
+    LAUNCH_STAGE_CHANGED, DRAWDOWN_PAUSED, DRAWDOWN_RESUMED, DAILY_HARD_LIMIT…), ``text`` the
+    message, ``why`` the figures (plain values); ``ts`` epoch ms UTC."""
+
+    ts: int
+    action: str
+    text: str
+    why: dict = field(default_factory=dict)
+    bot: str = ""
+    symbol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayProgress:
     """The replay has processed every candle that opened before ``cursor_ms`` (epoch ms UTC)."""
 
@@ -174,11 +200,14 @@ Event = (
     | CommandIssued
     | ReconcileReported
     | OrderRefused
+    | AccountRiskChanged
+    | RiskNotice
     | ReplayProgress
 )
 
 # Events whose loss on a crash would lose trading state: written before the next step.
-CRITICAL_EVENTS = (OrderUpdated, FillBooked, PositionChanged, AccountChanged, RiskStateChanged, BlacklistChanged)
+CRITICAL_EVENTS = (OrderUpdated, FillBooked, PositionChanged, AccountChanged, RiskStateChanged, BlacklistChanged,
+                   AccountRiskChanged)
 _CRITICAL_TYPES = frozenset(CRITICAL_EVENTS)  # the event classes are final (frozen dataclasses)
 
 

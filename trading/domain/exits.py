@@ -173,6 +173,25 @@ class StepwiseConfig:
         object.__setattr__(self, "shares_pct", shares)
 
 
+def stepwise_config(steps: tuple[Decimal, ...], shares_pct: tuple[Decimal, ...], *, in_pct: bool = False,
+                    notional: Decimal = ZERO) -> StepwiseConfig:
+    """SPEC E-2 steps of one position in quote: ``steps`` as given (quote), or — ``in_pct`` —
+    in % of the position's ``notional`` at entry (quote), e.g. 0.3 % of 500 = 1.5 quote."""
+    if in_pct:
+        steps = tuple(notional * s / HUNDRED for s in steps)
+    return StepwiseConfig(steps_quote=steps, shares_pct=shares_pct)
+
+
+def clears_fees(contracts: Decimal, contract_size: Decimal, entry: Decimal, exit_price: Decimal, side: Side,
+                taker_fee: Decimal) -> bool:
+    """SPEC E-7: True when closing ``contracts`` at ``exit_price`` (quote) realises a gross
+    profit at least the round-trip fees of those contracts (entry and exit at the taker rate
+    ``taker_fee``, a fraction: 0.0005 = 0.05 %)."""
+    size = contracts * contract_size
+    profit = side.sign * (exit_price - entry) * size
+    return profit >= size * (entry + exit_price) * taker_fee
+
+
 def stepwise_action(
     position: Position,
     unrealised_pnl_quote: Decimal,
@@ -180,12 +199,15 @@ def stepwise_action(
     market: Market,
     floor_quote: Decimal,
     config: StepwiseConfig = StepwiseConfig(),
+    taker_fee: Decimal = ZERO,
 ) -> tuple[ExitAction | None, int]:
-    """Stepwise take-profit (SPEC E-2) with the partial-close floor (E-5).
+    """Stepwise take-profit (SPEC E-2) with the partial-close floor (E-5) and fees first (E-7).
 
     Targets are cumulative: after step k the position should hold initial − floor(initial ×
     (share_1 + … + share_k) %). So a jump across several steps closes their shares at once, and
     a step skipped by the floor is caught up by the next one. The last step closes everything.
+    A step whose close would realise less than the round-trip fees of what it closes (at the
+    taker rate ``taker_fee``, a fraction) is not sent (``skip`` / STEP_BELOW_FEES).
 
     Args:
         unrealised_pnl_quote: ``position.unrealised_pnl(mark, contract_size)`` in quote (the
@@ -193,9 +215,9 @@ def stepwise_action(
         steps_done: steps already taken (persist the returned value); floor_quote: E-5 floor.
 
     Returns:
-        (action or None, new steps_done). ``skip`` (PARTIAL_BELOW_FLOOR) still advances the
-        counter so it is reported once; None with an advanced counter means other exits (TP1)
-        already took the share.
+        (action or None, new steps_done). ``skip`` (PARTIAL_BELOW_FLOOR, STEP_BELOW_FEES) still
+        advances the counter so it is reported once; None with an advanced counter means other
+        exits (TP1) already took the share.
     """
     steps = config.steps_quote
     if steps_done >= len(steps) or position.contracts <= 0 or not position.is_open:
@@ -208,19 +230,37 @@ def stepwise_action(
         return None, steps_done
     new_done, reason = reached + 1, f"STEP_TP_{reached + 1}"
     detail = f"PnL {unrealised_pnl_quote} ≥ step {steps[reached]} quote"
+    cs = market.contract_size
+    mark = position.entry_price + position.side.sign * unrealised_pnl_quote / (position.contracts * cs)
     if new_done == len(steps):
-        return ExitAction(CLOSE_ALL, position.contracts, reason, detail), new_done
+        action = ExitAction(CLOSE_ALL, position.contracts, reason, detail)
+        return _fees_first(action, position, mark, cs, taker_fee), new_done
     cumulative = sum(config.shares_pct[:new_done], ZERO)
     keep = position.initial_contracts - floor_amount(market, position.initial_contracts * cumulative / HUNDRED)
     contracts = position.contracts - keep
     if contracts <= 0:
         return None, new_done
     if position.contracts - contracts < market.min_qty:
-        return ExitAction(CLOSE_ALL, position.contracts, reason, detail), new_done
-    cs = market.contract_size
-    mark = position.entry_price + position.side.sign * unrealised_pnl_quote / (position.contracts * cs)
+        action = ExitAction(CLOSE_ALL, position.contracts, reason, detail)
+        return _fees_first(action, position, mark, cs, taker_fee), new_done
     action = ExitAction(PARTIAL_CLOSE, contracts, reason, f"{detail}: close {cumulative} % of initial")
-    return apply_floor(action, mark, cs, position.contracts * cs * mark, floor_quote), new_done
+    action = apply_floor(action, mark, cs, position.contracts * cs * mark, floor_quote)
+    return _fees_first(action, position, mark, cs, taker_fee), new_done
+
+
+def _fees_first(action: ExitAction, position: Position, mark: Decimal, contract_size: Decimal,
+                taker_fee: Decimal) -> ExitAction:
+    """SPEC E-7: a step whose close does not clear its round-trip fees becomes ``skip``."""
+    if action.kind == SKIP or taker_fee <= 0:
+        return action
+    if clears_fees(action.contracts, contract_size, position.entry_price, mark, position.side, taker_fee):
+        return action
+    size = action.contracts * contract_size
+    fees = size * (position.entry_price + mark) * taker_fee
+    profit = position.side.sign * (mark - position.entry_price) * size
+    return ExitAction(SKIP, ZERO, "STEP_BELOW_FEES",
+                      f"{action.reason}: {action.contracts} contracts would realise {profit:.4f} < "
+                      f"round-trip fees {fees:.4f}")
 
 
 # --- E-3 AutoProfit, E-4 timeout ---------------------------------------------------------------

@@ -91,6 +91,7 @@ class ExitReason(str, Enum):
     TIMEOUT = "TIMEOUT"  # E-4
     MAX_HOLD = "MAX_HOLD"  # E-4 swing profiles
     NO_STOP = "NO_STOP"  # R-10: no working exchange stop, closed at once
+    DAILY_LOSS = "DAILY_LOSS"  # R-3: the hard daily loss limit closed every position
     MANUAL = "MANUAL"
     END_OF_DATA = "END_OF_DATA"
 
@@ -315,6 +316,66 @@ class Account:
     balance: Decimal
     peak_equity: Decimal
     updated_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRisk:
+    """Account-level risk state that outlives a restart (SPEC R-3, R-5, R-9, Z-4).
+
+    drawdown_paused: the R-5 pause, latched until a confirmed /resume (T-1); pause_anchor: the
+    equity (quote) at that resume — a new pause is measured from it (and from the highs after
+    it), the reduce stage still from the peak; tier: the Z-4 tier in force (R-9 hysteresis) and
+    tier_history its changes as (since epoch ms UTC, tier name), oldest first; loss_streak:
+    losing trades in a row (R-9); ceilings: per bot the (risk %, leverage ×) last applied to an
+    entry, which risk and leverage may not rise above while equity is below its peak or a losing
+    streak runs (R-9); hard_stop_day: the UTC day ('YYYY-MM-DD') on which the R-3 hard limit
+    closed every position ('' = none).
+    """
+
+    drawdown_paused: bool = False
+    pause_anchor: Decimal | None = None
+    tier: str = ""
+    tier_history: tuple[tuple[int, str], ...] = ()
+    loss_streak: int = 0
+    ceilings: tuple[tuple[str, Decimal, int], ...] = ()
+    hard_stop_day: str = ""
+
+    def ceiling(self, bot: str) -> tuple[Decimal, int] | None:
+        """(risk %, leverage) last applied to an entry of ``bot``, or None."""
+        return next(((risk, lev) for name, risk, lev in self.ceilings if name == bot), None)
+
+    def with_ceiling(self, bot: str, risk_pct: Decimal, leverage: int) -> "AccountRisk":
+        """A copy with ``bot``'s ceiling set."""
+        from dataclasses import replace
+
+        rest = tuple(c for c in self.ceilings if c[0] != bot)
+        return replace(self, ceilings=tuple(sorted((*rest, (bot, risk_pct, leverage)))))
+
+    def as_dict(self) -> dict:
+        """Plain JSON values (Decimals as strings) for storage."""
+        return {
+            "drawdown_paused": self.drawdown_paused,
+            "pause_anchor": None if self.pause_anchor is None else str(self.pause_anchor),
+            "tier": self.tier,
+            "tier_history": [[ts, name] for ts, name in self.tier_history],
+            "loss_streak": self.loss_streak,
+            "ceilings": [[bot, str(risk), lev] for bot, risk, lev in self.ceilings],
+            "hard_stop_day": self.hard_stop_day,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AccountRisk":
+        """Inverse of :meth:`as_dict` (missing keys take their defaults)."""
+        anchor = data.get("pause_anchor")
+        return cls(
+            drawdown_paused=bool(data.get("drawdown_paused", False)),
+            pause_anchor=None if anchor is None else Decimal(anchor),
+            tier=str(data.get("tier", "")),
+            tier_history=tuple((int(ts), str(name)) for ts, name in data.get("tier_history", ())),
+            loss_streak=int(data.get("loss_streak", 0)),
+            ceilings=tuple((str(b), Decimal(r), int(lev)) for b, r, lev in data.get("ceilings", ())),
+            hard_stop_day=str(data.get("hard_stop_day", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)

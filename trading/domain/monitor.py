@@ -4,7 +4,9 @@ the keys of the incidents still open; :func:`detect` finds the incidents of this
 of its own, no aiogram (STYLE: freqtrade protections with the clock passed in).
 
 Conditions (SPEC M-1): daily loss ≥ 1.5 %, SL streak ≥ 2, position older than 60 min, > 5
-errors in the recent log window, feed stale, position without stop, local vs exchange mismatch.
+errors in the recent log window, feed stale, position without stop, local vs exchange mismatch,
+and KPIs below their §11 minimum after ≥ 30 trades ("strategy underperforming": win rate, profit
+factor or average R:R of the recent trades, at the targets of the equity tier).
 Each incident names the playbook (SPEC T-6) a trader should open.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from trading.domain.kpi import MIN_TRADES_FOR_KPIS, underperforming
 
 MINUTE_MS = 60_000
 
@@ -26,6 +30,7 @@ class MonitorLimits:
     sl_streak: int = 2
     max_position_age_ms: int = 60 * MINUTE_MS
     max_recent_errors: int = 5
+    min_trades_for_kpis: int = MIN_TRADES_FOR_KPIS
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ class MonitorSnapshot:
     feed_stale: bool
     local_contracts: Mapping[str, Decimal] = field(default_factory=dict)
     exchange_contracts: Mapping[str, Decimal] | None = None
+    recent_nets: tuple[Decimal, ...] = ()
+    tier_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,11 @@ def detect(snapshot: MonitorSnapshot, limits: MonitorLimits = MonitorLimits()) -
                               f"{snapshot.recent_errors} errors in the recent log (> {limits.max_recent_errors})"))
     if snapshot.feed_stale:
         found.append(Incident("FEED_STALE", "FEED_STALE", "", "", "ws_down", "Market feed is stale"))
+    below = underperforming(snapshot.recent_nets, snapshot.tier_index, limits.min_trades_for_kpis)
+    if below:
+        found.append(Incident("STRATEGY_UNDERPERFORMING", "STRATEGY_UNDERPERFORMING", "", "", "underperforming",
+                              f"Strategy underperforming over the last {len(snapshot.recent_nets)} trades: "
+                              + "; ".join(below) + " (§11 minimum)"))
     if snapshot.exchange_contracts is not None:
         symbols = sorted(set(snapshot.local_contracts) | set(snapshot.exchange_contracts))
         for symbol in symbols:

@@ -61,6 +61,13 @@ PLAYBOOKS: dict[str, Playbook] = {p.key: p for p in (
         Step("Reconcile positions, orders and balance with the exchange (O-5).", "RECONCILE"),
         Step("Check deposits, withdrawals, fees and funding for the difference."),
     )),
+    Playbook("underperforming", "Strategy underperforming", (
+        Step("Pause all entries: the recent trades miss the §11 minimum (M-1).", "PAUSE_ALL"),
+        Step("Switch to the launch preset: set preset = \"launch\" in the trading config (--config) and "
+             "restart — one position at 0.5 % risk, earning each step back (Z-5)."),
+        Step("Run an optimization: /optimize NAME (a study file, e.g. optimize) and compare its "
+             "out-of-sample report with the current config before applying it (D-2)."),
+    )),
     Playbook("stuck_order", "Stuck order", (
         Step("Reconcile: look the order up by client order id, never resend blindly.", "RECONCILE"),
         Step("If a position is left without a working order, close the symbol (confirmed).", "CLOSE_SYMBOL"),

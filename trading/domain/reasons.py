@@ -26,6 +26,7 @@ class ReasonCode(StrEnum):
     # Trading state: day stops and the drawdown stages.
     SL_STREAK = "SL_STREAK"
     DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
+    DAILY_LOSS_HARD_LIMIT = "DAILY_LOSS_HARD_LIMIT"  # everything closed, halted to the next UTC day
     DAILY_PROFIT_FACTOR = "DAILY_PROFIT_FACTOR"
     DRAWDOWN_PAUSE = "DRAWDOWN_PAUSE"
     DRAWDOWN_REDUCE = "DRAWDOWN_REDUCE"
@@ -48,6 +49,8 @@ class ReasonCode(StrEnum):
     BASE_SIZE = "BASE_SIZE"
     MARGIN_LIMIT = "MARGIN_LIMIT"
     NOTIONAL_BELOW_MINIMUM = "NOTIONAL_BELOW_MINIMUM"
+    # The stop-loss would sit beyond the liquidation price: the position would be liquidated first.
+    STOP_BEYOND_LIQUIDATION = "STOP_BEYOND_LIQUIDATION"
     # Pre-trade filters (F-1..F-4).
     SPREAD_TOO_WIDE = "SPREAD_TOO_WIDE"
     LOW_LIQUIDITY = "LOW_LIQUIDITY"
@@ -77,4 +80,6 @@ class DrawdownStage(StrEnum):
 
 # Reasons that stop a bot's entries for the rest of the UTC day (trading state HALTED).
 DAY_STOP_REASONS = frozenset({ReasonCode.SL_STREAK, ReasonCode.DAILY_LOSS_LIMIT,
-                              ReasonCode.DAILY_PROFIT_FACTOR})
+                              ReasonCode.DAILY_PROFIT_FACTOR, ReasonCode.DAILY_LOSS_HARD_LIMIT})
+# Day stops a confirmed /resume cannot lift: the R-3 hard limit holds the account to the next UTC day.
+UNLIFTABLE_STOPS = frozenset({ReasonCode.DAILY_LOSS_HARD_LIMIT})

@@ -137,9 +137,11 @@ def check_blacklist(ctx: RiskContext) -> RiskDecision | None:
 
 
 def check_drawdown(ctx: RiskContext) -> RiskDecision | None:
-    """SPEC R-5: a drawdown beyond the pause stage stops all entries (account level)."""
+    """SPEC R-5: a drawdown beyond the pause stage stops all entries (account level) until a
+    confirmed /resume."""
     if ctx.drawdown_stage is DrawdownStage.PAUSE:
-        return RiskDecision(False, ReasonCode.DRAWDOWN_PAUSE, "drawdown beyond max(15 %, 200 quote) of peak")
+        return RiskDecision(False, ReasonCode.DRAWDOWN_PAUSE,
+                            "drawdown beyond the pause threshold (the greater of 15 % or 100 quote below the peak)")
     return None
 
 
@@ -212,6 +214,12 @@ ENTRY_CHECKS: tuple[Check, ...] = (
 
 
 
+def drawdown_threshold(base: Decimal, pct: Decimal, quote: Decimal) -> Decimal:
+    """SPEC R-5 "the greater of pct % or quote": the fall below ``base`` equity (quote) that
+    reaches a stage, e.g. base 400, 8 %, 50 → max(32, 50) = 50 quote."""
+    return max(base * pct / HUNDRED, quote)
+
+
 def drawdown_stage(
     peak_equity: Decimal,
     equity: Decimal,
@@ -220,17 +228,19 @@ def drawdown_stage(
     reduce_quote: Decimal,
     pause_pct: Decimal,
     pause_quote: Decimal,
+    pause_from: Decimal | None = None,
 ) -> DrawdownStage:
-    """SPEC R-5 stage from the fall below peak equity (quote): PAUSE when it exceeds both
-    pause_pct % and pause_quote, REDUCE when it exceeds both reduce_pct % and reduce_quote,
-    else NONE ("the greater of": percentage and absolute must both be exceeded)."""
+    """SPEC R-5 stage from the fall below peak equity (quote; seed 000): PAUSE when the fall
+    reaches the greater of pause_pct % and pause_quote, REDUCE when it reaches the greater of
+    reduce_pct % and reduce_quote, else NONE. A 400 peak reduces at 350 and pauses at 300.
+    ``pause_from``: the equity a pause is measured from when it is not the peak (the equity at
+    the last confirmed resume, and the highs after it)."""
     if peak_equity <= 0:
         return DrawdownStage.NONE
-    fall = peak_equity - equity
-    fall_pct = fall / peak_equity * HUNDRED
-    if fall >= pause_quote and fall_pct >= pause_pct:
+    base = peak_equity if pause_from is None else min(pause_from, peak_equity)
+    if base > 0 and base - equity >= drawdown_threshold(base, pause_pct, pause_quote):
         return DrawdownStage.PAUSE
-    if fall >= reduce_quote and fall_pct >= reduce_pct:
+    if peak_equity - equity >= drawdown_threshold(peak_equity, reduce_pct, reduce_quote):
         return DrawdownStage.REDUCE
     return DrawdownStage.NONE
 

@@ -46,12 +46,37 @@ EQUITY_TIERS: tuple[EquityTier, ...] = (
 
 
 def equity_tier(equity: Decimal) -> EquityTier:
-    """The SPEC Z-4 tier of ``equity`` (quote)."""
+    """The SPEC Z-4 tier of ``equity`` (quote), without hysteresis (see :func:`next_tier`)."""
     chosen = EQUITY_TIERS[0]
     for tier in EQUITY_TIERS:
         if equity >= tier.min_equity:
             chosen = tier
     return chosen
+
+
+def tier_named(name: str) -> EquityTier | None:
+    """The Z-4 tier called ``name`` (e.g. ``"300-750"``), or None."""
+    return next((t for t in EQUITY_TIERS if t.name == name), None)
+
+
+def next_tier(current: EquityTier | None, equity: Decimal, margin_pct: Decimal = Decimal(2)) -> EquityTier:
+    """SPEC R-9 tier hysteresis: the tier after seeing ``equity`` (quote) in ``current``.
+
+    The tier moves up only once equity is ``margin_pct`` % above the next tier's lower boundary,
+    and down only once it is ``margin_pct`` % below the current tier's, so equity wandering around
+    a boundary (750 ± 10 with the default 2 %: up at ≥ 765, down below 735) never flips the tier
+    back and forth. Without a current tier (a new account) the plain :func:`equity_tier` applies.
+    """
+    if current is None:
+        return equity_tier(equity)
+    index = EQUITY_TIERS.index(current)
+    up = 1 + margin_pct / HUNDRED
+    down = 1 - margin_pct / HUNDRED
+    while index + 1 < len(EQUITY_TIERS) and equity >= EQUITY_TIERS[index + 1].min_equity * up:
+        index += 1
+    while index > 0 and equity < EQUITY_TIERS[index].min_equity * down:
+        index -= 1
+    return EQUITY_TIERS[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +114,7 @@ def size_position(
     max_position_size_pct: Decimal,
     risk_multiplier: Decimal = Decimal(1),
     max_notional: Decimal | None = None,
+    tier: EquityTier | None = None,
 ) -> PositionSize:
     """Size an entry by risk (SPEC Z-1) and apply the caps (Z-2, R-8).
 
@@ -101,7 +127,8 @@ def size_position(
         equity: account equity in quote; price: expected entry price in quote;
         stop_loss_pct: stop distance in % of price; risk_pct: % of equity risked;
         used_margin: margin already in open positions (quote); max_notional: an extra cap in
-            quote (the Z-3 base size when the E-10 ladder is on), None = none.
+            quote (the Z-3 base size when the E-10 ladder is on), None = none; tier: the equity
+            tier in force (R-9 hysteresis), default the plain tier of ``equity``.
 
     Raises:
         SizingRejected: missing inputs (fail closed), no margin room, or the size falls below the
@@ -112,7 +139,7 @@ def size_position(
     risk = equity * risk_pct / HUNDRED * risk_multiplier
     notional = risk / (stop_loss_pct / HUNDRED)
     capped_by = ""
-    tier = equity_tier(equity)
+    tier = tier or equity_tier(equity)
     caps = (
         (ReasonCode.TIER_ALLOCATION, equity * tier.allocation_pct / HUNDRED * leverage),
         (ReasonCode.MAX_POSITION_SIZE, equity * max_position_size_pct / HUNDRED * leverage),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from trading.domain.kpi import KpiReport
 from trading.domain.models import EquitySnapshot, Position, Side, TradingState
 
 
@@ -18,7 +19,8 @@ class PositionView:
     """An open position with its live numbers (SPEC T-2 /open).
 
     mark_price: last close seen; unrealised_pnl in quote; pnl_pct_on_margin in % of margin;
-    notional and margin in quote.
+    notional and margin in quote; the liquidation price (the exchange's in demo/live, else
+    estimated from Binance's maintenance-margin brackets) and its distance; the next funding.
     """
 
     position_id: str
@@ -37,6 +39,12 @@ class PositionView:
     take_profit_2: Decimal
     tp1_done: bool
     opened_ms: int
+    liquidation_price: Decimal | None = None  # quote; None = unknown
+    liquidation_source: str = ""  # "exchange" (demo/live) or "estimate" (from the margin brackets)
+    liquidation_distance_pct: Decimal | None = None  # from the mark, in % of the mark
+    next_funding_rate: Decimal | None = None  # fraction (0.0001 = 0.01 %) applied at next_funding_ms
+    next_funding_ms: int | None = None
+    next_funding_amount: Decimal | None = None  # quote this position receives (+) or pays (−) at it
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,34 @@ class Summary:
     paused_symbols: tuple[str, ...]
     closed_trades: int
     clock_ms: int
+    account_risk: "AccountRiskView | None" = None  # tier, launch stage, drawdown stage, hard limit, gate
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRiskView:
+    """The account-level risk lines /risk, /summary and the build card show (SPEC Z-4, Z-5, R-3,
+    R-5, R-9, S-7): the equity tier in force and its hysteresis margin (%); the launch stage
+    (0 = not the launch preset) with its limits and what the next step needs; the R-5 drawdown
+    stage, whether the pause is latched, and the equity (quote) at which risk is reduced and
+    entries pause; the R-3 daily limit and hard limit (% of day-start equity) and whether the
+    hard limit closed everything today; R-9 whether risk / leverage are held below what the
+    preset would give now (and why); the S-7 promotion gate's line ("" when not checked)."""
+
+    tier: str
+    tier_hysteresis_pct: Decimal
+    launch_stage: int
+    launch_limits: str
+    launch_next: str
+    drawdown_stage: str
+    drawdown_paused: bool
+    reduce_at: Decimal
+    pause_at: Decimal
+    daily_loss_limit_pct: Decimal
+    daily_loss_hard_limit_pct: Decimal
+    hard_limit_hit: bool
+    held_by_r9: str
+    gate: str = ""
+    gate_passed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +139,10 @@ class PeriodReport:
     equity_curve: tuple[EquitySnapshot, ...] = field(default=())
     price_proxies: tuple[tuple[str, str], ...] = field(default=())
     """(symbol, source symbol) for prices replayed from another market's candles (SPEC S-6)."""
+    kpis: KpiReport | None = None
+    """RODC, RPT, CUR, average R:R, daily return, max drawdown… against the §11 targets (T-5)."""
+    funding_by_symbol: tuple[tuple[str, Decimal], ...] = field(default=())
+    """Funding of the period's trades per symbol (quote, + received), the day's summary."""
 
 
 def proxy_note(proxies: tuple[tuple[str, str], ...]) -> str:
@@ -126,6 +166,8 @@ class BotRisk:
     trades_today: int
     profit_factor_today: Decimal | None
     halted_reason: str
+    risk_pct: Decimal = Decimal(0)  # risk per trade in force now (preset, tier, launch stage, R-9)
+    leverage: int = 0  # leverage in force now (×)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +202,7 @@ class RiskReport:
     symbols: tuple[SymbolRisk, ...]
     clock_ms: int
     drawdown_risk_multiplier: Decimal = Decimal("0.5")  # risk × this at the REDUCE stage (R-5)
+    account_risk: AccountRiskView | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from trading.domain.models import (
     Side,
 )
 from trading.domain.profiles import balance_profile
-from trading.domain.sizing import equity_tier
+from trading.domain.sizing import EquityTier
 from trading.engine.feeds import FeedState
 from trading.ports import Clock
 
@@ -104,9 +104,10 @@ class Book:
         """SPEC Z-3 balance profile of the wallet balance: micro, small, medium or large."""
         return balance_profile(self.account.balance if self.account else ZERO).name
 
-    def update_tier(self, equity: Decimal) -> None:
-        """Cache the equity tier's minimum score so the hot path never computes equity (Z-4)."""
-        self.tier_min_score = equity_tier(equity).min_score if equity > 0 else float("inf")
+    def update_tier(self, tier: EquityTier, equity: Decimal) -> None:
+        """Cache the minimum score of the tier in force (Z-4, R-9 hysteresis) so the hot path
+        never computes equity; no equity (≤ 0) takes no entry."""
+        self.tier_min_score = tier.min_score if equity > 0 else float("inf")
 
     # ------------------------------------------------------------ orders
     def stop_of(self, bot: str, symbol: str) -> Order | None:

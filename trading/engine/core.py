@@ -12,8 +12,9 @@ and never touches storage or chat.
 The work is split by job: :mod:`~trading.engine.book` (positions, orders, equity, margin),
 :mod:`~trading.engine.risk_state` (day counters, pauses, blacklist, drawdown stage),
 :mod:`~trading.engine.gate` (the one place every order passes), :mod:`~trading.engine.entries`,
-:mod:`~trading.engine.protection` (brackets, closes), :mod:`~trading.engine.fills` and
-:mod:`~trading.engine.management`. Outside code uses this facade only.
+:mod:`~trading.engine.protection` (brackets, closes), :mod:`~trading.engine.fills`,
+:mod:`~trading.engine.management` and :mod:`~trading.engine.guard` (the account watch: R-3 hard
+limit, R-5 latch, R-9 tier, liquidation alerts). Outside code uses this facade only.
 
 Hot path: the market-state half of :meth:`Engine.step` is synchronous, float-only and
 allocation-free unless the strategy sees a momentum condition. Everything that can await
@@ -32,9 +33,11 @@ from trading.domain.errors import OptiFlowError, OrderNotFound
 from trading.domain.events import AccountChanged, EquitySampled, EventSink, OrderUpdated
 from trading.domain.filters import MarketStats
 from trading.domain.indicators import IndicatorSet
+from trading.domain.liquidation import MarginBracket
 from trading.domain.models import (
     TIMEFRAME_MS,
     Account,
+    AccountRisk,
     EquitySnapshot,
     ExitReason,
     Fill,
@@ -59,6 +62,7 @@ from trading.engine.entries import Entries
 from trading.engine.feeds import BotRuntime, FeedState
 from trading.engine.fills import Fills
 from trading.engine.gate import OrderGate
+from trading.engine.guard import AccountGuard
 from trading.engine.management import Management
 from trading.engine.protection import Protection
 from trading.engine.risk_state import DAY_MS, RiskBook, utc_day
@@ -79,14 +83,17 @@ class Engine:
         config: the trading config; markets: rules per symbol (every configured symbol must be
         listed); exchange: the venue port (the order gateway over the simulated exchange or
         ccxt); clock; sink: event listener; env: "paper" | "demo" | "live" (part of client
-        order ids, O-2).
+        order ids, O-2); brackets: maintenance-margin brackets per symbol (liquidation prices;
+        none = not computed).
 
     Raises:
-        OptiFlowError: a configured symbol is not a listed market.
+        OptiFlowError: a configured symbol is not a listed market, or a bot's targets cannot
+            clear that market's round-trip taker fee (E-7, naming the field).
     """
 
     def __init__(self, *, config: TradingConfig, markets: dict[str, Market], exchange: ExchangePort,
-                 clock: Clock, sink: EventSink, env: str = "paper") -> None:
+                 clock: Clock, sink: EventSink, env: str = "paper",
+                 brackets: dict[str, tuple[MarginBracket, ...]] | None = None) -> None:
         self.config = config
         self.markets = markets
         self.exchange = exchange
@@ -108,16 +115,21 @@ class Engine:
                                                 MarketStats.for_timeframe(tf_ms), RegimeDetector())
                 else:
                     feed.bots = feed.bots + (bot,)
+        _check_market_fees(config, markets)
         profiles = {name: bot.profile for name, bot in self.bots.items()}
         self.book = Book(markets, self.feeds, sink, clock)
-        self.risk = RiskBook(config.account, profiles, sink)
+        self.risk = RiskBook(config.account, profiles, sink, launch=config.preset == "launch")
         self.gate = OrderGate(self.book, self.risk, exchange, sink, clock, config.account, profiles)
         self.protection = Protection(self.book, self.gate, sink, clock, env, profiles, config.orders)
-        self.entries = Entries(self.book, self.risk, self.gate, exchange, sink, clock, env, config, self.bots)
+        self.guard = AccountGuard(self.book, self.risk, self.gate, self.protection, sink, clock, config.account,
+                                  brackets or {})
+        self.entries = Entries(self.book, self.risk, self.gate, exchange, sink, clock, env, config, self.bots,
+                               liquidation=self.guard.liquidation_of)
         self.fills = Fills(self.book, self.risk, self.protection, exchange, sink, clock, profiles,
-                           self.limits, self.entries.reactive_entry)
+                           self.limits, self.entries.reactive_entry, self.guard.watch, self.guard.liquidation_of)
         self.management = Management(self.book, self.gate, self.protection, self.entries, sink, clock, env,
-                                     config.account.max_total_margin_pct, config.account.max_position_size_pct)
+                                     config.account.max_total_margin_pct, config.account.max_position_size_pct,
+                                     self.guard)
         self.next_sample_ms = 0  # epoch ms UTC of the next hourly equity sample (tick)
 
     # ------------------------------------------------------------- state views
@@ -180,14 +192,20 @@ class Engine:
         close_reasons: dict[str, ExitReason] | None = None,
         last_sample_ms: int | None = None,
         entry_details: dict[str, tuple[Decimal, Decimal | None, int]] | None = None,
+        account_risk: AccountRisk | None = None,
+        trade_record: list[tuple[Decimal, Decimal]] = (),
     ) -> None:
         """Load saved state after a restart (SPEC L-3): account, open positions, open orders,
         risk counters, paused symbols (R-7), symbol blacklist (R-6) and the last hour's fills
         (their entries rebuild the F-4 cooldown and hourly entry count), oldest first, the exit
         reasons of close orders still in flight (client order id → reason, from the audit), the
-        time of the last equity sample (epoch ms UTC), and per unfilled entry order (client
-        order id) the TP1 share %, ATR and leverage decided at the signal (from the audit)."""
+        time of the last equity sample (epoch ms UTC), per unfilled entry order (client
+        order id) the TP1 share %, ATR and leverage decided at the signal (from the audit), the
+        account risk state (R-5 pause, tier, R-9 ceilings) and the trade record — (net PnL,
+        wallet balance after) per closed trade, oldest first — the launch ramp (Z-5) and the
+        recent KPIs are rebuilt from."""
         book, risk = self.book, self.risk
+        risk.restore_account(account_risk, list(trade_record))
         book.account = account
         book.close_reasons.update(close_reasons or {})
         if last_sample_ms is not None:  # the hourly equity sample keeps its rhythm (no extra sample)
@@ -229,7 +247,8 @@ class Engine:
         elif book.account.balance != balance:
             book.account = replace(book.account, balance=balance)
             self.sink.emit(AccountChanged(book.account))
-        book.update_tier(self.equity())
+        equity = self.equity()
+        book.update_tier(self.risk.observe(self.clock.now_ms(), equity, book.account.peak_equity), equity)
 
     # ------------------------------------------------------------ hot path
     def step(self, feed: FeedState, o: float, h: float, low: float, c: float, v: float) -> Awaitable[object] | None:
@@ -396,16 +415,27 @@ class Engine:
         return self.risk.set_paused(bot, symbol, paused)
 
     def clear_risk_stop(self, bot: str) -> str:
-        """Lift ``bot``'s day stop (R-2, R-3, R-4) by hand; returns the reason it had ('' if none).
-        The trader confirmed this in chat (SPEC T-1 "resume after a risk stop")."""
+        """Lift ``bot``'s day stop (R-2, R-3's daily limit, R-4) by hand; returns the reason it
+        had ('' if none; the R-3 hard limit is never lifted: it holds to the next UTC day). The
+        trader confirmed this in chat (SPEC T-1 "resume after a risk stop")."""
         return self.risk.clear_stop(bot)
+
+    def resume_drawdown(self) -> bool:
+        """Lift the latched R-5 drawdown pause (a confirmed /resume, T-1); a new pause is
+        measured from the equity now. True when a pause was lifted."""
+        return self.risk.resume_drawdown(self.clock.now_ms(), self.equity())
+
+    def liquidation_price(self, position: Position) -> Decimal | None:
+        """The position's liquidation price (quote) from the maintenance-margin brackets, or
+        None when unknown."""
+        return self.guard.liquidation_of(position)
 
     def sample_equity(self, now_ms: int) -> EquitySnapshot:
         """Record balance and equity now (for the equity curve and drawdown)."""
         book = self.book
         assert book.account is not None
         equity = self.equity()
-        book.update_tier(equity)
+        book.update_tier(self.risk.observe(now_ms, equity, book.account.peak_equity), equity)
         snapshot = EquitySnapshot(now_ms, book.account.balance, equity)
         if equity > book.account.peak_equity:
             book.account = replace(book.account, peak_equity=equity, updated_ms=now_ms)
@@ -523,3 +553,20 @@ class Engine:
             del book.pending[key]
             await self.gate.cancel(pending.order)
 
+
+
+def _check_market_fees(config: TradingConfig, markets: dict[str, Market]) -> None:
+    """SPEC E-7 at start: every bot's targets must clear the round-trip taker fee of each
+    market it trades (the venue's rate, which may be above the config's assumption)."""
+    from trading.domain.config import fee_problem
+
+    checked: set[Decimal] = set()
+    for profile in config.bots:
+        for symbol in profile.symbols:
+            fee = markets[symbol].taker_fee * 100
+            if fee <= config.account.taker_fee_pct or fee in checked:
+                continue
+            checked.add(fee)
+            problem = fee_problem(config, fee, f" on {symbol}")
+            if problem:
+                raise OptiFlowError(problem)

@@ -6,15 +6,18 @@ by hand (the smoke test). Every evaluated candidate is recorded with its first b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from trading.domain.config import AccountConfig, BotProfile, OrdersConfig, TradingConfig
 from trading.domain.events import EntryDecided, EventSink, SignalEvaluated
 from trading.domain.filters import FilterContext, run_filters
-from trading.domain.models import SignalEvaluation, Side
+from trading.domain.exits import fixed_targets
+from trading.domain.liquidation import stop_beyond_liquidation
+from trading.domain.models import Position, SignalEvaluation, Side
 from trading.domain.oms import entry_order, limit_entry_price
-from trading.domain.presets import EffectiveLimits, effective_limits, pair_allowed
+from trading.domain.presets import LAUNCH, EffectiveLimits, capped, effective_limits, pair_allowed
 from trading.domain.profiles import base_position_size, symbol_multiplier
 from trading.domain.reasons import DAY_STOP_REASONS, DrawdownStage, ReasonCode
 from trading.domain.risk import RiskContext, RiskGuard
@@ -39,7 +42,8 @@ class Entries:
 
     Args: book, risk, gate, venue (leverage and the F-1 spread), sink, clock, env (client order
     ids, O-2), config (preset, account caps, order styles), bots (name → bot), guard (the
-    RiskGuard pipeline).
+    RiskGuard pipeline), liquidation (the liquidation price of a position, quote, or None:
+    an entry whose stop would sit beyond it is refused).
     """
 
     book: Book
@@ -52,14 +56,23 @@ class Entries:
     config: TradingConfig
     bots: dict[str, BotRuntime]
     guard: RiskGuard = field(default_factory=RiskGuard)
+    liquidation: Callable[[Position], Decimal | None] | None = None
     leverage_set: dict[str, int] = field(default_factory=dict)  # leverage last set per symbol (O-7)
     waiting: dict[str, list] = field(default_factory=dict)  # E-6 candidates blocked by R-1, per bot
 
     def limits(self, profile: BotProfile, equity: Decimal | None = None) -> EffectiveLimits:
-        """The preset's limits for ``profile`` at ``equity`` (quote; default the equity now)."""
-        book = self.book
-        return effective_limits(self.config.preset, profile, book.equity() if equity is None else equity,
-                                book.closed_trades)
+        """The preset's limits for ``profile`` at ``equity`` (quote; default the equity now): the
+        tier in force (R-9 hysteresis), the launch stage (Z-5), and R-9's ceiling — risk % and
+        leverage never above what the bot's last entry used while equity is below its peak or a
+        losing streak runs."""
+        book, risk = self.book, self.risk
+        equity = book.equity() if equity is None else equity
+        limits = effective_limits(self.config.preset, profile, equity, book.closed_trades, tier=risk.tier(equity),
+                                  stage=risk.ramp.current if self.config.preset == LAUNCH else None)
+        peak = None if book.account is None else book.account.peak_equity
+        if risk.losing(peak, equity):
+            limits = capped(limits, risk.account.ceiling(profile.name))
+        return limits
 
     def base_notional(self, symbol: str, leverage: int) -> Decimal:
         """Z-3 base position size (margin, quote) × per-symbol multiplier × leverage = notional."""
@@ -108,10 +121,13 @@ class Entries:
                 * self._regime_risk(profile, feed),
                 # E-10: with the ladder on, a position starts at the Z-3 base size and grows.
                 max_notional=self.base_notional(symbol, limits.leverage) if profile.ladder else None,
+                tier=limits.tier,
             )
         except SizingRejected as exc:
             return self._record(now, bot, symbol, check, exc.reason, min_score)
         market = book.markets[symbol]
+        if self._stop_beyond_liquidation(profile, symbol, check.side, price, size.contracts, limits.leverage):
+            return self._record(now, bot, symbol, check, ReasonCode.STOP_BEYOND_LIQUIDATION, min_score)
         entries = self.risk.entry_log(profile.name)
         verdict = run_filters(
             FilterContext(
@@ -147,6 +163,7 @@ class Entries:
             log.warning("entry rejected on %s", symbol)
             return self._record(now, bot, symbol, check, ReasonCode.EXCHANGE_REJECTED, min_score)
         entries.record(symbol, now)
+        self.risk.applied(profile.name, limits.risk_pct, limits.leverage)  # R-9: the ceiling from now on
         atr = feed.indicators.atr
         pending = book.pending[(profile.name, symbol)] = PendingEntry(
             intent_id, check.side, accepted, limits.leverage, limits.tp1_share_pct,
@@ -224,6 +241,20 @@ class Entries:
             max_trades_per_day=limits.max_trades_per_day,
             pair_allowed=pair_allowed(self.config.preset, symbol, equity),
         )
+
+    def _stop_beyond_liquidation(self, profile: BotProfile, symbol: str, side: Side, price: Decimal,
+                                 contracts: Decimal, leverage: int) -> bool:
+        """True when the planned stop (the profile's stop-loss % from ``price``) sits at or
+        beyond the liquidation price of the planned position (quote): it would be liquidated
+        before its stop could trigger."""
+        if self.liquidation is None:
+            return False
+        stop = fixed_targets(price, side, profile.take_profit_1_pct, profile.take_profit_2_pct,
+                             profile.stop_loss_pct).stop_loss
+        planned = Position(position_id="planned", bot=profile.name, symbol=symbol, side=side, contracts=contracts,
+                           initial_contracts=contracts, entry_price=price, opened_ms=0, stop_loss=stop,
+                           take_profit_1=price, take_profit_2=price, leverage=leverage)
+        return stop_beyond_liquidation(side, stop, self.liquidation(planned))
 
     @staticmethod
     def _regime_risk(profile: BotProfile, feed: FeedState) -> Decimal:

@@ -43,7 +43,8 @@ class Fills:
     Args: book, risk, protection (brackets and closes), venue (the wallet balance is read
     after each fill), sink, clock, profiles (bot name → profile), limits (the effective limits
     of a profile now, Z-4), on_closed (awaited with (bot, time) when a position closes: the E-6
-    reactive entry).
+    reactive entry), guard (awaited after each fill: the account watch, R-3 / R-5 / R-9),
+    liquidation (a position's liquidation price, quote: the entry message shows it).
     """
 
     book: Book
@@ -55,6 +56,8 @@ class Fills:
     profiles: dict[str, BotProfile]
     limits: Callable[[BotProfile], EffectiveLimits]
     on_closed: Callable[[str, int], Awaitable[None]]
+    guard: Callable[[], Awaitable[None]] | None = None
+    liquidation: Callable[[Position], Decimal | None] | None = None
 
     async def on_fill(self, fill: Fill) -> None:
         """Book an execution: open the position and place its brackets, or grow, reduce or close
@@ -84,6 +87,8 @@ class Fills:
                 return
             await self.reduce_position(position, fill)
         await self.refresh_balance(fill.timestamp)
+        if self.guard is not None:
+            await self.guard()
 
     async def _open_position(self, pending: PendingEntry, fill: Fill) -> None:
         """Create the position and its reduce-only brackets (SPEC E-1, O-3, R-10)."""
@@ -104,7 +109,7 @@ class Fills:
             last_addition_ms=fill.timestamp,
         )
         position = self.protection.with_levels(position, market, stop, take_profits, prices)
-        self.protection.store(position)
+        self.protection.store(position, None if self.liquidation is None else self.liquidation(position))
         await self.protection.protect(position, stop, take_profits)
 
     async def _add_to_position(self, position: Position, fill: Fill) -> None:
@@ -166,14 +171,16 @@ class Fills:
         await self.on_closed(position.bot, fill.timestamp)
 
     async def refresh_balance(self, now: int) -> None:
-        """Read the wallet balance from the venue; peak equity and the tier cache follow."""
+        """Read the wallet balance from the venue; peak equity, the tier (R-9 hysteresis) and
+        the launch ramp's record (Z-5) follow."""
         balance = await self.venue.fetch_balance()
         book = self.book
         assert book.account is not None
         equity = balance + book.unrealised_pnl()
         book.account = Account(balance, max(book.account.peak_equity, equity), now)
         self.sink.emit(AccountChanged(book.account))
-        book.update_tier(equity)
+        self.risk.record_balance(now, balance)
+        book.update_tier(self.risk.observe(now, equity, book.account.peak_equity), equity)
 
     def on_funding(self, symbol: str, amount: Decimal, now: int) -> None:
         """Attribute a funding payment (quote, + received) to the open position on ``symbol``

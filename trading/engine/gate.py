@@ -4,14 +4,16 @@ An order that adds exposure — a strategy entry, a reactive entry (E-6), a scal
 addition (E-10), a manual entry — is checked against the trading state here, whatever sent it:
 
 1. data: the market, a reference price and a positive equity must be known (fail closed);
-2. trading state (STYLE: nautilus' ACTIVE / REDUCING / HALTED): a bot's day stop (R-2, R-3,
-   R-4) or the account's drawdown PAUSE (R-5) halts exposure; at the REDUCE stage new entries
-   go on at reduced risk (sizing) but no position grows (no ladder addition);
+2. trading state (STYLE: nautilus' ACTIVE / REDUCING / HALTED): a bot's day stop (R-2, R-3
+   and its hard limit, R-4) or the account's drawdown PAUSE (R-5, latched until a confirmed
+   /resume) halts exposure; at the REDUCE stage new entries go on at reduced risk (sizing) but
+   no position grows (no ladder addition);
 3. pauses (R-7) and the symbol blacklist (R-6);
 4. an addition needs the open position it adds to, on the same side;
 5. caps (Z-2, R-8): the position's notional ≤ ``max_position_size_pct`` % of equity ×
-   leverage, its margin ≤ the equity tier's allocation (Z-4), and the account's margin in
-   positions and pending entries ≤ ``max_total_margin_pct`` % of equity.
+   leverage, its margin ≤ the allocation of the equity tier in force (Z-4, R-9 hysteresis),
+   and the account's margin in positions and pending entries ≤ ``max_total_margin_pct`` % of
+   equity.
 
 A refusal is a :class:`~trading.domain.reasons.ReasonCode`: the order never reaches the venue,
 an :class:`~trading.domain.events.OrderRefused` event is emitted (audited as ORDER_REFUSED, A-1)
@@ -33,7 +35,6 @@ from trading.domain.errors import ExchangeError
 from trading.domain.events import EventSink, OrderRefused, OrderUpdated
 from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus
 from trading.domain.reasons import DrawdownStage, ReasonCode
-from trading.domain.sizing import equity_tier
 from trading.engine.book import Book
 from trading.engine.risk_state import RiskBook
 from trading.ports import Clock, ExchangePort
@@ -93,6 +94,8 @@ class OrderGate:
         halted = self.risk.halted_reason(bot)
         if halted:
             return Refusal(ReasonCode(halted), "the bot's entries are stopped for the rest of the UTC day")
+        if self.risk.account.drawdown_paused:
+            return Refusal(ReasonCode.DRAWDOWN_PAUSE, "drawdown pause (R-5) until a confirmed /resume")
         stage = self.risk.stage(book.account.peak_equity, equity)
         if stage is DrawdownStage.PAUSE:
             return Refusal(ReasonCode.DRAWDOWN_PAUSE, f"equity {equity:.2f} vs peak {book.account.peak_equity:.2f}")
@@ -122,7 +125,7 @@ class OrderGate:
             return Refusal(ReasonCode.MAX_POSITION_SIZE,
                            f"notional {held_notional + notional:.2f} > {size_cap:.2f} "
                            f"({rules.max_position_size_pct}% of equity × {leverage})")
-        allocation = equity * equity_tier(equity).allocation_pct / HUNDRED
+        allocation = equity * self.risk.tier(equity).allocation_pct / HUNDRED
         if held_margin * leverage + notional > allocation * leverage:
             return Refusal(ReasonCode.TIER_ALLOCATION,
                            f"margin {held_margin + notional / leverage:.2f} > tier allocation {allocation:.2f}")

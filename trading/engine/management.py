@@ -9,7 +9,16 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from trading.domain.events import EventSink, PositionChanged
-from trading.domain.exits import CLOSE_ALL, PARTIAL_CLOSE, auto_profit, partial_close_floor, pnl_pct_on_margin, stepwise_action, timeout
+from trading.domain.exits import (
+    CLOSE_ALL,
+    PARTIAL_CLOSE,
+    auto_profit,
+    partial_close_floor,
+    pnl_pct_on_margin,
+    stepwise_action,
+    stepwise_config,
+    timeout,
+)
 from trading.domain.ladder import LadderDenied, LadderState, ladder_policy, next_addition
 from trading.domain.models import ExitReason, OrderLeg, Position
 from trading.domain.oms import entry_order
@@ -18,6 +27,7 @@ from trading.engine.book import Book
 from trading.engine.entries import Entries
 from trading.engine.feeds import BotRuntime, FeedState
 from trading.engine.gate import OrderGate
+from trading.engine.guard import AccountGuard
 from trading.engine.protection import Protection
 from trading.ports import Clock
 
@@ -30,7 +40,8 @@ class Management:
 
     Args: book, gate, protection, entries (limits and the Z-3 base size), sink, clock, env
     (client order ids, O-2), max_total_margin_pct / max_position_size_pct (the account caps
-    the ladder sizes within, Z-2, R-8).
+    the ladder sizes within, Z-2, R-8), guard (the account watch run first at each candle
+    close of a held symbol: R-3 hard limit, R-5, R-9, liquidation).
     """
 
     book: Book
@@ -42,11 +53,15 @@ class Management:
     env: str
     max_total_margin_pct: Decimal
     max_position_size_pct: Decimal
+    guard: AccountGuard | None = None
 
     async def manage_positions(self, feed: FeedState) -> None:
-        """Exit policies at the candle close for every bot's position on ``feed.symbol``:
-        E-4 max hold / timeout, E-3 AutoProfit, then E-2 stepwise take-profit (with the E-5
-        partial-close floor) and the E-10 ladder. One close in flight per symbol (O-8)."""
+        """Exit policies at the candle close for every bot's position on ``feed.symbol``, after
+        the account watch (R-3 may close everything): E-4 max hold / timeout, E-3 AutoProfit,
+        then E-2 stepwise take-profit (with the E-5 partial-close floor and E-7 fees first) and
+        the E-10 ladder. One close in flight per symbol (O-8)."""
+        if self.guard is not None:
+            await self.guard.watch()
         book = self.book
         symbol = feed.symbol
         market = book.markets[symbol]
@@ -72,11 +87,19 @@ class Management:
                 await self._ladder(position, feed, mark, pnl_pct, now)
 
     async def _step_take_profit(self, position: Position, mark: Decimal) -> None:
-        """E-2: close the share of the next profit step reached (E-5 floor applied)."""
+        """E-2: close the share of the next profit step reached — steps in quote, or in % of the
+        position's notional at entry — with the E-5 floor and E-7 fees first applied (a step
+        worth less than the round-trip taker fees of what it closes is not sent)."""
         market = self.book.markets[position.symbol]
+        profile = self.entries.bots[position.bot].profile
         floor = partial_close_floor(self.book.balance_profile_name())
         unrealised = position.unrealised_pnl(mark, market.contract_size)
-        step, steps_done = stepwise_action(position, unrealised, position.steps_done, market, floor)
+        in_pct = profile.step_tp_pct is not None
+        config = stepwise_config(profile.step_tp_pct if in_pct else profile.step_tp_quote, profile.step_tp_shares_pct,
+                                 in_pct=in_pct,
+                                 notional=position.initial_contracts * market.contract_size * position.entry_price)
+        step, steps_done = stepwise_action(position, unrealised, position.steps_done, market, floor, config,
+                                           market.taker_fee)
         if steps_done != position.steps_done:
             position = replace(position, steps_done=steps_done)
             self.book.positions[(position.bot, position.symbol)] = position

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from trading.domain.config import BotProfile, OrdersConfig
 from trading.domain.events import Alert, EventSink, ExitDecided, PositionChanged
-from trading.domain.exits import atr_targets, fixed_targets, partial_close_floor, split_contracts
+from trading.domain.exits import atr_targets, clears_fees, fixed_targets, partial_close_floor, split_contracts
 from trading.domain.models import ZERO, ExitReason, Fill, Market, Order, OrderLeg, OrderType, Position, Side
 from trading.domain.oms import bracket_order, close_order
 from trading.domain.precision import floor_price
@@ -63,10 +63,13 @@ class Protection:
             else:
                 amounts = split_contracts(market, contracts, [share, HUNDRED - share])
         # E-5: a partial take-profit worth less than the floor is not placed; its contracts go
-        # to the last target (a small position is held to its final bracket).
+        # to the last target (a small position is held to its final bracket). E-7: neither is
+        # one whose profit at its target would not clear the round-trip taker fees of its
+        # contracts (an ATR target too close to the entry).
         floor = partial_close_floor(self.book.balance_profile_name())
         for i in range(len(amounts) - 1):
-            if 0 < amounts[i] * market.contract_size * entry < floor:
+            if amounts[i] > 0 and (amounts[i] * market.contract_size * entry < floor or not clears_fees(
+                    amounts[i], market.contract_size, entry, prices[i], side, market.taker_fee)):
                 amounts[-1] += amounts[i]
                 amounts[i] = ZERO
         take_profits = [
@@ -184,7 +187,8 @@ class Protection:
                     order.leg is OrderLeg.ENTRY and order.type is OrderType.LIMIT):
                 await self.gate.cancel(order)
 
-    def store(self, position: Position) -> None:
-        """Keep ``position`` open in the book and emit it."""
+    def store(self, position: Position, liquidation: Decimal | None = None) -> None:
+        """Keep ``position`` open in the book and emit it (with its liquidation price, quote,
+        when given: the entry message shows it)."""
         self.book.set_position(position)
-        self.sink.emit(PositionChanged(position))
+        self.sink.emit(PositionChanged(position, liquidation))
