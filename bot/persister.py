@@ -88,12 +88,13 @@ class Persister:
         async with store.transaction():
             if audit:
                 await store.audit.append(audit, self.config_id)
-            for order in orders.values():
-                await store.orders.upsert(order)
-            for fill in fills:
-                await store.fills.add(fill)
-            for position in positions.values():
-                await store.positions.upsert(position)
+            # One executemany a table: a flush at the end of a backtest writes thousands of rows.
+            if orders:
+                await store.orders.upsert_many(orders.values())
+            if fills:
+                await store.fills.add_many(fills)
+            if positions:
+                await store.positions.upsert_many(positions.values())
             for state in risk.values():
                 await store.risk.save(state)
             for entry in blacklist.values():

@@ -442,6 +442,7 @@ async def build_paper_runtime(
     data_dir: Path,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    bulk: bool = True,
 ) -> Runtime:
     """Paper mode (and backtests): the simulated exchange restored from the database at
     ``db_path`` (created if missing), replaying the bundled real candles in ``data_dir``.
@@ -449,6 +450,9 @@ async def build_paper_runtime(
     Args:
         start_ms / end_ms: replay window (epoch ms UTC; candles before start_ms only warm the
             indicators). A saved replay cursor later than start_ms wins (restart resumes).
+        bulk: the market state computed in bulk and only the candles where something can happen
+            stepped (default); False = candle by candle with the live feeds' incremental state
+            (the reference ``tests/test_speed.py`` proves the default equal to).
 
     Raises:
         DataError, UnknownSymbol, StorageError: with a message fit for the trader.
@@ -495,7 +499,7 @@ async def build_paper_runtime(
 
     def make_feed(engine: Engine, gateway, tracker, supervisor, service) -> ReplayFeed:
         sources = [ReplaySource(feed, series[key], funding[key]) for key, feed in engine.feeds.items() if key in series]
-        return ReplayFeed(engine, venue, tracker, supervisor, clock, sources, resume_after)
+        return ReplayFeed(engine, venue, tracker, supervisor, clock, sources, resume_after, bulk)
 
     async def next_funding(symbol: str):
         """The next bundled funding event of ``symbol`` after the replay clock: (rate, ms)."""

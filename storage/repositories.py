@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -111,14 +111,22 @@ class OrderRepository(_Repository):
                 "created_ms", "status", "trigger_price", "filled", "average", "updated_ms", "reason", "price")
     _UPSERT = _upsert_sql("orders", _COLUMNS, "client_order_id")
 
-    async def upsert(self, order: Order) -> None:
-        """Insert ``order`` or replace the stored version with the same client order id."""
-        await self._db.execute(self._UPSERT, (
+    @staticmethod
+    def _row(order: Order) -> tuple:
+        return (
             order.client_order_id, order.bot, order.symbol, order.side.value, order.type.value,
             order.leg.value, dec_in(order.amount), int(order.reduce_only), order.created_ms,
             order.status.value, opt_dec_in(order.trigger_price), dec_in(order.filled),
-            opt_dec_in(order.average), order.updated_ms, order.reason, opt_dec_in(order.price),
-        ))
+            opt_dec_in(order.average), order.updated_ms, str(order.reason), opt_dec_in(order.price),
+        )
+
+    async def upsert(self, order: Order) -> None:
+        """Insert ``order`` or replace the stored version with the same client order id."""
+        await self._db.execute(self._UPSERT, self._row(order))
+
+    async def upsert_many(self, orders: Iterable[Order]) -> None:
+        """:meth:`upsert` each of ``orders`` with one executemany (a flush's batch)."""
+        await self._db.executemany(self._UPSERT, [self._row(o) for o in orders])
 
     async def get(self, client_order_id: str) -> Order | None:
         """The order with this client order id, or ``None``."""
@@ -158,14 +166,21 @@ class OrderRepository(_Repository):
 class FillRepository(_Repository):
     """Executions (append-only): amount in contracts, price and fee in quote."""
 
+    _INSERT = ("INSERT INTO fills (client_order_id, bot, symbol, side, leg, amount, price, fee, timestamp)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+    @staticmethod
+    def _row(fill: Fill) -> tuple:
+        return (fill.client_order_id, fill.bot, fill.symbol, fill.side.value, fill.leg.value,
+                dec_in(fill.amount), dec_in(fill.price), dec_in(fill.fee), fill.timestamp)
+
     async def add(self, fill: Fill) -> None:
         """Append one fill."""
-        await self._db.execute(
-            "INSERT INTO fills (client_order_id, bot, symbol, side, leg, amount, price, fee, timestamp)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (fill.client_order_id, fill.bot, fill.symbol, fill.side.value, fill.leg.value,
-             dec_in(fill.amount), dec_in(fill.price), dec_in(fill.fee), fill.timestamp),
-        )
+        await self._db.execute(self._INSERT, self._row(fill))
+
+    async def add_many(self, fills: Iterable[Fill]) -> None:
+        """Append ``fills`` in order with one executemany (a flush's batch)."""
+        await self._db.executemany(self._INSERT, [self._row(f) for f in fills])
 
     async def list(self, symbol: str | None = None, since_ms: int | None = None) -> list[Fill]:
         """Fills, optionally of one symbol and from ``since_ms`` (inclusive), oldest first."""
@@ -191,17 +206,24 @@ class PositionRepository(_Repository):
                 "take_profit_3", "steps_done", "additions", "last_addition_ms")
     _UPSERT = _upsert_sql("positions", _COLUMNS, "position_id")
 
-    async def upsert(self, position: Position) -> None:
-        """Insert ``position`` or replace the stored version with the same position id."""
-        p = position
-        await self._db.execute(self._UPSERT, (
+    @staticmethod
+    def _row(p: Position) -> tuple:
+        return (
             p.position_id, p.bot, p.symbol, p.side.value, dec_in(p.contracts),
             dec_in(p.initial_contracts), dec_in(p.entry_price), p.opened_ms, dec_in(p.stop_loss),
             dec_in(p.take_profit_1), dec_in(p.take_profit_2), p.leverage, int(p.tp1_done),
             dec_in(p.realised_pnl), dec_in(p.fees), dec_in(p.funding), p.closed_ms,
             opt_dec_in(p.exit_price), None if p.exit_reason is None else p.exit_reason.value,
             opt_dec_in(p.take_profit_3), p.steps_done, p.additions, p.last_addition_ms,
-        ))
+        )
+
+    async def upsert(self, position: Position) -> None:
+        """Insert ``position`` or replace the stored version with the same position id."""
+        await self._db.execute(self._UPSERT, self._row(position))
+
+    async def upsert_many(self, positions: Iterable[Position]) -> None:
+        """:meth:`upsert` each of ``positions`` with one executemany (a flush's batch)."""
+        await self._db.executemany(self._UPSERT, [self._row(p) for p in positions])
 
     async def get(self, position_id: str) -> Position | None:
         """The position with this id (open or closed), or ``None``."""

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Parsed candle files are cached (trading.adapters.marketdata.cache_dir): the tests, and the
+# processes they start, use a cache of their own instead of the user's.
+os.environ.setdefault("OPTIFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="optiflow-test-cache-"))
 
 from trading.adapters.marketdata import default_data_dir, load_ccxt_markets, market_from_ccxt
 from trading.domain.models import Market

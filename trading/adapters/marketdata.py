@@ -7,7 +7,11 @@ the ccxt ``binanceusdm.load_markets()`` dump for market rules).
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
+import os
+import warnings
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -84,6 +88,10 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
     path = data_dir / "ohlcv" / f"binance_futures_{file_stem(symbol)}-{timeframe}.csv.gz"
     if not path.exists():
         raise MissingData(f"no candles for {symbol} {timeframe}: {path} not found")
+    rows = _fast_rows(path)
+    if rows is not None:
+        return CandleSeries(symbol, timeframe, *(_column(rows[name], code) for name, code in _COLUMNS))
+    # The line parser: the authority on what is wrong with a file, naming the line.
     ts, o, h, lo, c, v = (array("q"), array("d"), array("d"), array("d"), array("d"), array("d"))
     last = None
     with _reading(path):
@@ -111,6 +119,78 @@ def load_candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
                 c.append(values[3])
                 v.append(values[4])
     return CandleSeries(symbol, timeframe, ts, o, h, lo, c, v)
+
+
+_ROW = [("t", "<i8"), ("o", "<f8"), ("h", "<f8"), ("l", "<f8"), ("c", "<f8"), ("v", "<f8")]
+_COLUMNS = (("t", "q"), ("o", "d"), ("h", "d"), ("l", "d"), ("c", "d"), ("v", "d"))
+_HEADER = b"timestamp,open,high,low,close,volume"
+
+
+def _column(values, typecode: str) -> array:
+    column = array(typecode)
+    column.frombytes(values.tobytes())
+    return column
+
+
+def cache_dir() -> Path | None:
+    """Where parsed candle files are kept (``OPTIFLOW_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or
+    ``~/.cache`` + ``/optiflow``); None when it cannot be created (nothing is cached then)."""
+    base = os.environ.get("OPTIFLOW_CACHE_DIR")
+    if base:
+        folder = Path(base)
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "optiflow"
+    try:
+        folder = folder / "candles"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
+
+
+def _fast_rows(path: Path):
+    """The candles of ``path`` parsed by numpy (a C parser: Python's own correctly rounded float
+    conversion, ten times faster than a line loop), and kept in the cache as a binary array keyed
+    by the file's path, size and modification time, so the next load reads them at once. None
+    when anything is off — a truncated file, a bad row, open times not strictly increasing —
+    and the line parser then says what and where (it is the authority, SPEC D-1)."""
+    import numpy as np
+
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    folder = cache_dir()
+    cached = None if folder is None else folder / f"{key}.npy"
+    if cached is not None and cached.exists():
+        try:
+            return np.load(cached, allow_pickle=False)
+        except (OSError, ValueError):
+            pass  # a damaged cache file: parse again below
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, zlib.error):
+        return None
+    header, _, body = raw.partition(b"\n")
+    if header.strip() != _HEADER:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data" for a header-only file
+            rows = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=_ROW, ndmin=1, comments=None,
+                              encoding="utf-8")
+    except ValueError:
+        return None
+    if len(rows) > 1 and not bool(np.all(np.diff(rows["t"]) > 0)):
+        return None
+    if cached is not None:
+        try:
+            temporary = cached.with_suffix(f".{os.getpid()}.tmp")
+            with temporary.open("wb") as handle:
+                np.save(handle, rows, allow_pickle=False)
+            os.replace(temporary, cached)
+        except OSError:
+            pass  # a read-only cache: parse again next time
+    return rows
 
 
 class _reading:

@@ -31,7 +31,8 @@ from trading.adapters.marketdata import CandleSeries
 from trading.adapters.simulated import SimulatedExchange
 from trading.app.reconcile import FillTracker, Supervisor
 from trading.domain.events import EventBuffer, ReplayProgress, SignalEvaluated
-from trading.domain.models import SignalEvaluation
+from trading.domain.models import Side, SignalEvaluation
+from trading.domain.strategy import LONG, SHORT, component_names
 from trading.domain.presets import min_score_floor
 from trading.domain.reasons import ReasonCode
 from trading.engine.core import BotRuntime, Engine, FeedState
@@ -39,6 +40,7 @@ from trading.engine.series import SeriesMarket
 from trading.ports import ReplayClock
 
 SCORE_BELOW_MIN = ReasonCode.SCORE_BELOW_MIN
+_SIDES = {LONG: Side.LONG, SHORT: Side.SHORT}  # by ScalpingV1.evaluate_all's side codes
 
 
 @dataclass(slots=True)
@@ -107,10 +109,12 @@ class ReplayFeed:
     Args: engine; venue (the simulated exchange; the feed subscribes to its ``on_change``);
     tracker and supervisor (the one fill tracker / supervisor of the runtime); clock (moved by
     the replay); sources (candles per feed); resume_after_ms (candles that opened at or before
-    it are history: a restart resumes where the last run stopped, SPEC L-3).
-
-    Each source's market state is computed in bulk for all its candles at construction
-    (:class:`~trading.engine.series.SeriesMarket`) and attached to the engine's feed.
+    it are history: a restart resumes where the last run stopped, SPEC L-3); bulk (default
+    True): each source's market state is computed in bulk for all its candles at construction
+    (:class:`~trading.engine.series.SeriesMarket`) and attached to the engine's feed, and a
+    backtest steps only the candles where something can happen. False: the incremental market
+    state of the live feeds, every candle stepped — the reference the bulk replay is proven
+    equal to (``tests/test_speed.py``).
     """
 
     engine: Engine
@@ -120,6 +124,7 @@ class ReplayFeed:
     clock: ReplayClock
     sources: list[ReplaySource]
     resume_after_ms: int | None = None
+    bulk: bool = True
     active: str = "replay"
     _changed: list[str] = field(default_factory=list)
     _tracks: list[_Track] = field(default_factory=list)
@@ -131,12 +136,17 @@ class ReplayFeed:
         stamps: list[np.ndarray] = []
         for source in self.sources:
             feed, series = source.feed, source.series
+            ts = np.asarray(series.timestamp, dtype=np.int64)
+            if not self.bulk:  # candle by candle: the incremental market state, every candle stepped
+                self._tracks.append(_Track(source, ts, _column(series.open), _column(series.high),
+                                           _column(series.low), _column(series.close), _column(series.volume),
+                                           [], array("b", bytes(len(ts)))))
+                continue
             high, low, close, volume = (np.asarray(col, dtype=np.float64)
                                         for col in (series.high, series.low, series.close, series.volume))
             market = SeriesMarket(high, low, close, volume, feed.timeframe_ms,
                                   {bot.name: bot.strategy for bot in feed.bots})
             self.engine.attach_series(feed, market)
-            ts = np.asarray(series.timestamp, dtype=np.int64)
             below = []
             flags = np.zeros(len(ts), dtype=np.int8)
             for bot in feed.bots:
@@ -215,7 +225,7 @@ class ReplayFeed:
         changed = self._changed
         verifier_due = supervisor.verifier.due  # (bot, symbol) → due ms of the O-6 checks
         risk = engine.risk
-        skipping = speed is None and clock_hook is None
+        skipping = self.bulk and speed is None and clock_hook is None
         step_positions = self._step_positions.tolist()
         next_step = 0  # index into step_positions
         if durable is None:
@@ -233,6 +243,11 @@ class ReplayFeed:
             # bulk arrays, their decisions in the database.
             pos = int(np.searchsorted(timeline, resume_after_ms, side="right"))
             self._position(pos, pointers, below_pointers)
+            if not self.bulk:  # the incremental state learns the history candle by candle
+                for k, track in enumerate(tracks):
+                    feed = track.source.feed
+                    for i in range(pointers[k]):
+                        engine.warm(feed, track.high[i], track.low[i], track.close[i], track.volume[i])
             self._sync_marks(pointers)
         stamps_list = timeline.tolist()
         while pos < count:
@@ -280,8 +295,10 @@ class ReplayFeed:
                 since_flush += 1
                 if skipping and not track.steps[i] and symbol not in held and symbol not in active:
                     # Nothing can happen on this candle: its market state is in the bulk arrays.
+                    # (Positioned all the same: a reactive entry, E-6, may read it at this instant.)
                     feed.last_close = track.close[i]
                     feed.last_volume = track.volume[i]
+                    feed.series.seek(i)
                     self._record_below(k, i + 1, below_pointers)
                     continue
                 o = track.open[i]
@@ -313,7 +330,8 @@ class ReplayFeed:
                             engine.on_funding(symbol, amount, funding_ms)
                 funding_pointers[k] = j
                 clock.current_ms = end
-                feed.series.seek(i)
+                if feed.series is not None:
+                    feed.series.seek(i)
                 for b, (_bot, under) in enumerate(track.below):
                     p = below_pointers[k][b]
                     if p < len(under) and under[p] == i:  # the step records it (S-13)
@@ -391,12 +409,13 @@ class ReplayFeed:
                 continue
             floor = bot.profile.strategy.min_score
             min_score = tier_min if floor is None else floor
+            sides, scores, components = market.side[bot.name], market.score[bot.name], market.components[bot.name]
+            name, symbol, tf_ms = bot.name, feed.symbol, feed.timeframe_ms
             while p < len(under) and under[p] < stop:
                 i = int(under[p])
-                check = market.check(bot.name, i)
-                at = int(stamps[i]) + feed.timeframe_ms
-                evaluation = SignalEvaluation(at, bot.name, feed.symbol, check.side, check.score, False,
-                                              SCORE_BELOW_MIN, min_score, check.components)
+                at = int(stamps[i]) + tf_ms
+                evaluation = SignalEvaluation(at, name, symbol, _SIDES[sides[i]], scores[i], False,
+                                              SCORE_BELOW_MIN, min_score, component_names(components[i]))
                 if into is None:
                     emit(SignalEvaluated(evaluation))
                 else:
@@ -414,7 +433,7 @@ class ReplayFeed:
                 feed = track.source.feed
                 feed.last_close = track.close[i - 1]
                 feed.last_volume = track.volume[i - 1]
-                if seek:
+                if seek and feed.series is not None:
                     feed.series.seek(i - 1)
 
     async def fill_at_last_close(self) -> int:

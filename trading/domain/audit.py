@@ -168,20 +168,28 @@ def chain(entries: Iterable[AuditEntry], *, head_seq: int, head_hash: str, confi
     """Chain ``entries`` after the head (seq, hash) — (0, GENESIS) for an empty log."""
     records = []
     seq, prev = head_seq, head_hash
+    dumps = _dumps
+    config = dumps(config_id)
     for entry in entries:
         seq += 1
         size = None if entry.size is None else str(entry.size)
+        side = plain(entry.side)
         why_json = canonical_json(entry.why)
-        body = {
-            "action": entry.action, "bot": entry.bot, "config_id": config_id, "prev_hash": prev,
-            "seq": seq, "side": plain(entry.side), "size": size, "symbol": entry.symbol, "ts": entry.ts,
-            "why": json.loads(why_json),
-        }
-        digest = sha256_hex(canonical_json(body))
-        records.append(AuditRecord(seq, entry.ts, entry.action, entry.bot, entry.symbol, plain(entry.side),
+        # canonical_json(body()) written out key by key (sorted): ``why_json`` is canonical
+        # already, so it is not parsed and encoded again (AuditRecord.computed_hash checks it).
+        body = (f'{{"action":{dumps(entry.action)},"bot":{dumps(entry.bot)},"config_id":{config},'
+                f'"prev_hash":{dumps(prev)},"seq":{seq},"side":{dumps(side)},"size":{dumps(size)},'
+                f'"symbol":{dumps(entry.symbol)},"ts":{int(entry.ts)},"why":{why_json}}}')
+        digest = sha256_hex(body)
+        records.append(AuditRecord(seq, entry.ts, entry.action, entry.bot, entry.symbol, side,
                                    size, why_json, config_id, prev, digest))
         prev = digest
     return records
+
+
+def _dumps(value: Any) -> str:
+    """JSON of one scalar as :func:`canonical_json` writes it."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
