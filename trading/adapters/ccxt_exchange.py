@@ -38,6 +38,7 @@ from trading.domain.errors import (
 )
 from trading.adapters.marketdata import market_from_ccxt
 from trading.domain.models import Candle, Market, Order, OrderLeg, OrderSide, OrderStatus, OrderType
+from trading.domain.oms import leg_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ EXCHANGE_IDS = {"binanceusdm": "binanceusdm", "binance": "binanceusdm", "okx": "
 _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.CLOSED, "canceled": OrderStatus.CANCELED,
            "expired": OrderStatus.REJECTED, "rejected": OrderStatus.REJECTED}
 _BUSINESS_CODES = ("-2019", "-2021", "-2022", "-4164", "-1111", "-4003", "-4005", "-1116", "-4120", "-2027", "-2028")
-_LEGS = {leg.value.replace(".", "")[:5]: leg for leg in OrderLeg}
 
 
 def resolve_quote(mode: str, configured: str | None) -> str:
@@ -466,12 +466,8 @@ class CcxtExchange:
 
 
 def _leg(client_order_id: str) -> OrderLeg:
-    """The order leg encoded at the end of our client order ids (``…-sl1`` → stop-loss)."""
-    tag = client_order_id.rsplit("-", 1)[-1]
-    for key in sorted(_LEGS, key=len, reverse=True):
-        if tag.startswith(key):
-            return _LEGS[key]
-    return OrderLeg.ENTRY
+    """The order leg encoded in our client order ids (SPEC O-2, :func:`trading.domain.oms.leg_of`)."""
+    return leg_of(client_order_id)
 
 
 def rebase_url(url: Any, base: str) -> Any:

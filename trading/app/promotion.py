@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from trading.domain.models import OrderLeg, OrderStatus
-from trading.domain.oms import make_client_order_id
+from trading.domain.oms import legacy_client_order_id, make_client_order_id
 from trading.domain.promotion import GateResult, promotion_gate
 
 
@@ -21,7 +21,8 @@ async def demo_gate(store: Any) -> GateResult:
               if o.leg is OrderLeg.ENTRY and (o.status is OrderStatus.CLOSED or o.filled > 0)}
     nets = [
         p.net_pnl for p in await store.positions.list_closed()
-        if make_client_order_id("demo", p.bot, p.symbol, p.side, p.position_id, OrderLeg.ENTRY.value) in filled
+        if any(make("demo", p.bot, p.symbol, p.side, p.position_id, OrderLeg.ENTRY.value) in filled
+               for make in (make_client_order_id, legacy_client_order_id))  # ids before issue 18 count too
     ]
     incidents = [row.kind for row in (await store.incidents.list_open()).values()]
     return promotion_gate(nets, incidents)

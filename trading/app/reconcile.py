@@ -32,7 +32,7 @@ from trading.engine.core import Engine
 from trading.domain.errors import ExchangeError, OrderNotFound
 from trading.domain.events import ReconcileReported
 from trading.domain.models import Fill, Order, OrderLeg, OrderStatus, OrderType
-from trading.domain.oms import client_order_id_prefix
+from trading.domain.oms import client_order_id_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,8 @@ class Reconciler:
 
     def __post_init__(self) -> None:
         if not self.prefixes:
-            self.prefixes = tuple(client_order_id_prefix(self.engine.env, b) for b in self.engine.bots)
+            # Current and pre-issue-18 prefixes: an older version's orders are ours too (O-5).
+            self.prefixes = tuple(p for b in self.engine.bots for p in client_order_id_prefixes(self.engine.env, b))
 
     def _bot_of(self, symbol: str) -> str | None:
         """The bot the venue's position on ``symbol`` belongs to: the one holding it (or
