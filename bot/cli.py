@@ -348,7 +348,8 @@ async def _run_exchange(args, settings, config) -> int:
         raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
     quote = resolve_quote(mode, settings.optiflow_quote)
     config = requote(config, quote)
-    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
+    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type,
+                             margin_mode=config.account.margin_mode)
     skipped = None
     if mode == "live":  # S-7, before anything talks to the exchange
         try:

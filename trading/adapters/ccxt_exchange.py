@@ -8,6 +8,11 @@ to ``trading.domain.errors`` types at this boundary, in the order STYLE.md gives
 InvalidOrder; RateLimitExceeded and DDoSProtection both become :class:`RateLimited`;
 InsufficientFunds is a business rejection. Secrets never appear in messages.
 
+OKX (issue 18) is spoken to as :mod:`trading.adapters.okx` says: ``tdMode`` on every order, leverage
+per margin mode, stop-losses and take-profits as ``conditional`` algo orders under ``algoClOrdId``
+(looked up, listed and cancelled by it), the demo header ``x-simulated-trading: 1`` (ccxt's sandbox
+mode), the passphrase as ccxt's ``password``, the balance from ``cashBal``.
+
 Binance USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET, TAKE_PROFIT) go through Binance's algo
 order service (ccxt 4.5 routes them there by the trigger price); this adapter remembers which
 client order ids are conditional so it can look them up and cancel them on the right endpoint.
@@ -16,6 +21,7 @@ client order ids are conditional so it can look them up and cancel them on the r
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
@@ -36,6 +42,7 @@ from trading.domain.errors import (
     TimestampOutOfSync,
     UnknownSymbol,
 )
+from trading.adapters import okx
 from trading.adapters.marketdata import market_from_ccxt
 from trading.domain.models import Candle, Market, Order, OrderLeg, OrderSide, OrderStatus, OrderType
 from trading.domain.oms import leg_of
@@ -64,6 +71,9 @@ def unified_symbol(base_or_symbol: str, quote: str) -> str:
     return f"{base_or_symbol.upper()}/{quote}:{quote}"
 
 
+_OKX_DUPLICATE = re.compile(r'"sCode"\s*:\s*"51016"')  # OKX: duplicated clOrdId / algoClOrdId
+
+
 def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> ExchangeError:
     """Translate a ccxt exception into our error types (STYLE: specific before general).
 
@@ -75,7 +85,7 @@ def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> Exchan
     text = str(exc)
     if isinstance(exc, ccxt_errors.OrderNotFound):
         return OrderNotFound(text)
-    if "-4116" in text or isinstance(exc, ccxt_errors.DuplicateOrderId):
+    if "-4116" in text or isinstance(exc, ccxt_errors.DuplicateOrderId) or _OKX_DUPLICATE.search(text):
         return DuplicateClientOrderId(text)
     if isinstance(exc, ccxt_errors.InvalidOrder | ccxt_errors.InsufficientFunds | ccxt_errors.BadSymbol):
         return OrderRejected(text)
@@ -132,13 +142,16 @@ class CcxtExchange:
     """ExchangePort over ccxt (SPEC S-1 demo/live, S-3, S-4).
 
     Args:
-        exchange_id: ``binanceusdm`` (first) or ``okx`` (swaps; mapped, not tested here);
-        mode: ``demo`` (Binance futures demo trading, ccxt ``enable_demo_trading``) or ``live``;
-        api_key / secret / password: plain strings taken from SecretStr at the composition root;
+        exchange_id: ``binanceusdm`` (first) or ``okx`` (USDT swaps, issue 18);
+        mode: ``demo`` (Binance futures demo trading, ccxt ``enable_demo_trading``; OKX demo
+        trading, ccxt's sandbox mode: the ``x-simulated-trading: 1`` header) or ``live``;
+        api_key / secret / password: plain strings taken from SecretStr at the composition root
+        (``password`` is OKX's API passphrase);
         api_base: test/self-hosted base URL replacing every REST URL (loopback fake in tests);
         stop_working_type: ``MARK_PRICE`` or ``CONTRACT_PRICE`` for stops (SPEC O-3);
         timeout_ms: per-request timeout; quote: the quote / settle coin (SPEC S-4, see
-        :func:`resolve_quote`); rate_limit_ms: ccxt's ``rateLimit`` (ms per unit of request
+        :func:`resolve_quote`); margin_mode: ``isolated`` / ``cross``, the default of every
+        symbol until :meth:`set_margin_mode` (OKX sends it with each order); rate_limit_ms: ccxt's ``rateLimit`` (ms per unit of request
         weight; None keeps ccxt's exchange default — tests against the loopback fake lower it).
     Raises:
         ConfigError: unknown exchange, or sandbox mode requested for Binance futures.
@@ -158,6 +171,7 @@ class CcxtExchange:
         timeout_ms: int = 10_000,
         quote: str = "USDT",
         rate_limit_ms: int | None = None,
+        margin_mode: str = "isolated",
         client: Any | None = None,
     ) -> None:
         resolved = EXCHANGE_IDS.get(exchange_id)
@@ -175,6 +189,8 @@ class CcxtExchange:
         options: dict[str, Any] = {"defaultType": "swap"}
         if resolved == "binanceusdm":
             options.update(fetchCurrencies=False, warnOnFetchOpenOrdersWithoutSymbol=False)
+        if resolved == "okx":
+            options["fetchMarkets"] = {"types": ["swap"]}  # perpetual swaps only (S-3)
         config: dict[str, Any] = {
             "enableRateLimit": True, "timeout": timeout_ms, "options": options,
         }
@@ -197,6 +213,9 @@ class CcxtExchange:
         self._markets: dict[str, Market] = {}
         self._conditional: dict[str, bool] = {}  # client order id → placed as a conditional order
         self._top_of_book: dict[str, tuple[Decimal, Decimal]] = {}
+        self.margin_mode = margin_mode  # the default tdMode (OKX)
+        self._margin_modes: dict[str, str] = {}  # symbol → margin mode set (OKX: sent as tdMode)
+        self._leverage: dict[str, int] = {}  # symbol → leverage set (OKX: per margin mode)
 
     # ----------------------------------------------------------- lifecycle
     async def close(self) -> None:
@@ -232,11 +251,32 @@ class CcxtExchange:
         await self._call("load_time_difference")
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
-        """Set leverage (×) for ``symbol``."""
+        """Set leverage (×) for ``symbol``; on OKX for the symbol's margin mode (``mgnMode``;
+        ``posSide`` net in isolated, which ccxt adds)."""
+        if self.exchange_id == "okx":
+            mode = self._margin_modes.get(symbol, self.margin_mode)
+            await self._call("set_leverage", leverage, symbol, {"mgnMode": mode})
+            self._leverage[symbol] = leverage
+            return
         await self._call("set_leverage", leverage, symbol)
 
     async def set_margin_mode(self, symbol: str, margin_mode: str) -> None:
-        """Set ``cross`` or ``isolated`` margin on ``symbol``; "no need to change" is success."""
+        """Set ``cross`` or ``isolated`` margin on ``symbol``; "no need to change" is success.
+
+        OKX has no account setting for it: the mode travels with every order (``tdMode``) and
+        leverage is set per mode, so this records the mode and, when a leverage was set already,
+        sets it again for the new mode (SPEC O-7). Nothing here can fail start-up on OKX.
+
+        Raises:
+            OrderRejected: ``margin_mode`` is neither isolated nor cross; the exchange refused.
+        """
+        if self.exchange_id == "okx":
+            if margin_mode not in okx.MARGIN_MODES:
+                raise OrderRejected(f"{symbol}: margin mode {margin_mode!r} is not isolated or cross")
+            self._margin_modes[symbol] = margin_mode
+            if symbol in self._leverage:
+                await self.set_leverage(symbol, self._leverage[symbol])
+            return
         try:
             await self._call("set_margin_mode", margin_mode, symbol)
         except ExchangeError as exc:
@@ -249,8 +289,10 @@ class CcxtExchange:
         return bool(result.get("hedged"))
 
     async def fetch_balance(self) -> Decimal:
-        """Wallet balance (realised) of the quote coin, in quote."""
+        """Wallet balance (realised) of the quote coin, in quote (OKX: ``cashBal``)."""
         balance = await self._call("fetch_balance")
+        if self.exchange_id == "okx":
+            return okx.wallet_balance(balance, self.quote)
         total = (balance.get(self.quote) or {}).get("total")
         return _dec(total) or Decimal(0)
 
@@ -264,6 +306,8 @@ class CcxtExchange:
         """
         self.market(order.symbol)  # UnknownSymbol before anything is sent
         amount = self.client.amount_to_precision(order.symbol, str(order.amount))
+        if self.exchange_id == "okx":
+            return await self._create_okx(order, amount)
         params: dict[str, Any] = {"clientOrderId": order.client_order_id}
         if order.reduce_only:
             params["reduceOnly"] = True
@@ -287,6 +331,49 @@ class CcxtExchange:
                                else order.type.value, order.side.value, amount, price, params)
         return self._merge(order, raw)
 
+    async def _create_okx(self, order: Order, amount: str) -> Order:
+        """Place ``order`` on OKX (:func:`trading.adapters.okx.order_request`)."""
+        conditional = order.type not in (OrderType.MARKET, OrderType.LIMIT)
+        price = trigger = None
+        if order.type is OrderType.LIMIT:
+            assert order.price is not None
+            price = self.client.price_to_precision(order.symbol, str(order.price))
+        if conditional:
+            assert order.trigger_price is not None
+            trigger = self.client.price_to_precision(order.symbol, str(order.trigger_price))
+        kind, price, params = okx.order_request(
+            order, amount=amount, price=price, trigger=trigger,
+            margin_mode=self._margin_modes.get(order.symbol, self.margin_mode), stop_working_type=self.stop_working_type)
+        self._conditional[order.client_order_id] = conditional
+        raw = await self._call("create_order", order.symbol, kind, order.side.value, amount, price, params)
+        return self._merge(order, raw)
+
+    async def _okx_algo_state(self, order: Order, raw: dict, symbol: str) -> Order:
+        """An OKX algo order's true state: ``live`` is open; ``canceled`` / ``order_failed`` are
+        final (a stop that failed on trigger is dead, R-10); ``effective`` is the order it
+        placed (``ordId``): filled → closed; still working → open with what filled; cancelled
+        or expired → dead with whatever part filled."""
+        state, placed = okx.algo_state(raw)
+        if state in okx.ALGO_OPEN or not state:
+            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None)
+        if state in okx.ALGO_DEAD:
+            reason = "canceled" if state == "canceled" else "order_failed: the order placed on trigger was refused"
+            return replace(order, status=okx.ALGO_DEAD[state], filled=Decimal(0), average=None, reason=reason)
+        if not placed:  # effective without an order: nothing to read, nothing filled
+            return replace(order, status=OrderStatus.REJECTED, filled=Decimal(0), average=None,
+                           reason=f"{state} without an order")
+        executed = self.parse_order(await self._call("fetch_order", placed, symbol))
+        updated = executed.updated_ms or order.updated_ms
+        if executed.status is OrderStatus.OPEN:
+            return replace(order, status=OrderStatus.OPEN, filled=executed.filled, average=executed.average,
+                           updated_ms=updated)
+        if executed.status is OrderStatus.CLOSED and executed.filled >= order.amount:
+            return replace(order, status=OrderStatus.CLOSED, filled=executed.filled, average=executed.average,
+                           updated_ms=updated)
+        return replace(order, status=OrderStatus.REJECTED, filled=executed.filled, average=executed.average,
+                       updated_ms=updated, reason=f"triggered, then {executed.status.value} with "
+                                                  f"{executed.filled} of {order.amount} filled")
+
     async def fetch_order(self, client_order_id: str, symbol: str) -> Order:
         """The order with this client order id (plain or conditional).
 
@@ -303,6 +390,8 @@ class CcxtExchange:
                 continue
             self._conditional[client_order_id] = conditional
             order = self.parse_order(raw)
+            if self.exchange_id == "okx":
+                return await self._okx_algo_state(order, raw, symbol) if conditional else order
             actual = (raw.get("info") or {}).get("actualOrderId")
             if conditional and actual and order.filled == 0:
                 # A triggered conditional order became a market order of its own (Binance algo
@@ -337,7 +426,10 @@ class CcxtExchange:
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
         """Open orders (plain and conditional), optionally of one symbol."""
         plain = await self._call("fetch_open_orders", symbol)
-        algo = await self._call("fetch_open_orders", symbol, None, None, {"trigger": True})
+        algo_params: dict[str, Any] = {"trigger": True}
+        if self.exchange_id == "okx":  # ccxt would list ordType "trigger"; our brackets are conditional
+            algo_params["ordType"] = okx.ALGO_ORD_TYPE
+        algo = await self._call("fetch_open_orders", symbol, None, None, algo_params)
         orders = [self.parse_order(r) for r in plain] + [self.parse_order(r, conditional=True) for r in algo]
         return [o for o in orders if o.status is OrderStatus.OPEN]
 
@@ -395,6 +487,9 @@ class CcxtExchange:
         if self.exchange_id == "binanceusdm":
             raw = await self._call("fapiprivatev3_get_account")
             return {"read": True, "futures": bool(raw.get("canTrade")), "withdrawals": bool(raw.get("canWithdraw"))}
+        if self.exchange_id == "okx":
+            raw = await self._call("private_get_account_config")
+            return okx.key_permissions(((raw or {}).get("data") or [{}])[0])
         await self._call("fetch_balance")
         return {"read": True, "futures": True, "withdrawals": False}
 
@@ -443,6 +538,9 @@ class CcxtExchange:
         except ValueError:
             order_type = OrderType.MARKET
         cid = raw.get("clientOrderId") or ""
+        trigger = _dec(raw.get("triggerPrice"))
+        if self.exchange_id == "okx":
+            order_type, cid, trigger = okx.order_type(raw), okx.client_order_id(raw), okx.trigger_price(raw)
         status = _STATUS.get(raw.get("status") or "", OrderStatus.OPEN)
         if info.get("algoStatus") in ("TRIGGERED", "FINISHED") and not info.get("actualOrderId"):
             status = OrderStatus.CLOSED
@@ -454,7 +552,7 @@ class CcxtExchange:
             client_order_id=cid, bot="", symbol=raw["symbol"], side=OrderSide(raw["side"]), type=order_type,
             leg=_leg(cid), amount=_dec(raw.get("amount")) or Decimal(0), reduce_only=bool(raw.get("reduceOnly")),
             created_ms=int(raw.get("timestamp") or 0), status=status,
-            trigger_price=_dec(raw.get("triggerPrice")), filled=_dec(raw.get("filled")) or Decimal(0),
+            trigger_price=trigger, filled=_dec(raw.get("filled")) or Decimal(0),
             average=_dec(raw.get("average")) or None, updated_ms=int(raw.get("lastUpdateTimestamp") or 0),
             price=_dec(raw.get("price")) if order_type is OrderType.LIMIT else None,
         )
