@@ -72,6 +72,7 @@ def unified_symbol(base_or_symbol: str, quote: str) -> str:
 
 
 _OKX_DUPLICATE = re.compile(r'"sCode"\s*:\s*"51016"')  # OKX: duplicated clOrdId / algoClOrdId
+_OKX_BUSINESS = re.compile(r'"sCode"\s*:\s*"5[1-9]\d{3}"')  # OKX order-level refusals (51xxx–59xxx)
 
 
 def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> ExchangeError:
@@ -99,7 +100,7 @@ def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> Exchan
         return AuthenticationFailed(text)
     if isinstance(exc, ccxt_errors.OperationFailed):  # NetworkError, ExchangeNotAvailable, 5xx
         return ExchangeUnavailable(text)
-    if any(code in text for code in _BUSINESS_CODES):
+    if any(code in text for code in _BUSINESS_CODES) or _OKX_BUSINESS.search(text):
         return OrderRejected(text)
     return ExchangeError(text)
 

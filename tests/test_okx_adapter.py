@@ -1,0 +1,182 @@
+"""The ccxt adapter on OKX against the strict loopback fake (issue 18, SPEC S-1, S-3, O-2, O-3, O-4,
+O-7, R-10): authentication with the passphrase and the demo header, OKX's id rules, algo orders
+by ``algoClOrdId``, their lifecycle (a stop that fails on trigger is dead), errors mapped to ours."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.fake_okx import API_KEY, API_SECRET, PASSPHRASE, FakeOkx
+from trading.adapters.ccxt_exchange import CcxtExchange
+from trading.adapters.marketdata import default_data_dir
+from trading.domain.errors import (
+    AuthenticationFailed,
+    DuplicateClientOrderId,
+    ExchangeUnavailable,
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+)
+from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType, Side
+from trading.domain.oms import bracket_order, entry_order
+
+XRP = "XRP/USDT:USDT"
+
+
+@pytest.fixture
+async def fake():
+    exchange = FakeOkx(default_data_dir(), symbols=(XRP,))
+    await exchange.start()
+    yield exchange
+    await exchange.stop()
+
+
+def make(fake, **kw) -> CcxtExchange:
+    args = dict(exchange_id="okx", mode="demo", api_key=API_KEY, secret=API_SECRET, password=PASSPHRASE,
+                api_base=fake.base_url, timeout_ms=2_000, rate_limit_ms=1)
+    args.update(kw)
+    return CcxtExchange(**args)
+
+
+@pytest.fixture
+async def okx(fake):
+    ex = make(fake)
+    await ex.load_markets()
+    await ex.set_margin_mode(XRP, "isolated")
+    await ex.set_leverage(XRP, 5)
+    yield ex
+    await ex.close()
+
+
+def _stop(ex, fake, contracts="1", below="0.99", intent="i1", side=Side.LONG, leg=OrderLeg.STOP_LOSS, **kw) -> Order:
+    return bracket_order(env="demo", bot="xrp", market=ex.market(XRP), side=side, intent_id=intent, leg=leg,
+                         generation=0, contracts=Decimal(contracts), trigger_price=fake.last[XRP] * Decimal(below),
+                         now_ms=1, **kw)
+
+
+async def test_s1_okx_demo_sends_the_passphrase_signature_and_simulated_trading_header(fake, okx):
+    assert okx.client.headers.get("x-simulated-trading") == "1"
+    assert await okx.fetch_balance() == Decimal(10_000)  # cashBal, signed and accepted
+    live = make(fake, mode="live")  # no demo header: the demo server refuses the key (50101)
+    wrong = make(fake, password="notThePassphrase")
+    try:
+        with pytest.raises(AuthenticationFailed):
+            await live.fetch_balance()
+        with pytest.raises(AuthenticationFailed):
+            await wrong.fetch_balance()
+    finally:
+        await live.close()
+        await wrong.close()
+
+
+async def test_o7_okx_margin_mode_is_per_order_and_leverage_per_mode(fake, okx):
+    """set_margin_mode sends nothing that can fail start-up; set_leverage sets lever for the mode;
+    every order carries tdMode (SPEC O-7)."""
+    await okx.set_margin_mode(XRP, "cross")  # a leverage is known: it is set again for cross
+    assert fake.leverage[("XRP-USDT-SWAP", "cross")] == 5
+    with pytest.raises(OrderRejected):
+        await okx.set_margin_mode(XRP, "portfolio")
+    await okx.set_margin_mode(XRP, "isolated")
+    entry = entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="m1", contracts=Decimal(1), now_ms=1)
+    await okx.create_order(entry)
+    assert fake.positions["XRP-USDT-SWAP"].mgn_mode == "isolated" and fake.positions["XRP-USDT-SWAP"].lever == 5
+    assert await okx.fetch_position_mode() is False
+    fake.pos_mode = "long_short_mode"
+    assert await okx.fetch_position_mode() is True
+
+
+async def test_o2_okx_refuses_ids_with_dashes_and_ids_used_before(fake, okx):
+    old_style = Order(client_order_id="ofdxrp-0123456789abcdef-entry", bot="xrp", symbol=XRP, side=OrderSide.BUY,
+                      type=OrderType.MARKET, leg=OrderLeg.ENTRY, amount=Decimal(1), reduce_only=False, created_ms=1)
+    with pytest.raises(OrderRejected, match="clOrdId"):
+        await okx.create_order(old_style)  # the pre-issue-18 ids would fail every order (51000)
+    entry = entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="d1", contracts=Decimal(1), now_ms=1)
+    await okx.create_order(entry)
+    with pytest.raises(DuplicateClientOrderId):
+        await okx.create_order(entry)  # 51016, even though the first one filled
+    stop = _stop(okx, fake)
+    await okx.create_order(stop)
+    with pytest.raises(DuplicateClientOrderId):
+        await okx.create_order(stop)
+
+
+async def test_o3_okx_stop_is_a_conditional_algo_by_algo_client_id_with_market_fill(fake, okx):
+    await okx.create_order(entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="s1",
+                                       contracts=Decimal(1), now_ms=1))
+    stop = _stop(okx, fake, intent="s1")
+    await okx.create_order(stop)
+    [algo] = fake.open_algos(XRP)
+    assert (algo.ord_type, algo.sl_ord_px, algo.sl_type, algo.algo_cl_ord_id) == ("conditional", "-1", "mark",
+                                                                                 stop.client_order_id)
+    [listed] = [o for o in await okx.fetch_open_orders(XRP) if o.type is OrderType.STOP_MARKET]
+    assert listed.client_order_id == stop.client_order_id and listed.trigger_price == stop.trigger_price
+    assert (await okx.fetch_order(stop.client_order_id, XRP)).status is OrderStatus.OPEN
+    await okx.cancel_order(stop.client_order_id, XRP)
+    assert algo.state == "canceled"
+    assert (await okx.fetch_order(stop.client_order_id, XRP)).status is OrderStatus.CANCELED
+    with pytest.raises(OrderNotFound):
+        await okx.cancel_order(stop.client_order_id, XRP)
+    with pytest.raises(OrderNotFound):
+        await okx.fetch_order("ofdxrp000unknown0000000000sl", XRP)
+
+
+async def test_o3_okx_trigger_price_type_last_for_contract_price(fake):
+    ex = make(fake, stop_working_type="CONTRACT_PRICE")
+    try:
+        await ex.load_markets()
+        await ex.create_order(entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="c1",
+                                          contracts=Decimal(1), now_ms=1))
+        await ex.create_order(_stop(ex, fake, intent="c1"))
+        await ex.create_order(_stop(ex, fake, intent="c1", leg=OrderLeg.TP1, below="1.01", tp_order_style="limit"))
+        sl, tp = fake.open_algos(XRP)
+        assert sl.sl_type == "last" and tp.tp_type == "last" and tp.tp_ord_px == str(tp.tp_trigger)
+    finally:
+        await ex.close()
+
+
+async def test_r10_okx_a_stop_on_the_wrong_side_is_refused_not_accepted(fake, okx):
+    await okx.create_order(entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="w1",
+                                       contracts=Decimal(1), now_ms=1))
+    with pytest.raises(OrderRejected, match="51280"):
+        await okx.create_order(_stop(okx, fake, intent="w1", below="1.01"))  # a sell stop above the mark
+
+
+async def test_r10_okx_triggered_stop_reads_closed_with_its_fill_and_a_failed_one_dead(fake, okx):
+    await okx.create_order(entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="t1",
+                                       contracts=Decimal(2), now_ms=1))
+    stop = _stop(okx, fake, contracts="2", intent="t1")
+    tp = _stop(okx, fake, contracts="2", intent="t1", leg=OrderLeg.TP1, below="1.01")
+    await okx.create_order(stop)
+    await okx.create_order(tp)
+    fake.set_price(XRP, stop.trigger_price - Decimal("0.0005"))
+    done = await okx.fetch_order(stop.client_order_id, XRP)
+    assert done.status is OrderStatus.CLOSED and done.filled == Decimal(2) and done.average is not None
+    assert fake.position(XRP) == 0
+    # The take-profit still rests (OKX does not cancel it with the position); when it triggers
+    # with nothing to reduce its order fails: dead, not resting, not filled.
+    fake.set_price(XRP, tp.trigger_price + Decimal("0.0005"))
+    failed = await okx.fetch_order(tp.client_order_id, XRP)
+    assert failed.status is OrderStatus.REJECTED and failed.filled == 0 and "order_failed" in failed.reason
+
+
+async def test_o4_okx_faults_map_to_our_error_types(fake, okx):
+    fake.inject("5xx", "account/balance")
+    with pytest.raises(ExchangeUnavailable):
+        await okx.fetch_balance()
+    fake.inject("50011", "account/balance")
+    with pytest.raises(RateLimited):
+        await okx.fetch_balance()
+    reduce = Order(client_order_id="ofdxrp814aaaaaaaaaaaaaaaaclose", bot="xrp", symbol=XRP, side=OrderSide.SELL,
+                   type=OrderType.MARKET, leg=OrderLeg.CLOSE, amount=Decimal(1), reduce_only=True, created_ms=1)
+    with pytest.raises(OrderRejected, match="51169"):
+        await okx.create_order(reduce)  # nothing to reduce: a business refusal, not retried
+
+
+async def test_o7_okx_key_permissions_from_account_config(fake, okx):
+    assert await okx.fetch_key_permissions() == {"read": True, "futures": True, "withdrawals": False}
+    fake.perm = "read_only,withdraw,trade"
+    assert (await okx.fetch_key_permissions())["withdrawals"] is True
+    fake.perm, fake.acct_lv = "read_only,trade", "1"  # spot mode: no swaps at all
+    assert (await okx.fetch_key_permissions())["futures"] is False
