@@ -27,6 +27,7 @@ from trading.domain.events import (
     ReplayProgress,
     RiskStateChanged,
     SignalEvaluated,
+    SignalsBelowMinimum,
 )
 
 REPLAY_CURSOR_KEY = "replay_cursor_ms"
@@ -65,6 +66,8 @@ class Persister:
         for event in events:
             if isinstance(event, SignalEvaluated):
                 signals.append(event.evaluation)
+            elif isinstance(event, SignalsBelowMinimum):
+                signals.extend(event.evaluations)
             elif isinstance(event, EquitySampled):
                 samples.append(event.snapshot)
             elif isinstance(event, OrderUpdated):

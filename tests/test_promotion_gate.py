@@ -42,20 +42,25 @@ async def record(db, trades: list[D], env: str = "demo", incident: str = "") -> 
     them) and optionally an open monitor incident."""
     store = await Storage.open(db)
     try:
-        async with store.transaction():
-            for i, net in enumerate(trades):
-                position_id = f"main|{XRP}|{T0 + i * 600_000}"
-                cid = make_client_order_id(env, "main", XRP, Side.LONG, position_id, OrderLeg.ENTRY.value)
-                await store.orders.upsert(Order(cid, "main", XRP, OrderSide.BUY, OrderType.MARKET, OrderLeg.ENTRY,
-                                                D(10), False, T0 + i * 600_000, OrderStatus.CLOSED, filled=D(10),
-                                                average=D(2)))
-                await store.positions.upsert(Position(
-                    position_id, "main", XRP, Side.LONG, D(0), D(10), D(2), T0 + i * 600_000, D("1.98"), D("2.01"),
-                    D("2.02"), 5, realised_pnl=net, closed_ms=T0 + i * 600_000 + 300_000, exit_price=D(2)))
-            if incident:
-                await store.incidents.open(f"{incident}|x", incident, "no_stop", "text", T0)
+        await record_into(store, trades, env, incident)
     finally:
         await store.close()
+
+
+async def record_into(store, trades: list[D], env: str = "demo", incident: str = "", first: int = 0) -> None:
+    """:func:`record` into an open ``store``; ``first`` numbers the first trade (its times)."""
+    async with store.transaction():
+        for i, net in enumerate(trades, start=first):
+            position_id = f"main|{XRP}|{T0 + i * 600_000}"
+            cid = make_client_order_id(env, "main", XRP, Side.LONG, position_id, OrderLeg.ENTRY.value)
+            await store.orders.upsert(Order(cid, "main", XRP, OrderSide.BUY, OrderType.MARKET, OrderLeg.ENTRY,
+                                            D(10), False, T0 + i * 600_000, OrderStatus.CLOSED, filled=D(10),
+                                            average=D(2)))
+            await store.positions.upsert(Position(
+                position_id, "main", XRP, Side.LONG, D(0), D(10), D(2), T0 + i * 600_000, D("1.98"), D("2.01"),
+                D("2.02"), 5, realised_pnl=net, closed_ms=T0 + i * 600_000 + 300_000, exit_price=D(2)))
+        if incident:
+            await store.incidents.open(f"{incident}|x", incident, "no_stop", "text", T0)
 
 
 def test_s7_run_live_on_a_database_without_a_demo_record_refuses_with_one_line(tmp_path, monkeypatch, capsys):
@@ -89,6 +94,33 @@ async def test_s7_the_gate_reads_demo_trades_win_rate_and_incidents_from_the_dat
     await record(db2, [], incident="NO_STOP")
     with pytest.raises(OptiFlowError, match="unresolved critical incident.*NO_STOP"):
         await _promotion_gate(db2, False, config)
+
+
+async def test_s7_t2_summary_on_an_exchange_account_follows_each_closed_trade(tmp_path):
+    """/summary on an exchange account sums every closed trade and shows the S-7 gate; both are
+    derived once per write of the orders/positions tables (10,000 trades would otherwise be
+    reread on every call) — a trade that closes shows in the very next /summary."""
+    from bot.runtime import build_paper_runtime
+
+    runtime = await build_paper_runtime(config=TradingConfig(), db_path=tmp_path / "s.db", data_dir=default_data_dir())
+    try:
+        service = runtime.service
+        service.mode = "demo"
+        empty = await service.summary()
+        assert empty.realised_pnl_total == 0 and "0 closed demo trades" in empty.account_risk.gate
+        await record_into(runtime.store, [D(1)] * 11 + [D(-1)] * 9)  # 20 demo trades at 55 %
+        met = await service.summary()
+        assert met.realised_pnl_total == D(2) and met.account_risk.gate_passed
+        assert (await service.summary()).realised_pnl_total == D(2)  # unchanged without a write
+        await record_into(runtime.store, [D("-3.5")], first=20)  # one more loss: 11 of 21 = 52.4 %
+        after = await service.summary()
+        assert after.realised_pnl_total == D("-1.5") and not after.account_risk.gate_passed
+        assert "52.4 %" in after.account_risk.gate
+        await record_into(runtime.store, [D(4)], env="paper", first=21)  # not a demo trade, still a trade
+        assert (await service.summary()).realised_pnl_total == D("2.5")
+        assert "52.4 %" in (await service.account_risk()).gate  # the paper trade is not in the record
+    finally:
+        await runtime.close()
 
 
 async def test_s7_skip_gate_overrides_it_printed_and_audited(tmp_path, capsys):

@@ -8,9 +8,10 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # matplotlib (~0.8 s) is imported by the renderers, not by whoever imports this module
+    from matplotlib.figure import Figure
 
 FOLD_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
 
@@ -55,6 +56,9 @@ def render_study_chart(title: str, objective: str, histories: Sequence[Sequence[
         oos_curves / base_curves: per fold, (epoch ms, equity) of the out-of-sample backtests.
         note: an extra line under the title (e.g. the S-6 proxy label).
     """
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(9, 10), dpi=100, layout="constrained")
     history_ax, importance_ax, equity_ax = fig.subplots(3, 1, height_ratios=(3, 2, 3))
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
@@ -135,6 +139,9 @@ def render_candles_chart(title: str, timeframe_ms: int, candles: Sequence[tuple[
     """
     if not candles:
         raise ValueError("no candles in the window")
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 5.5), dpi=100, layout="constrained")
     ax = fig.subplots()
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)

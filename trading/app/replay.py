@@ -30,7 +30,7 @@ import numpy as np
 from trading.adapters.marketdata import CandleSeries
 from trading.adapters.simulated import SimulatedExchange
 from trading.app.reconcile import FillTracker, Supervisor
-from trading.domain.events import EventBuffer, ReplayProgress, SignalEvaluated
+from trading.domain.events import EventBuffer, ReplayProgress, SignalsBelowMinimum
 from trading.domain.models import Side, SignalEvaluation
 from trading.domain.strategy import LONG, SHORT, component_names
 from trading.domain.presets import min_score_floor
@@ -40,6 +40,7 @@ from trading.engine.series import SeriesMarket
 from trading.ports import ReplayClock
 
 SCORE_BELOW_MIN = ReasonCode.SCORE_BELOW_MIN
+_NEVER = 2 ** 62  # "no candle" for below_next
 _SIDES = {LONG: Side.LONG, SHORT: Side.SHORT}  # by ScalpingV1.evaluate_all's side codes
 
 
@@ -100,6 +101,7 @@ class _Track:
     volume: array
     below: list[tuple[BotRuntime, np.ndarray]]  # per bot: candles with a candidate under its floor
     steps: array  # 1 where some bot's candidate may pass its minimum score (the candle is stepped)
+    below_next: int = 0  # the first ``below`` candle not recorded yet, over every bot (_NEVER: none)
 
 
 @dataclass(slots=True)
@@ -299,7 +301,8 @@ class ReplayFeed:
                     feed.last_close = track.close[i]
                     feed.last_volume = track.volume[i]
                     feed.series.seek(i)
-                    self._record_below(k, i + 1, below_pointers)
+                    if track.below_next <= i:
+                        self._record_below(k, i + 1, below_pointers)
                     continue
                 o = track.open[i]
                 clock.current_ms = ts
@@ -369,6 +372,8 @@ class ReplayFeed:
             pointers[k] = i
             for b, (_bot, under) in enumerate(track.below):
                 below_pointers[k][b] = int(np.searchsorted(under, i))
+            track.below_next = min((int(under[below_pointers[k][b]]) for b, (_bot, under) in enumerate(track.below)
+                                    if below_pointers[k][b] < len(under)), default=_NEVER)
 
     def _skip(self, pos: int, target: int, pointers: list[int], below_pointers: list[list[int]]) -> int:
         """Pass over timeline positions [pos, target): nothing happens on them but the market
@@ -386,9 +391,8 @@ class ReplayFeed:
         # The order a candle-by-candle replay records them in (time, then source, then bot), so
         # the signals table reads the same wherever a restart resumed.
         records.sort(key=lambda r: r[:3])
-        emit = self.engine.sink.emit
-        for record in records:
-            emit(SignalEvaluated(record[3]))
+        if records:
+            self.engine.sink.emit(SignalsBelowMinimum(tuple(r[3] for r in records)))
         return passed
 
     def _record_below(self, k: int, stop: int, below_pointers: list[list[int]],
@@ -401,8 +405,8 @@ class ReplayFeed:
         feed = track.source.feed
         market = feed.series
         tier_min = self.engine.book.tier_min_score
-        emit = self.engine.sink.emit
         stamps = track.stamps
+        found: list[SignalEvaluation] = []
         for b, (bot, under) in enumerate(track.below):
             p = below_pointers[k][b]
             if p >= len(under) or under[p] >= stop:
@@ -417,11 +421,15 @@ class ReplayFeed:
                 evaluation = SignalEvaluation(at, name, symbol, _SIDES[sides[i]], scores[i], False,
                                               SCORE_BELOW_MIN, min_score, component_names(components[i]))
                 if into is None:
-                    emit(SignalEvaluated(evaluation))
+                    found.append(evaluation)
                 else:
                     into.append((at, k, b, evaluation))
                 p += 1
             below_pointers[k][b] = p
+        track.below_next = min((int(under[below_pointers[k][b]]) for b, (_bot, under) in enumerate(track.below)
+                                if below_pointers[k][b] < len(under)), default=_NEVER)
+        if found:
+            self.engine.sink.emit(SignalsBelowMinimum(tuple(found)))
 
     def _sync_marks(self, pointers: list[int], *, seek: bool = False) -> None:
         """Every feed's last close and volume are its latest candle before the pointer (the

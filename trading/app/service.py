@@ -104,6 +104,7 @@ class TradingService:
         self.price_proxies: dict[str, str] = dict(price_proxies or {})
         self._engine = engine
         self._store = store
+        self._closed_cache: tuple[tuple[int, int], tuple[Decimal, list[Decimal]]] | None = None
         self.mode = mode
         self.config_id = config_id  # config snapshot cited by audit records (SPEC A-1)
         self.quote = engine.config.account.quote
@@ -219,7 +220,7 @@ class TradingService:
         else:
             # On an exchange account the balance did not start at the paper starting balance:
             # the bot's realised result is the sum of its closed trades.
-            realised_total = sum((p.net_pnl for p in await self._store.positions.list_closed()), ZERO)
+            realised_total = (await self._closed_figures())[0]
         return Summary(
             mode=self.mode,
             quote=self.quote,
@@ -245,7 +246,21 @@ class TradingService:
         :class:`~trading.domain.promotion.GateResult`)."""
         from trading.app.promotion import demo_gate
 
-        return await demo_gate(self._store)
+        return await demo_gate(self._store, (await self._closed_figures())[1])
+
+    async def _closed_figures(self) -> tuple[Decimal, list[Decimal]]:
+        """(sum of every closed trade's net PnL, the S-7 demo trades' nets), in quote; derived
+        again only after the orders or positions tables were written (a /summary with 10,000
+        trades would otherwise reread them all on every call)."""
+        store = self._store
+        key = (store.orders.revision, store.positions.revision)
+        if self._closed_cache is None or self._closed_cache[0] != key:
+            from trading.app.promotion import demo_trade_nets
+
+            trades = await store.positions.closed_results()
+            total = sum((t.net_pnl for t in trades), ZERO)
+            self._closed_cache = (key, (total, await demo_trade_nets(store, trades)))
+        return self._closed_cache[1]
 
     async def account_risk(self) -> AccountRiskView:
         """The account-level risk lines (SPEC Z-4 tier, Z-5 launch stage, R-5 drawdown stage,

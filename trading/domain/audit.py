@@ -45,6 +45,7 @@ from trading.domain.events import (
     ReconcileReported,
     RiskNotice,
     SignalEvaluated,
+    SignalsBelowMinimum,
 )
 from trading.domain.models import Account, Fill, Order, OrderLeg, OrderStatus, Position
 
@@ -355,6 +356,9 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
             out.append(AuditEntry(f.timestamp, FILL, f.bot, f.symbol, f.side.value, f.amount,
                                   {"client_order_id": f.client_order_id, "leg": f.leg, "price": f.price,
                                    "fee": f.fee}))
+        elif kind is SignalsBelowMinimum:
+            if record_below_min_score:
+                out.extend(_denied(e) for e in event.evaluations)
         elif kind is SignalEvaluated:
             e = event.evaluation
             if e.blocked_by == SCORE_BELOW_MIN and not record_below_min_score:
@@ -371,9 +375,9 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
                     if decided is not None:  # what the brackets will use at the fill (restart, L-3)
                         why.update(tp1_share_pct=decided.tp1_share_pct, atr=decided.atr, leverage=decided.leverage)
             else:
-                why["first_blocker"] = e.blocked_by
-            out.append(AuditEntry(e.timestamp, RISK_ALLOWED if e.passed else RISK_DENIED, e.bot, e.symbol,
-                                  e.side.value, size, why))
+                out.append(_denied(e))
+                continue
+            out.append(AuditEntry(e.timestamp, RISK_ALLOWED, e.bot, e.symbol, e.side.value, size, why))
             if e.passed and "client_order_id" in why:
                 placed = held.pop(why["client_order_id"], None)
                 if placed is not None:
@@ -410,6 +414,14 @@ def entries_for_events(events: Sequence, *, record_below_min_score: bool = False
     if account is not None:
         out.append(AuditEntry(account.updated_ms, BALANCE, why=balance_state(account)))
     return out
+
+
+def _denied(e) -> AuditEntry:
+    """The RISK_DENIED record of a refused signal evaluation (S-13): score, minimum, components
+    and the first check that blocked it."""
+    return AuditEntry(e.timestamp, RISK_DENIED, e.bot, e.symbol, e.side.value, None,
+                      {"score": e.score, "min_score": e.min_score, "components": e.components,
+                       "first_blocker": e.blocked_by})
 
 
 def position_state(position: Position) -> dict:

@@ -66,6 +66,15 @@ class SignalEvaluated:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalsBelowMinimum:
+    """Candidates scoring under every minimum score, recorded in bulk by a replay (SPEC S-13):
+    each a SCORE_BELOW_MIN evaluation, oldest first. Stored like :class:`SignalEvaluated` ones;
+    not audited (no signal under its minimum score is, unless asked)."""
+
+    evaluations: tuple[SignalEvaluation, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RiskStateChanged:
     """A bot's daily risk counters changed (SPEC R-2, R-3)."""
 
@@ -192,6 +201,7 @@ Event = (
     | AccountChanged
     | EquitySampled
     | SignalEvaluated
+    | SignalsBelowMinimum
     | RiskStateChanged
     | BlacklistChanged
     | Alert

@@ -237,6 +237,21 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class TradeResult:
+    """A closed position's identity and its net result: what sums of closed trades and the S-7
+    demo record read, without loading the whole position.
+
+    net_pnl: realised PnL net of fees and funding, in quote (as :attr:`Position.net_pnl`).
+    """
+
+    position_id: str
+    bot: str
+    symbol: str
+    side: Side
+    net_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class EquitySnapshot:
     """Balance (wallet, realised) and equity (balance + unrealised PnL) in quote at a time."""
 

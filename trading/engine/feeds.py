@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trading.domain.config import BotProfile
@@ -14,15 +14,15 @@ from trading.domain.strategy import ScalpingV1
 
 @dataclass(slots=True)
 class BotRuntime:
-    """A configured bot (SPEC B-1) with its strategy instance."""
+    """A configured bot (SPEC B-1) with its strategy instance; ``name`` is the profile's (a
+    plain attribute: the replay reads it for every candidate)."""
 
     profile: BotProfile
     strategy: ScalpingV1
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        """The bot's name."""
-        return self.profile.name
+    def __post_init__(self) -> None:
+        self.name = self.profile.name
 
 
 @dataclass(slots=True)
