@@ -50,7 +50,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -498,7 +498,7 @@ class FakeOkx:
                 fault.count -= 1
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=self.stall_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         return web.json_response({"code": "0", "msg": "", "data": data})
 
@@ -517,7 +517,7 @@ class FakeOkx:
         if passphrase != PASSPHRASE:
             raise OkxReject("50105", 'Request header "OK-ACCESS-PASSPHRASE" incorrect.', 401)
         try:
-            when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+            when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         except ValueError:
             raise OkxReject("50112", "Invalid OK-ACCESS-TIMESTAMP.", 401) from None
         if abs(when.timestamp() * 1000 - self.now_ms()) > 30_000:
@@ -664,7 +664,7 @@ class FakeOkx:
     def _set_leverage(self, b: dict) -> list:
         extra = set(b) - {"instId", "ccy", "lever", "mgnMode", "posSide"}
         if extra:
-            raise OkxReject("51000", f"Parameter {sorted(extra)[0]} error")
+            raise OkxReject("51000", f"Parameter {min(extra)} error")
         inst = self._inst(b)
         mode = b.get("mgnMode")
         if mode not in ("isolated", "cross"):
@@ -673,7 +673,7 @@ class FakeOkx:
             raise OkxReject("51000", "Parameter posSide error")  # net mode
         try:
             lever = int(Decimal(str(b.get("lever"))))
-        except Exception:
+        except (ArithmeticError, ValueError, TypeError):
             raise OkxReject("51000", "Parameter lever error") from None
         if not 1 <= lever <= inst.max_lever:
             raise OkxReject("59102", "Leverage exceeds the maximum leverage. Please adjust the leverage")
@@ -695,7 +695,7 @@ class FakeOkx:
     def _check_common(self, b: dict, allowed: set) -> Instrument:
         extra = set(b) - allowed
         if extra:
-            raise _Row("51000", f"Parameter {sorted(extra)[0]} error")
+            raise _Row("51000", f"Parameter {min(extra)} error")
         if not b.get("instId"):
             raise _Row("50014", "Parameter instId can not be empty.")
         inst = self.instruments.get(b["instId"])
@@ -714,7 +714,7 @@ class FakeOkx:
             raise _Row("51000", "Parameter tdMode error")  # the open position is in the other margin mode
         try:
             sz = Decimal(str(b.get("sz")))
-        except Exception:
+        except ArithmeticError:
             raise _Row("51000", "Parameter sz error") from None
         if not sz.is_finite() or sz <= 0:
             raise _Row("51000", "Parameter sz error")
@@ -739,7 +739,7 @@ class FakeOkx:
     def _price(self, value: object, inst: Instrument, name: str) -> Decimal:
         try:
             px = Decimal(str(value))
-        except Exception:
+        except ArithmeticError:
             raise _Row("51000", f"Parameter {name} error") from None
         if not px.is_finite() or px <= 0 or px % inst.tick != 0:
             raise _Row("51000", f"Parameter {name} error")
@@ -840,7 +840,7 @@ class FakeOkx:
             cid = str(b.get("clOrdId") or "")
             try:
                 if set(b) - {"instId", "ordId", "clOrdId"}:
-                    raise _Row("51000", f"Parameter {sorted(set(b) - {'instId', 'ordId', 'clOrdId'})[0]} error")
+                    raise _Row("51000", f"Parameter {min(set(b) - {'instId', 'ordId', 'clOrdId'})} error")
                 try:
                     order = self._find_order(b)
                 except OkxReject as exc:

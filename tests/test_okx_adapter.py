@@ -19,7 +19,14 @@ from trading.domain.errors import (
     OrderRejected,
     RateLimited,
 )
-from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType, Side
+from trading.domain.models import (
+    Order,
+    OrderLeg,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Side,
+)
 from trading.domain.oms import bracket_order, entry_order
 
 XRP = "XRP/USDT:USDT"
@@ -34,8 +41,8 @@ async def fake():
 
 
 def make(fake, **kw) -> CcxtExchange:
-    args = dict(exchange_id="okx", mode="demo", api_key=API_KEY, secret=API_SECRET, password=PASSPHRASE,
-                api_base=fake.base_url, timeout_ms=2_000, rate_limit_ms=1)
+    args = {"exchange_id": "okx", "mode": "demo", "api_key": API_KEY, "secret": API_SECRET, "password": PASSPHRASE,
+                "api_base": fake.base_url, "timeout_ms": 2_000, "rate_limit_ms": 1}
     args.update(kw)
     return CcxtExchange(**args)
 

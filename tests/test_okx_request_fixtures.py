@@ -115,7 +115,7 @@ async def test_o3_o7_installed_ccxt_builds_okx_requests_as_its_own_fixtures(name
         client.set_markets(client.parse_markets(_rows()))
         method = getattr(client, "".join("_" + c.lower() if c.isupper() else c for c in case["method"]))
         await method(*case["input"])
-        got_method, url, body = recorder.requests[-1]
+        _method, url, body = recorder.requests[-1]
         assert _same_url(url, case["url"]), (url, case["url"])
         if "output" in case and case["output"] is not None:
             assert _without(json.loads(body), skip) == _without(json.loads(case["output"]), skip)
@@ -140,10 +140,10 @@ async def _capture() -> dict:
         for method, url, body in recorder.requests[before:]:
             cases.append((description, f"{method} {url}", json.loads(body) if body else None))
 
-    common = dict(env="live", bot="main", symbol=XRP, side=Side.LONG, intent_id="main|XRP|1", now_ms=1)
+    common = {"env": "live", "bot": "main", "symbol": XRP, "side": Side.LONG, "intent_id": "main|XRP|1", "now_ms": 1}
     entry = entry_order(contracts=Decimal("1.5"), **common)
     limit = entry_order(contracts=Decimal("1.5"), limit_price=Decimal("2.1"), **{**common, "intent_id": "main|XRP|2"})
-    bracket = dict(env="live", bot="main", market=market, side=Side.LONG, intent_id="main|XRP|1", generation=0, now_ms=1)
+    bracket = {"env": "live", "bot": "main", "market": market, "side": Side.LONG, "intent_id": "main|XRP|1", "generation": 0, "now_ms": 1}
     stop = bracket_order(leg=OrderLeg.STOP_LOSS, contracts=Decimal("1.5"), trigger_price=Decimal("2.05"), **bracket)
     tp1 = bracket_order(leg=OrderLeg.TP1, contracts=Decimal("1.2"), trigger_price=Decimal("2.2"), **bracket)
     tp2 = bracket_order(leg=OrderLeg.TP2, contracts=Decimal("0.3"), trigger_price=Decimal("2.3"),
