@@ -70,28 +70,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 # ------------------------------------------------------------------ replay
-async def _replay(data_dir: Path, bases: tuple[str, ...], timeframe: str, start_ms: int | None,
-                  end_ms: int | None) -> tuple[int, float, float, int]:
-    """(candles, wall s, CPU s, closed trades) of one replay into a fresh file database."""
-    from bot.runtime import build_paper_runtime
-    from trading.domain.config import BotProfile, TradingConfig
-
-    config = TradingConfig(bots=(BotProfile(symbols=tuple(map(_perp, bases)), timeframe=timeframe),))
-    with tempfile.TemporaryDirectory() as tmp:
-        runtime = await build_paper_runtime(config=config, db_path=Path(tmp) / "bench.db", data_dir=data_dir,
-                                            start_ms=start_ms, end_ms=end_ms)
-        try:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            result = await runtime.replay(speed=None)
-            wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            trades = await runtime.store.positions.count_closed()
-        finally:
-            await runtime.close()
-    return result.candles, wall, cpu, trades
-
-
 def bench_replay(runs: int) -> dict:
     """Replay candles/s (median of ``runs``) for each data set and timeframe."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from replay import bench as replay_bench  # bench/replay.py
+
     from trading.adapters.marketdata import default_data_dir
 
     sets = [("bundled 7 symbols", default_data_dir(), BUNDLED_SYMBOLS, None, None)]
@@ -101,7 +84,8 @@ def bench_replay(runs: int) -> dict:
     figures = {}
     for label, data_dir, bases, start_ms, end_ms in sets:
         for timeframe in ("1m", "5m"):
-            rows = [asyncio.run(_replay(data_dir, bases, timeframe, start_ms, end_ms)) for _ in range(runs)]
+            rows = [asyncio.run(replay_bench(timeframe, tuple(map(_perp, bases)), data_dir, start_ms, end_ms,
+                                             max_positions=None)) for _ in range(runs)]
             candles, trades = rows[0][0], rows[0][3]
             wall = statistics.median(r[1] for r in rows)
             cpu = statistics.median(r[2] for r in rows)
