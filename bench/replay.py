@@ -22,12 +22,19 @@ from trading.adapters.marketdata import default_data_dir
 SYMBOLS = tuple(f"{base}/USDT:USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC"))
 
 
-async def bench(timeframe: str) -> tuple[int, float, float, int]:
-    """Replay every bundled symbol at ``timeframe`` into a fresh file database; returns
-    (candles, wall seconds, CPU seconds of this process, trades)."""
-    config = TradingConfig(bots=(BotProfile(symbols=SYMBOLS, timeframe=timeframe, max_positions=4),))
+async def bench(timeframe: str, symbols: tuple[str, ...] = SYMBOLS, data_dir: Path | None = None,
+                start_ms: int | None = None, end_ms: int | None = None,
+                max_positions: int | None = 4) -> tuple[int, float, float, int]:
+    """Replay ``symbols`` (default: every bundled one) at ``timeframe`` from ``data_dir``
+    (default: the bundled data), candles in [``start_ms``, ``end_ms``) epoch ms UTC when given,
+    into a fresh file database; ``max_positions`` None keeps the profile's default. Returns
+    (candles, wall seconds, CPU seconds of this process, closed trades)."""
+    profile = BotProfile(symbols=symbols, timeframe=timeframe)
+    if max_positions is not None:
+        profile = BotProfile(symbols=symbols, timeframe=timeframe, max_positions=max_positions)
     with tempfile.TemporaryDirectory() as tmp:
-        runtime = await build_paper_runtime(config=config, db_path=Path(tmp) / "bench.db", data_dir=default_data_dir())
+        runtime = await build_paper_runtime(config=TradingConfig(bots=(profile,)), db_path=Path(tmp) / "bench.db",
+                                            data_dir=data_dir or default_data_dir(), start_ms=start_ms, end_ms=end_ms)
         try:
             started, cpu_started = time.perf_counter(), time.process_time()
             result = await runtime.replay(speed=None)
