@@ -113,6 +113,7 @@ def build_card(runtime: "PaperRuntime", mode: str, exchange: str, audit_head: st
         *(as_key_value("Bot", line) for line in bots),
         *([as_key_value("Audit head", f"{audit_head[:16]}…")] if audit_head else []),
         *_reconcile_lines(runtime),
+        *(as_key_value("Venue", line) for line in getattr(runtime, "venue_notes", list)()),
     )
 
 

@@ -32,6 +32,7 @@ from trading.app.reconcile import (
     Supervisor,
 )
 from trading.app.service import TradingService
+from trading.app.venue_guard import VenueGuard
 from trading.adapters.user_stream import UserStreamWatcher
 from trading.adapters.ws_feed import HybridCandleFeed, make_ws_client
 
@@ -153,6 +154,7 @@ class LiveRuntime:
     feed: RestCandleFeed | HybridCandleFeed
     clock: Clock
     user_stream: UserStreamWatcher | None = None
+    guard: VenueGuard | None = None  # issue 13 items 9–12 (venue cancels, unfilled stops, foreign, canary)
 
     @classmethod
     async def build(
@@ -167,6 +169,7 @@ class LiveRuntime:
         rng=None,
         ws_client=None,
         user_stream_client=None,
+        canary: bool | None = None,
     ) -> "LiveRuntime":
         """Load markets, restore the saved state, start the engine and reconcile (L-3: before
         any entry). ``sleep`` / ``rng`` / ``clock`` are injected by tests. ``ws_client`` (a
@@ -174,7 +177,8 @@ class LiveRuntime:
         one with REST as its fall back (S-2); the runtime closes it. None = REST polling.
         ``user_stream_client`` (a keyed ccxt.pro client) adds the order and position updates of
         the user-data stream (:class:`trading.adapters.user_stream.UserStreamWatcher`); the runtime
-        closes it. None = fills and positions by REST polling only.
+        closes it. None = fills and positions by REST polling only. ``canary``: the daily
+        conditional-order canary (None: on in demo, off in live).
 
         Raises:
             UnknownSymbol: a configured symbol is not listed; ExchangeError: the exchange could
@@ -190,12 +194,15 @@ class LiveRuntime:
                     await store.orders.upsert(order)
                 return False
 
-            kwargs = {"record": record}
+            kwargs = {"record": record, "clock": clock.now_ms}
             if sleep is not None:
                 kwargs["sleep"] = sleep
             if rng is not None:
                 kwargs["rng"] = rng
             gateway = OrderGateway(exchange, **kwargs)
+            from bot.preflight import startup_checks
+
+            await startup_checks(gateway, config)  # O-7: hedge mode refused, real fees (issue 13)
             all_markets = await gateway.load_markets()
             markets = {}
             for symbol in config.all_symbols():
@@ -221,6 +228,9 @@ class LiveRuntime:
             verifier = StopVerifier(engine, gateway)
             tracker = FillTracker(engine, gateway, verifier)
             reconciler = Reconciler(engine, gateway, tracker, verifier)
+            guard = VenueGuard(engine, gateway, exchange, reconciler.prefixes, mode=env,
+                               canary=(env == "demo") if canary is None else canary)
+            reconciler.guard = guard
             supervisor = Supervisor(tracker, verifier, reconciler)
             persister = Persister(store, buffer, config_id)
             # SPEC L-3: reconcile before any new entry; the report is audited in the flush below.
@@ -232,6 +242,7 @@ class LiveRuntime:
             raise
         service = TradingService(engine, store, mode=env, config_id=config_id)
         service.exchange_actions.update(reconcile_actions(supervisor))  # playbook buttons (T-6)
+        service.exchange_actions.update(guard.actions())  # "someone else on the account" (issue 13)
         feed: RestCandleFeed | HybridCandleFeed = RestCandleFeed(engine, gateway, on_step=service.loop_timings.record)
         if ws_client is not None:  # S-2: websocket candles, REST as the fall back
             feed = HybridCandleFeed(engine, feed, ws_client, clock)
@@ -239,7 +250,7 @@ class LiveRuntime:
         if user_stream_client is not None:
             user_stream = UserStreamWatcher(engine, user_stream_client, reconciler.prefixes)
         return cls(config, store, exchange, gateway, engine, buffer, persister, supervisor, first, service, feed, clock,
-                   user_stream)
+                   user_stream, guard)
 
     @property
     def reconcile_report(self) -> ReconcileReport:
@@ -257,6 +268,8 @@ class LiveRuntime:
         the user stream reports differently from ours after that (closed in the exchange's
         app, liquidated) makes a reconciliation due at the next pass (S-2, O-5)."""
         report = await self.supervisor.tick(now_ms)
+        if self.guard is not None:
+            await self.guard.tick(now_ms)  # unfilled stops, venue cancels, the daily canary (issue 13)
         if self.user_stream is not None:
             mismatched = self.user_stream.take_mismatch()
             if mismatched:
@@ -286,7 +299,14 @@ class LiveRuntime:
     def feed_state(self) -> str:
         """The /runtime and /status "Market feed" line: candles, then order updates (S-2)."""
         text = feed_state_text(self.feed.status())
-        return text if self.user_stream is None else f"{text} · {self.user_stream.status()}"
+        if self.user_stream is not None:
+            text = f"{text} · {self.user_stream.status()}"
+        return " · ".join([text, *self.venue_notes()])
+
+    def venue_notes(self) -> list[str]:
+        """What /runtime and the build card say about the venue (issue 13: the demo venue's own
+        cancels, the canary, unfilled stops, someone else on the account)."""
+        return self.guard.status_lines() if self.guard is not None else []
 
     async def _pause(self, stop: asyncio.Event, interval_s: float) -> None:
         """Wait ``interval_s`` seconds between passes, less when stopping or when the user

@@ -36,6 +36,8 @@ NOT_IN_PAPER = {
                      "keeps every stop the engine placed. Check /open for SL levels.",
     "RECONCILE": "Reconcile is not available in paper mode: the simulated exchange is the local "
                  "state, there is nothing to compare with.",
+    **{action: "Nobody else trades the simulated exchange in paper mode: there is nothing to adopt, ignore or close."
+       for action in ("ADOPT_FOREIGN", "IGNORE_FOREIGN", "CLOSE_FOREIGN")},
 }
 
 

@@ -54,6 +54,14 @@ log = logging.getLogger(__name__)
 
 STOP_VERIFY_DELAY_MS = 1_500  # SPEC O-6
 RECONCILE_EVERY_MS = 30_000  # SPEC O-5
+# Binance's order service can answer "unknown order" for a while after accepting one: an order
+# younger than this that cannot be looked up is not given up (never placed twice), issue 13.
+UNCONFIRMED_GRACE_MS = 10_000
+
+
+def unconfirmed(order: Order, now_ms: int) -> bool:
+    """True while ``order`` is young enough that "not found" may mean "not visible yet"."""
+    return now_ms - order.created_ms < UNCONFIRMED_GRACE_MS
 
 
 @dataclass(slots=True)
@@ -268,6 +276,8 @@ class FillTracker:
                 try:
                     remote = await self.gateway.fetch_order(cid, local.symbol)
                 except OrderNotFound:
+                    if unconfirmed(local, engine.clock.now_ms()):
+                        continue  # accepted moments ago: the order service may not show it yet
                     engine.forget_order(cid, OrderStatus.REJECTED, "not on the exchange")
                     continue
             booked += await self._book(local, remote)
@@ -325,8 +335,12 @@ class StopVerifier:
         """Run the checks that are due at ``now_ms``."""
         for key, when in list(self.due.items()):
             if when <= now_ms:
-                await self.verify(*key)  # an ExchangeError keeps it due for the next tick
-                self.due.pop(key, None)
+                del self.due[key]
+                try:
+                    await self.verify(*key)  # may schedule it again (a stop not visible yet)
+                except ExchangeError:
+                    self.due.setdefault(key, when)  # due again at the next tick
+                    raise
 
     async def verify(self, bot: str, symbol: str) -> bool:
         """True when the stop rests on the exchange; otherwise place it again (or close at
@@ -340,7 +354,12 @@ class StopVerifier:
                 if remote.status is OrderStatus.OPEN:
                     return True
             except OrderNotFound:
-                pass
+                now = self.engine.clock.now_ms()
+                if unconfirmed(stop, now):
+                    # Placed moments ago and not visible yet: look again instead of placing a
+                    # second full-size stop (issue 13 defect 4).
+                    self.due[(bot, symbol)] = now + STOP_VERIFY_DELAY_MS
+                    return True
         log.error("stop of %s on %s is missing; placing it again", bot, symbol)
         self.replaced += 1
         await self.engine.ensure_stop(bot, symbol)
@@ -357,6 +376,7 @@ class Reconciler:
     verifier: StopVerifier
     prefixes: tuple[str, ...] = ()
     runs: int = 0
+    guard: "object | None" = None  # trading.app.venue_guard.VenueGuard: someone else on the account
 
     def __post_init__(self) -> None:
         if not self.prefixes:
@@ -396,6 +416,9 @@ class Reconciler:
             signed, entry_price = remote_positions.get(symbol, (Decimal(0), Decimal(0)))
             local = engine.positions.get((bot, symbol))
             local_signed = Decimal(0) if local is None else local.contracts * local.side.sign
+            if signed != local_signed and self.guard is not None and not await self.guard.position_is_ours(
+                    bot, symbol, signed, local_signed, entry_price):
+                continue  # more exposure than our orders explain: an incident, never booked as ours
             if signed != local_signed:
                 report.positions_repaired += 1
                 report.found.append(f"{symbol}: bot holds {local_signed}, exchange {signed} contracts")
@@ -404,6 +427,8 @@ class Reconciler:
         open_orders = []
         for symbol in sorted(symbols):  # per symbol: Binance weighs a no-symbol query 40×
             open_orders += await self.gateway.fetch_open_orders(symbol)
+        if self.guard is not None:
+            self.guard.see_orders(open_orders)  # orders no prefix of ours explains: reported once
         for order in open_orders:
             cid = order.client_order_id
             ours = cid.startswith(self.prefixes)
@@ -424,7 +449,8 @@ class Reconciler:
                         if (await self.gateway.fetch_order(stop.client_order_id, symbol)).status is OrderStatus.OPEN:
                             continue
                     except OrderNotFound:
-                        pass
+                        if unconfirmed(stop, engine.clock.now_ms()):
+                            continue  # placed moments ago, not visible yet (issue 13 defect 4)
                 report.stops_replaced += 1
                 report.found.append(f"{symbol}: position of {bot} without a resting stop-loss")
                 await engine.ensure_stop(bot, symbol)
