@@ -192,13 +192,14 @@ def test_o4_ccxt_older_than_4_5_27_is_refused_at_start_with_one_line(monkeypatch
 
     import ccxt
 
-    from trading.adapters.ccxt_exchange import CcxtExchange, check_ccxt_version
+    from trading.adapters import ccxt_exchange
 
     monkeypatch.setattr(ccxt, "__version__", "4.5.26")
     with pytest.raises(ConfigError) as info:
-        CcxtExchange(mode="demo", api_key="k", secret="s")
+        ccxt_exchange.CcxtExchange(mode="demo", api_key="k", secret="s")
     assert "4.5.26" in str(info.value) and ">= 4.5.27" in str(info.value) and "\n" not in str(info.value)
-    assert check_ccxt_version("4.5.27") == "4.5.27" and check_ccxt_version("4.6.0") == "4.6.0"
+    check = ccxt_exchange.check_ccxt_version
+    assert check("4.5.27") == "4.5.27" and check("4.6.0") == "4.6.0"
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     [pin] = [d for d in project["project"]["dependencies"] if d.startswith("ccxt")]
     assert pin.replace(" ", "") == "ccxt>=4.5.27,<5"
@@ -327,10 +328,9 @@ async def test_r10_t6_l1_the_demo_venue_cancelling_a_stop_is_no_incident_it_is_p
         assert ("xrp", XRP) in rt.engine.positions and fake.position(XRP)[0] == Decimal(10)
         [working] = working_stops(fake)
         assert working.client_id != first.client_order_id and working.qty == Decimal(10)
-        assert rt.guard.venue_cancels >= 1
         assert not [a for a in alerts if a.kind == "NO_STOP"]
         assert "demo venue cancels conditional orders on its own" in rt.feed_state()
-        assert f"({rt.guard.venue_cancels} so far this run)" in rt.feed_state()
+        assert rt.guard.venue_cancels >= 1 and f"({rt.guard.venue_cancels} so far this run)" in rt.feed_state()
         assert "demo venue cancels conditional orders" in build_card(rt, "demo", "binanceusdm").as_html()
     finally:
         await rt.close()
@@ -406,7 +406,9 @@ async def test_o6_m1_the_daily_canary_places_looks_up_and_cancels_a_far_stop_in_
     rt = await build(fake, tmp_path / "d12.db", clock, canary=True)
     try:
         await step(rt, clock)
-        [canary] = [a for a in fake.venue.algos.values() if a.client_id.endswith("-cnry")]
+        canaries = [a for a in fake.venue.algos.values() if a.client_id.endswith("-cnry")]
+        assert len(canaries) == 1
+        canary = canaries[0]
         assert canary.status == "CANCELED" and canary.cancelled_by == "user" and canary.reduce_only
         assert canary.order_type == "STOP_MARKET" and canary.trigger < fake.venue.mark(XRP) * Decimal("0.6")
         assert fake.open_orders() == [] and rt.guard.canary_failures == 0
@@ -428,7 +430,9 @@ async def test_m1_a_failing_canary_alerts_and_live_runs_it_only_when_asked(fake,
     try:
         fake.inject("5xx", path="/algoOrder", method="POST")
         await step(rt, clock)
-        [alert] = [a for a in alerts if a.kind == "CANARY_FAILED"]
+        failed = [a for a in alerts if a.kind == "CANARY_FAILED"]
+        assert len(failed) == 1
+        alert = failed[0]
         assert "'place'" in alert.text and rt.guard.canary_failures == 1
         assert "daily canary: FAILED at 'place'" in rt.feed_state()
     finally:
