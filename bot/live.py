@@ -25,6 +25,7 @@ from trading.ports import Clock
 from trading.adapters.rest_feed import RestCandleFeed
 from trading.app.reconcile import (
     RECONCILE_EVERY_MS,
+    UNCONFIRMED_GRACE_MS,
     FillTracker,
     Reconciler,
     ReconcileReport,
@@ -235,6 +236,12 @@ class LiveRuntime:
             persister = Persister(store, buffer, config_id)
             # SPEC L-3: reconcile before any new entry; the report is audited in the flush below.
             first = await reconciler.run()
+            # Issue 13: an order of ours the exchange does not show yet (its order service lags)
+            # is settled before any entry: the reconciliation runs again for a few seconds.
+            settle_until = clock.now_ms() + UNCONFIRMED_GRACE_MS
+            while reconciler.unsettled and clock.now_ms() < settle_until:
+                await (sleep or asyncio.sleep)(0.5)
+                await reconciler.run()
             supervisor._next_reconcile_ms = clock.now_ms() + RECONCILE_EVERY_MS
             await persister.flush()
         except BaseException:
@@ -267,9 +274,11 @@ class LiveRuntime:
         """Poll fills, verify stops, reconcile when due, then persist the events. A position
         the user stream reports differently from ours after that (closed in the exchange's
         app, liquidated) makes a reconciliation due at the next pass (S-2, O-5)."""
+        if self.guard is not None:
+            await self.guard.before_tick(now_ms)  # the daily canary (issue 13)
         report = await self.supervisor.tick(now_ms)
         if self.guard is not None:
-            await self.guard.tick(now_ms)  # unfilled stops, venue cancels, the daily canary (issue 13)
+            await self.guard.tick(now_ms)  # unfilled stops, venue cancels (issue 13)
         if self.user_stream is not None:
             mismatched = self.user_stream.take_mismatch()
             if mismatched:

@@ -35,8 +35,9 @@ timeout), ``partial`` (a market order fills half now, the rest at the next candl
 ``invisible_ms`` of exchange time — Binance's order service lagging behind its matching engine),
 and the trigger faults ``stop_expire`` (the next conditional order to trigger becomes a market
 order that expires unfilled), ``stop_partial_expire`` (fills half, the rest expires) and
-``stop_stuck`` (stays TRIGGERING for two candles). ``demo_cancel_after_ms`` makes the venue
-cancel conditional orders on its own after that long, as Binance's demo environment does.
+``stop_stuck`` (stays TRIGGERING for ``venue.stuck_candles`` candles, default two). ``demo_cancel_after_ms`` makes the venue
+cancel conditional orders on its own once they are that old (checked at each candle), as Binance's
+demo environment does.
 Market and user-data streams over websocket: :attr:`FakeBinance.ws` (``tests.fake_binance_ws``).
 """
 
@@ -349,7 +350,6 @@ class FakeBinance:
             self._check_ban()
             if "signature" in params:
                 self._verify(request, request.query_string, body)
-            self.venue.housekeeping()
             self.ws.check_listen_keys()
             faults = self._take_faults(path, method)
             for fault in faults:

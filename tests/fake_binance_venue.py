@@ -201,6 +201,7 @@ class Venue:
     multi_assets: bool = False
     dual_side: bool = False
     demo_cancel_after_ms: int | None = None  # demo venue: cancels conditional orders this old
+    stuck_candles: int = 2  # the stop_stuck fault: candles a triggered order stays TRIGGERING
 
     orders: dict[int, VOrder] = field(default_factory=dict)
     algos: dict[int, AlgoOrder] = field(default_factory=dict)
@@ -481,7 +482,7 @@ class Venue:
         self._emit_algo(algo)
         fault = self.trigger_faults.pop(0) if self.trigger_faults else ""
         if fault == "stop_stuck":
-            algo.stuck = 2  # stays TRIGGERING for two candles, then goes to the matching engine
+            algo.stuck = self.stuck_candles  # stays TRIGGERING, then goes to the matching engine
             algo.reason = "stuck"
             return
         self._execute_triggered(algo, open_, open_, fault)

@@ -323,12 +323,17 @@ async def test_r10_t6_l1_the_demo_venue_cancelling_a_stop_is_no_incident_it_is_p
     try:
         await open_long(rt, clock)
         first = rt.engine.stop_of("xrp", XRP)
-        await step(rt, clock, 54_000)  # the venue cancels it on its own
+        clock.current_ms += 54_000
+        fake.advance()  # the venue cancels it on its own
+        await step(rt, clock)
         assert fake.algo(first.client_order_id).cancelled_by == "venue"
         assert ("xrp", XRP) in rt.engine.positions and fake.position(XRP)[0] == Decimal(10)
         [working] = working_stops(fake)
         assert working.client_id != first.client_order_id and working.qty == Decimal(10)
         assert not [a for a in alerts if a.kind == "NO_STOP"]
+        take_profits = [a for a in fake.venue.algos.values() if a.order_type == "TAKE_PROFIT_MARKET"
+                        and a.status == "NEW" and a.client_id.startswith(PREFIX)]
+        assert take_profits and all(a.create_ms > first.created_ms for a in take_profits)  # placed again too
         assert "demo venue cancels conditional orders on its own" in rt.feed_state()
         assert rt.guard.venue_cancels >= 1 and f"({rt.guard.venue_cancels} so far this run)" in rt.feed_state()
         assert "demo venue cancels conditional orders" in build_card(rt, "demo", "binanceusdm").as_html()

@@ -246,6 +246,24 @@ class OrderGateway:
                         break
             raise OrderNotFound(f"{symbol}: Unknown order sent ({client_order_id})")
 
+    async def create_untracked(self, order: Order) -> Order:
+        """Send an order that is not the engine's (the daily canary, a reduce-only close of a
+        foreign position): once, not recorded, never retried or resent; under the symbol lock
+        (O-8) and never during a rate-limit block (O-4).
+
+        Raises:
+            ExchangeError: the exchange refused it or could not be reached (state unknown: the
+                reconciliation cancels a stray of ours, SPEC O-5).
+        """
+        async with self.lock(order.symbol):
+            await self._respect_block()
+            self._sent_ms[order.client_order_id] = self._clock()
+            try:
+                return await self.exchange.create_order(order)
+            except RateLimited as exc:
+                self.blocked_until_ms = max(self.blocked_until_ms, self._clock() + int(exc.retry_after_s * 1000))
+                raise
+
     async def create_order(self, order: Order) -> Order:
         """Place ``order`` exactly once (SPEC O-2), under the symbol lock (O-8).
 

@@ -251,6 +251,7 @@ class FillTracker:
     engine: Engine
     gateway: object
     verifier: "StopVerifier | None" = None
+    unconfirmed: int = 0  # orders the last poll could not see yet (young: not given up)
 
     async def poll(self) -> int:
         """Look for new fills; returns how many were booked.
@@ -259,6 +260,7 @@ class FillTracker:
             ExchangeError: the exchange could not be read (the next poll tries again).
         """
         engine = self.engine
+        self.unconfirmed = 0
         watched = list(engine.open_orders.values())
         if not watched:
             return 0
@@ -277,6 +279,7 @@ class FillTracker:
                     remote = await self.gateway.fetch_order(cid, local.symbol)
                 except OrderNotFound:
                     if unconfirmed(local, engine.clock.now_ms()):
+                        self.unconfirmed += 1
                         continue  # accepted moments ago: the order service may not show it yet
                     engine.forget_order(cid, OrderStatus.REJECTED, "not on the exchange")
                     continue
@@ -381,6 +384,13 @@ class Reconciler:
     def __post_init__(self) -> None:
         if not self.prefixes:
             self.prefixes = tuple(client_order_id_prefix(self.engine.env, b) for b in self.engine.bots)
+
+    @property
+    def unsettled(self) -> int:
+        """What the last pass could not settle yet: orders of ours the exchange does not show
+        yet, positions it could not trace yet (issue 13). The start-up reconciliation is run
+        again until this is 0 (``bot.live.LiveRuntime.build``, SPEC L-3)."""
+        return self.tracker.unconfirmed + (getattr(self.guard, "undecided", 0) if self.guard is not None else 0)
 
     def _bot_of(self, symbol: str) -> str | None:
         for name, bot in self.engine.bots.items():

@@ -10,8 +10,9 @@ T-6), beside the fill tracker, stop verifier and reconciler of ``trading.app.rec
 - **A stop cancelled by the venue, not by us**: Binance's demo environment cancels conditional
   orders on its own (users of Binance's futures connector, issue #260: STOP_MARKET orders gone
   about 53 s after placement). The adapter tells such cancels apart from ours; the stop is placed
-  again like any lost stop, the count is kept, and /runtime and the build card say that the
-  demo venue does this (so a trader does not read it as an incident).
+  again like any lost stop, a take-profit is placed again under a new client id, the count is
+  kept, and /runtime and the build card say that the demo venue does this (so a trader does not
+  read it as an incident).
 - **Someone else on the account**: an order on our symbols without one of our client-id prefixes,
   or a position (or a part of one) that our own fills do not explain (a second bot, a trade in
   the exchange's app) is reported once as an incident with the "someone_else" playbook (adopt,
@@ -22,15 +23,16 @@ T-6), beside the fill tracker, stop verifier and reconciler of ``trading.app.rec
   CANARY_FAILED alert — Binance's move of conditional orders to the algo API broke every peer's
   stops on the same day, and this finds such a change before a real stop needs it.
 
-Driven by ``bot.live.LiveRuntime`` after each supervisor tick (:meth:`VenueGuard.tick`) and by
-the reconciler (:meth:`position_is_ours`, :meth:`see_orders`). Never imports aiogram.
+Driven by ``bot.live.LiveRuntime`` around each supervisor tick (:meth:`VenueGuard.before_tick`,
+:meth:`VenueGuard.tick`) and by the reconciler (:meth:`position_is_ours`, :meth:`see_orders`).
+Never imports aiogram.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -92,30 +94,57 @@ class VenueGuard:
     canary_runs: int = 0
     canary_failures: int = 0
     last_canary: str = ""
+    _undecided: set[str] = field(default_factory=set)  # symbols whose position could not be traced yet
+    _take_profits: dict[str, Order] = field(default_factory=dict)  # resting before the current tick
     _triggered_since: dict[str, int] = field(default_factory=dict)
     _handled: set[str] = field(default_factory=set)
     _seen_foreign_orders: set[str] = field(default_factory=set)
     _seen_venue_cancels: int = 0
 
     # ------------------------------------------------------------ the pass
+    async def before_tick(self, now_ms: int) -> None:
+        """Before the supervisor's tick: note the take-profits resting now (one the venue cancels
+        during the tick is placed again after it), and run the canary when due (a canary order
+        whose cancel failed is then a stray of ours that the reconciliation cancels)."""
+        self._take_profits = {cid: o for cid, o in self.engine.open_orders.items()
+                              if o.reduce_only and o.leg in (OrderLeg.TP1, OrderLeg.TP2, OrderLeg.TP3)}
+        if self.canary and utc_day(now_ms) != self.canary_day:
+            await self.run_canary(now_ms)
+
     async def tick(self, now_ms: int) -> None:
-        """After each supervisor tick: triggered stops past their grace, venue cancels counted,
-        the canary when due. Exchange errors are logged (the next tick tries again)."""
-        self._count_venue_cancels()
+        """After each supervisor tick: venue cancels counted, triggered stops past their grace
+        closed. Exchange errors are logged (the next tick tries again)."""
+        for cid in self._count_venue_cancels():
+            take_profit = self._take_profits.get(cid)
+            if take_profit is not None and cid not in self.engine.open_orders:
+                await self._place_take_profit_again(take_profit, now_ms)
         try:
             await self.check_triggered_stops(now_ms)
         except ExchangeError as exc:
             log.warning("triggered-stop check failed: %s", exc.reason)
-        if self.canary and utc_day(now_ms) != self.canary_day:
-            await self.run_canary(now_ms)
 
-    def _count_venue_cancels(self) -> None:
+    def _count_venue_cancels(self) -> list[str]:
+        """The conditional orders the venue cancelled on its own since the last call."""
         cancelled = getattr(self.exchange, "venue_cancelled", [])
         new = cancelled[self._seen_venue_cancels:]
         self._seen_venue_cancels = len(cancelled)
         for cid in new:
             self.venue_cancels += 1
             log.warning("the venue cancelled %s on its own (not this bot): placing it again", cid)
+        return list(new)
+
+    async def _place_take_profit_again(self, order: Order, now_ms: int) -> None:
+        """A take-profit the venue cancelled, placed again under a new client id for what is
+        left of the position (the stop is placed again by the supervisor, R-10)."""
+        position = self.engine.positions.get((order.bot, order.symbol))
+        if position is None:
+            return
+        amount = min(order.amount, position.contracts)
+        cid = make_client_order_id(self.engine.env, order.bot, order.symbol, position.side,
+                                   f"{order.client_order_id}|again|{now_ms}", f"{order.leg.value}.r")
+        again = replace(order, client_order_id=cid, amount=amount, created_ms=now_ms, status=OrderStatus.OPEN,
+                        filled=Decimal(0), average=None, reason="", updated_ms=0)
+        await self.engine._place(again)  # a refusal (its target already passed) is recorded by the engine
 
     # -------------------------------------------------- item 10: stop not filled
     async def check_triggered_stops(self, now_ms: int) -> int:
@@ -159,6 +188,7 @@ class VenueGuard:
         ``bot``'s (local ``local_signed``)? Less exposure than ours (a close, a partial close) is
         always ours to repair; more, or the other side, only when the fills that built it are
         all of our orders. Otherwise the incident is reported once and False returned."""
+        self._undecided.discard(symbol)
         less = signed == 0 or ((signed > 0) == (local_signed > 0) and local_signed != 0
                                and abs(signed) < abs(local_signed))
         if less:
@@ -171,7 +201,15 @@ class VenueGuard:
         if self.ignored.get(symbol) == signed:
             return False
         explain = getattr(self.exchange, "position_order_ids", None)
-        ids = await explain(symbol, signed) if explain is not None else None
+        try:
+            ids = await explain(symbol, signed) if explain is not None else None
+        except OrderNotFound as exc:
+            # A fill whose order the exchange cannot show yet (its order service lags): decide at
+            # the next pass; nothing is booked meanwhile.
+            log.warning("%s: the exchange's position cannot be traced yet (%s); checking again at the next pass",
+                        symbol, exc.reason)
+            self._undecided.add(symbol)
+            return False
         if ids is not None and all(cid.startswith(self.prefixes) for cid in ids):
             self.foreign.pop(symbol, None)
             return True
@@ -187,6 +225,11 @@ class VenueGuard:
                 "It is not booked as ours and entries on the symbol are paused: /playbook someone_else "
                 "(adopt, ignore or close).", SOMEONE_ELSE))
         return False
+
+    @property
+    def undecided(self) -> int:
+        """Symbols whose exchange position the last reconciliation could not trace yet."""
+        return len(self._undecided)
 
     def see_orders(self, open_orders: list[Order]) -> None:
         """For the reconciler: report once every open order on our symbols whose client id has
@@ -249,9 +292,9 @@ class VenueGuard:
                                                                f"foreign|{now}", OrderLeg.CLOSE.value),
                           bot=incident.bot, symbol=symbol, side=side.exit_order_side, type=OrderType.MARKET,
                           leg=OrderLeg.CLOSE, amount=amount, reduce_only=True, created_ms=now)
-            # Straight to the adapter: not the engine's order (never booked as ours, never restored
-            # from the database); reduce-only, so it can never add exposure.
-            await self.exchange.create_order(order)
+            # Not the engine's order (never booked as ours, never restored from the database);
+            # reduce-only, so it can never add exposure.
+            await self.gateway.create_untracked(order)
             self.ignored[symbol] = Decimal(0)
             del self.foreign[symbol]
             done.append(f"{symbol} {incident.signed}")
@@ -282,16 +325,15 @@ class VenueGuard:
             # A sell stop at half the price: valid without a position (Binance checks reduce-only at
             # trigger; reduce-only orders need no minimum notional) and never reached.
             order = Order(client_order_id=make_client_order_id(self.engine.env, bot or "x", symbol, Side.LONG,
-                                                               f"canary|{self.canary_day}|{self.canary_runs}",
+                                                               f"canary|{now_ms}|{self.canary_runs}",
                                                                "cnry"),
                           bot=bot, symbol=symbol, side=OrderSide.SELL, type=OrderType.STOP_MARKET,
                           leg=OrderLeg.STOP_LOSS, amount=market.min_qty, reduce_only=True, created_ms=now_ms,
                           trigger_price=trigger)
             step = "place"
-            # Straight to the adapter (the same ccxt path as every stop): not an engine order, not
-            # recorded in the database; a failed cancel leaves a stray of ours that the next
-            # reconciliation cancels (SPEC O-5).
-            await self.exchange.create_order(order)
+            # The same adapter path as every stop, but not an engine order and not recorded in the
+            # database; a failed cancel leaves a stray of ours that the reconciliation cancels (O-5).
+            await self.gateway.create_untracked(order)
             step = "look up"
             found = await self.gateway.fetch_order(order.client_order_id, symbol)
             if found.status is not OrderStatus.OPEN or found.type is not OrderType.STOP_MARKET:
@@ -299,6 +341,12 @@ class VenueGuard:
             step = "cancel"
             await self.gateway.cancel_order(order.client_order_id, symbol)
         except (ExchangeError, OrderNotFound) as exc:
+            if step in ("place", "look up"):  # it may rest on the exchange all the same: take it away
+                try:
+                    await self.gateway.cancel_order(order.client_order_id, symbol)
+                except ExchangeError as cancel_exc:
+                    log.info("canary cleanup of %s: %s (the reconciliation cancels it)", order.client_order_id,
+                             cancel_exc.reason)
             self.canary_failures += 1
             self.last_canary = f"FAILED at '{step}' on {self.canary_day}: {exc.reason}"
             self.engine.sink.emit(Alert(
