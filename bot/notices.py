@@ -84,10 +84,12 @@ def exit_category(reason: ExitReason | None) -> Category:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """One notification to send: its category and text."""
+    """One notification to send: its category and text; ``playbook`` the incident playbook
+    whose button goes with it (an engine alert's, SPEC T-6; "" = none)."""
 
     category: Category
     text: Text
+    playbook: str = ""
 
     @property
     def priority(self) -> Priority:
@@ -130,7 +132,7 @@ class NoticeBuilder:
             elif isinstance(event, Alert):
                 notices.append(Notice(Category.ALERT, Text(
                     "⚠️ ", Bold(event.kind), f" {event.bot} {event.symbol}".rstrip(), "\n", event.text,
-                )))
+                ), event.playbook))
             elif isinstance(event, OrderUpdated) and event.order.status is OrderStatus.REJECTED:
                 o = event.order
                 notices.append(Notice(Category.ORDER, Text(
