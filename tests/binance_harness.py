@@ -82,7 +82,10 @@ def record_alerts(rt: LiveRuntime) -> list:
     buffer = rt.buffer
 
     class Spy:
+        """The engine's sink: notes alerts, forwards everything to the runtime's buffer."""
+
         def emit(self, event) -> None:
+            """Note an Alert, then buffer the event as before."""
             if isinstance(event, Alert):
                 alerts.append(event)
             buffer.emit(event)

@@ -25,13 +25,15 @@ order; Binance accepts an id again once its first order is no longer open), ever
 position has a working stop of ours (waiting, or triggered and executing) within 2 s of
 simulated time, after every reconciliation there is no orphan order (ours and cancellable on the
 exchange but not tracked, or tracked but gone from the exchange) and local positions equal the
-exchange's, the other bot's orders are never cancelled, and each bot process fed every candle to
+exchange's (a reconciliation that met an order the exchange does not show yet says so and runs
+again a second later: it is checked then), the other bot's orders are never cancelled, and each bot process fed every candle to
 the engine exactly once, in order, without a gap, whichever source brought it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import Counter
 from decimal import Decimal
@@ -93,6 +95,28 @@ def chaos_config() -> TradingConfig:
     return base.model_copy(update={"bots": (bot,), "orders": orders})
 
 
+class CheckedReconciler:
+    """The runtime's reconciler, checked the moment each pass returns (before the rest of the
+    supervisor's tick sends anything): "local state equal to the exchange after every
+    reconcile"."""
+
+    def __init__(self, inner, chaos: "Chaos") -> None:
+        self._inner, self._chaos = inner, chaos
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    async def run(self):
+        """One reconciliation pass, then the invariants (deferred while the exchange does not
+        show an order of ours yet: the pass says so and runs again a second later)."""
+        report = await self._inner.run()
+        if self._inner.unsettled:
+            self._chaos.figures["reconciliations_deferred_order_not_visible"] += 1
+        else:
+            self._chaos.check_reconciled("reconcile")
+        return report
+
+
 class Chaos:
     """The bot under test, killable and rebuildable from its SQLite file."""
 
@@ -105,6 +129,7 @@ class Chaos:
         self.unprotected_since: dict[str, int] = {}
         self.socket_trouble_until = 0  # simulated ms when a refusing / silent stream server recovers
         self.spike: str | None = None  # a symbol whose mark price is spiked for the next candle
+        self.steps_done = 0
         self.foreign_ids: list[str] = []  # far-away limit orders of another bot on the account
 
     async def start(self) -> None:
@@ -128,6 +153,7 @@ class Chaos:
                 continue
             self.rt.engine.paused["chaos"] = set(SYMBOLS)  # the strategy's entries: this test sends its own
             self.check_reconciled("restart")  # right after the start-up reconciliation (L-3)
+            self.rt.supervisor.reconciler = CheckedReconciler(self.rt.supervisor.reconciler, self)
             try:
                 await self.rt.feed.warm_up(self.time.clock.now_ms())
             except ExchangeError as exc:
@@ -179,6 +205,8 @@ class Chaos:
         local positions equal the exchange's."""
         assert self.rt is not None
         self.figures["reconciliations_checked"] += 1
+        before = len(self.violations)
+        when = f"step {self.steps_done} {when}"
         local_orders = set(self.rt.engine.open_orders)
         remote_orders = self.ours_on_exchange()
         alive = self.fake.alive_ids()
@@ -195,6 +223,22 @@ class Chaos:
             local_signed = Decimal(0) if local is None else local.contracts * local.side.sign
             if remote_signed != local_signed:
                 self.violations.append(f"{when}: {symbol} exchange {remote_signed} local {local_signed}")
+        if len(self.violations) > before and os.environ.get("CHAOS_DEBUG"):
+            self.debug_dump(when)
+
+    def debug_dump(self, when: str) -> None:
+        """CHAOS_DEBUG=<file>: what the bot and the exchange held when an invariant broke."""
+        rt, venue = self.rt, self.fake.venue
+        now = self.time.clock.now_ms()
+        lines = [f"== {when} (sim {now})", f"violations: {self.violations[-3:]}",
+                 f"local positions: {rt.engine.positions}", f"local orders: {list(rt.engine.open_orders.values())}",
+                 f"pending: {rt.engine._pending}", f"unsettled {rt.supervisor.reconciler.unsettled}",
+                 f"gateway stats {dict(rt.gateway.stats)}"]
+        lines += [f"order {o}" for o in venue.orders.values() if now - o.time_ms < 120_000]
+        lines += [f"algo {a}" for a in venue.algos.values() if now - a.create_ms < 120_000]
+        lines += [f"trade {t}" for t in venue.trades if now - t.time_ms < 120_000]
+        with open(os.environ["CHAOS_DEBUG"], "a", encoding="utf-8") as handle:
+            handle.write("\n".join(str(line) for line in lines) + "\n")
 
     def check_feed(self) -> None:
         """S-2: this bot process fed each candle to the engine once, in order, without a gap."""
@@ -288,6 +332,7 @@ class Chaos:
 
     async def step(self) -> None:
         rng = self.rng
+        self.steps_done += 1
         self.time.clock.current_ms += STEP_MS
         roll = rng.random()
         if self.socket_trouble_until and self.time.clock.now_ms() >= self.socket_trouble_until:
@@ -353,7 +398,6 @@ class Chaos:
         if report is not None:
             self.figures["strays_cancelled"] += report.strays_cancelled
             self.figures["positions_repaired_running"] += report.positions_repaired
-            self.check_reconciled("reconcile")
         self.check_stops()
 
 

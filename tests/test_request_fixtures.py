@@ -73,6 +73,7 @@ class Recorder:
         self.requests: list[tuple[str, str, str | None]] = []
 
     async def fetch(self, url, method="GET", headers=None, body=None):
+        """ccxt's transport: record the request, answer canned JSON (nothing is sent)."""
         self.requests.append((method, url, body))
         return _canned(method, url, body)
 

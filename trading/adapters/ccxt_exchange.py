@@ -99,6 +99,7 @@ class _SecretFilter(logging.Filter):
         self.secrets: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Mask the secrets in ``record`` (always True: the record is kept, masked)."""
         if not self.secrets:
             return True
         try:
@@ -460,9 +461,12 @@ class CcxtExchange:
         if algo_status == ALGO_OPEN:
             self.triggered.discard(cid)
             return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None)
-        if algo_status in ALGO_DEAD and not actual:
+        if not actual and algo_status in ALGO_TRIGGERED:  # on its way to the matching engine
+            self.triggered.add(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None, reason=TRIGGERED_REASON)
+        if not actual:  # CANCELED, EXPIRED, REJECTED — or finished without an order: dead either way
             self.triggered.discard(cid)
-            reason = f"{algo_status.lower()} by the exchange" + (f": {info['rm']}" if info.get("rm") else "")
+            reason = f"{algo_status.lower() or 'gone'} by the exchange" + (f": {info['rm']}" if info.get("rm") else "")
             if algo_status == "CANCELED":
                 if cid in self._cancel_requested:
                     reason = "canceled"
@@ -470,10 +474,8 @@ class CcxtExchange:
                     reason = "CANCELED by the venue (not by this bot)"
                     if cid not in self.venue_cancelled:
                         self.venue_cancelled.append(cid)
-            return replace(order, status=ALGO_DEAD[algo_status], filled=Decimal(0), average=None, reason=reason)
-        if not actual:  # TRIGGERING: on its way to the matching engine
-            self.triggered.add(cid)
-            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None, reason=TRIGGERED_REASON)
+            return replace(order, status=ALGO_DEAD.get(algo_status, OrderStatus.REJECTED), filled=Decimal(0),
+                           average=None, reason=reason)
         executed = self.parse_order(await self._call("fetch_order", actual, symbol))
         updated = executed.updated_ms or order.updated_ms
         if executed.status is OrderStatus.OPEN:

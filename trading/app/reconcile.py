@@ -465,6 +465,9 @@ class Reconciler:
                 report.found.append(f"{symbol}: position of {bot} without a resting stop-loss")
                 await engine.ensure_stop(bot, symbol)
                 report.repaired.append(f"{symbol}: stop-loss placed again (or closed at market if refused)")
+        if self.unsettled:
+            report.found.append(f"{self.unsettled} order(s) or position(s) the exchange does not show yet "
+                                "(its order service lags): checked again in a second")
         self.runs += 1
         publish(engine, report, at_start=at_start)
         return report
@@ -502,7 +505,8 @@ class Supervisor:
         if now_ms >= self._next_reconcile_ms:
             try:
                 report = await self.reconciler.run()
-                self._next_reconcile_ms = now_ms + RECONCILE_EVERY_MS
+                # Something not visible yet (issue 13): settle it in a second, not in 30 s.
+                self._next_reconcile_ms = now_ms + (1_000 if self.reconciler.unsettled else RECONCILE_EVERY_MS)
                 self._next_poll_ms = now_ms + self.poll_every_ms
             except ExchangeError as exc:
                 self.failures += 1
