@@ -102,9 +102,10 @@ def _entry(clock, intent: str):
 @pytest.mark.parametrize("hidden_ms", [1_500, 20_000])
 async def test_o2_o4_a_timed_out_entry_the_order_service_cannot_show_yet_is_never_sent_twice(fake, hidden_ms):
     """Defect 2 (O-2, O-4): the entry is accepted and fills, the reply times out, and Binance's
-    order service answers -2013 for a while. The gateway looks it up over several seconds
-    (found when it shows up after 1.5 s) and, when it stays hidden (20 s), sees the fill that
-    no order it can show explains and does not send it again: one order, one position."""
+    order service answers -2013 for a while (1.5 s, 20 s). The gateway sees a fill on the symbol
+    that no order it can show explains and does not send the entry again — at once, without
+    waiting while a position may be open: one order, one position. (Before: one look-up, then a
+    resend the exchange accepted, the first order being filled and so no longer open.)"""
     clock = bind(fake)
     adapter = adapter_for(fake)
     await adapter.load_markets()
@@ -120,6 +121,27 @@ async def test_o2_o4_a_timed_out_entry_the_order_service_cannot_show_yet_is_neve
         assert fake.position(XRP)[0] == Decimal(10)
     finally:
         await adapter.close()
+
+
+async def test_o2_r10_a_late_entry_is_booked_once_with_its_stop_as_soon_as_the_exchange_shows_it(fake, tmp_path):
+    """Defect 2 through the runtime (O-2, R-10): the entry's reply times out and the order stays
+    hidden 1.5 s; the entry is tracked as accepted and unconfirmed, and within 2 s of it showing
+    up its fill is booked and its stop rests — one order, one position, one stop."""
+    clock = bind(fake)
+    rt = await build(fake, tmp_path / "d2.db", clock)
+    try:
+        fake.inject("timeout_after_accept", path="/order")
+        fake.inject("invisible", path="/order")
+        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+        shown = clock.now_ms() + fake.invisible_ms
+        while not working_stops(fake):
+            await step(rt, clock)
+            assert clock.now_ms() <= shown + 2_000, "no stop 2 s after the exchange showed the entry"
+        assert fake.accepted_twice() == [] and fake.position(XRP)[0] == Decimal(10)
+        assert rt.engine.positions[("xrp", XRP)].contracts == Decimal(10)
+        assert rt.gateway.stats["resend_withheld"] == 1
+    finally:
+        await rt.close()
 
 
 async def test_o2_an_order_that_never_reached_the_exchange_is_still_sent_once(fake):

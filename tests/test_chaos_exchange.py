@@ -271,6 +271,8 @@ class Chaos:
                                           f"exchange {[(o.client_order_id[-8:], o.type.value) for o in self.fake.open_orders(symbol)]}, "
                                           f"pending {self.rt.engine.pending_entries()}]" if self.rt else ""))
                 self.unprotected_since[symbol] = now  # report each 2 s gap once
+                if os.environ.get("CHAOS_DEBUG") and self.rt:
+                    self.debug_dump(f"step {self.steps_done} stop check")
 
     # ----------------------------------------------------------------- steps
     def entry_task(self) -> asyncio.Task | None:
@@ -333,6 +335,21 @@ class Chaos:
     async def step(self) -> None:
         rng = self.rng
         self.steps_done += 1
+        if os.environ.get("CHAOS_TRACE_FROM") and self.steps_done == int(os.environ["CHAOS_TRACE_FROM"]):
+            import logging
+
+            handler = logging.FileHandler(os.environ.get("CHAOS_TRACE_FILE", "chaos-trace.log"))
+            handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+            logging.getLogger("trading").addHandler(handler)
+            logging.getLogger("trading").setLevel(logging.DEBUG)
+        if os.environ.get("CHAOS_TRACE_FROM") and self.steps_done >= int(os.environ["CHAOS_TRACE_FROM"]) and self.rt:
+            import logging
+
+            logging.getLogger("trading.chaos").debug(
+                "step %s sim %s local %s pending %s orders %s unconfirmed %s undecided %s", self.steps_done,
+                self.time.clock.now_ms(), {k[1]: v.contracts for k, v in self.rt.engine.positions.items()},
+                list(self.rt.engine._pending), [c[-12:] for c in self.rt.engine.open_orders],
+                self.rt.supervisor.tracker.unconfirmed, self.rt.guard.undecided)
         self.time.clock.current_ms += STEP_MS
         roll = rng.random()
         if self.socket_trouble_until and self.time.clock.now_ms() >= self.socket_trouble_until:

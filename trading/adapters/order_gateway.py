@@ -5,16 +5,17 @@ itself an ``ExchangePort``:
 
 - O-2: the order (with its deterministic client order id) is handed to ``record`` — the engine's
   persistence hook — *before* it is sent; ``create_order`` is never blindly resent: after a
-  timeout, a network error or an HTTP 5xx the order is looked up by client order id, again and
-  again over several seconds (``lookup_delays_s``: Binance's order service can answer -2013
-  "unknown" for a while after its matching engine accepted an order), and placed again only
-  when the exchange still does not know it AND shows no sign that it executed: no fill since it
-  was sent that belongs to it or to an order the exchange cannot show yet, and, for an entry,
-  no position on its symbol. Binance enforces client-id uniqueness only among *open* orders, so
-  a resend of a filled entry would be a second entry (issue 13 defect 2). When in doubt the order
-  is not sent again: it is handed back as accepted and unconfirmed, and the fill tracker and
-  the reconciliation (SPEC O-5) settle it. A reply "client order id duplicated" (-4116) is
-  answered by the look-up too.
+  timeout, a network error or an HTTP 5xx the order is looked up by client order id; a market
+  or limit order that the exchange does not know (Binance's order service can answer -2013
+  "unknown" for a while after its matching engine accepted an order) is checked for signs that
+  it executed — a fill since it was sent that belongs to it or to an order the exchange cannot
+  show yet, and, for an entry, a position on its symbol — and, without such a sign, looked up
+  again over several seconds (``lookup_delays_s``) and checked once more before it is placed
+  again. Binance enforces client-id uniqueness only among *open* orders, so a resend of a filled
+  entry would be a second entry (issue 13 defect 2). When in doubt the order is not sent again:
+  it is handed back as accepted and unconfirmed, and the fill tracker and the reconciliation
+  (SPEC O-5) settle it. A conditional order is sent again at once (its id is refused while the
+  first is open). A reply "client order id duplicated" (-4116) is answered by the look-up too.
 - O-4: reads and cancels retry with exponential back-off and full jitter, bounded by
   ``max_attempts``; -1021 resyncs the clock (``load_time_difference``) and retries; rate-limit
   errors wait what the exchange says (Retry-After): 429 and the 418 IP ban alike block every
@@ -48,7 +49,7 @@ from trading.domain.errors import (
     RateLimited,
     TimestampOutOfSync,
 )
-from trading.domain.models import ZERO, Market, Order, OrderLeg, OrderStatus
+from trading.domain.models import ZERO, Market, Order, OrderLeg, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -299,7 +300,7 @@ class OrderGateway:
                     # An open order holds this id: ours, sent before. Find it; while the order
                     # service does not show it yet, it is accepted and unconfirmed.
                     self.stats["duplicate_reply"] += 1
-                    found = await self._lookup_spread(order)
+                    found = await self._lookup(order)
                     return found if found is not None else replace(order, status=OrderStatus.OPEN, filled=ZERO,
                                                                    average=None)
                 except OrderRejected:
@@ -315,26 +316,44 @@ class OrderGateway:
                     attempt += 1
 
     async def _settle(self, order: Order) -> Order | None:
-        """The order as the exchange knows it, looked up over several seconds; when it stays
-        unknown but the exchange shows signs it executed, the order as accepted and
-        unconfirmed (never sent again); None when it is safe to send it.
+        """After an unknown outcome: the order as the exchange knows it; or, when it is unknown
+        but the exchange shows signs that it executed, the order as accepted and unconfirmed
+        (never sent again — the fill tracker books it as soon as the exchange shows it); or None
+        when it is safe to send it (again).
+
+        A conditional order (stop, take-profit) is sent again at once: Binance refuses its id
+        while the first one is open (-4116, looked up) and it never adds exposure. A market or
+        limit order is checked for signs of execution first — without waiting, so the loop keeps
+        supervising a position that may already be open — and only then looked up again over
+        ``lookup_delays_s`` (nothing executed: no exposure waits) before a resend.
 
         Raises:
             ExchangeError: the look-ups themselves failed after their retries (state unknown).
         """
-        found = await self._lookup_spread(order)
+        found = await self._lookup(order)
+        if found is not None:
+            return found
+        if order.type not in (OrderType.MARKET, OrderType.LIMIT):
+            return None
+        if await self._may_have_executed(order):
+            return self._withheld(order)
+        found = await self._lookup_spread(order, first=False)
         if found is not None:
             return found
         if await self._may_have_executed(order):
-            self.stats["resend_withheld"] += 1
-            log.warning("%s on %s: the exchange does not show it yet but may have executed it; not sending it "
-                        "again (reconciliation settles it)", order.client_order_id, order.symbol)
-            return replace(order, status=OrderStatus.OPEN, filled=ZERO, average=None)
+            return self._withheld(order)
         return None
 
-    async def _lookup_spread(self, order: Order) -> Order | None:
-        """:meth:`_lookup` now and after each of ``lookup_delays_s`` until the exchange knows it."""
-        found = await self._lookup(order)
+    def _withheld(self, order: Order) -> Order:
+        self.stats["resend_withheld"] += 1
+        log.warning("%s on %s: the exchange does not show it yet but may have executed it; not sending it "
+                    "again (the fill tracker and the reconciliation settle it)", order.client_order_id, order.symbol)
+        return replace(order, status=OrderStatus.OPEN, filled=ZERO, average=None)
+
+    async def _lookup_spread(self, order: Order, *, first: bool = True) -> Order | None:
+        """:meth:`_lookup` (now, unless ``first`` is False) and after each of ``lookup_delays_s``
+        until the exchange knows it."""
+        found = await self._lookup(order) if first else None
         for delay in self.lookup_delays_s:
             if found is not None:
                 return found
@@ -346,10 +365,10 @@ class OrderGateway:
     async def _may_have_executed(self, order: Order) -> bool:
         """Signs that ``order`` executed although it cannot be looked up yet: a fill on its
         symbol since it was sent that is its own or of an order the exchange cannot show; for an
-        entry, a position on its symbol (the engine never enters a symbol it holds). A reduce-only
-        order can never add exposure: no check. Any doubt (a read failing) counts as a sign."""
+        entry, a position on its symbol (the engine never enters a symbol it holds). Any doubt (a
+        read failing) counts as a sign."""
         exchange = self.exchange
-        if order.reduce_only or not hasattr(exchange, "fetch_my_trades"):
+        if not hasattr(exchange, "fetch_my_trades"):
             return False
         try:
             since = order.created_ms - CLOCK_SKEW_MS

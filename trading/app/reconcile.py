@@ -389,7 +389,8 @@ class Reconciler:
     def unsettled(self) -> int:
         """What the last pass could not settle yet: orders of ours the exchange does not show
         yet, positions it could not trace yet (issue 13). The start-up reconciliation is run
-        again until this is 0 (``bot.live.LiveRuntime.build``, SPEC L-3)."""
+        again until this is 0 (``bot.live.LiveRuntime.build``, SPEC L-3); a periodic one runs
+        again a second later (:class:`Supervisor`)."""
         return self.tracker.unconfirmed + (getattr(self.guard, "undecided", 0) if self.guard is not None else 0)
 
     def _bot_of(self, symbol: str) -> str | None:
@@ -465,6 +466,10 @@ class Reconciler:
                 report.found.append(f"{symbol}: position of {bot} without a resting stop-loss")
                 await engine.ensure_stop(bot, symbol)
                 report.repaired.append(f"{symbol}: stop-loss placed again (or closed at market if refused)")
+        if report.found:
+            # A repair may have traded at once (a close at market when a stop was refused): book
+            # its fill now, so the state this pass leaves is the exchange's (issue 13).
+            report.fills_booked += await self.tracker.poll()
         if self.unsettled:
             report.found.append(f"{self.unsettled} order(s) or position(s) the exchange does not show yet "
                                 "(its order service lags): checked again in a second")
