@@ -182,6 +182,40 @@ async def test_r3_r5_z4_the_balance_is_the_wallet_and_unrealised_pnl_counts_once
         await rt.close()
 
 
+async def test_o5_r10_a_reconciliation_never_counts_a_fill_twice_while_our_close_is_working(fake, tmp_path):
+    """O-5 (found by the 10,000-step chaos run on the strict fake): a close fills half at once
+    (the rest waits for the next candle); booking it makes the bot re-place the stop, which the
+    exchange refuses (the mark is past it), so a second close goes out and fills half at once too
+    — during a reconciliation, before the position is read. The exchange then shows less than
+    the bot booked; repairing the size then and booking the fill later would count it twice (the
+    bot flat, the exchange still short of a close and unprotected). The repair waits until our
+    working market orders are booked: every fill is booked once and both end flat together."""
+    clock = bind(fake)
+    rt = await build(fake, tmp_path / "race.db", clock)
+    try:
+        await open_long(rt, clock)
+        stop = rt.engine.stop_of("xrp", XRP)
+        fake.set_mark(XRP, below(fake, stop.trigger_price))  # any new stop would trigger at once (-2021)
+        fake.inject("partial", path="/order", method="POST", count=2)
+        await rt.engine.close_position("xrp", XRP)  # 5 now, 5 at the next candle
+        clock.current_ms += 31_000
+        await rt.tick(clock.now_ms())  # the reconciliation books it, the refused stop sends a close
+        for _ in range(6):
+            local = rt.engine.positions.get(("xrp", XRP))
+            exchange = fake.position(XRP)
+            assert local is not None or exchange is None, f"bot flat, exchange {exchange}"
+            await step(rt, clock, 1_000)
+        fake.venue.mark_offset[XRP] = Decimal(0)
+        fake.advance()
+        for _ in range(3):
+            await step(rt, clock)
+        assert fake.position(XRP) is None and rt.engine.positions == {}
+        fills = await rt.store.fills.list(since_ms=0)
+        assert sum(f.amount for f in fills if f.leg.value != "entry") == Decimal(10)  # each fill booked once
+    finally:
+        await rt.close()
+
+
 # ------------------------------------------------------- defect 4: duplicate stops
 async def test_o6_a_stop_the_algo_service_does_not_show_yet_is_not_placed_twice(fake, tmp_path):
     """Defect 4 (O-6, R-10): the stop is accepted but the algo service answers -2013 for 3 s;

@@ -380,6 +380,7 @@ class Reconciler:
     prefixes: tuple[str, ...] = ()
     runs: int = 0
     guard: "object | None" = None  # trading.app.venue_guard.VenueGuard: someone else on the account
+    deferred: set[str] = field(default_factory=set)  # symbols whose repair waits for our working market orders
 
     def __post_init__(self) -> None:
         if not self.prefixes:
@@ -391,7 +392,8 @@ class Reconciler:
         yet, positions it could not trace yet (issue 13). The start-up reconciliation is run
         again until this is 0 (``bot.live.LiveRuntime.build``, SPEC L-3); a periodic one runs
         again a second later (:class:`Supervisor`)."""
-        return self.tracker.unconfirmed + (getattr(self.guard, "undecided", 0) if self.guard is not None else 0)
+        undecided = getattr(self.guard, "undecided", 0) if self.guard is not None else 0
+        return self.tracker.unconfirmed + undecided + len(self.deferred)
 
     def _bot_of(self, symbol: str) -> str | None:
         for name, bot in self.engine.bots.items():
@@ -420,6 +422,10 @@ class Reconciler:
             report.repaired.append(f"{report.fills_booked} fill(s) booked")
         remote_positions = await self.gateway.fetch_positions()  # symbol → (signed contracts, entry)
         symbols = {s for b in engine.bots.values() for s in b.profile.symbols}
+        # A market order of ours still working on a symbol may have fills the poll above has not
+        # booked yet (it filled a moment ago): repairing the size now would count them twice.
+        self.deferred = set()
+        working = {o.symbol for o in engine.open_orders.values() if o.type is OrderType.MARKET}
         for symbol in sorted(symbols):
             bot = self._bot_of(symbol)
             if bot is None:
@@ -427,6 +433,9 @@ class Reconciler:
             signed, entry_price = remote_positions.get(symbol, (Decimal(0), Decimal(0)))
             local = engine.positions.get((bot, symbol))
             local_signed = Decimal(0) if local is None else local.contracts * local.side.sign
+            if signed != local_signed and symbol in working:
+                self.deferred.add(symbol)  # settled at the next pass (a second later)
+                continue
             if signed != local_signed and self.guard is not None and not await self.guard.position_is_ours(
                     bot, symbol, signed, local_signed, entry_price):
                 continue  # more exposure than our orders explain: an incident, never booked as ours
@@ -471,8 +480,8 @@ class Reconciler:
             # its fill now, so the state this pass leaves is the exchange's (issue 13).
             report.fills_booked += await self.tracker.poll()
         if self.unsettled:
-            report.found.append(f"{self.unsettled} order(s) or position(s) the exchange does not show yet "
-                                "(its order service lags): checked again in a second")
+            report.found.append(f"{self.unsettled} order(s) or position(s) not settled yet (an order the exchange "
+                                "does not show yet, or a market order of ours still working): checked again in a second")
         self.runs += 1
         publish(engine, report, at_start=at_start)
         return report
