@@ -29,6 +29,11 @@ exchange's (a reconciliation that met an order the exchange does not show yet, o
 of ours still working whose fills may be unbooked, says so and runs again a second later: it is
 checked then), the other bot's orders are never cancelled, and each bot process fed every candle to
 the engine exactly once, in order, without a gap, whichever source brought it.
+
+Switches: ``CHAOS_SEED``, ``CHAOS_STEPS`` (default 2,000; the README's figures are for 10,000);
+``CHAOS_DEBUG=<file>`` appends what the bot and the exchange held whenever an invariant breaks;
+``CHAOS_TRACE_FROM=<step>`` (with ``CHAOS_TRACE_FILE``, ``CHAOS_TRACE_LEVEL``) logs every step
+from there on.
 """
 
 from __future__ import annotations
