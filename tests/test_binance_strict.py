@@ -144,6 +144,28 @@ async def test_o2_r10_a_late_entry_is_booked_once_with_its_stop_as_soon_as_the_e
         await rt.close()
 
 
+async def test_l3_o5_a_restart_settles_an_entry_the_exchange_does_not_show_yet_before_trading(fake, tmp_path):
+    """L-3, O-5 (found by the chaos run): the bot is killed right after sending an entry that
+    filled but that Binance's order service hides for 3 s; the restarted bot does not give the
+    entry up, nor book the position as someone else's: its start-up reconciliation runs again
+    until the exchange shows the order, then books the fill with its stop — before any entry."""
+    clock = bind(fake)
+    db = tmp_path / "settle.db"
+    rt = await build(fake, db, clock)
+    fake.invisible_ms = 3_000
+    fake.inject("invisible", path="/order")
+    await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+    await rt.persister.flush()
+    await rt.close(flush=False)  # killed before it saw the fill
+    restarted = await build(fake, db, clock)
+    try:
+        assert restarted.engine.positions[("xrp", XRP)].contracts == Decimal(10)
+        assert len(working_stops(fake)) == 1 and restarted.supervisor.reconciler.unsettled == 0
+        assert restarted.guard.foreign == {} and fake.accepted_twice() == []
+    finally:
+        await restarted.close()
+
+
 async def test_o2_an_order_that_never_reached_the_exchange_is_still_sent_once(fake):
     """Defect 2, the other side: a 5xx before the order reached the exchange, nothing traded,
     no position — after the spread look-ups it is sent (once)."""
