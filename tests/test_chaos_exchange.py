@@ -173,7 +173,7 @@ class Chaos:
                 continue
             self.figures["strays_cancelled"] += self.rt.first_report.strays_cancelled
             self.figures["positions_repaired_at_restart"] += self.rt.first_report.positions_repaired
-            self.figures["foreign_reported_at_restart"] += len(self.rt.guard.foreign) if self.rt.guard else 0
+            self.figures["foreign_incidents_reported_at_restart"] += len(self.rt.guard.foreign) if self.rt.guard else 0
             return
         raise AssertionError(f"the bot could not start 20 times in a row: {failure}")
 
