@@ -365,7 +365,8 @@ async def _run_exchange(args, settings, config) -> int:
     try:
         runtime = await build_exchange_runtime(config=config, db_path=args.db or settings.optiflow_db_path,
                                           exchange=exchange, env=mode, ws_client=ws_client,
-                                          user_stream_client=user_stream_client)
+                                          user_stream_client=user_stream_client,
+                                          canary={"on": True, "off": False}.get(settings.optiflow_canary))
     except BaseException:
         await exchange.close()
         for client in (ws_client, user_stream_client):
