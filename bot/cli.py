@@ -366,7 +366,8 @@ async def _run_exchange(args, settings, config) -> int:
     try:
         runtime = await build_exchange_runtime(config=config, db_path=args.db or settings.optiflow_db_path,
                                           exchange=exchange, env=mode, ws_client=ws_client,
-                                          user_stream_client=user_stream_client)
+                                          user_stream_client=user_stream_client,
+                                          canary={"on": True, "off": False}.get(settings.optiflow_canary))
     except BaseException:
         await exchange.close()
         for client in (ws_client, user_stream_client):
@@ -387,7 +388,8 @@ async def _run_exchange(args, settings, config) -> int:
         # /log (secrets redacted: the Telegram token and the exchange keys) and a confirmed
         # /shutdown work as in paper mode (SPEC T-2, L-2).
         log_buffer = install_log_buffer()
-        for secret in (settings.telegram_bot_token, settings.binance_api_key, settings.binance_api_secret):
+        for secret in (settings.telegram_bot_token, settings.binance_api_key, settings.binance_api_secret,
+                       settings.okx_api_key, settings.okx_api_secret, settings.okx_api_passphrase):
             if secret is not None:
                 log_buffer.add_secret(secret.get_secret_value())
         shutdown = ShutdownSignal()
@@ -536,7 +538,8 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     )
     runtime.persister.add_listener(notifier.on_events)
     secrets = [settings.telegram_bot_token.get_secret_value()]
-    for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret):
+    for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret,
+                   settings.okx_api_key, settings.okx_api_secret, settings.okx_api_passphrase):
         if secret is not None:
             secrets.append(secret.get_secret_value())
     lifecycle = Lifecycle(runtime, notifier, flatten=settings.flatten_on_shutdown(mode), secrets=secrets,

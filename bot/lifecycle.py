@@ -134,6 +134,7 @@ def build_card(runtime: "Runtime", mode: str, exchange: str, audit_head: tuple[i
         *account_risk_lines(account_risk, quote),
         *([_head_line(audit_head)] if audit_head else []),
         *_reconcile_lines(runtime),
+        *(as_key_value("Venue", line) for line in getattr(runtime, "venue_notes", list)()),
     )
 
 

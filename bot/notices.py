@@ -97,13 +97,16 @@ RISK_NOTICE_TITLES = {
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """One notification to send: its category and text."""
+    """One notification to send: its category and text; ``playbook`` the incident playbook
+    whose button goes with it (an engine alert's, SPEC T-6; "" = none)."""
 
     category: Category
     text: Text
     key: tuple[str, str] | None = None
     """(bot, symbol) of the position it is about, (bot, "*") for a bot's risk stop, None for
     the rest: the notifier keeps one key's messages in event order (SPEC T-4)."""
+    playbook: str = ""
+    """the incident playbook whose button goes with it (an engine alert's, SPEC T-6; "" = none)."""
 
     @property
     def priority(self) -> Priority:
@@ -149,7 +152,7 @@ class NoticeBuilder:
             elif isinstance(event, Alert):
                 notices.append(Notice(Category.ALERT, Text(
                     "⚠️ ", Bold(event.kind), f" {event.bot} {event.symbol}".rstrip(), "\n", event.text,
-                ), (event.bot, event.symbol) if event.bot and event.symbol else None))
+                ), (event.bot, event.symbol) if event.bot and event.symbol else None, event.playbook))
             elif isinstance(event, OrderUpdated) and event.order.status is OrderStatus.REJECTED:
                 o = event.order
                 notices.append(Notice(Category.ORDER, Text(

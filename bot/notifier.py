@@ -232,13 +232,15 @@ class Notifier:
 
     async def on_events(self, events: Sequence["Event"]) -> None:
         """Persister listener: notices for events already written to SQLite (SPEC T-4)."""
-        for notice in self.builder.build(events):
-            await self.notify(notice.category, notice.text, key=notice.key)
+        await self.notify_all(self.builder.build(events))
 
     async def notify_all(self, notices: Iterable[Notice]) -> None:
-        """Queue several notices in order."""
+        """Queue several notices in order; an alert with a playbook gets its button (T-6)."""
+        from keyboards.playbook import alert_keyboard
+
         for notice in notices:
-            await self.notify(notice.category, notice.text, key=notice.key)
+            markup = alert_keyboard(notice.playbook) if notice.playbook else None
+            await self.notify(notice.category, notice.text, key=notice.key, reply_markup=markup)
 
     def _push(self, item: _Outgoing, first: bool = False, place: tuple[int, int, int] | None = None) -> None:
         key = -1 if first else int(item.priority)

@@ -19,6 +19,33 @@ from trading.domain.oms import client_order_id_prefix
 from trading.domain.precision import check_order_size, floor_amount
 
 EXIT_FAILED = 1
+HEDGE_MODE = ("position mode: the account is in hedge (dual-side) mode; OptiFlow needs one-way mode "
+              "(every order would be refused with -4061): switch it in Binance futures preferences")
+
+
+async def startup_checks(gateway, config):
+    """SPEC O-7 at every demo/live start (``bot.runtime.build_exchange_runtime``), not only in
+    ``optiflow check`` (issue 13 defect 7): the position mode (hedge refused, one line), the
+    margin mode of the assets (multi-assets: the balance is the account's total wallet) and the
+    account's real commission rates per traded symbol, which replace ccxt's default fees in the
+    market rules. Returns the adapter's ``AccountRules``.
+
+    Raises:
+        ConfigError: the account is in hedge (dual-side) mode.
+        ExchangeError: the exchange could not be read after retries.
+    """
+    import logging
+
+    await gateway.load_markets()
+    rules = await gateway.fetch_account_rules(list(config.all_symbols()))
+    if rules.hedged:
+        raise ConfigError(HEDGE_MODE)
+    log = logging.getLogger(__name__)
+    if rules.multi_assets:
+        log.info("multi-assets margin mode: the balance is the account's total wallet balance")
+    for symbol, (maker, taker) in rules.commission.items():
+        log.info("%s: commission maker %s, taker %s (from the exchange)", symbol, maker, taker)
+    return rules
 
 
 def _mode(settings, live_flag: bool) -> str:
@@ -93,12 +120,16 @@ async def check_command(args) -> int:
                 continue
             _ok(f"{symbol}: tick {market.tick_size}, step {market.step_size}, min notional "
                 f"{market.min_notional} {quote}, contractSize {market.contract_size}")
-        hedged = await exchange.fetch_position_mode(None)
-        if hedged:
+        rules = await exchange.fetch_account_rules([s for s in config.all_symbols() if s in markets])
+        if rules.hedged:
             _fail("position mode: hedge (dual side) — OptiFlow needs one-way mode; switch it in the exchange settings")
             failed = True
         else:
             _ok("position mode: one-way")
+        _ok("asset mode: " + ("multi-assets (margin from every asset; balance = total wallet)" if rules.multi_assets
+                              else f"single-asset ({quote} margin)"))
+        for symbol, (maker, taker) in rules.commission.items():
+            _ok(f"{symbol}: commission maker {maker * 100:.4f} %, taker {taker * 100:.4f} % (the account's own)")
         for bot in config.bots:
             for symbol in bot.symbols:
                 if symbol not in markets:
@@ -106,7 +137,6 @@ async def check_command(args) -> int:
                 await exchange.set_margin_mode(symbol, config.account.margin_mode)
                 await exchange.set_leverage(symbol, bot.leverage)
                 _ok(f"{symbol}: margin {config.account.margin_mode}, leverage {bot.leverage}× ({bot.name})")
-        exchange.quote = quote
         balance = await exchange.fetch_balance()
         _ok(f"balance: {balance} {quote}")
     except ExchangeError as exc:

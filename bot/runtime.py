@@ -6,7 +6,11 @@ fill tracker, stop verification and reconciliation are the same objects in every
 - :func:`build_paper_runtime`: the simulated exchange restored from SQLite, replaying the bundled
   real candles (paper mode and ``optiflow backtest``).
 - :func:`build_exchange_runtime`: the ccxt adapter on Binance USDⓈ-M / OKX (demo, live), candles
-  over websocket or REST (``bot.live`` makes the adapter and the stream clients).
+  over websocket or REST (``bot.live`` makes the adapter and the stream clients). What only a real
+  venue needs comes on top of the same objects (issue 13): the O-7 start-up checks (hedge mode
+  refused, the account's own fees), the venue guard (``trading.app.venue_guard``: stops that
+  triggered and did not fill, the venue's own cancels, someone else on the account, the daily
+  canary) and the waits for an order the exchange does not show yet.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import bisect
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from trading.adapters.order_gateway import OrderGateway, Sleep
 from trading.adapters.simulated import SimulatedExchange
 from trading.app.reconcile import (
     RECONCILE_EVERY_MS,
+    UNCONFIRMED_GRACE_MS,
     FillTracker,
     Reconciler,
     ReconcileReport,
@@ -50,10 +55,13 @@ from trading.domain.errors import DataError, ExchangeError, MissingData, OrderRe
 from trading.domain.events import EventBuffer
 from trading.domain.launch import record_from_trades
 from trading.domain.models import AccountRisk, ExitReason, Market, Order, OrderLeg, Side
+from trading.domain.oms import client_order_id_prefix
 from trading.engine.core import HOUR_MS, Engine
 from trading.ports import Clock, ExchangePort, ReplayClock
 
 log = logging.getLogger(__name__)
+
+SETTLE_PAUSE_S = 0.5  # between the start-up reconciliations that settle what the venue does not show yet
 
 # O-5's 30 s are wall-clock seconds against a network venue. On the replay clock the paper
 # runtime reconciles hourly: a paced replay at the default 3000× covers an hour in 1.2 s of wall
@@ -150,7 +158,9 @@ class Runtime:
     ``exchange`` is the venue adapter (``SimulatedExchange`` or ``CcxtExchange``), ``gateway``
     the order gateway over it (the engine's port), ``feed`` the market feed (``ReplayFeed``,
     ``RestCandleFeed`` or ``HybridCandleFeed``), ``reconcile_report`` what the start-up
-    reconciliation found and repaired (SPEC L-3: the chat posts ``reconcile_report.text()``).
+    reconciliation found and repaired (SPEC L-3: the chat posts ``reconcile_report.text()``),
+    ``guard`` the venue guard of a demo/live runtime (``trading.app.venue_guard.VenueGuard``,
+    issue 13; None on the simulated venue).
     """
 
     mode: str
@@ -167,6 +177,7 @@ class Runtime:
     service: TradingService
     feed: Any
     user_stream: Any = None
+    guard: Any = None
     trading: bool = False  # the trading loop (replay or live) is running
 
     async def request_reconcile(self) -> str:
@@ -214,8 +225,15 @@ class Runtime:
     async def tick(self, now_ms: int) -> ReconcileReport | None:
         """Poll fills, verify stops, reconcile when due, then persist the events. A position
         the user stream reports differently from ours after that (closed in the exchange's
-        app, liquidated) makes a reconciliation due at the next pass (S-2, O-5)."""
+        app, liquidated) makes a reconciliation due at the next pass (S-2, O-5). The venue guard
+        (demo/live, issue 13) runs the daily canary before the pass and, after it, closes what is
+        left of a position whose stop triggered and did not fill and places again what the venue
+        cancelled on its own."""
+        if self.guard is not None:
+            await self.guard.before_tick(now_ms)  # the daily canary (issue 13)
         report = await self.supervisor.tick(now_ms)
+        if self.guard is not None:
+            await self.guard.tick(now_ms)  # unfilled stops, venue cancels (issue 13)
         if self.user_stream is not None:
             mismatched = self.user_stream.take_mismatch()
             if mismatched:
@@ -256,7 +274,15 @@ class Runtime:
     def feed_state(self) -> str:
         """The /runtime and /status "Market feed" line: candles, then order updates (S-2)."""
         text = feed_state_text(self.feed.status())
-        return text if self.user_stream is None else f"{text} · {self.user_stream.status()}"
+        if self.user_stream is not None:
+            text = f"{text} · {self.user_stream.status()}"
+        return " · ".join([text, *self.venue_notes()])
+
+    def venue_notes(self) -> list[str]:
+        """What /runtime and the build card say about the venue (issue 13: the demo venue's own
+        cancels, the canary, unfilled stops, someone else on the account); [] on the simulated
+        venue."""
+        return self.guard.status_lines() if self.guard is not None else []
 
     async def _pause(self, stop: asyncio.Event, interval_s: float) -> None:
         """Wait ``interval_s`` seconds between passes, less when stopping or when the user
@@ -347,6 +373,9 @@ async def build_runtime(
     price_proxies: dict[str, str] | None = None,
     venue_positions: Callable[[], Any] | None = None,
     next_funding: Callable[[str], Any] | None = None,
+    venue_lags: bool = True,
+    venue_checks: Callable[[OrderGateway, TradingConfig], Awaitable[Any]] | None = None,
+    make_guard: Callable[[Engine, OrderGateway, tuple[str, ...]], Any] | None = None,
 ) -> Runtime:
     """Restore the saved state into one engine behind the order gateway, reconcile it with the
     venue before any entry (SPEC L-3, O-5) and attach the market feed — for every mode.
@@ -369,6 +398,15 @@ async def build_runtime(
         price_proxies: symbol → the symbol whose candles stand in for it (S-6), for reports.
         venue_positions / next_funding: the exchange's positions (liquidation prices) and the
             next funding of a symbol, for /open (see :class:`TradingService`).
+        venue_lags: the venue may show an order it accepted only later (an exchange's order
+            service, issue 13): an order of unknown fate is looked up again over seconds, and
+            the start-up reconciliation runs again (every 0.5 s, up to ``UNCONFIRMED_GRACE_MS``)
+            until nothing is left unsettled before any entry. False for the simulated venue,
+            which shows every order the moment it accepts it (nothing to wait for).
+        venue_checks: awaited with (gateway, config) before anything else (the O-7 start-up
+            checks of an exchange, ``bot.preflight.startup_checks``).
+        make_guard: builds the venue guard from (engine, gateway, our client-id prefixes); the
+            reconciler consults it and :meth:`Runtime.tick` drives it (demo/live, issue 13).
 
     Raises:
         UnknownSymbol: a configured symbol is not listed on the venue; ExchangeError: the venue
@@ -382,12 +420,16 @@ async def build_runtime(
                 await store.orders.upsert(order)
             return False
 
-        kwargs: dict[str, Any] = {"record": record if record_orders else None}
+        kwargs: dict[str, Any] = {"record": record if record_orders else None, "clock": clock.now_ms}
         if sleep is not None:
             kwargs["sleep"] = sleep
         if rng is not None:
             kwargs["rng"] = rng
+        if not venue_lags:
+            kwargs["lookup_delays_s"] = ()
         gateway = OrderGateway(venue, **kwargs)
+        if venue_checks is not None:
+            await venue_checks(gateway, config)  # O-7: hedge mode refused, the account's fees (issue 13)
         listed = await gateway.load_markets()
         markets = {}
         for symbol in config.all_symbols():
@@ -413,11 +455,23 @@ async def build_runtime(
         await engine.start()
         verifier = StopVerifier(engine, gateway)
         tracker = FillTracker(engine, gateway, verifier)
-        reconciler = Reconciler(engine, gateway, tracker, verifier)
+        prefixes = tuple(client_order_id_prefix(mode, name) for name in engine.bots)
+        guard = None if make_guard is None else make_guard(engine, gateway, prefixes)
+        reconciler = Reconciler(engine, gateway, tracker, verifier, prefixes, guard=guard)
         supervisor = Supervisor(tracker, verifier, reconciler, reconcile_every_ms=reconcile_every_ms)
         persister = Persister(store, buffer, config_id)
         # SPEC L-3: reconcile before any new entry; the report is audited in the flush below.
         first = await reconciler.run()
+        if venue_lags:
+            # Issue 13: an order of ours the exchange does not show yet (its order service lags), a
+            # size a working market order of ours may still change, a position not traced yet are
+            # settled before any entry: the reconciliation runs again for a few seconds.
+            settle_until = clock.now_ms() + UNCONFIRMED_GRACE_MS
+            for _ in range(int(UNCONFIRMED_GRACE_MS / 1000 / SETTLE_PAUSE_S)):
+                if not reconciler.unsettled or clock.now_ms() >= settle_until:
+                    break
+                await (sleep or asyncio.sleep)(SETTLE_PAUSE_S)
+                await reconciler.run()
         supervisor.reconciled(clock.now_ms())
         await persister.flush()
         service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {},
@@ -428,10 +482,12 @@ async def build_runtime(
         await store.close()
         raise
     runtime = Runtime(mode, config, store, venue, gateway, engine, clock, buffer, persister, supervisor, first,
-                      service, feed, user_stream)
+                      service, feed, user_stream, guard)
     # The playbook buttons "place stops again" and "reconcile" (T-6), for every venue.
     service.exchange_actions.update({"REPLACE_STOPS": runtime.request_reconcile,
                                      "RECONCILE": runtime.request_reconcile})
+    if guard is not None:
+        service.exchange_actions.update(guard.actions())  # "someone else on the account" (issue 13)
     return runtime
 
 
@@ -511,7 +567,7 @@ async def build_paper_runtime(
     return await build_runtime(mode="paper", config=config, store=store, venue=venue, clock=clock,
                                make_feed=make_feed, record_orders=False,
                                reconcile_every_ms=REPLAY_RECONCILE_EVERY_MS, price_proxies=proxies,
-                               next_funding=next_funding)
+                               next_funding=next_funding, venue_lags=False)
 
 
 async def build_exchange_runtime(
@@ -525,9 +581,13 @@ async def build_exchange_runtime(
     rng=None,
     ws_client=None,
     user_stream_client=None,
+    canary: bool | None = None,
 ) -> Runtime:
     """Demo or live (SPEC S-1): the ccxt adapter ``exchange`` (``bot.live.make_exchange``), the
     engine restored from ``db_path`` and reconciled with the exchange before any entry (L-3).
+    The O-7 start-up checks run first (``bot.preflight.startup_checks``: hedge mode refused, the
+    account's own commission rates); the venue guard watches what only a real venue does
+    (issue 13); ``canary``: its daily conditional-order canary (None: on in demo, off in live).
 
     ``ws_client`` (a ccxt.pro client, ``bot.live.make_market_stream_client``) makes the candle
     feed a websocket one with REST as its fall back (S-2); the runtime closes it. None = REST
@@ -536,9 +596,11 @@ async def build_exchange_runtime(
     injected by tests.
 
     Raises:
-        UnknownSymbol, ExchangeError, StorageError.
+        ConfigError: the account is in hedge mode; UnknownSymbol, ExchangeError, StorageError.
     """
     from bot.live import WallClock
+    from bot.preflight import startup_checks
+    from trading.app.venue_guard import VenueGuard
     from trading.adapters.rest_feed import RestCandleFeed
     from trading.adapters.user_stream import UserStreamWatcher
     from trading.adapters.ws_feed import HybridCandleFeed
@@ -557,7 +619,12 @@ async def build_exchange_runtime(
         def make_user_stream(engine: Engine, prefixes: tuple[str, ...]) -> UserStreamWatcher:
             return UserStreamWatcher(engine, user_stream_client, prefixes)
 
+    def make_guard(engine: Engine, gateway: OrderGateway, prefixes: tuple[str, ...]) -> VenueGuard:
+        return VenueGuard(engine, gateway, exchange, prefixes, mode=env,
+                          canary=(env == "demo") if canary is None else canary)
+
     return await build_runtime(mode=env, config=config, store=store, venue=exchange, clock=clock,
                                make_feed=make_feed, sleep=sleep, rng=rng, make_user_stream=make_user_stream,
                                venue_positions=getattr(exchange, "fetch_position_details", None),
-                               next_funding=getattr(exchange, "fetch_next_funding", None))
+                               next_funding=getattr(exchange, "fetch_next_funding", None),
+                               venue_checks=startup_checks, make_guard=make_guard)

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     okx_api_secret: SecretStr | None = None
     okx_api_passphrase: SecretStr | None = None
     optiflow_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Daily canary of conditional orders (issue 13): "auto" = on in demo, off in live (opt-in).
+    optiflow_canary: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("telegram_allowed_user_ids", "telegram_trader_ids", "telegram_viewer_ids",
                      "telegram_notify_chat_ids", mode="before")

@@ -1,9 +1,10 @@
 """/playbook [incident], /log [n] and the playbook step buttons (SPEC T-2 ops, T-6).
 
 Playbook actions run through the same service verbs as the commands; closing a symbol asks for
-confirmation; "place stops again" and "reconcile" ask the demo/live supervisor for a
-reconciliation with the exchange (SPEC O-5); an action this run cannot do (no exchange to
-reconcile with in paper mode) says so.
+confirmation; "place stops again" and "reconcile" ask the supervisor for a reconciliation with
+the venue (every mode, SPEC O-5, O-9); the "someone else on the account" actions (adopt, ignore,
+close, issue 13) run the demo/live venue guard, and in paper mode say that nobody else trades the
+simulated exchange.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from trading.app.service import TradingService
 
 LOG_DEFAULT, LOG_MAX = 20, 100
+# Someone else on the account (issue 13) is a real venue's incident: nobody else trades the simulated
+# exchange, so paper has nothing to adopt, ignore or close.
+FOREIGN_ACTIONS = ("ADOPT_FOREIGN", "IGNORE_FOREIGN", "CLOSE_FOREIGN")
+NO_FOREIGN_IN_PAPER = "Nobody else trades the simulated exchange in paper mode: there is nothing to adopt, ignore or close."
 
 
 async def on_playbook(message: Message, command: CommandObject) -> None:
@@ -87,6 +92,10 @@ async def on_playbook_action(
             result = f"{action.replace('_', ' ').capitalize()} failed: {exc}"
         if message is not None:
             await message.answer(text=result, parse_mode=None)
+    elif action in FOREIGN_ACTIONS and trading.mode == "paper":
+        callback_answer.text = "Not in paper mode"
+        if message is not None:
+            await message.answer(text=NO_FOREIGN_IN_PAPER, parse_mode=None)
     else:
         callback_answer.text = "Not available in this version"
 

@@ -29,6 +29,9 @@ ACTION_LABELS = {
     "CLOSE_SYMBOL": "❌ Close a symbol",
     "REPLACE_STOPS": "🛡 Place stops again",
     "RECONCILE": "🔄 Reconcile now",
+    "ADOPT_FOREIGN": "🤝 Adopt",
+    "IGNORE_FOREIGN": "🙈 Ignore",
+    "CLOSE_FOREIGN": "❌ Close it",
 }
 
 

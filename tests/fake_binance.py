@@ -1,25 +1,33 @@
 """A loopback fake Binance USDⓈ-M REST API for tests (aiohttp), spoken to by the real ccxt
 ``binanceusdm`` client whose ``urls['api']`` entries point at :attr:`FakeBinance.base_url`.
 
+As strict as the venue (issue 13): the account, orders, algo orders and positions are
+``tests.fake_binance_venue.Venue`` — see that module for the rules it enforces (client-id
+uniqueness among open orders only and its pattern, MARKET_LOT_SIZE / LOT_SIZE / tick /
+PERCENT_PRICE / MIN_NOTIONAL, -4045, -2021 against the mark price for MARK_PRICE, reduce-only
+conditional orders accepted without a position and expiring at trigger, NEW → TRIGGERING →
+TRIGGERED/FINISHED, hedge mode refused with -4061, USDT and USDC wallets, multi-assets mode).
+
 What it serves (the part ccxt calls for this bot): ``/fapi/v1/exchangeInfo`` built from the real
 ccxt markets dump in ``data/markets`` (each market's ``info`` is Binance's own exchangeInfo
-entry), ``time``, ``klines`` from the bundled real candles, ``markPriceKlines`` and ``fundingRate``
-from the real mark-price candles and funding events in ``data_dir`` (SPEC D-1; paginated and
-limited as Binance documents them: klines ``limit`` ≤ 1500 with its weight by limit,
-``fundingRate`` ``limit`` ≤ 1000, ``startTime``/``endTime`` windows, ascending rows),
-``ticker/24hr``, ``ticker/price``, ``ticker/bookTicker``, ``premiumIndex`` (one symbol or all);
-signed: ``order`` POST/GET/DELETE, ``algoOrder``
-POST/GET/DELETE (Binance moved conditional STOP_MARKET / TAKE_PROFIT_MARKET orders to the algo
-service, and ccxt 4.5 routes them there), ``openOrders``, ``openAlgoOrders``, ``allOpenOrders``,
-``algoOpenOrders`` DELETE, ``userTrades``, ``positionRisk`` (v2, v3), ``account`` / ``balance``
-(v2, v3), ``leverage``, ``marginType``, ``positionSide/dual``, ``apiRestrictions`` (sapi),
-``listenKey``.
+entry), ``time``, ``klines`` from the bundled real candles (a USDC perpetual without candles
+of its own replays its USDT twin's), ``markPriceKlines`` and ``fundingRate`` from the real
+mark-price candles and funding events in ``data_dir`` (SPEC D-1; paginated and limited as
+Binance documents them: klines ``limit`` ≤ 1500 with its weight by limit, ``fundingRate``
+``limit`` ≤ 1000, ``startTime``/``endTime`` windows, ascending rows), ``ticker/24hr``,
+``ticker/price``, ``ticker/bookTicker``, ``premiumIndex`` (mark price, one symbol or all); signed: ``order`` POST/GET/DELETE (by ``orderId`` or
+``origClientOrderId``), ``algoOrder`` POST/GET/DELETE (by ``algoId`` or ``clientAlgoId``),
+``openOrders``, ``openAlgoOrders``, ``allOpenOrders``, ``algoOpenOrders`` DELETE, ``userTrades``,
+``positionRisk`` (v2: every served symbol with leverage and margin type; v3: only symbols with a
+position, without them), ``account`` (v2 with ``canTrade``; v3 without), ``balance`` (v2, v3),
+``leverage``, ``marginType``, ``positionSide/dual``, ``multiAssetsMargin``, ``commissionRate``,
+``apiRestrictions`` (sapi), ``listenKey`` (POST/PUT/DELETE, valid ``listen_key_ttl_ms`` from its
+last keep-alive, -1125 once expired).
 
-Matching is the simulated exchange's (``trading.adapters.simulated.SimulatedExchange``): market orders fill
-at the next candle's open, stops before take-profits. The test drives time with
-:meth:`FakeBinance.advance` (one real candle per call). A client order id is unique per account
-as on Binance: a second order with an id already used is refused with -4116
-("ClientOrderId is duplicated"); every accepted id is recorded in :attr:`accepted_ids`.
+Market orders are answered as Binance answers ``newOrderRespType=RESULT`` (what ccxt sends):
+FILLED at once. The test drives the candles with :meth:`FakeBinance.advance` (one real candle per
+call) and the exchange clock with :attr:`FakeBinance.wall_ms` (real time unless a test binds it
+to its own clock).
 
 Request weight (``weight_limit``, off by default): Binance's IP limit of 2400 weight per minute
 (REQUEST_WEIGHT in exchangeInfo), every reply carrying ``X-MBX-USED-WEIGHT-1M``; past the limit
@@ -27,11 +35,19 @@ a request is refused with HTTP 429 and a ``Retry-After`` of the seconds left in 
 (``fundingRate`` also has its own 500 requests per 5 minutes). ``now_ms`` serves history: every
 candle closed by then, instead of the candle index that :meth:`FakeBinance.advance` moves.
 
-Fault injection (:meth:`FakeBinance.inject`): ``5xx`` (HTTP 503), ``429`` and ``418`` with a
-``Retry-After`` header, ``-1021`` (timestamp outside recvWindow), ``timeout_after_accept`` (the
-order is accepted, then the reply stalls past the client's timeout) and ``partial`` (a market
-order fills in two halves over two candles). Market streams over websocket (kline events, with
-drop / refuse / silence faults): :attr:`FakeBinance.ws`, see ``tests.fake_binance_ws``.
+Faults (:meth:`FakeBinance.inject`): ``5xx`` (HTTP 503), ``429`` with ``Retry-After``, ``418``
+(an IP ban for ``Retry-After`` seconds: every request before it ends is answered 418 again and
+counted in :attr:`requests_during_ban`), ``-1021`` (timestamp outside recvWindow),
+``timeout_after_accept`` (the order is accepted, then the reply stalls past the client's
+timeout), ``partial`` (a market order fills half now, the rest at the next candle's open),
+``invisible`` (the order is accepted but answers -2013 and is missing from the open lists for
+``invisible_ms`` of exchange time — Binance's order service lagging behind its matching engine),
+and the trigger faults ``stop_expire`` (the next conditional order to trigger becomes a market
+order that expires unfilled), ``stop_partial_expire`` (fills half, the rest expires) and
+``stop_stuck`` (stays TRIGGERING for ``venue.stuck_candles`` candles, default two). ``demo_cancel_after_ms`` makes the venue
+cancel conditional orders on its own once they are that old (checked at each candle), as Binance's
+demo environment does.
+Market and user-data streams over websocket: :attr:`FakeBinance.ws` (``tests.fake_binance_ws``).
 """
 
 from __future__ import annotations
@@ -39,46 +55,38 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import itertools
 import json
+import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from trading.domain.errors import OrderRejected
-from trading.adapters.marketdata import CandleSeries, load_candles, load_ccxt_markets, market_from_ccxt
+from tests.fake_binance_venue import (
+    ALGO_WORKING,
+    TRIGGER_FAULTS,
+    AlgoOrder,
+    BinanceReject,
+    Rules,
+    Trade,
+    Venue,
+    VOrder,
+)
+from trading.adapters.marketdata import CandleSeries, load_candles, load_ccxt_markets
 from trading.domain.models import Order, OrderLeg, OrderSide, OrderStatus, OrderType
 from trading.ports import ReplayClock
-from trading.adapters.simulated import SimulatedExchange
 
 API_KEY = "fake-test-key"
 API_SECRET = "fake-test-secret"
 
-FAULT_KINDS = ("5xx", "429", "418", "-1021", "timeout_after_accept", "partial")
-_STATUS = {
-    OrderStatus.OPEN: "NEW",
-    OrderStatus.CLOSED: "FILLED",
-    OrderStatus.CANCELED: "CANCELED",
-    OrderStatus.REJECTED: "EXPIRED",
-}
-_ALGO_STATUS = {
-    OrderStatus.OPEN: "NEW",
-    OrderStatus.CLOSED: "FINISHED",
-    OrderStatus.CANCELED: "CANCELED",
-    OrderStatus.REJECTED: "EXPIRED",
-}
-
-
-class BinanceReject(Exception):
-    """A Binance error reply ``{"code": code, "msg": msg}`` with an HTTP status."""
-
-    def __init__(self, code: int, msg: str, http: int = 400, headers: dict | None = None) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.http, self.headers = code, msg, http, headers or {}
+FAULT_KINDS = ("5xx", "429", "418", "-1021", "timeout_after_accept", "partial", "invisible", *TRIGGER_FAULTS)
+ORDER_FAULTS = ("timeout_after_accept", "partial", "invisible")
+USDC_COMMISSION = (Decimal("0"), Decimal("0.0004"))  # Binance's USDC perpetuals: no maker fee
+__all__ = ["API_KEY", "API_SECRET", "FAULT_KINDS", "BinanceReject", "FakeBinance", "Trade"]
 
 
 @dataclass(slots=True)
@@ -93,35 +101,6 @@ class Fault:
     retry_after_s: int = 1
 
 
-@dataclass(slots=True)
-class _Record:
-    """Exchange-side bookkeeping of one order: its numeric id and whether it is an algo order."""
-
-    order_id: int
-    algo: bool
-    time_ms: int
-    working_type: str = "CONTRACT_PRICE"
-    price_protect: bool = False
-    limit_price: str = "0"  # TAKE_PROFIT: the limit it becomes once triggered
-    actual_order_id: int | None = None  # an algo order that triggered: the market order it became
-
-
-@dataclass(slots=True)
-class Trade:
-    """One fill as /fapi/v1/userTrades reports it."""
-
-    id: int
-    order_id: int
-    client_order_id: str
-    symbol: str  # ccxt unified
-    side: OrderSide
-    qty: Decimal
-    price: Decimal
-    fee: Decimal
-    realized_pnl: Decimal
-    time_ms: int
-
-
 @dataclass
 class FakeBinance:
     """The fake exchange: one account, the given symbols, real candles of ``timeframe``.
@@ -129,7 +108,18 @@ class FakeBinance:
     Args:
         data_dir: the bundled ``data/`` folder; symbols: ccxt unified symbols served with candles
         (all 454 markets are listed in exchangeInfo); start_index: candle index of the first
-        :meth:`advance`; balance: USDT wallet balance; slippage_pct: as the paper engine.
+        :meth:`advance`; balance: USDT wallet balance (``assets`` overrides: asset → balance);
+        slippage_pct: % against the taker on market fills; stall_s: how long a
+        ``timeout_after_accept`` reply stalls; dual_side / margin_type / can_trade /
+        multi_assets: the account's settings; commission: symbol → (maker, taker) fractions
+        (default: the market's dump fees, USDC perpetuals maker 0 / taker 0.04 %);
+        demo_cancel_after_ms: the venue cancels conditional orders this old (None: never);
+        listen_key_ttl_ms: a listenKey's validity after its last keep-alive (Binance: 60 min);
+        invisible_ms: how long the ``invisible`` fault hides an accepted order; now_ms: serve
+        history up to this time (see the module docstring); weight_limit / weight_window_s /
+        funding_limit / funding_window_s: the request-weight budget (None: unlimited);
+        liquidation_prices: positionRisk ``liquidationPrice`` per symbol (Binance's own figure;
+        "0" = none reported); funding_rates: premiumIndex ``lastFundingRate`` per symbol.
     """
 
     data_dir: Path
@@ -142,13 +132,17 @@ class FakeBinance:
     dual_side: bool = False
     margin_type: str = "cross"
     can_trade: bool = True
+    assets: dict[str, Decimal] | None = None
+    multi_assets: bool = False
+    commission: dict[str, tuple[Decimal, Decimal]] | None = None
+    demo_cancel_after_ms: int | None = None
+    listen_key_ttl_ms: int = 3_600_000
+    invisible_ms: int = 1_500
     now_ms: int | None = None
     weight_limit: int | None = None
     weight_window_s: float = 60.0
     funding_limit: int = 500
     funding_window_s: float = 300.0
-    # positionRisk "liquidationPrice" per symbol (Binance's own figure; "0" = none reported) and
-    # premiumIndex "lastFundingRate" per symbol: the values a test makes the exchange report.
     liquidation_prices: dict = field(default_factory=dict)
     funding_rates: dict = field(default_factory=dict)
 
@@ -157,42 +151,51 @@ class FakeBinance:
     accepted_ids: list[str] = field(init=False, default_factory=list)
     faults_injected: Counter = field(init=False, default_factory=Counter)
     requests: Counter = field(init=False, default_factory=Counter)
-    trades: list[Trade] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.raw_markets = _cached("markets", self.data_dir, lambda: load_ccxt_markets(self.data_dir))
         self._by_id = {m["id"]: m for m in self.raw_markets.values() if m.get("linear") and m.get("swap")}
-        markets = {s: market_from_ccxt(self.raw_markets[s]) for s in self.symbols}
-        self.clock = ReplayClock()
-        self.sim = SimulatedExchange(markets, self.balance, self.slippage_pct, self.clock)
+        self.wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+        self.clock = ReplayClock()  # the candle clock
         self.series: dict[str, CandleSeries] = {
-            s: _cached(f"{s}|{self.timeframe}", self.data_dir, lambda s=s: load_candles(self.data_dir, s, self.timeframe))
+            s: _cached(f"{s}|{self.timeframe}", self.data_dir, lambda s=s: _candles(self.data_dir, s, self.timeframe))
             for s in self.symbols
         }
+        rules = {s: Rules.from_ccxt(self.raw_markets[s]) for s in self.symbols}
+        commission = {s: (USDC_COMMISSION if self.raw_markets[s]["settle"] == "USDC" else
+                          (Decimal(str(self.raw_markets[s]["maker"])), Decimal(str(self.raw_markets[s]["taker"]))))
+                      for s in self.symbols}
+        commission.update(self.commission or {})
+        self.venue = Venue(rules, dict(self.assets or {"USDT": self.balance}), self.slippage_pct, commission,
+                           lambda: self.wall_ms(), multi_assets=self.multi_assets, dual_side=self.dual_side,
+                           demo_cancel_after_ms=self.demo_cancel_after_ms)
         self.index = self.start_index - 1  # index of the current (last closed) candle
-        self._records: dict[str, _Record] = {}
-        self._actual: dict[int, str] = {}  # actualOrderId → client id of the algo order
-        self._ids = itertools.count(1_000_001)
-        self._trade_ids = itertools.count(1)
         self._faults: list[Fault] = []
-        self._filled_before: dict[str, Decimal] = {}  # partial fills: contracts filled by the first half
-        self._avg_before: dict[str, Decimal] = {}
-        self._partial: dict[str, Decimal] = {}  # client id → contracts still to fill (partial fault)
-        self._leverage: dict[str, int] = {}
+        self._leverage: dict[str, int] = self.venue.leverage
         self._margin_type: dict[str, str] = {}
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self.stalled = 0
-        self.duplicate_rejections = 0  # orders sent again under an id already used (-4116)
+        self.duplicate_rejections = 0  # -4116: an id sent again while its order was still open
         self.duplicate_ids: list[str] = []
+        self.banned_until_ms = 0  # 418: the IP ban ends at this exchange time
+        self.requests_during_ban = 0
+        self.listen_keys: dict[str, int] = {}  # listenKey → exchange time it expires
+        self._listen_key_seq = 0
         from tests.fake_binance_ws import FakeBinanceStreams
 
-        self.ws = FakeBinanceStreams(self)  # market streams (SPEC S-2 websocket feed)
+        self.ws = FakeBinanceStreams(self)  # market and user-data streams (SPEC S-2)
+        self.venue.on_event = self.ws.user_event
         self.rate_limited = 0  # requests refused with 429 for exceeding the weight limit
         self._weight_used = 0
         self._weight_window_start = 0.0
         self._funding_used = 0
         self._funding_window_start = 0.0
+
+    def __setattr__(self, name, value) -> None:
+        object.__setattr__(self, name, value)
+        if name == "dual_side" and "venue" in self.__dict__:
+            self.venue.dual_side = value
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> str:
@@ -242,14 +245,20 @@ class FakeBinance:
 
     # ---------------------------------------------------------------- driving
     def inject(self, kind: str, path: str = "", method: str | None = None, count: int = 1, retry_after_s: int = 1) -> None:
-        """Arm a fault (see the module docstring) for the next matching request(s)."""
+        """Arm a fault (see the module docstring) for the next matching request(s); a trigger
+        fault for the next ``count`` conditional orders to trigger."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}")
+        if kind in TRIGGER_FAULTS:
+            self.venue.trigger_faults.extend([kind] * count)
+            self.faults_injected[kind] += count
+            return
         self._faults.append(Fault(kind, path, method, count, retry_after_s))
 
     def clear_faults(self) -> None:
         """Disarm every pending fault."""
         self._faults.clear()
+        self.venue.trigger_faults.clear()
 
     def candle(self, symbol: str) -> tuple[int, float, float, float, float, float]:
         """The current candle of ``symbol``: (open time ms, open, high, low, close, volume)."""
@@ -258,122 +267,102 @@ class FakeBinance:
         return s.timestamp[i], s.open[i], s.high[i], s.low[i], s.close[i], s.volume[i]
 
     def advance(self) -> list[Trade]:
-        """Move every symbol to its next real candle: pending market orders fill at its open
-        (a partial-fill fault splits one in two halves over two candles), then stops and
-        take-profits trigger on its high/low (stop first). Returns the new trades."""
+        """Move every symbol to its next real candle (see ``Venue.on_candle``: rests of part
+        fills at its open, limits it trades through, triggers on its high/low, stops first).
+        Returns the new trades."""
+        before = len(self.venue.trades)
         self.index += 1
-        new: list[Trade] = []
+        self.venue.housekeeping()
+        self.ws.check_listen_keys()
         for symbol in self.symbols:
             ts, o, h, low, c, _ = self.candle(symbol)
-            self.clock.current_ms = ts
-            held = self._hold_partials(symbol)
-            for fill in self.sim.fill_pending(symbol, ts, o):
-                new.append(self._book(fill))
-            self._release_partials(symbol, held)
-            while (fill := self.sim.next_trigger(symbol, ts, o, h, low)) is not None:
-                new.append(self._book(fill))
             self.clock.current_ms = ts + self._tf_ms() - 1
-            self.sim._last_price[symbol] = Decimal(repr(c))
+            self.venue.on_candle(symbol, _d(o), _d(h), _d(low), _d(c))
         self.ws.publish()
-        return new
+        return self.venue.trades[before:]
 
     def _tf_ms(self) -> int:
         from trading.domain.models import TIMEFRAME_MS
 
         return TIMEFRAME_MS[self.timeframe]
 
-    def _hold_partials(self, symbol: str) -> list[Order]:
-        """Partial fills: an order marked partial fills half now, the rest on the next candle."""
-        held = []
-        for cid, remaining in list(self._partial.items()):
-            order = self.sim._orders[cid]
-            if order.symbol != symbol or order.status is not OrderStatus.OPEN:
-                continue
-            if remaining == 0:  # second candle: let the rest fill normally
-                del self._partial[cid]
-                continue
-            market = self.sim._markets[symbol]
-            half = (order.amount / 2 // market.step_size) * market.step_size
-            if half <= 0:
-                del self._partial[cid]
-                continue
-            # fill `half` now through a twin order, keep the original open for the rest
-            twin = replace(order, client_order_id=cid + "#p", amount=half)
-            self.sim._orders[twin.client_order_id] = twin
-            self.sim._pending[symbol] = [twin.client_order_id if x == cid else x for x in self.sim._pending.get(symbol, [])]
-            self._partial[cid] = order.amount - half
-            held.append(order)
-        return held
-
-    def _release_partials(self, symbol: str, held: list[Order]) -> None:
-        for order in held:
-            cid = order.client_order_id
-            twin = self.sim._orders.pop(cid + "#p")
-            rest = self._partial[cid]
-            self.sim._orders[cid] = replace(order, amount=rest, filled=Decimal(0), status=OrderStatus.OPEN)
-            self._filled_before[cid] = twin.filled
-            self._avg_before[cid] = twin.average or Decimal(0)
-            self._partial[cid] = Decimal(0)
-            self.sim._pending.setdefault(symbol, []).append(cid)
-            self.sim.active_symbols.add(symbol)
-
-    def _book(self, fill) -> Trade:
-        cid = fill.client_order_id.removesuffix("#p")
-        record = self._records[cid]
-        order_id = record.order_id
-        if record.algo:
-            # Binance: a triggered conditional order becomes a market order of its own; the algo
-            # order only tells its id (actualOrderId).
-            record.actual_order_id = order_id = next(self._ids)
-            self._actual[order_id] = cid
-        trade = Trade(next(self._trade_ids), order_id, cid, fill.symbol, fill.side, fill.amount,
-                      fill.price, fill.fee, Decimal(0), fill.timestamp)
-        self.trades.append(trade)
-        order = self.sim._orders.get(fill.client_order_id)
-        if order is not None:
-            self.ws.user_fill(order, fill, order_id, trade.id)
-        return trade
+    def set_mark(self, symbol: str, mark: Decimal) -> None:
+        """Make the mark price of ``symbol`` differ from its last price (premiumIndex, MARK_PRICE
+        triggers and -2021 checks follow it)."""
+        self.venue.mark_offset[symbol] = mark - self.venue.last[symbol]
 
     def close_by_hand(self, symbol: str) -> None:
         """The trader closes ``symbol``'s position in the exchange's app (not through the bot):
-        a reduce-only market order fills at the last price at once."""
-        contracts, _entry = self.sim.position(symbol)
-        side = OrderSide.SELL if contracts > 0 else OrderSide.BUY
-        order = Order(client_order_id=f"app-close-{next(self._ids)}", bot="app", symbol=symbol, side=side,
-                      type=OrderType.MARKET, leg=OrderLeg.CLOSE, amount=abs(contracts), reduce_only=True,
-                      created_ms=self.clock.current_ms)
-        _run_sync(self.sim.create_order(order))
-        self._records[order.client_order_id] = _Record(next(self._ids), False, self.clock.current_ms)
-        for fill in self.sim.fill_pending(symbol, self.clock.current_ms, float(self._last(symbol))):
-            self._book(fill)
+        a reduce-only market order under the app's own client id fills at once."""
+        amount, _entry = self.position(symbol)
+        self.trade_by_hand(symbol, "SELL" if amount > 0 else "BUY", abs(amount), reduce_only=True)
+
+    def trade_by_hand(self, symbol: str, side: str, qty: Decimal, *, reduce_only: bool = False,
+                      client_id: str | None = None) -> VOrder:
+        """Someone else on the account (the exchange's app, a second bot) sends a market order."""
+        cid = client_id or f"web_{self.venue._next_id}"
+        return self.venue.place_order(symbol, cid, side, "MARKET", qty, None, reduce_only, "GTC")
+
+    def cancel_by_hand(self, client_order_id: str) -> None:
+        """The trader cancels a conditional order in the exchange's app (not through the bot)."""
+        self.venue.cancel_algo(self.algo(client_order_id), by="user")
+
+    def cancel_by_venue(self, client_order_id: str) -> None:
+        """The venue cancels a conditional order on its own (Binance's demo environment does)."""
+        self.venue.cancel_algo(self.algo(client_order_id), by="venue")
 
     # ------------------------------------------------------------- inspection
     def position(self, symbol: str) -> tuple[Decimal, Decimal] | None:
         """The exchange's net position: (signed contracts, entry price) or None."""
-        return self.sim.position(symbol)
+        pos = self.venue.positions.get(symbol)
+        return None if pos is None else (pos.amount, pos.entry)
+
+    def algo(self, client_order_id: str) -> AlgoOrder:
+        """The latest algo order with this client id (KeyError when none)."""
+        found = [a for a in self.venue.algos.values() if a.client_id == client_order_id]
+        if not found:
+            raise KeyError(client_order_id)
+        return found[-1]
+
+    def orders_of(self, client_order_id: str) -> list[VOrder]:
+        """Every matching-engine order ever accepted under this client id, oldest first."""
+        return [o for o in self.venue.orders.values() if o.client_id == client_order_id]
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        """Open orders (plain and algo), as the simulator holds them."""
-        return [o for o in self.sim._orders.values() if o.status is OrderStatus.OPEN
-                and not o.client_order_id.endswith("#p") and (symbol is None or o.symbol == symbol)]
+        """What the account shows open and cancellable: conditional orders waiting for their
+        trigger and open matching-engine orders, as domain orders (bot "exchange")."""
+        return [_algo_order(a) for a in self.venue.open_algos(symbol)] + [
+            _plain_order(o) for o in self.venue.open_orders(symbol)]
+
+    def alive_ids(self, symbol: str | None = None) -> set[str]:
+        """Client ids of orders still alive on the exchange: conditional orders not final
+        (NEW, TRIGGERING, TRIGGERED) and open matching-engine orders."""
+        return {a.client_id for a in self.venue.algos.values() if a.status in ALGO_WORKING
+                and (symbol is None or a.symbol == symbol)} | {o.client_id for o in self.venue.open_orders(symbol)}
+
+    def working_stop(self, symbol: str, prefix: str = "") -> bool:
+        """True when a reduce-only STOP_MARKET of ``prefix`` is working on ``symbol`` (waiting for
+        its trigger, or triggered and executing)."""
+        return any(a.order_type == "STOP_MARKET" and a.reduce_only and a.client_id.startswith(prefix)
+                   and a.symbol == symbol and a.status in ALGO_WORKING for a in self.venue.algos.values())
+
+    def accepted_twice(self) -> list[str]:
+        """Client ids accepted more than once (a duplicated order: what must never happen)."""
+        return sorted(cid for cid, n in Counter(self.accepted_ids).items() if n > 1)
+
+    @property
+    def trades(self) -> list[Trade]:
+        """Every fill so far, oldest first."""
+        return self.venue.trades
 
     def plant_order(self, symbol: str, client_order_id: str, contracts: Decimal) -> None:
         """An open conditional order the client does not know about (a leftover of an earlier
         session whose database was lost): a TAKE_PROFIT_MARKET buy at half the last price."""
-        market = self.sim._markets[symbol]
-        trigger = (self._last(symbol) / 2 // market.tick_size) * market.tick_size
-        order = Order(client_order_id=client_order_id, bot="exchange", symbol=symbol, side=OrderSide.BUY,
-                      type=OrderType.TAKE_PROFIT_MARKET, leg=OrderLeg.TP1, amount=contracts, reduce_only=False,
-                      created_ms=self.clock.current_ms, trigger_price=trigger)
-        _run_sync(self.sim.create_order(order))
-        self._records[client_order_id] = _Record(next(self._ids), True, self.clock.current_ms)
+        rules = self.venue.rules[symbol]
+        trigger = (self.venue.last[symbol] / 2 // rules.tick) * rules.tick
+        self.venue.place_algo(symbol, client_order_id, "BUY", "TAKE_PROFIT_MARKET", contracts, trigger, None,
+                              "CONTRACT_PRICE", False, True, "GTC")
         self.accepted_ids.append(client_order_id)
-
-    def force_fill(self, symbol: str) -> list[Trade]:
-        """Fill pending market orders of ``symbol`` at the current close (a fill the client has
-        not seen: reconciliation must book it)."""
-        ts, _, _, _, c, _ = self.candle(symbol)
-        return [self._book(f) for f in self.sim.fill_pending(symbol, ts, c)]
 
     # --------------------------------------------------------------- serving
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -385,20 +374,24 @@ class FakeBinance:
             body = await request.text()
             if body:
                 params.update(parse_qsl(body, keep_blank_values=True))
-            signed = "signature" in params
-            if signed:
+            self._check_ban()
+            if "signature" in params:
                 self._verify(request, request.query_string, body)
-            fault = self._take_fault(path, method)
-            if fault is not None and fault.kind != "timeout_after_accept" and fault.kind != "partial":
-                self._raise_fault(fault)
+            self.ws.check_listen_keys()
+            faults = self._take_faults(path, method)
+            for fault in faults:
+                if fault.kind not in ORDER_FAULTS:
+                    self._raise_fault(fault)
             handler = self._route(method, path)
             if handler is None:
                 raise BinanceReject(-1000, f"fake: no route for {method} {path}", http=404)
             headers = self._charge_weight(method, path, params)
-            if fault is not None and fault.kind == "partial":
-                params["_partial"] = "1"
+            kinds = {fault.kind for fault in faults}
+            for kind in ("partial", "invisible"):
+                if kind in kinds:
+                    params["_" + kind] = "1"
             result = handler(params)
-            if fault is not None and fault.kind == "timeout_after_accept":
+            if "timeout_after_accept" in kinds:
                 self.stalled += 1
                 try:
                     await asyncio.wait_for(self._stop.wait(), self.stall_s)
@@ -410,6 +403,15 @@ class FakeBinance:
                 status=exc.http, text=json.dumps({"code": exc.code, "msg": exc.msg}),
                 content_type="application/json", headers=exc.headers,
             )
+
+    def _check_ban(self) -> None:
+        now = self.wall_ms()
+        if now < self.banned_until_ms:
+            self.requests_during_ban += 1
+            left = max(1, (self.banned_until_ms - now + 999) // 1000)
+            raise BinanceReject(-1003, f"Way too many requests; IP banned until {self.banned_until_ms}. Please use "
+                                       "the websocket for live updates to avoid bans.", http=418,
+                                headers={"Retry-After": str(left)})
 
     def _verify(self, request: web.Request, query: str, body: str) -> None:
         if request.headers.get("X-MBX-APIKEY") != API_KEY:
@@ -438,7 +440,6 @@ class FakeBinance:
         """Count the request against the IP weight budget (when ``weight_limit`` is set) and
         refuse it with 429 + Retry-After once the window's budget is spent."""
         import math
-        import time
 
         if self.weight_limit is None:
             return {}
@@ -464,37 +465,54 @@ class FakeBinance:
         self._weight_used += weight
         return {"X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
 
-    def _take_fault(self, path: str, method: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.path in path and (fault.method is None or fault.method == method):
-                if fault.kind in ("timeout_after_accept", "partial") and not (
-                    method == "POST" and path.endswith(("/order", "/algoOrder"))
-                ):
+    def _take_faults(self, path: str, method: str) -> list[Fault]:
+        """The faults this request meets: the first armed one that matches, plus every other
+        order fault that also matches (an order can be accepted, hidden AND answered late)."""
+        taken: list[Fault] = []
+        for fault in list(self._faults):
+            if not (fault.path in path and (fault.method is None or fault.method == method)):
+                continue
+            if fault.kind in ORDER_FAULTS:
+                if not (method == "POST" and path.endswith(("/order", "/algoOrder"))):
                     continue
-                fault.count -= 1
-                if fault.count <= 0:
-                    self._faults.remove(fault)
-                self.faults_injected[fault.kind] += 1
-                return fault
-        return None
+                if fault.kind == "partial" and not path.endswith("/order"):
+                    continue
+                if any(f.kind == fault.kind for f in taken):
+                    continue
+            elif any(f.kind not in ORDER_FAULTS for f in taken):
+                continue
+            fault.count -= 1
+            if fault.count <= 0:
+                self._faults.remove(fault)
+            self.faults_injected[fault.kind] += 1
+            taken.append(fault)
+            if fault.kind not in ORDER_FAULTS:
+                break
+        return taken
 
-    @staticmethod
-    def _raise_fault(fault: Fault) -> None:
+    def _raise_fault(self, fault: Fault) -> None:
         if fault.kind == "5xx":
             raise BinanceReject(-1001, "Internal error; unable to process your request. Please try again.", http=503)
-        if fault.kind in ("429", "418"):
-            raise BinanceReject(
-                -1003, "Too many requests; please use the websocket for live updates.",
-                http=int(fault.kind), headers={"Retry-After": str(fault.retry_after_s)},
-            )
+        if fault.kind == "429":
+            raise BinanceReject(-1003, "Too many requests; please use the websocket for live updates.", http=429,
+                                headers={"Retry-After": str(fault.retry_after_s)})
+        if fault.kind == "418":
+            self.banned_until_ms = self.wall_ms() + fault.retry_after_s * 1000
+            raise BinanceReject(-1003, f"Way too many requests; IP banned until {self.banned_until_ms}.", http=418,
+                                headers={"Retry-After": str(fault.retry_after_s)})
         if fault.kind == "-1021":
             raise BinanceReject(-1021, "Timestamp for this request is outside of the recvWindow.", http=400)
 
     def _route(self, method: str, path: str):
         tail = path.split("/", 3)[-1] if path.startswith(("/fapi/", "/sapi/")) else path
+        version = path.split("/")[2] if path.startswith("/fapi/") else ""
+        if tail == "account" and method == "GET":
+            return self._account_v3 if version == "v3" else self._account_v2
+        if tail == "positionRisk" and method == "GET":
+            return self._position_risk_v3 if version == "v3" else self._position_risk_v2
         return {
             ("GET", "exchangeInfo"): self._exchange_info,
-            ("GET", "time"): lambda p: {"serverTime": self._server_time()},
+            ("GET", "time"): lambda p: {"serverTime": self.wall_ms()},
             ("GET", "ping"): lambda p: {},
             ("GET", "klines"): self._klines,
             ("GET", "markPriceKlines"): self._mark_klines,
@@ -505,41 +523,36 @@ class FakeBinance:
             ("GET", "premiumIndex"): self._premium_index,
             ("POST", "order"): self._post_order,
             ("GET", "order"): self._get_order,
-            ("DELETE", "order"): lambda p: self._delete_order(p, algo=False),
-            ("POST", "algoOrder"): self._post_order,
+            ("DELETE", "order"): self._delete_order,
+            ("POST", "algoOrder"): self._post_algo_order,
             ("GET", "algoOrder"): self._get_algo_order,
-            ("DELETE", "algoOrder"): lambda p: self._delete_order(p, algo=True),
-            ("GET", "openOrders"): lambda p: self._open(p, algo=False),
-            ("GET", "openAlgoOrders"): lambda p: self._open(p, algo=True),
-            ("DELETE", "allOpenOrders"): lambda p: self._cancel_all(p, algo=False),
-            ("DELETE", "algoOpenOrders"): lambda p: self._cancel_all(p, algo=True),
+            ("DELETE", "algoOrder"): self._delete_algo_order,
+            ("GET", "openOrders"): self._open_orders,
+            ("GET", "openAlgoOrders"): self._open_algo_orders,
+            ("DELETE", "allOpenOrders"): self._cancel_all,
+            ("DELETE", "algoOpenOrders"): self._cancel_all_algo,
             ("GET", "userTrades"): self._user_trades,
-            ("GET", "positionRisk"): self._position_risk,
-            ("GET", "account"): self._account,
             ("GET", "balance"): self._balance,
             ("POST", "leverage"): self._set_leverage,
             ("GET", "leverageBracket"): self._leverage_bracket,
             ("POST", "marginType"): self._set_margin_type,
-            ("GET", "positionSide/dual"): lambda p: {"dualSidePosition": self.dual_side},
+            ("GET", "positionSide/dual"): lambda p: {"dualSidePosition": self.venue.dual_side},
             ("POST", "positionSide/dual"): self._set_dual,
+            ("GET", "multiAssetsMargin"): lambda p: {"multiAssetsMargin": self.venue.multi_assets},
+            ("GET", "commissionRate"): self._commission_rate,
             ("GET", "account/apiRestrictions"): self._api_restrictions,
-            ("POST", "listenKey"): lambda p: {"listenKey": "fake-listen-key"},
-            ("PUT", "listenKey"): lambda p: {},
-            ("DELETE", "listenKey"): lambda p: {},
+            ("POST", "listenKey"): self._new_listen_key,
+            ("PUT", "listenKey"): self._keep_listen_key,
+            ("DELETE", "listenKey"): self._close_listen_key,
         }.get((method, tail))
-
-    @staticmethod
-    def _server_time() -> int:
-        import time
-
-        return int(time.time() * 1000)
 
     # --------------------------------------------------------------- public
     def _exchange_info(self, p: dict) -> dict:
         return {
-            "timezone": "UTC", "serverTime": self._server_time(), "futuresType": "U_MARGINED",
+            "timezone": "UTC", "serverTime": self.wall_ms(), "futuresType": "U_MARGINED",
             "rateLimits": [], "exchangeFilters": [],
-            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"},
+                       {"asset": "USDC", "marginAvailable": True, "autoAssetExchange": "-10000"}],
             "symbols": [m["info"] for m in self._by_id.values()],
         }
 
@@ -665,7 +678,7 @@ class FakeBinance:
                  "markPrice": marks.get(stamps[i] - stamps[i] % (8 * 3_600_000), "")} for i in window]
 
     def _last(self, symbol: str) -> Decimal:
-        return Decimal(repr(self.candle(symbol)[4]))
+        return self.venue.last.get(symbol) or _d(self.candle(symbol)[4])
 
     def _ticker_24hr(self, p: dict):
         ids = [p["symbol"]] if "symbol" in p else [self.raw_markets[s]["id"] for s in self.symbols]
@@ -673,15 +686,15 @@ class FakeBinance:
         for market_id in ids:
             symbol = self._served(market_id)
             ts, o, h, low, c, v = self.candle(symbol)
-            rows.append({"symbol": market_id, "lastPrice": repr(c), "openPrice": repr(o), "highPrice": repr(h),
-                         "lowPrice": repr(low), "volume": repr(v), "quoteVolume": "0", "openTime": ts,
-                         "closeTime": ts + self._tf_ms() - 1, "priceChange": "0", "priceChangePercent": "0",
-                         "weightedAvgPrice": repr(c), "lastQty": "0", "count": 0})
+            rows.append({"symbol": market_id, "lastPrice": str(self._last(symbol)), "openPrice": repr(o),
+                         "highPrice": repr(h), "lowPrice": repr(low), "volume": repr(v), "quoteVolume": "0",
+                         "openTime": ts, "closeTime": ts + self._tf_ms() - 1, "priceChange": "0",
+                         "priceChangePercent": "0", "weightedAvgPrice": repr(c), "lastQty": "0", "count": 0})
         return rows[0] if "symbol" in p else rows
 
     def _ticker_price(self, p: dict):
         symbol = self._served(p.get("symbol"))
-        return {"symbol": p["symbol"], "price": str(self._last(symbol)), "time": self.clock.current_ms}
+        return {"symbol": p["symbol"], "price": str(self._last(symbol)), "time": self.wall_ms()}
 
     def _book_ticker(self, p: dict):
         ids = [p["symbol"]] if "symbol" in p else [self.raw_markets[s]["id"] for s in self.symbols]
@@ -689,250 +702,276 @@ class FakeBinance:
         for market_id in ids:
             symbol = self._served(market_id)
             last = self._last(symbol)
-            tick = self.sim._markets[symbol].tick_size
+            tick = self.venue.rules[symbol].tick
             rows.append({"symbol": market_id, "bidPrice": str(last), "bidQty": "100", "askPrice": str(last + tick),
-                         "askQty": "100", "time": self.clock.current_ms})
+                         "askQty": "100", "time": self.wall_ms()})
         return rows[0] if "symbol" in p else rows
 
     def _premium_index(self, p: dict):
         ids = [p["symbol"]] if p.get("symbol") else [self.raw_markets[s]["id"] for s in self.symbols]
         rows = []
+        eight_hours = 8 * 3_600_000  # Binance USDⓈ-M funds every 8 h (00:00, 08:00, 16:00 UTC)
         for market_id in ids:
             symbol = self._served(market_id)
-            last = str(self._last(symbol))
-            eight_hours = 8 * 3_600_000  # Binance USDⓈ-M funds every 8 h (00:00, 08:00, 16:00 UTC)
-            rows.append({"symbol": market_id, "markPrice": last, "indexPrice": last,
+            rows.append({"symbol": market_id, "markPrice": str(self.venue.mark(symbol)),
+                         "indexPrice": str(self._last(symbol)), "estimatedSettlePrice": str(self._last(symbol)),
                          "lastFundingRate": self.funding_rates.get(symbol, "0.0001"),
                          "nextFundingTime": self.clock.current_ms - self.clock.current_ms % eight_hours + eight_hours,
-                         "interestRate": "0.0001", "time": self.clock.current_ms})
+                         "interestRate": "0.0001", "time": self.wall_ms()})
         return rows[0] if p.get("symbol") else rows
 
     # --------------------------------------------------------------- orders
-    def _post_order(self, p: dict) -> dict:
+    @staticmethod
+    def _bool(p: dict, key: str) -> bool:
+        return str(p.get(key, "false")).lower() == "true"
+
+    def _order_params(self, p: dict) -> tuple[str, Decimal, Decimal | None]:
         symbol = self._served(p.get("symbol"))
-        algo = "algoType" in p
-        cid = p.get("clientAlgoId") if algo else p.get("newClientOrderId")
-        if not cid:
-            raise BinanceReject(-1102, "Mandatory parameter 'newClientOrderId' was not sent.")
-        if cid in self._records:
-            self.duplicate_rejections += 1
-            self.duplicate_ids.append(cid)
-            raise BinanceReject(-4116, "ClientOrderId is duplicated.")
         if not self.can_trade:
             raise BinanceReject(-2015, "Invalid API-key, IP, or permissions for action.", http=401)
-        kind = p.get("type") or p.get("orderType")
-        try:
-            order_type = OrderType(kind)
-        except ValueError:
-            raise BinanceReject(-1116, "Invalid orderType.") from None
-        if (order_type in (OrderType.MARKET, OrderType.LIMIT)) == algo:
-            raise BinanceReject(-4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.")
-        quantity = Decimal(p["quantity"])
-        market = self.sim._markets[symbol]
-        if quantity % market.step_size != 0:
-            raise BinanceReject(-1111, "Precision is over the maximum defined for this asset.")
-        trigger = Decimal(p["triggerPrice"]) if algo else None
-        if trigger is not None and trigger % market.tick_size != 0:
-            raise BinanceReject(-1111, "Precision is over the maximum defined for this asset.")
-        limit_price = "0"
-        if order_type is OrderType.TAKE_PROFIT:  # a limit once triggered: Binance needs its price
-            if not p.get("price"):
-                raise BinanceReject(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
-            if Decimal(p["price"]) % market.tick_size != 0:
-                raise BinanceReject(-1111, "Precision is over the maximum defined for this asset.")
-            if Decimal(p["price"]) != trigger:  # the simulator fills it at its trigger (OptiFlow's style)
-                raise BinanceReject(-1102, "this fake supports TAKE_PROFIT with price == triggerPrice only")
-            limit_price = p["price"]
-        reduce_only = p.get("reduceOnly", "false").lower() == "true"
-        price = None
-        if order_type is OrderType.LIMIT:
-            if not p.get("price") or not p.get("timeInForce"):
-                raise BinanceReject(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
-            price = Decimal(p["price"])
-            if price % market.tick_size != 0:
-                raise BinanceReject(-1111, "Precision is over the maximum defined for this asset.")
-        if not reduce_only and order_type in (OrderType.MARKET, OrderType.LIMIT):
-            notional = quantity * market.contract_size * (price or self._last(symbol))
-            if notional < market.min_notional:
-                raise BinanceReject(-4164, f"Order's notional must be no smaller than {market.min_notional} (unless you choose reduce only).")
-            lev = self._leverage.get(symbol, 20)
-            if notional / lev > self.sim._balance:
-                raise BinanceReject(-2019, "Margin is insufficient.")
-        leg = OrderLeg.ENTRY if not reduce_only else (OrderLeg.STOP_LOSS if order_type is OrderType.STOP_MARKET else
-                                                       OrderLeg.TP1 if algo else OrderLeg.CLOSE)
-        order = Order(client_order_id=cid, bot="exchange", symbol=symbol, side=OrderSide(p["side"].lower()),
-                      type=order_type, leg=leg, amount=quantity, reduce_only=reduce_only,
-                      created_ms=self.clock.current_ms, trigger_price=trigger, price=price)
-        try:
-            accepted = _run_sync(self.sim.create_order(order))
-        except OrderRejected as exc:
-            text = str(exc)
-            if "-2021" in text:
-                raise BinanceReject(-2021, "Order would immediately trigger.") from None
-            raise BinanceReject(-2022, "ReduceOnly Order is rejected.") from None
-        record = _Record(next(self._ids), algo, self.clock.current_ms, p.get("workingType", "CONTRACT_PRICE"),
-                         p.get("priceProtect", "false").lower() == "true", limit_price)
-        self._records[cid] = record
-        self.accepted_ids.append(cid)
-        if p.get("_partial") and order_type is OrderType.MARKET:
-            self._partial[cid] = quantity
-        return self._algo_json(accepted) if algo else self._order_json(accepted)
+        if not p.get("quantity"):
+            raise BinanceReject(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        price = Decimal(p["price"]) if p.get("price") else None
+        return symbol, Decimal(p["quantity"]), price
 
-    def _lookup(self, p: dict, algo: bool) -> Order:
-        symbol = self._unified(p.get("symbol")) if p.get("symbol") else None
-        cid = p.get("clientAlgoId") if algo else p.get("origClientOrderId")
-        actual = False
-        if cid is None:
-            key = "algoId" if algo else "orderId"
-            wanted = int(p.get(key, -1))
-            cid = next((c for c, r in self._records.items() if r.order_id == wanted), None)
-            if cid is None and not algo and wanted in self._actual:
-                cid, actual = self._actual[wanted], True
-        record = self._records.get(cid or "")
-        order = self.sim._orders.get(cid or "")
-        if record is None or order is None or (record.algo != algo and not actual) or (symbol and order.symbol != symbol):
-            raise BinanceReject(-2013, "Order does not exist.")
-        return order
+    def _post_order(self, p: dict) -> dict:
+        symbol, quantity, price = self._order_params(p)
+        cid = p.get("newClientOrderId")
+        if not cid:
+            raise BinanceReject(-1102, "Mandatory parameter 'newClientOrderId' was not sent (this fake needs one).")
+        order_type = p.get("type", "")
+        if p.get("newOrderRespType", "ACK") not in ("ACK", "RESULT"):
+            raise BinanceReject(-1136, "Invalid newOrderRespType.")
+        try:
+            order = self.venue.place_order(
+                symbol, cid, p.get("side", ""), order_type, quantity, price, self._bool(p, "reduceOnly"),
+                p.get("timeInForce", ""), position_side=p.get("positionSide", ""), partial="_partial" in p,
+                invisible_ms=self.invisible_ms if "_invisible" in p else 0)
+        except BinanceReject as exc:
+            self._count_duplicate(exc, cid)
+            raise
+        self.accepted_ids.append(cid)
+        if p.get("newOrderRespType") == "RESULT":
+            return self._order_json(order)
+        return {**self._order_json(order), "status": "NEW", "executedQty": "0", "cumQuote": "0", "avgPrice": "0"}
+
+    def _post_algo_order(self, p: dict) -> dict:
+        if p.get("algoType") != "CONDITIONAL":
+            raise BinanceReject(-1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed.")
+        symbol, quantity, price = self._order_params(p)
+        cid = p.get("clientAlgoId")
+        if not cid:
+            raise BinanceReject(-1102, "Mandatory parameter 'clientAlgoId' was not sent (this fake needs one).")
+        if not p.get("triggerPrice"):
+            raise BinanceReject(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
+        try:
+            algo = self.venue.place_algo(
+                symbol, cid, p.get("side", ""), p.get("type", ""), quantity, Decimal(p["triggerPrice"]), price,
+                p.get("workingType", "CONTRACT_PRICE"), self._bool(p, "priceProtect"), self._bool(p, "reduceOnly"),
+                p.get("timeInForce", ""), position_side=p.get("positionSide", ""),
+                invisible_ms=self.invisible_ms if "_invisible" in p else 0)
+        except BinanceReject as exc:
+            self._count_duplicate(exc, cid)
+            raise
+        self.accepted_ids.append(cid)
+        return self._algo_json(algo)
+
+    def _count_duplicate(self, exc: BinanceReject, cid: str) -> None:
+        if exc.code == -4116:
+            self.duplicate_rejections += 1
+            self.duplicate_ids.append(cid)
+
+    def _find(self, p: dict) -> VOrder:
+        symbol = self._served(p.get("symbol"))
+        if p.get("orderId"):
+            return self.venue.find_order(symbol, order_id=int(p["orderId"]))
+        if p.get("origClientOrderId"):
+            return self.venue.find_order(symbol, client_id=p["origClientOrderId"])
+        raise BinanceReject(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+
+    def _find_algo(self, p: dict) -> AlgoOrder:
+        if p.get("algoId"):
+            return self.venue.find_algo(algo_id=int(p["algoId"]))
+        if p.get("clientAlgoId"):
+            return self.venue.find_algo(client_id=p["clientAlgoId"])
+        raise BinanceReject(-1102, "Param 'clientAlgoId' or 'algoId' must be sent, but both were empty/null!")
 
     def _get_order(self, p: dict) -> dict:
-        order = self._lookup(p, algo=False)
-        record = self._records[order.client_order_id]
-        if record.algo:  # the market order a triggered conditional order became
-            kind = "LIMIT" if order.type is OrderType.TAKE_PROFIT else "MARKET"
-            return {**self._order_json(order), "orderId": record.actual_order_id, "type": kind,
-                    "clientOrderId": f"autoclose-{record.actual_order_id}", "origType": order.type.value,
-                    "stopPrice": str(order.trigger_price)}
-        return self._order_json(order)
+        return self._order_json(self._find(p))
 
     def _get_algo_order(self, p: dict) -> dict:
-        return self._algo_json(self._lookup(p, algo=True))
+        return self._algo_json(self._find_algo(p))
 
-    def _delete_order(self, p: dict, algo: bool) -> dict:
+    def _delete_order(self, p: dict) -> dict:
         try:
-            order = self._lookup(p, algo=algo)
-        except BinanceReject:
-            raise BinanceReject(-2011, "Unknown order sent.") from None
-        if order.status is not OrderStatus.OPEN:
-            raise BinanceReject(-2011, "Unknown order sent.")
-        cancelled = _run_sync(self.sim.cancel_order(order.client_order_id, order.symbol))
-        self._partial.pop(order.client_order_id, None)
-        if algo:
-            record = self._records[order.client_order_id]
-            return {"algoId": record.order_id, "clientAlgoId": order.client_order_id, "code": "200", "msg": "success"}
-        return self._order_json(cancelled)
+            order = self._find(p)
+        except BinanceReject as exc:
+            if exc.code == -2013:
+                raise BinanceReject(-2011, "Unknown order sent.") from None
+            raise
+        return self._order_json(self.venue.cancel_order(order))
 
-    def _open(self, p: dict, algo: bool) -> list:
-        symbol = self._unified(p["symbol"]) if p.get("symbol") else None
-        rows = []
-        for order in self.open_orders(symbol):
-            if self._records[order.client_order_id].algo == algo:
-                rows.append(self._algo_json(order) if algo else self._order_json(order))
-        return rows
+    def _delete_algo_order(self, p: dict) -> dict:
+        try:
+            algo = self._find_algo(p)
+        except BinanceReject as exc:
+            if exc.code == -2013:
+                raise BinanceReject(-2011, "Unknown order sent.") from None
+            raise
+        self.venue.cancel_algo(algo)
+        return {"algoId": algo.algo_id, "clientAlgoId": algo.client_id, "code": "200", "msg": "success"}
 
-    def _cancel_all(self, p: dict, algo: bool) -> dict:
+    def _open_orders(self, p: dict) -> list:
+        symbol = self._served(p["symbol"]) if p.get("symbol") else None
+        return [self._order_json(o) for o in self.venue.open_orders(symbol, visible_only=True)]
+
+    def _open_algo_orders(self, p: dict) -> list:
+        symbol = self._served(p["symbol"]) if p.get("symbol") else None
+        return [self._algo_json(a) for a in self.venue.open_algos(symbol, visible_only=True)]
+
+    def _cancel_all(self, p: dict) -> dict:
         symbol = self._served(p.get("symbol"))
-        for order in self.open_orders(symbol):
-            if self._records[order.client_order_id].algo == algo:
-                _run_sync(self.sim.cancel_order(order.client_order_id, symbol))
+        for order in self.venue.open_orders(symbol):
+            self.venue.cancel_order(order)
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def _cancel_all_algo(self, p: dict) -> dict:
+        symbol = self._served(p.get("symbol"))
+        for algo in self.venue.open_algos(symbol):
+            self.venue.cancel_algo(algo)
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
 
     def _user_trades(self, p: dict) -> list:
         symbol = self._served(p.get("symbol"))
         since = int(p.get("startTime", 0))
+        until = int(p.get("endTime", 2**62))
+        market_id = self.raw_markets[symbol]["id"]
         rows = []
-        for t in self.trades:
-            if t.symbol != symbol or t.time_ms < since:
+        for t in self.venue.trades:
+            if t.symbol != symbol or not since <= t.time_ms <= until:
                 continue
-            rows.append({"symbol": p["symbol"], "id": t.id, "orderId": t.order_id, "side": t.side.value.upper(),
+            rows.append({"symbol": market_id, "id": t.id, "orderId": t.order_id, "side": t.side,
                          "price": str(t.price), "qty": str(t.qty), "realizedPnl": str(t.realized_pnl),
-                         "quoteQty": str(t.qty * t.price), "commission": str(t.fee), "commissionAsset": "USDT",
-                         "time": t.time_ms, "positionSide": "BOTH", "buyer": t.side is OrderSide.BUY,
-                         "maker": False})
-        return rows[-int(p.get("limit", 500)):]
+                         "quoteQty": str(t.qty * t.price), "commission": str(t.fee), "commissionAsset": t.fee_asset,
+                         "time": t.time_ms, "positionSide": "BOTH", "buyer": t.side == "BUY", "maker": t.maker})
+        limit = int(p.get("limit", 500))
+        return rows[:limit] if "startTime" in p else rows[-limit:]
 
-    def _order_json(self, order: Order) -> dict:
-        record = self._records[order.client_order_id]
-        filled = order.filled + self._filled_before.get(order.client_order_id, Decimal(0))
-        status = _STATUS[order.status]
-        if order.status is OrderStatus.OPEN and filled > 0:
-            status = "PARTIALLY_FILLED"
-        average = order.average or self._avg_before.get(order.client_order_id) or Decimal(0)
-        market = self.raw_markets[order.symbol]
+    def _order_json(self, order: VOrder) -> dict:
         return {
-            "orderId": record.order_id, "symbol": market["id"], "status": status,
-            "clientOrderId": order.client_order_id, "price": str(order.price or 0), "avgPrice": str(average),
-            "origQty": str(order.amount + self._filled_before.get(order.client_order_id, Decimal(0))),
-            "executedQty": str(filled), "cumQuote": str(filled * average), "timeInForce": "GTC",
-            "type": order.type.value, "reduceOnly": order.reduce_only, "closePosition": False,
-            "side": order.side.value.upper(), "positionSide": "BOTH", "stopPrice": "0",
-            "workingType": record.working_type, "priceProtect": record.price_protect,
-            "origType": order.type.value, "time": record.time_ms, "updateTime": order.updated_ms or record.time_ms,
+            "orderId": order.order_id, "symbol": self.venue.rules[order.symbol].market_id, "status": order.status,
+            "clientOrderId": order.client_id, "price": str(order.price), "avgPrice": str(order.avg_price),
+            "origQty": str(order.qty), "executedQty": str(order.executed), "cumQty": str(order.executed),
+            "cumQuote": str(order.cum_quote), "timeInForce": order.tif, "type": order.type,
+            "reduceOnly": order.reduce_only, "closePosition": False, "side": order.side, "positionSide": "BOTH",
+            "stopPrice": str(order.stop_price), "workingType": order.working_type, "priceProtect": order.price_protect,
+            "origType": order.orig_type or order.type, "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
+            "goodTillDate": 0, "time": order.time_ms, "updateTime": order.update_ms,
         }
 
-    def _algo_json(self, order: Order) -> dict:
-        record = self._records[order.client_order_id]
-        market = self.raw_markets[order.symbol]
+    def _algo_json(self, algo: AlgoOrder) -> dict:
+        actual = self.venue.orders.get(algo.actual_order_id) if algo.actual_order_id else None
         return {
-            "algoId": record.order_id, "clientAlgoId": order.client_order_id, "algoType": "CONDITIONAL",
-            "orderType": order.type.value, "symbol": market["id"], "side": order.side.value.upper(),
-            "positionSide": "BOTH", "timeInForce": "GTC", "quantity": str(order.amount),
-            "algoStatus": _ALGO_STATUS[order.status], "triggerPrice": str(order.trigger_price),
-            "price": record.limit_price,
-            "workingType": record.working_type, "closePosition": False, "priceProtect": record.price_protect,
-            "reduceOnly": order.reduce_only, "createTime": record.time_ms,
-            "updateTime": order.updated_ms or record.time_ms,
-            "triggerTime": order.updated_ms if record.actual_order_id else 0, "goodTillDate": 0,
-            "actualOrderId": str(record.actual_order_id or ""),
-            "actualPrice": str(order.average) if record.actual_order_id else "0",
+            "algoId": algo.algo_id, "clientAlgoId": algo.client_id, "algoType": "CONDITIONAL",
+            "orderType": algo.order_type, "symbol": self.venue.rules[algo.symbol].market_id, "side": algo.side,
+            "positionSide": "BOTH", "timeInForce": algo.tif, "quantity": str(algo.qty), "algoStatus": algo.status,
+            "actualOrderId": str(algo.actual_order_id or ""),
+            "actualPrice": str(actual.avg_price if actual else Decimal(0)),
+            "triggerPrice": str(algo.trigger), "price": str(algo.price), "icebergQuantity": None,
+            "tpTriggerPrice": "0.000", "tpPrice": "0.000", "slTriggerPrice": "0.000", "slPrice": "0.000",
+            "tpOrderType": "", "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": algo.working_type,
+            "priceMatch": "NONE", "closePosition": False, "priceProtect": algo.price_protect,
+            "reduceOnly": algo.reduce_only, "createTime": algo.create_ms, "updateTime": algo.update_ms,
+            "triggerTime": algo.trigger_ms, "goodTillDate": 0,
         }
 
     # -------------------------------------------------------------- account
-    def _position_rows(self, p: dict) -> list:
+    def _position_row(self, symbol: str, *, v3: bool) -> dict:
+        venue = self.venue
+        pos = venue.positions.get(symbol)
+        amount, entry = (pos.amount, pos.entry) if pos else (Decimal(0), Decimal(0))
+        mark = venue.mark(symbol)
+        lev = venue.leverage.get(symbol, 20)
+        notional = amount * mark
+        row = {
+            "symbol": venue.rules[symbol].market_id, "positionSide": "BOTH", "positionAmt": str(amount),
+            "entryPrice": str(entry), "breakEvenPrice": str(entry), "markPrice": str(mark),
+            "unRealizedProfit": str(venue.unrealised(symbol)),
+            "liquidationPrice": self.liquidation_prices.get(symbol, "0") if pos else "0", "isolatedMargin": "0",
+            "notional": str(notional), "isolatedWallet": "0", "updateTime": pos.update_ms if pos else 0,
+        }
+        if v3:
+            return {**row, "marginAsset": venue.rules[symbol].settle, "initialMargin": str(abs(notional) / lev),
+                    "maintMargin": "0", "positionInitialMargin": str(abs(notional) / lev),
+                    "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0"}
+        return {**row, "leverage": str(lev), "maxNotionalValue": "1000000",
+                "marginType": self._margin_type.get(symbol, self.margin_type), "isAutoAddMargin": "false"}
+
+    def _position_risk_v2(self, p: dict) -> list:
+        return [self._position_row(s, v3=False) for s in self.symbols
+                if not p.get("symbol") or p["symbol"] == self.venue.rules[s].market_id]
+
+    def _position_risk_v3(self, p: dict) -> list:
+        """V3 lists only symbols with a position or open orders, without leverage / margin type."""
+        busy = set(self.venue.positions) | {o.symbol for o in self.venue.open_orders()} | {
+            a.symbol for a in self.venue.open_algos()}
+        return [self._position_row(s, v3=True) for s in self.symbols if s in busy
+                and (not p.get("symbol") or p["symbol"] == self.venue.rules[s].market_id)]
+
+    def _asset_rows(self) -> list[dict]:
+        venue = self.venue
         rows = []
-        for symbol in self.symbols:
-            market_id = self.raw_markets[symbol]["id"]
-            if p.get("symbol") and p["symbol"] != market_id:
-                continue
-            pos = self.sim.position(symbol)
-            amount, entry = pos if pos else (Decimal(0), Decimal(0))
-            mark = self._last(symbol)
-            upnl = (mark - entry) * amount if pos else Decimal(0)
-            lev = self._leverage.get(symbol, 20)
-            rows.append({
-                "symbol": market_id, "positionAmt": str(amount), "entryPrice": str(entry), "breakEvenPrice": str(entry),
-                "markPrice": str(mark), "unRealizedProfit": str(upnl),
-                "liquidationPrice": self.liquidation_prices.get(symbol, "0") if pos else "0",
-                "leverage": str(lev), "maxNotionalValue": "1000000",
-                "marginType": self._margin_type.get(symbol, self.margin_type), "isolatedMargin": "0",
-                "isAutoAddMargin": "false", "positionSide": "BOTH", "notional": str(amount * mark),
-                "isolatedWallet": "0", "updateTime": self.clock.current_ms,
-                "initialMargin": str(abs(amount * mark) / lev), "maintMargin": "0", "adl": 0,
-            })
+        for asset in ("USDT", "USDC"):
+            wallet = venue.assets.get(asset, Decimal(0))
+            upnl = sum((venue.unrealised(s) for s in venue.positions if venue.rules[s].settle == asset), Decimal(0))
+            used = sum((abs(p.amount) * p.entry / venue.leverage.get(s, 20) for s, p in venue.positions.items()
+                        if venue.rules[s].settle == asset), Decimal(0))
+            touched = asset in venue.assets
+            rows.append({"asset": asset, "walletBalance": str(wallet), "unrealizedProfit": str(upnl),
+                         "marginBalance": str(wallet + upnl), "maintMargin": "0", "initialMargin": str(used),
+                         "positionInitialMargin": str(used), "openOrderInitialMargin": "0",
+                         "crossWalletBalance": str(wallet), "crossUnPnl": str(upnl),
+                         "availableBalance": str(wallet + upnl - used), "maxWithdrawAmount": str(wallet - used),
+                         "marginAvailable": True,
+                         # Binance leaves an asset never funded at updateTime 0 (ccxt then skips it).
+                         "updateTime": venue.asset_updated_ms.get(asset, self.wall_ms()) if touched else 0})
         return rows
 
-    def _position_risk(self, p: dict) -> list:
-        return self._position_rows(p)
+    def _totals(self) -> dict:
+        """Account totals: every asset in multi-assets mode (USD value, 1:1 here), USDT only in
+        single-asset mode (as Binance's docs say)."""
+        rows = [r for r in self._asset_rows() if self.venue.multi_assets or r["asset"] == "USDT"]
+        total = lambda key: str(sum((Decimal(r[key]) for r in rows), Decimal(0)))  # noqa: E731
+        return {"totalInitialMargin": total("initialMargin"), "totalMaintMargin": "0",
+                "totalWalletBalance": total("walletBalance"), "totalUnrealizedProfit": total("unrealizedProfit"),
+                "totalMarginBalance": total("marginBalance"), "totalPositionInitialMargin": total("initialMargin"),
+                "totalOpenOrderInitialMargin": "0", "totalCrossWalletBalance": total("walletBalance"),
+                "totalCrossUnPnl": total("unrealizedProfit"), "availableBalance": total("availableBalance"),
+                "maxWithdrawAmount": total("maxWithdrawAmount")}
 
-    def _asset(self) -> dict:
-        wallet = self.sim._balance
-        upnl = sum((Decimal(r["unRealizedProfit"]) for r in self._position_rows({})), Decimal(0))
-        return {"asset": "USDT", "walletBalance": str(wallet), "unrealizedProfit": str(upnl),
-                "marginBalance": str(wallet + upnl), "maintMargin": "0", "initialMargin": "0",
-                "positionInitialMargin": "0", "openOrderInitialMargin": "0", "maxWithdrawAmount": str(wallet),
-                "crossWalletBalance": str(wallet), "crossUnPnl": str(upnl), "availableBalance": str(wallet),
-                "marginAvailable": True, "updateTime": self.clock.current_ms, "balance": str(wallet)}
+    def _account_v3(self, p: dict) -> dict:
+        positions = [{k: row[k] for k in ("symbol", "positionSide", "positionAmt", "unRealizedProfit",
+                                          "isolatedMargin", "notional", "isolatedWallet", "initialMargin",
+                                          "maintMargin", "updateTime")}
+                     for row in (self._position_row(s, v3=True) for s in self.venue.positions)]
+        return {**self._totals(), "assets": self._asset_rows(), "positions": positions}
 
-    def _account(self, p: dict) -> dict:
-        asset = self._asset()
-        return {"feeTier": 0, "canTrade": self.can_trade, "canDeposit": True, "canWithdraw": False,
-                "totalWalletBalance": asset["walletBalance"], "totalUnrealizedProfit": asset["unrealizedProfit"],
-                "totalMarginBalance": asset["marginBalance"], "availableBalance": asset["availableBalance"],
-                "maxWithdrawAmount": asset["maxWithdrawAmount"], "assets": [asset],
-                "positions": self._position_rows({}), "updateTime": self.clock.current_ms}
+    def _account_v2(self, p: dict) -> dict:
+        return {"feeTier": 0, "feeBurn": False, "canTrade": self.can_trade, "canDeposit": True, "canWithdraw": False,
+                "updateTime": 0, "multiAssetsMargin": self.venue.multi_assets, "tradeGroupId": -1, **self._totals(),
+                "assets": self._asset_rows(), "positions": self._position_risk_v2({})}
 
     def _balance(self, p: dict) -> list:
-        asset = self._asset()
-        return [{"accountAlias": "fake", **asset}]
+        return [{"accountAlias": "fake", "asset": r["asset"], "balance": r["walletBalance"],
+                 "crossWalletBalance": r["crossWalletBalance"], "crossUnPnl": r["crossUnPnl"],
+                 "availableBalance": r["availableBalance"], "maxWithdrawAmount": r["maxWithdrawAmount"],
+                 "marginAvailable": True, "updateTime": r["updateTime"]} for r in self._asset_rows()]
+
+    def _commission_rate(self, p: dict) -> dict:
+        symbol = self._served(p.get("symbol"))
+        maker, taker = self.venue.commission[symbol]
+        return {"symbol": p["symbol"], "makerCommissionRate": str(maker), "takerCommissionRate": str(taker),
+                "rpiCommissionRate": "0"}
 
     def _set_leverage(self, p: dict) -> dict:
         symbol = self._served(p.get("symbol"))
@@ -940,7 +979,6 @@ class FakeBinance:
         if not 1 <= leverage <= 125:
             raise BinanceReject(-4028, "Leverage is not valid.")
         self._leverage[symbol] = leverage
-        _run_sync(self.sim.set_leverage(symbol, leverage))
         return {"leverage": leverage, "maxNotionalValue": "1000000", "symbol": p["symbol"]}
 
     def _leverage_bracket(self, p: dict) -> list:
@@ -954,12 +992,14 @@ class FakeBinance:
         wanted = "cross" if wanted == "crossed" else wanted
         if self._margin_type.get(symbol, self.margin_type) == wanted:
             raise BinanceReject(-4046, "No need to change margin type.")
+        if symbol in self.venue.positions:
+            raise BinanceReject(-4048, "Margin type cannot be changed if there exists position.")
         self._margin_type[symbol] = wanted
         return {"code": 200, "msg": "success"}
 
     def _set_dual(self, p: dict) -> dict:
         wanted = p["dualSidePosition"].lower() == "true"
-        if wanted == self.dual_side:
+        if wanted == self.venue.dual_side:
             raise BinanceReject(-4059, "No need to change position side.")
         self.dual_side = wanted
         return {"code": 200, "msg": "success"}
@@ -968,6 +1008,73 @@ class FakeBinance:
         return {"ipRestrict": False, "createTime": 0, "enableReading": True, "enableFutures": self.can_trade,
                 "enableWithdrawals": False, "enableSpotAndMarginTrading": False, "enableMargin": False,
                 "enableInternalTransfer": False, "permitsUniversalTransfer": False, "enableVanillaOptions": False}
+
+    # ------------------------------------------------------ user-data stream keys
+    def listen_key_valid(self, key: str) -> bool:
+        """True while ``key`` has not expired (its last keep-alive was under the TTL ago)."""
+        expires = self.listen_keys.get(key)
+        return expires is not None and self.wall_ms() < expires
+
+    def _new_listen_key(self, p: dict) -> dict:
+        """POST: the account's valid key extended, or a new one (Binance: one key per API key)."""
+        valid = [k for k in self.listen_keys if self.listen_key_valid(k)]
+        if valid:
+            key = valid[-1]
+        else:
+            self._listen_key_seq += 1
+            key = f"fake-listen-key-{self._listen_key_seq}"
+        self.listen_keys[key] = self.wall_ms() + self.listen_key_ttl_ms
+        return {"listenKey": key}
+
+    def _keep_listen_key(self, p: dict) -> dict:
+        valid = [k for k in self.listen_keys if self.listen_key_valid(k)]
+        if not valid:
+            raise BinanceReject(-1125, "This listenKey does not exist.")
+        self.listen_keys[valid[-1]] = self.wall_ms() + self.listen_key_ttl_ms
+        return {"listenKey": valid[-1]}
+
+    def _close_listen_key(self, p: dict) -> dict:
+        for key in [k for k in self.listen_keys if self.listen_key_valid(k)]:
+            self.listen_keys[key] = 0
+        return {}
+
+
+def _d(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+def _candles(data_dir: Path, symbol: str, timeframe: str) -> CandleSeries:
+    """The bundled candles of ``symbol``; a USDC perpetual without its own file replays its USDT
+    twin's (the fake needs a price path, not USDC history)."""
+    try:
+        return load_candles(data_dir, symbol, timeframe)
+    except Exception:
+        if ":USDC" not in symbol:
+            raise
+        base = symbol.split("/")[0]
+        return load_candles(data_dir, f"{base}/USDT:USDT", timeframe)
+
+
+def _leg_of(reduce_only: bool, order_type: str) -> OrderLeg:
+    if not reduce_only:
+        return OrderLeg.ENTRY
+    if order_type == "STOP_MARKET":
+        return OrderLeg.STOP_LOSS
+    return OrderLeg.TP1 if order_type.startswith("TAKE_PROFIT") else OrderLeg.CLOSE
+
+
+def _algo_order(a: AlgoOrder) -> Order:
+    return Order(client_order_id=a.client_id, bot="exchange", symbol=a.symbol, side=OrderSide(a.side.lower()),
+                 type=OrderType(a.order_type), leg=_leg_of(a.reduce_only, a.order_type), amount=a.qty,
+                 reduce_only=a.reduce_only, created_ms=a.create_ms, status=OrderStatus.OPEN, trigger_price=a.trigger,
+                 price=a.price if a.order_type == "TAKE_PROFIT" else None, updated_ms=a.update_ms)
+
+
+def _plain_order(o: VOrder) -> Order:
+    return Order(client_order_id=o.client_id, bot="exchange", symbol=o.symbol, side=OrderSide(o.side.lower()),
+                 type=OrderType(o.type), leg=_leg_of(o.reduce_only, o.type), amount=o.qty, reduce_only=o.reduce_only,
+                 created_ms=o.time_ms, status=OrderStatus.OPEN, filled=o.executed,
+                 average=o.avg_price or None, price=o.price if o.type == "LIMIT" else None, updated_ms=o.update_ms)
 
 
 _CACHE: dict = {}
@@ -979,12 +1086,3 @@ def _cached(key: str, data_dir: Path, load):
     if full not in _CACHE:
         _CACHE[full] = load()
     return _CACHE[full]
-
-
-def _run_sync(coro):
-    """Run a SimulatedExchange port coroutine that never awaits (it completes at once)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise RuntimeError("simulated exchange coroutine suspended")

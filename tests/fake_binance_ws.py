@@ -9,9 +9,12 @@ event of the real candle that just closed (``"x": true``), the same candle REST 
 serves from then on.
 
 The user-data stream (``/private/ws?listenKey=…``, what ccxt.pro's ``watch_orders`` /
-``watch_positions`` dial for USDⓈ-M after ``POST /fapi/v1/listenKey``): every fill the fake
-books pushes an ``ORDER_TRADE_UPDATE`` of the order and an ``ACCOUNT_UPDATE`` with the symbol's
-position and the wallet balance, as Binance does.
+``watch_positions`` dial for USDⓈ-M after ``POST /fapi/v1/listenKey``): every order change
+pushes an ``ORDER_TRADE_UPDATE``, every conditional order change an ``ALGO_UPDATE``, every fill
+an ``ACCOUNT_UPDATE`` with the symbol's position and the wallet balance, as Binance does. A
+listenKey is valid for ``FakeBinance.listen_key_ttl_ms`` after its last keep-alive (PUT); once
+it expires its sockets get one ``listenKeyExpired`` event and then nothing (Binance's silent
+death of a stream that was not kept alive).
 
 Fault injection: :meth:`drop` closes every socket (code 1001, "going away"); :meth:`refuse`
 answers new connections HTTP 503 until :meth:`accept`; :meth:`silence` keeps the sockets open
@@ -36,6 +39,8 @@ class _Socket:
     streams: set[str] = field(default_factory=set)
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     private: bool = False  # a user-data stream socket
+    listen_key: str = ""
+    expired: bool = False  # its listenKey expired: it gets nothing more
 
 
 class FakeBinanceStreams:
@@ -52,6 +57,7 @@ class FakeBinanceStreams:
         self.events_sent = 0
         self.user_connections = 0  # user-data stream connections accepted
         self.user_events_sent = 0
+        self.expired_events_sent = 0  # listenKeyExpired events pushed
 
     def attach(self, app: web.Application) -> None:
         """Add the stream routes (before FakeBinance's catch-all REST route)."""
@@ -112,35 +118,30 @@ class FakeBinanceStreams:
                     sock.outbox.put_nowait(event)
                     self.events_sent += 1
 
-    def user_fill(self, order, fill, order_id: int, trade_id: int) -> None:
-        """Push the user-data events of one booked fill: ``ORDER_TRADE_UPDATE`` (execution type
-        TRADE, the order's state after it) and ``ACCOUNT_UPDATE`` (its symbol's position)."""
+    def user_event(self, event: dict) -> None:
+        """Push one user-data event (``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``, ``ACCOUNT_UPDATE``,
+        built by ``tests.fake_binance_venue.Venue``) to every user-data socket whose listenKey
+        is still valid; a socket whose key expired gets ``listenKeyExpired`` once and nothing
+        more (it stays open: a silent death, as on Binance)."""
         if self.silent:
             return
-        fake = self.fake
-        market_id = fake.raw_markets[fill.symbol]["id"]
-        now = fake.clock.current_ms
-        state = "FILLED" if order.status.value == "closed" else "PARTIALLY_FILLED"
-        kind = "LIMIT" if order.type.value == "LIMIT" else "MARKET"
-        self._push_user({"e": "ORDER_TRADE_UPDATE", "E": now, "T": now, "o": {
-            "s": market_id, "c": order.client_order_id, "S": order.side.value.upper(), "o": kind, "f": "GTC",
-            "q": str(order.amount), "p": str(order.price or 0), "ap": str(fill.price), "sp": "0", "x": "TRADE",
-            "X": state, "i": order_id, "l": str(fill.amount), "z": str(order.filled or fill.amount),
-            "L": str(fill.price), "n": str(fill.fee), "N": "USDT", "T": now, "t": trade_id, "b": "0", "a": "0",
-            "m": kind == "LIMIT", "R": order.reduce_only, "wt": "CONTRACT_PRICE", "ot": order.type.value,
-            "ps": "BOTH", "cp": False, "rp": "0"}})
-        position = fake.position(fill.symbol)
-        contracts, entry = position if position is not None else (0, 0)
-        self._push_user({"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": {
-            "m": "ORDER", "B": [{"a": "USDT", "wb": str(fake.sim._balance), "cw": str(fake.sim._balance), "bc": "0"}],
-            "P": [{"s": market_id, "pa": str(contracts), "ep": str(entry), "bep": str(entry), "cr": "0", "up": "0",
-                   "mt": "isolated", "iw": "0", "ps": "BOTH"}]}})
+        self._push_user(event)
 
     def _push_user(self, event: dict) -> None:
+        self.check_listen_keys()
         for sock in self.sockets:
-            if sock.private:
+            if sock.private and not sock.expired:
                 sock.outbox.put_nowait(event)
                 self.user_events_sent += 1
+
+    def check_listen_keys(self) -> None:
+        """Tell every user-data socket whose key expired (called as exchange time passes)."""
+        for sock in self.sockets:
+            if sock.private and not sock.expired and not self.fake.listen_key_valid(sock.listen_key):
+                sock.expired = True
+                sock.outbox.put_nowait({"e": "listenKeyExpired", "E": self.fake.wall_ms(),
+                                        "listenKey": sock.listen_key})
+                self.expired_events_sent += 1
 
     # ----------------------------------------------------------- serving
     async def _serve_private(self, request: web.Request) -> web.StreamResponse:
@@ -148,11 +149,12 @@ class FakeBinanceStreams:
         if self.refusing:
             self.refused += 1
             return web.Response(status=503, text="Service Unavailable")
-        if request.query.get("listenKey") != "fake-listen-key":
+        key = request.query.get("listenKey", "")
+        if not self.fake.listen_key_valid(key):
             return web.Response(status=400, text="Invalid listenKey")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        sock = _Socket(ws, private=True)
+        sock = _Socket(ws, private=True, listen_key=key)
         self.sockets.append(sock)
         self.user_connections += 1
         writer = asyncio.get_running_loop().create_task(self._write(sock))

@@ -20,7 +20,9 @@ from trading.domain.errors import (
     TimestampOutOfSync,
 )
 from trading.adapters.marketdata import default_data_dir, load_candles, load_ccxt_markets, market_from_ccxt
-from trading.domain.models import OrderLeg, OrderStatus, Side
+from dataclasses import replace
+
+from trading.domain.models import OrderLeg, OrderStatus, OrderType, Side
 from trading.domain.oms import bracket_order, entry_order
 from trading.adapters.order_gateway import OrderGateway
 
@@ -74,23 +76,37 @@ async def test_s2_klines_are_the_bundled_candles(fake, adapter):
     assert [r[4] for r in rows] == list(series.close[:4])
 
 
-async def test_o2_the_exchange_refuses_a_duplicated_client_order_id(fake, adapter):
-    order = _entry("dup")
+async def test_o2_client_ids_are_unique_among_open_orders_only(fake, adapter):
+    """O-2 as Binance enforces it: a client order id held by an OPEN order is refused (-4116);
+    once that order is filled or cancelled the same id is accepted again — so a blind resend of
+    a filled entry would be a second entry (issue 13 defect 2)."""
+    far = (Decimal(repr(fake.candle(XRP)[4])) * Decimal("0.97")).quantize(Decimal("0.0001"))
+    order = replace(_entry("dup"), type=OrderType.LIMIT, price=far)
     accepted = await adapter.create_order(order)
     assert accepted.status is OrderStatus.OPEN
     with pytest.raises(DuplicateClientOrderId):
         await adapter.create_order(order)
-    assert fake.accepted_ids == [order.client_order_id]
+    await adapter.cancel_order(order.client_order_id, XRP)
+    assert (await adapter.create_order(order)).status is OrderStatus.OPEN  # the same id, a second order
+    assert fake.accepted_ids == [order.client_order_id] * 2 and fake.duplicate_rejections == 1
 
 
-async def test_s1_market_entry_fills_at_next_open_and_stop_triggers(fake, adapter):
+async def test_o2_a_market_order_answers_filled_at_once(fake, adapter):
+    """ccxt sends ``newOrderRespType=RESULT``: Binance answers a market order FILLED, with its fill."""
+    accepted = await adapter.create_order(_entry("now"))
+    assert accepted.status is OrderStatus.CLOSED and accepted.filled == Decimal(10)
+    assert fake.position(XRP)[0] == Decimal(10)
+
+
+async def test_s1_market_entry_fills_at_the_last_price_and_stop_triggers(fake, adapter):
     order = _entry("fill")
     await adapter.create_order(order)
-    fake.advance()
     series = load_candles(default_data_dir(), XRP, "1m")
     filled = await adapter.fetch_order(order.client_order_id, XRP)
     assert filled.status is OrderStatus.CLOSED and filled.filled == Decimal(10)
-    assert filled.average >= Decimal(repr(series.open[1]))  # next open plus taker slippage
+    last = Decimal(repr(series.close[0]))
+    assert last < filled.average <= last * Decimal("1.0003")  # the last price plus taker slippage
+    fake.advance()
     positions = await adapter.fetch_positions()
     assert list(positions) == [XRP] and positions[XRP][0] == Decimal(10)
     assert positions[XRP][1] == filled.average  # the port's (signed contracts, entry price)
@@ -264,7 +280,6 @@ async def test_o2_partial_fill_is_reported_then_completed(fake, adapter):
     fake.inject("partial")
     order = _entry("part", "20")
     await adapter.create_order(order)
-    fake.advance()
     half = await adapter.fetch_order(order.client_order_id, XRP)
     assert half.status is OrderStatus.OPEN and half.filled == Decimal(10)
     fake.advance()
@@ -286,6 +301,7 @@ async def test_o2_an_order_sent_before_is_looked_up_and_returned_without_its_fil
 
     gateway = OrderGateway(adapter, record=recorded_before, sleep=SimSleep())
     result = await gateway.create_order(order)
-    assert result.status is OrderStatus.CLOSED and result.filled == 0 and result.average is None
+    # Open while its fill is still to be booked; the fill itself is the tracker's to book.
+    assert result.status is OrderStatus.OPEN and result.filled == 0 and result.average is None
     assert fake.requests["POST /fapi/v1/order"] == 1
     assert fake.duplicate_rejections == 0

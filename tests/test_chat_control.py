@@ -363,6 +363,23 @@ async def test_t6_o9_playbook_lists_incidents_and_steps_run_safe_actions(open_st
     assert len(close_orders(chat.runtime)) == 1
 
 
+async def test_t6_someone_else_playbook_in_paper_says_nobody_else_trades_the_simulated_venue(open_stack):
+    """T-6 (issue 13's "someone else on the account"): in paper the Adopt / Ignore / Close it
+    buttons say that nobody else trades the simulated exchange, and change nothing."""
+    chat = open_stack
+    positions = dict(chat.runtime.engine.positions)
+    await chat.say("/playbook someone_else")
+    assert chat.buttons() == ["🤝 Adopt", "🙈 Ignore", "❌ Close it"]
+    for button in ("🤝 Adopt", "🙈 Ignore", "❌ Close it"):
+        requests = await chat.tap(button)
+        assert answers(requests) == ["Not in paper mode"]
+        [text] = [r.text for r in requests if isinstance(r, SendMessage)]
+        assert text.startswith("Nobody else trades the simulated exchange in paper mode")
+        await chat.say("/playbook someone_else")
+    assert chat.runtime.engine.positions == positions and close_orders(chat.runtime) == []
+    assert all(not v for v in chat.runtime.engine.paused.values())
+
+
 async def test_t3_open_pages_five_positions_at_a_time(tmp_path):
     """T-3: a long /open shows 5 positions with their close buttons and a pager; "Next" edits
     the same message to the next page."""

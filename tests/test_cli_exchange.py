@@ -4,7 +4,6 @@ client against the loopback fake Binance USDⓈ-M (SPEC O-7, S-1, S-4, O-6)."""
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 
 import pytest
 
@@ -89,13 +88,12 @@ async def test_o3_o7_smoke_with_limit_take_profits_last_price_triggers_and_cross
     out = capsys.readouterr().out
     assert code == 0, out
     assert "TAKE_PROFIT @" in out and "TAKE_PROFIT_MARKET" not in out
-    brackets = [(o, fake._records[o.client_order_id]) for o in fake.sim._orders.values() if o.reduce_only
-                and o.type is not OrderType.MARKET]
-    assert {o.type for o, _ in brackets} == {OrderType.STOP_MARKET, OrderType.TAKE_PROFIT}
-    for order, record in brackets:
-        assert record.working_type == "CONTRACT_PRICE"
-        if order.type is OrderType.TAKE_PROFIT:
-            assert Decimal(record.limit_price) == order.trigger_price
+    brackets = [a for a in fake.venue.algos.values() if a.reduce_only and a.client_id.startswith("ofdsmoke")]
+    assert {a.order_type for a in brackets} == {OrderType.STOP_MARKET.value, OrderType.TAKE_PROFIT.value}
+    for algo in brackets:
+        assert algo.working_type == "CONTRACT_PRICE"
+        if algo.order_type == OrderType.TAKE_PROFIT.value:
+            assert algo.price == algo.trigger
     assert fake.position(XRP) is None and fake.open_orders() == []
     assert fake._margin_type[XRP] == "cross"
 

@@ -86,8 +86,7 @@ async def test_o6_entry_gets_brackets_verified_stop_and_closes_clean(fake, tmp_p
         assert len(stops) == 1 and stops[0].reduce_only and stops[0].amount == Decimal(10)
         # O-6: the stop vanishes on the exchange (cancelled by hand); the check 1.5 s later
         # places it again.
-        fake.sim._orders[stops[0].client_order_id] = stops[0]
-        await fake.sim.cancel_order(stops[0].client_order_id, XRP)
+        fake.cancel_by_hand(stops[0].client_order_id)
         clock.current_ms += 1_500
         await rt.tick(clock.now_ms())
         assert rt.supervisor.verifier.replaced == 1
@@ -215,8 +214,7 @@ async def test_t6_o5_playbook_place_stops_again_reconciles_in_demo(fake, tmp_pat
     try:
         await open_long(rt, fake, clock)
         [stop] = [o for o in ours(fake) if o.type is OrderType.STOP_MARKET]
-        fake.sim._orders[stop.client_order_id] = stop
-        await fake.sim.cancel_order(stop.client_order_id, XRP)  # the stop vanished on the exchange
+        fake.cancel_by_hand(stop.client_order_id)  # the stop vanished on the exchange
         rt.supervisor.verifier.due.clear()  # (the O-6 check already ran long ago)
         rt.trading = True  # this test's ticks are the live loop's passes
         await chat.say("/playbook no_stop")

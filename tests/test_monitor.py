@@ -56,7 +56,8 @@ def test_m1_every_incident_names_an_existing_playbook_T6():
     assert all(step.action in ("", *SAFE_ACTIONS) for p in PLAYBOOKS.values() for step in p.steps)
     titles = {p.title for p in PLAYBOOKS.values()}
     assert titles == {"Exchange down", "Position without stop", "Daily loss hit", "API key rejected",
-                      "Websocket down", "Balance mismatch", "Stuck order", "Strategy underperforming"}
+                      "Websocket down", "Balance mismatch", "Stuck order", "Strategy underperforming",
+                      "Someone else on the account"}
     assert find_playbook("position-without STOP") is PLAYBOOKS["no_stop"] and find_playbook("nope") is None
     [button] = [b for row in alert_keyboard("no_stop").inline_keyboard for b in row]
     assert PlaybookCb.unpack(button.callback_data).incident == "no_stop"

@@ -256,6 +256,8 @@ def test_t4_notice_kinds_from_position_and_risk_snapshots():
     restarted = NoticeBuilder("USDT")
     restarted.prime([funded], [halted])
     assert restarted.build([PositionChanged(funded), RiskStateChanged(halted)]) == []
+    [foreign] = NoticeBuilder().build([Alert("FOREIGN_POSITION", "main", "BTC/USDT:USDT", "not ours", "someone_else")])
+    assert foreign.category is Category.ALERT and foreign.playbook == "someone_else"  # its button goes with it (T-6)
     rejected = Order("c1", "main", "BTC/USDT:USDT", OrderSide.BUY, OrderType.MARKET, OrderLeg.ENTRY, D("0.01"),
                      False, DAY0, status=OrderStatus.REJECTED, reason="-2019 Margin is insufficient")
     [notice] = NoticeBuilder().build([OrderUpdated(rejected)])

@@ -39,7 +39,7 @@ async def running(tmp_path):
                            timeout_ms=2_000, rate_limit_ms=1)
     user_client = make_ws_client("demo", api_base=fake.base_url, api_key=API_KEY, secret=API_SECRET)
     rt = await build_exchange_runtime(config=xrp_config(), db_path=tmp_path / "live.db", exchange=adapter, env="demo",
-                                 user_stream_client=user_client)
+                                      user_stream_client=user_client)
     rt.user_stream.retry_s = 0.2
     stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.create_task(rt.run(stop, interval_s=30, ready=ready))
@@ -98,3 +98,46 @@ async def test_s2_without_the_user_stream_rest_polling_books_fills_and_runtime_s
     await rt.engine.close_position("xrp", XRP)
     fake.advance()
     await until(lambda: not rt.engine.positions and rt.user_stream.active == "websocket")
+
+
+async def test_s2_the_listen_key_is_kept_alive_and_an_expired_one_falls_back_to_rest_then_redials(tmp_path):
+    """Issue 13 defect 6 (S-2): a listenKey lives 60 min after its last keep-alive and an expired
+    one kills the stream silently (``listenKeyExpired``, which ccxt ignores, then nothing). The
+    watcher extends it itself — through three 40-minute gaps the same key keeps delivering —
+    and when a keep-alive finds it expired (-1125) the stream is reported down (REST polling,
+    /runtime says why) and redialled with a new key, which delivers again."""
+    import time
+
+    wall = [int(time.time() * 1000)]
+    fake = FakeBinance(default_data_dir(), symbols=(XRP,))
+    fake.wall_ms = lambda: wall[0]  # the exchange's clock, moved by the test
+    await fake.start()
+    adapter = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url,
+                           timeout_ms=2_000, rate_limit_ms=1)
+    user_client = make_ws_client("demo", api_base=fake.base_url, api_key=API_KEY, secret=API_SECRET)
+    rt = await build_exchange_runtime(config=xrp_config(), db_path=tmp_path / "live.db", exchange=adapter, env="demo",
+                                      user_stream_client=user_client, canary=False)
+    rt.user_stream.retry_s = 0.2
+    rt.user_stream.keepalive_s = 0.3
+    stop, ready = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(rt.run(stop, interval_s=30, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await until(lambda: fake.ws.user_connections >= 1)
+        for _ in range(3):  # 40 minutes at a time (real 1 s: several keep-alives): each extends the key
+            wall[0] += 40 * 60_000
+            await asyncio.sleep(1.0)
+        await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(10))
+        await until(lambda: ("xrp", XRP) in rt.engine.positions)  # woken by the stream, not the 30 s pass
+        assert len(fake.listen_keys) == 1 and fake.ws.expired_events_sent == 0 and rt.user_stream.keepalives >= 6
+        wall[0] += 61 * 60_000  # the key expires before the next keep-alive
+        await until(lambda: "listenKey keep-alive failed" in rt.user_stream.status())
+        assert "REST polling every 0.5 s (user stream down" in rt.feed_state()
+        await until(lambda: len(fake.listen_keys) == 2 and fake.ws.user_connections >= 2)  # a new key
+        await rt.engine.close_position("xrp", XRP)
+        await until(lambda: not rt.engine.positions and rt.user_stream.active == "websocket")
+    finally:
+        stop.set()
+        await asyncio.gather(loop, return_exceptions=True)
+        await rt.close()
+        await fake.stop()

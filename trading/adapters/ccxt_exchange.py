@@ -14,15 +14,26 @@ per margin mode, stop-losses and take-profits as ``conditional`` algo orders und
 mode), the passphrase as ccxt's ``password``, the balance from ``cashBal``.
 
 Binance USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET, TAKE_PROFIT) go through Binance's algo
-order service (ccxt 4.5 routes them there by the trigger price); this adapter remembers which
+order service (ccxt ≥ 4.5.27 routes them there by the trigger price and can fetch and cancel
+them; :func:`check_ccxt_version` refuses older ones at start); this adapter remembers which
 client order ids are conditional so it can look them up and cancel them on the right endpoint.
+A conditional order is open while the algo service holds it NEW; once triggered it becomes an
+order of its own in the matching engine (``actualOrderId``) and its outcome is read there: filled,
+part-filled then expired, expired or cancelled — a dead stop is never reported as resting
+(issue 13 defect 1, SPEC R-10).
+
+The balance is the wallet balance (realised), read from Binance's account (``walletBalance``;
+``totalWalletBalance`` in multi-assets mode), never ccxt's ``total`` which is the margin balance
+and already holds the unrealised PnL the engine adds itself (defect 3). API keys never reach a
+log: every ccxt client we build logs through :data:`CCXT_LOG`, whose filter masks them (ccxt
+prints request headers, ``X-MBX-APIKEY`` included, at DEBUG; defect 8).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -53,7 +64,74 @@ Mode = Literal["demo", "live"]
 EXCHANGE_IDS = {"binanceusdm": "binanceusdm", "binance": "binanceusdm", "okx": "okx"}
 _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.CLOSED, "canceled": OrderStatus.CANCELED,
            "expired": OrderStatus.REJECTED, "rejected": OrderStatus.REJECTED}
-_BUSINESS_CODES = ("-2019", "-2021", "-2022", "-4164", "-1111", "-4003", "-4005", "-1116", "-4120", "-2027", "-2028")
+_BUSINESS_CODES = ("-2019", "-2021", "-2022", "-4164", "-1111", "-4003", "-4004", "-4005", "-1116", "-4120",
+                   "-2027", "-2028", "-4014", "-4016", "-4024", "-4045", "-4061", "-1100", "-1102")
+MIN_CCXT_VERSION = (4, 5, 27)  # the first ccxt that creates, fetches, cancels AND parses Binance algo orders
+# Binance algo service statuses (Event Algo Order Update): waiting, on its way, executing, done.
+ALGO_OPEN = "NEW"
+ALGO_TRIGGERED = ("TRIGGERING", "TRIGGERED")
+ALGO_DEAD = {"CANCELED": OrderStatus.CANCELED, "EXPIRED": OrderStatus.REJECTED, "REJECTED": OrderStatus.REJECTED}
+TRIGGERED_REASON = "TRIGGERED"  # Order.reason of a stop that triggered and has not filled yet
+
+
+def check_ccxt_version(version: str | None = None) -> str:
+    """The installed ccxt, refused when older than 4.5.27 (issue 13 defect 5): Binance moved
+    conditional orders to ``/fapi/v1/algoOrder`` on 2025-12-09 (-4120 on the old endpoint); ccxt
+    routes them there since 4.5.2x and parses their order type since 4.5.27 (ccxt PR #27492;
+    freqtrade's fix needed it too).
+
+    Raises:
+        ConfigError: one line naming the installed and the needed version and the fix.
+    """
+    if version is None:
+        import ccxt
+
+        version = ccxt.__version__
+    parts = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+    if parts < MIN_CCXT_VERSION:
+        needed = ".".join(map(str, MIN_CCXT_VERSION))
+        raise ConfigError(
+            f"ccxt {version} is too old: OptiFlow needs ccxt >= {needed}, the first that places, looks up and "
+            f"cancels Binance conditional orders on /fapi/v1/algoOrder (pip install 'ccxt>={needed},<5')"
+        )
+    return version
+
+
+class _SecretFilter(logging.Filter):
+    """Masks every registered secret in the records of :data:`CCXT_LOG` (message and args)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Mask the secrets in ``record`` (always True: the record is kept, masked)."""
+        if not self.secrets:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging's own error path
+            return True
+        masked = text
+        for secret in self.secrets:
+            masked = masked.replace(secret, "***")
+        if masked != text:
+            record.msg, record.args = masked, ()
+        return True
+
+
+CCXT_LOG = logging.getLogger("trading.adapters.ccxt")  # what every ccxt client we build logs through
+_SECRETS = _SecretFilter()
+CCXT_LOG.addFilter(_SECRETS)
+
+
+def guard_client_logs(client: Any, *secrets: str | None) -> None:
+    """Route ``client``'s log (ccxt logs request headers at DEBUG) through :data:`CCXT_LOG`, whose
+    filter replaces ``secrets`` (API key, secret, password) with ``***`` at any level."""
+    for secret in secrets:
+        if secret:
+            _SECRETS.secrets.add(secret)
+    client.logger = CCXT_LOG
 
 
 def resolve_quote(mode: str, configured: str | None) -> str:
@@ -100,6 +178,8 @@ def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> Exchan
         return AuthenticationFailed(text)
     if isinstance(exc, ccxt_errors.OperationFailed):  # NetworkError, ExchangeNotAvailable, 5xx
         return ExchangeUnavailable(text)
+    if isinstance(exc, ccxt_errors.BadRequest | ccxt_errors.OperationRejected):  # filters, params, -4045, -4061
+        return OrderRejected(text)
     if any(code in text for code in _BUSINESS_CODES) or _OKX_BUSINESS.search(text):
         return OrderRejected(text)
     return ExchangeError(text)
@@ -133,6 +213,19 @@ class ExchangeTrade:
     price: Decimal
     fee: Decimal
     timestamp: int
+
+
+@dataclass(slots=True)
+class AccountRules:
+    """What the account itself says at start (issue 13 defect 7, SPEC O-7): ``hedged`` (dual-side
+    position mode: the bot needs one-way, every order would get -4061), ``multi_assets``
+    (margin from every asset: the quote coin's own balance can be 0 with funds), and the real
+    commission rates per symbol: (maker, taker) fractions (USDC perpetuals differ from ccxt's
+    defaults)."""
+
+    hedged: bool
+    multi_assets: bool
+    commission: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -175,6 +268,7 @@ class CcxtExchange:
         margin_mode: str = "isolated",
         client: Any | None = None,
     ) -> None:
+        check_ccxt_version()
         resolved = EXCHANGE_IDS.get(exchange_id)
         if resolved is None:
             raise ConfigError(f"exchange: {exchange_id!r} is not supported (binanceusdm, okx)")
@@ -204,6 +298,7 @@ class CcxtExchange:
         if password:
             config["password"] = password
         self.client = client or getattr(ccxt_async, resolved)(config)
+        guard_client_logs(self.client, api_key, secret, password)
         self.client.maxRetriesOnFailure = 0
         if mode == "demo" and resolved == "binanceusdm":
             self.client.enable_demo_trading(True)
@@ -217,6 +312,11 @@ class CcxtExchange:
         self.margin_mode = margin_mode  # the default tdMode (OKX)
         self._margin_modes: dict[str, str] = {}  # symbol → margin mode set (OKX: sent as tdMode)
         self._leverage: dict[str, int] = {}  # symbol → leverage set (OKX: per margin mode)
+        self.multi_assets: bool | None = None  # read once (fetch_account_rules / fetch_balance)
+        self.triggered: set[str] = set()  # conditional orders seen triggered and not finished yet
+        self._cancel_requested: set[str] = set()  # client ids we asked to cancel
+        self.venue_cancelled: list[str] = []  # conditional orders the venue cancelled on its own
+        self._client_ids: dict[str, str] = {}  # exchange order id → client order id (cache)
 
     # ----------------------------------------------------------- lifecycle
     async def close(self) -> None:
@@ -290,12 +390,57 @@ class CcxtExchange:
         return bool(result.get("hedged"))
 
     async def fetch_balance(self) -> Decimal:
-        """Wallet balance (realised) of the quote coin, in quote (OKX: ``cashBal``)."""
-        balance = await self._call("fetch_balance")
-        if self.exchange_id == "okx":
-            return okx.wallet_balance(balance, self.quote)
-        total = (balance.get(self.quote) or {}).get("total")
-        return _dec(total) or Decimal(0)
+        """Wallet balance (realised PnL, fees and funding in; unrealised PnL out) of the quote
+        coin, in quote — what ``ExchangePort.fetch_balance`` means.
+
+        Binance USDⓈ-M: the account's ``walletBalance`` of the quote asset, or its
+        ``totalWalletBalance`` in multi-assets mode (margin from every asset: the quote's own
+        balance can be 0 with funds). Never ccxt's ``total``: that is the margin balance, which
+        already holds the unrealised PnL (the engine adds it once, SPEC R-3 / R-5 / Z-4).
+
+        OKX: the quote coin's ``cashBal`` (ccxt's ``total`` there is ``eq``, with the unrealised
+        PnL; :func:`trading.adapters.okx.wallet_balance`)."""
+        if self.exchange_id != "binanceusdm":
+            balance = await self._call("fetch_balance")
+            if self.exchange_id == "okx":
+                return okx.wallet_balance(balance, self.quote)
+            total = (balance.get(self.quote) or {}).get("total")
+            return _dec(total) or Decimal(0)
+        if self.multi_assets is None:
+            self.multi_assets = await self.fetch_multi_assets()
+        account = await self._call("fapiPrivateV3GetAccount")
+        if self.multi_assets:
+            return _dec(account.get("totalWalletBalance")) or Decimal(0)
+        for asset in account.get("assets") or []:
+            if asset.get("asset") == self.quote:
+                return _dec(asset.get("walletBalance")) or Decimal(0)
+        return Decimal(0)
+
+    async def fetch_multi_assets(self) -> bool:
+        """True when the account is in multi-assets margin mode (Binance ``multiAssetsMargin``)."""
+        if self.exchange_id != "binanceusdm":
+            return False
+        raw = await self._call("fapiPrivateGetMultiAssetsMargin")
+        self.multi_assets = bool(raw.get("multiAssetsMargin"))
+        return self.multi_assets
+
+    async def fetch_account_rules(self, symbols: list[str]) -> AccountRules:
+        """Position mode, multi-assets mode and the account's real commission rates of
+        ``symbols`` (issue 13 defect 7); the rates replace the market rules' fees, so fees are
+        booked as the exchange charges them."""
+        hedged = await self.fetch_position_mode(symbols[0] if symbols else None)
+        multi = await self.fetch_multi_assets()
+        rules = AccountRules(hedged, multi)
+        if self.exchange_id == "binanceusdm":
+            for symbol in symbols:
+                fee = await self._call("fetch_trading_fee", symbol)
+                maker, taker = _dec(fee.get("maker")), _dec(fee.get("taker"))
+                if maker is None or taker is None:
+                    continue
+                rules.commission[symbol] = (maker, taker)
+                if symbol in self._markets:
+                    self._markets[symbol] = replace(self._markets[symbol], maker_fee=maker, taker_fee=taker)
+        return rules
 
     async def create_order(self, order: Order) -> Order:
         """Place ``order`` under its client order id (SPEC O-2); brackets are reduce-only
@@ -350,24 +495,40 @@ class CcxtExchange:
         return self._merge(order, raw)
 
     async def _okx_algo_state(self, order: Order, raw: dict, symbol: str) -> Order:
-        """An OKX algo order's true state: ``live`` is open; ``canceled`` / ``order_failed`` are
-        final (a stop that failed on trigger is dead, R-10); ``effective`` is the order it
-        placed (``ordId``): filled → closed; still working → open with what filled; cancelled
-        or expired → dead with whatever part filled."""
+        """An OKX algo order's true state, read as :meth:`_conditional_state` reads Binance's:
+        ``live`` is open; ``canceled`` / ``order_failed`` are final (a stop that failed on
+        trigger is dead, R-10; a cancel we did not ask for is the venue's own, noted in
+        :attr:`venue_cancelled`); ``effective`` is the order it placed (``ordId``): filled →
+        closed; still working → open with reason TRIGGERED (and in :attr:`triggered`);
+        cancelled or expired → dead with whatever part filled. ``effective`` before the placed
+        order can be read counts as triggered (the venue guard closes the rest after its grace)."""
+        cid = order.client_order_id
         state, placed = okx.algo_state(raw)
         if state in okx.ALGO_OPEN or not state:
+            self.triggered.discard(cid)
             return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None)
         if state in okx.ALGO_DEAD:
-            reason = "canceled" if state == "canceled" else "order_failed: the order placed on trigger was refused"
+            self.triggered.discard(cid)
+            if state == "canceled" and cid in self._cancel_requested:
+                reason = "canceled"
+            elif state == "canceled":
+                reason = "canceled by the venue (not by this bot)"
+                if cid not in self.venue_cancelled:
+                    self.venue_cancelled.append(cid)
+            else:
+                code = str((raw.get("info") or {}).get("failCode") or "")
+                reason = "order_failed: the order placed on trigger was refused" + (f" ({code})" if code else "")
             return replace(order, status=okx.ALGO_DEAD[state], filled=Decimal(0), average=None, reason=reason)
-        if not placed:  # effective without an order: nothing to read, nothing filled
-            return replace(order, status=OrderStatus.REJECTED, filled=Decimal(0), average=None,
-                           reason=f"{state} without an order")
+        if not placed:  # triggered, its order not readable yet
+            self.triggered.add(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None, reason=TRIGGERED_REASON)
         executed = self.parse_order(await self._call("fetch_order", placed, symbol))
         updated = executed.updated_ms or order.updated_ms
         if executed.status is OrderStatus.OPEN:
+            self.triggered.add(cid)
             return replace(order, status=OrderStatus.OPEN, filled=executed.filled, average=executed.average,
-                           updated_ms=updated)
+                           updated_ms=updated, reason=TRIGGERED_REASON)
+        self.triggered.discard(cid)
         if executed.status is OrderStatus.CLOSED and executed.filled >= order.amount:
             return replace(order, status=OrderStatus.CLOSED, filled=executed.filled, average=executed.average,
                            updated_ms=updated)
@@ -390,19 +551,84 @@ class CcxtExchange:
             except OrderNotFound:
                 continue
             self._conditional[client_order_id] = conditional
-            order = self.parse_order(raw)
-            if self.exchange_id == "okx":
-                return await self._okx_algo_state(order, raw, symbol) if conditional else order
-            actual = (raw.get("info") or {}).get("actualOrderId")
-            if conditional and actual and order.filled == 0:
-                # A triggered conditional order became a market order of its own (Binance algo
-                # service): its fill is read there.
-                executed = self.parse_order(await self._call("fetch_order", str(actual), symbol))
-                status = OrderStatus.CLOSED if executed.status is OrderStatus.CLOSED else order.status
-                order = replace(order, status=status, filled=executed.filled, average=executed.average,
-                                updated_ms=executed.updated_ms or order.updated_ms)
-            return order
+            if conditional and self.exchange_id == "okx":
+                return await self._okx_algo_state(self.parse_order(raw), raw, symbol)
+            if conditional:
+                return await self._conditional_state(self.parse_order(raw), raw.get("info") or {}, symbol)
+            return self.parse_order(raw)
         raise OrderNotFound(f"{symbol}: order {client_order_id} does not exist")
+
+    async def _conditional_state(self, order: Order, info: dict, symbol: str) -> Order:
+        """A conditional order's true state (issue 13 defect 1): NEW is open; CANCELED / EXPIRED
+        / REJECTED are final (a cancel we did not ask for is the venue's own, noted in
+        :attr:`venue_cancelled`); once triggered the outcome is the market (or limit) order it
+        became: filled → closed; still working → open with reason TRIGGERED (and in
+        :attr:`triggered`); expired or cancelled → final with whatever part filled."""
+        cid = order.client_order_id
+        algo_status = str(info.get("algoStatus") or "").upper()
+        actual = str(info.get("actualOrderId") or "")
+        if algo_status == ALGO_OPEN:
+            self.triggered.discard(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None)
+        if not actual and algo_status in ALGO_TRIGGERED:  # on its way to the matching engine
+            self.triggered.add(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None, reason=TRIGGERED_REASON)
+        if not actual:  # CANCELED, EXPIRED, REJECTED — or finished without an order: dead either way
+            self.triggered.discard(cid)
+            reason = f"{algo_status.lower() or 'gone'} by the exchange" + (f": {info['rm']}" if info.get("rm") else "")
+            if algo_status == "CANCELED":
+                if cid in self._cancel_requested:
+                    reason = "canceled"
+                else:
+                    reason = "CANCELED by the venue (not by this bot)"
+                    if cid not in self.venue_cancelled:
+                        self.venue_cancelled.append(cid)
+            return replace(order, status=ALGO_DEAD.get(algo_status, OrderStatus.REJECTED), filled=Decimal(0),
+                           average=None, reason=reason)
+        executed = self.parse_order(await self._call("fetch_order", actual, symbol))
+        updated = executed.updated_ms or order.updated_ms
+        if executed.status is OrderStatus.OPEN:
+            self.triggered.add(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=executed.filled, average=executed.average,
+                           updated_ms=updated, reason=TRIGGERED_REASON)
+        self.triggered.discard(cid)
+        if executed.status is OrderStatus.CLOSED and executed.filled >= order.amount:
+            return replace(order, status=OrderStatus.CLOSED, filled=executed.filled, average=executed.average,
+                           updated_ms=updated)
+        # Triggered, then expired or cancelled in the matching engine (a gap, price protection,
+        # liquidity): the stop is dead, with whatever part of it filled.
+        return replace(order, status=OrderStatus.REJECTED, filled=executed.filled, average=executed.average,
+                       updated_ms=updated, reason=f"triggered, then {executed.status.value} with "
+                                                  f"{executed.filled} of {order.amount} filled")
+
+    async def client_order_id_of(self, symbol: str, order_id: str) -> str:
+        """The client order id of the exchange order ``order_id`` (a fill's order; cached).
+
+        Raises:
+            OrderNotFound: the exchange does not know it."""
+        cid = self._client_ids.get(order_id)
+        if cid is None:
+            raw = await self._call("fetch_order", order_id, symbol)
+            # OKX: the order a triggered algo placed has no clOrdId; its algoClOrdId is ours.
+            found = okx.client_order_id(raw) if self.exchange_id == "okx" else raw.get("clientOrderId")
+            cid = self._client_ids[order_id] = str(found or "")
+        return cid
+
+    async def position_order_ids(self, symbol: str, signed: Decimal, depth: int = 100) -> list[str] | None:
+        """The client order ids of the fills that built the exchange's current position of
+        ``symbol`` (``signed`` contracts): the latest fills walked back until their sum is the
+        position (issue 13 defect 11). None when the last ``depth`` fills do not add up to it
+        (the position cannot be explained from them)."""
+        trades = await self.fetch_my_trades(symbol, None, depth)
+        running = Decimal(0)
+        order_ids: list[str] = []
+        for trade in reversed(trades):
+            running += trade.amount if trade.side is OrderSide.BUY else -trade.amount
+            if trade.order_id not in order_ids:
+                order_ids.append(trade.order_id)
+            if running == signed:
+                return [await self.client_order_id_of(symbol, oid) for oid in order_ids]
+        return None
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> Order:
         """Cancel an open order by client order id; returns it canceled.
@@ -410,6 +636,7 @@ class CcxtExchange:
         Raises:
             OrderNotFound: unknown or no longer open (Binance -2011).
         """
+        self._cancel_requested.add(client_order_id)
         for conditional in self._kinds(client_order_id):
             params: dict[str, Any] = {"clientOrderId": client_order_id}
             if conditional:
@@ -468,9 +695,10 @@ class CcxtExchange:
             return None
         return rate, int(when)
 
-    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[ExchangeTrade]:
-        """Fills of ``symbol`` since ``since_ms`` (epoch ms UTC), oldest first."""
-        raw = await self._call("fetch_my_trades", symbol, since_ms)
+    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None, limit: int | None = None) -> list[ExchangeTrade]:
+        """Fills of ``symbol`` since ``since_ms`` (epoch ms UTC; None: the latest ``limit``),
+        oldest first."""
+        raw = await self._call("fetch_my_trades", symbol, since_ms, limit)
         return [
             ExchangeTrade(str(t["id"]), t.get("clientOrderId"), str(t.get("order")), t["symbol"],
                           OrderSide(t["side"]), Decimal(str(t["amount"])), Decimal(str(t["price"])),
@@ -486,7 +714,7 @@ class CcxtExchange:
             return {"read": bool(raw.get("enableReading")), "futures": bool(raw.get("enableFutures")),
                     "withdrawals": bool(raw.get("enableWithdrawals"))}
         if self.exchange_id == "binanceusdm":
-            raw = await self._call("fapiprivatev3_get_account")
+            raw = await self._call("fapiPrivateV2GetAccount")  # v3 no longer carries canTrade
             return {"read": True, "futures": bool(raw.get("canTrade")), "withdrawals": bool(raw.get("canWithdraw"))}
         if self.exchange_id == "okx":
             raw = await self._call("private_get_account_config")
@@ -533,7 +761,7 @@ class CcxtExchange:
     def parse_order(self, raw: dict, conditional: bool | None = None) -> Order:
         """A ccxt order dict → our :class:`Order` (bot unknown: "")."""
         info = raw.get("info") or {}
-        kind = (info.get("type") or info.get("orderType") or raw.get("type") or "MARKET").upper()
+        kind = (info.get("orderType") or info.get("type") or raw.get("type") or "MARKET").upper()
         try:
             order_type = OrderType(kind)
         except ValueError:
@@ -543,10 +771,10 @@ class CcxtExchange:
         if self.exchange_id == "okx":
             order_type, cid, trigger = okx.order_type(raw), okx.client_order_id(raw), okx.trigger_price(raw)
         status = _STATUS.get(raw.get("status") or "", OrderStatus.OPEN)
-        if info.get("algoStatus") in ("TRIGGERED", "FINISHED") and not info.get("actualOrderId"):
-            status = OrderStatus.CLOSED
-        elif info.get("algoStatus") in ("TRIGGERED", "FINISHED", "TRIGGERING"):
-            status = OrderStatus.OPEN  # until the market order it became is read (fetch_order)
+        algo_status = str(info.get("algoStatus") or "").upper()
+        if algo_status:
+            # The algo service's own status (see _conditional_state for a triggered one's fate).
+            status = ALGO_DEAD.get(algo_status, OrderStatus.OPEN)
         if conditional is not None:
             self._conditional[cid] = conditional
         return Order(

@@ -5,16 +5,27 @@ itself an ``ExchangePort``:
 
 - O-2: the order (with its deterministic client order id) is handed to ``record`` — the engine's
   persistence hook — *before* it is sent; ``create_order`` is never blindly resent: after a
-  timeout, a network error or an HTTP 5xx the order is looked up by client order id and placed
-  again only when the exchange does not know it; an exchange reply "client order id duplicated"
-  (-4116) is answered by the lookup too.
+  timeout, a network error or an HTTP 5xx the order is looked up by client order id; a market
+  or limit order that the exchange does not know (Binance's order service can answer -2013
+  "unknown" for a while after its matching engine accepted an order) is checked for signs that
+  it executed — a fill since it was sent that belongs to it or to an order the exchange cannot
+  show yet, and, for an entry, a position on its symbol — and, without such a sign, looked up
+  again over several seconds (``lookup_delays_s``) and checked once more before it is placed
+  again. Binance enforces client-id uniqueness only among *open* orders, so a resend of a filled
+  entry would be a second entry (issue 13 defect 2). When in doubt the order is not sent again:
+  it is handed back as accepted and unconfirmed, and the fill tracker and the reconciliation
+  (SPEC O-5) settle it. A conditional order is sent again at once (its id is refused while the
+  first is open). A reply "client order id duplicated" (-4116) is answered by the look-up too.
 - O-4: reads and cancels retry with exponential back-off and full jitter, bounded by
   ``max_attempts``; -1021 resyncs the clock (``load_time_difference``) and retries; rate-limit
-  errors (429/418) wait the exchange's Retry-After; business rejections are raised at once with
-  the exchange's reason.
+  errors wait what the exchange says (Retry-After): 429 and the 418 IP ban alike block every
+  call of this gateway until then — no request is sent before the ban ends (sending during a
+  ban extends it), a call waits it out when it ends within ``max_retry_after_s`` and fails at
+  once otherwise (defect 8); business rejections are raised at once with the exchange's reason.
 - O-8: one order operation per symbol at a time (an ``asyncio.Lock`` per symbol).
 
-The sleep function is injected so tests advance a simulated clock instead of waiting.
+The sleep function and the clock are injected so tests advance a simulated clock instead of
+waiting.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -37,13 +49,29 @@ from trading.domain.errors import (
     RateLimited,
     TimestampOutOfSync,
 )
-from trading.domain.models import ZERO, Market, Order
+from trading.domain.models import ZERO, Market, Order, OrderLeg, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[None]]
 Record = Callable[[Order], Awaitable[bool]]
+LOOKUP_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # look-ups of an order of unknown fate, spread over 7.5 s
+VISIBILITY_GRACE_MS = 10_000  # an order this young may still be invisible to the order service
+CLOCK_SKEW_MS = 5_000  # fills this much before an order was sent still count as its possible fills
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def tracked_view(order: Order, seen: Order) -> Order:
+    """``order`` as the engine tracks it after the exchange answered ``seen``: the exchange's
+    status, but no fill (the fill tracker books fills, SPEC O-5) — and open while a fill is still
+    to be booked (a market order answers FILLED at once with ``newOrderRespType=RESULT``)."""
+    status = OrderStatus.OPEN if seen.filled > 0 else seen.status
+    return replace(order, status=status, filled=ZERO, average=None, fee=None,
+                   updated_ms=seen.updated_ms or order.updated_ms)
 
 
 class OrderGateway:
@@ -54,9 +82,12 @@ class OrderGateway:
             ``load_time_difference``);
         record: awaited with each order before it is sent (persist it, SPEC O-2); returns True
             when that client order id was recorded before (the order is then looked up first);
-        sleep: ``asyncio.sleep`` or a test clock's; rng: jitter source;
+        sleep: ``asyncio.sleep`` or a test clock's; rng: jitter source; clock: epoch ms now
+            (the wall clock, or a test clock moved by ``sleep``);
         max_attempts: tries per operation (first try included); base_delay_s / max_delay_s:
-            back-off bounds in seconds; max_retry_after_s: cap on a Retry-After wait.
+            back-off bounds in seconds; max_retry_after_s: the longest Retry-After one call
+            waits out (a longer ban fails the call; later calls fail at once until it ends);
+        lookup_delays_s: the waits before each look-up of an order of unknown fate.
     """
 
     def __init__(
@@ -70,6 +101,8 @@ class OrderGateway:
         base_delay_s: float = 0.25,
         max_delay_s: float = 8.0,
         max_retry_after_s: float = 60.0,
+        clock: Callable[[], int] = _wall_ms,
+        lookup_delays_s: tuple[float, ...] = LOOKUP_DELAYS_S,
     ) -> None:
         self.exchange = exchange
         self._record = record
@@ -79,7 +112,11 @@ class OrderGateway:
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self.max_retry_after_s = max_retry_after_s
+        self._clock = clock
+        self.lookup_delays_s = lookup_delays_s
         self._locks: dict[str, asyncio.Lock] = {}
+        self._sent_ms: dict[str, int] = {}  # client order id → when this gateway sent it
+        self.blocked_until_ms = 0  # Retry-After of a 429 / 418: no request before this
         self.stats: Counter = Counter()  # retries and look-ups by kind, for reports and tests
 
     # ------------------------------------------------------------ helpers
@@ -94,13 +131,27 @@ class OrderGateway:
         """Full jitter: uniform in [0, min(max, base × 2^attempt)] seconds."""
         return self._rng.uniform(0, min(self.max_delay_s, self.base_delay_s * (2 ** attempt)))
 
+    async def _respect_block(self) -> None:
+        """Before a request: wait out a rate-limit block that ends within ``max_retry_after_s``;
+        raise RateLimited (nothing sent) while a longer one lasts (defect 8)."""
+        left_ms = self.blocked_until_ms - self._clock()
+        if left_ms <= 0:
+            return
+        if left_ms > self.max_retry_after_s * 1000:
+            self.stats["refused_while_banned"] += 1
+            raise RateLimited(f"the exchange asked us to wait {left_ms / 1000:.0f} s more (rate limit / IP ban); "
+                              "nothing sent", left_ms / 1000)
+        await self._sleep(left_ms / 1000)
+
     async def _handle_transient(self, exc: ExchangeError, attempt: int) -> None:
         """Wait or resync before the next attempt; re-raise when not retryable or exhausted."""
+        if isinstance(exc, RateLimited):
+            self.stats["rate_limited"] += 1
+            self.blocked_until_ms = max(self.blocked_until_ms, self._clock() + int(exc.retry_after_s * 1000))
         if isinstance(exc, OrderRejected | OrderNotFound) or attempt + 1 >= self.max_attempts:
             raise exc
         if isinstance(exc, RateLimited):
-            self.stats["rate_limited"] += 1
-            await self._sleep(min(exc.retry_after_s, self.max_retry_after_s))
+            await self._respect_block()
         elif isinstance(exc, TimestampOutOfSync):
             self.stats["time_resync"] += 1
             try:
@@ -118,6 +169,7 @@ class OrderGateway:
         attempt = 0
         while True:
             try:
+                await self._respect_block()
                 return await call()
             except ExchangeError as exc:
                 await self._handle_transient(exc, attempt)
@@ -157,6 +209,11 @@ class OrderGateway:
         quote), as ``ExchangePort.fetch_positions``."""
         return await self._retrying(self.exchange.fetch_positions)
 
+    async def fetch_account_rules(self, symbols: list[str]):
+        """Position mode, multi-assets mode and commission rates (retried), see
+        ``CcxtExchange.fetch_account_rules`` (SPEC O-7)."""
+        return await self._retrying(lambda: self.exchange.fetch_account_rules(symbols))
+
     async def load_time_difference(self) -> None:
         """Resync the clock offset (retried)."""
         await self._retrying(self.exchange.load_time_difference)
@@ -166,23 +223,60 @@ class OrderGateway:
         return self.exchange.spread_pct(symbol, price)
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> Order:
-        """Cancel under the symbol lock, retried (SPEC O-4, O-8).
+        """Cancel under the symbol lock, retried (SPEC O-4, O-8). An order this gateway sent
+        moments ago that the exchange does not know yet (its order service lags, defect 4) is
+        asked again over the next seconds before the cancel gives up.
 
         Raises:
             OrderNotFound: unknown or no longer open — after a retry whose first attempt may have
                 reached the exchange, that means it is gone, which is what was asked.
         """
         async with self.lock(symbol):
-            return await self._retrying(lambda: self.exchange.cancel_order(client_order_id, symbol))
+            try:
+                return await self._retrying(lambda: self.exchange.cancel_order(client_order_id, symbol))
+            except OrderNotFound:
+                sent = self._sent_ms.get(client_order_id)
+                if sent is None or self._clock() - sent > VISIBILITY_GRACE_MS:
+                    raise
+            for delay in self.lookup_delays_s:
+                self.stats["cancel_again"] += 1
+                await self._sleep(delay)
+                try:
+                    return await self._retrying(lambda: self.exchange.cancel_order(client_order_id, symbol))
+                except OrderNotFound:
+                    if self._clock() - self._sent_ms[client_order_id] > VISIBILITY_GRACE_MS:
+                        break
+            raise OrderNotFound(f"{symbol}: Unknown order sent ({client_order_id})")
+
+    async def create_untracked(self, order: Order) -> Order:
+        """Send an order that is not the engine's (the daily canary, a reduce-only close of a
+        foreign position): once, not recorded, never retried or resent; under the symbol lock
+        (O-8) and never during a rate-limit block (O-4).
+
+        Raises:
+            ExchangeError: the exchange refused it or could not be reached (state unknown: the
+                reconciliation cancels a stray of ours, SPEC O-5).
+        """
+        async with self.lock(order.symbol):
+            await self._respect_block()
+            self._sent_ms[order.client_order_id] = self._clock()
+            try:
+                return await self.exchange.create_order(order)
+            except RateLimited as exc:
+                self.blocked_until_ms = max(self.blocked_until_ms, self._clock() + int(exc.retry_after_s * 1000))
+                raise
 
     async def create_order(self, order: Order) -> Order:
         """Place ``order`` exactly once (SPEC O-2), under the symbol lock (O-8).
 
         The order is recorded before the first send; an id recorded before is looked up before
         anything is sent. The order returned carries the exchange's status but no fill (fills
-        are booked from the exchange by ``trading.app.reconcile.FillTracker``). An unknown outcome (timeout, network error,
-        5xx) or a "duplicated" reply is resolved by looking the order up by client order id; it is
-        sent again only if the exchange does not know it.
+        are booked from the exchange by ``trading.app.reconcile.FillTracker``; an order with a
+        fill to book is returned open). An unknown outcome (timeout, network error, 5xx) or a
+        "duplicated" reply is resolved by looking the order up by client order id over several
+        seconds; it is sent again only if the exchange still does not know it and shows no sign
+        that it executed (see the module docstring) — otherwise it is returned as accepted
+        (unconfirmed) and never sent twice.
 
         Raises:
             OrderRejected: a business rejection, with the exchange's reason (never retried).
@@ -193,38 +287,112 @@ class OrderGateway:
             if self._record is not None and await self._record(order):
                 # Sent before (a retry, or a restart after a kill): look before sending again.
                 self.stats["lookup_before_resend"] += 1
-                found = await self._lookup(order)
+                found = await self._settle(order)
                 if found is not None:
                     return found
             attempt = 0
             while True:
                 try:
+                    await self._respect_block()
+                    self._sent_ms[order.client_order_id] = self._clock()
                     accepted = await self.exchange.create_order(order)
-                    # Fills are booked from the exchange by the fill tracker (SPEC O-5); the
-                    # order handed back carries none, so none is booked twice or skipped.
-                    if accepted.filled or accepted.average is not None or accepted.fee is not None:
-                        accepted = replace(accepted, filled=ZERO, average=None, fee=None)
-                    return accepted
+                    return tracked_view(order, accepted)
                 except DuplicateClientOrderId:
+                    # An open order holds this id: ours, sent before. Find it; while the order
+                    # service does not show it yet, it is accepted and unconfirmed.
                     self.stats["duplicate_reply"] += 1
                     found = await self._lookup(order)
-                    if found is not None:
-                        return found
-                    raise
+                    return found if found is not None else replace(order, status=OrderStatus.OPEN, filled=ZERO,
+                                                                   average=None)
                 except OrderRejected:
                     raise
                 except (ExchangeUnavailable, TimestampOutOfSync, RateLimited) as exc:
                     if isinstance(exc, ExchangeUnavailable):
                         # The outcome is unknown: look before sending again (never blind resend).
                         self.stats["lookup_after_unknown"] += 1
-                        found = await self._lookup(order)
+                        found = await self._settle(order)
                         if found is not None:
                             return found
                     await self._handle_transient(exc, attempt)
                     attempt += 1
 
+    async def _settle(self, order: Order) -> Order | None:
+        """After an unknown outcome: the order as the exchange knows it; or, when it is unknown
+        but the exchange shows signs that it executed, the order as accepted and unconfirmed
+        (never sent again — the fill tracker books it as soon as the exchange shows it); or None
+        when it is safe to send it (again).
+
+        A conditional order (stop, take-profit) is sent again at once: Binance refuses its id
+        while the first one is open (-4116, looked up) and it never adds exposure. A market or
+        limit order is checked for signs of execution first — without waiting, so the loop keeps
+        supervising a position that may already be open — and only then looked up again over
+        ``lookup_delays_s`` (nothing executed: no exposure waits) before a resend.
+
+        Raises:
+            ExchangeError: the look-ups themselves failed after their retries (state unknown).
+        """
+        found = await self._lookup(order)
+        if found is not None:
+            return found
+        if order.type not in (OrderType.MARKET, OrderType.LIMIT):
+            return None
+        if await self._may_have_executed(order):
+            return self._withheld(order)
+        found = await self._lookup_spread(order, first=False)
+        if found is not None:
+            return found
+        if await self._may_have_executed(order):
+            return self._withheld(order)
+        return None
+
+    def _withheld(self, order: Order) -> Order:
+        self.stats["resend_withheld"] += 1
+        log.warning("%s on %s: the exchange does not show it yet but may have executed it; not sending it "
+                    "again (the fill tracker and the reconciliation settle it)", order.client_order_id, order.symbol)
+        return replace(order, status=OrderStatus.OPEN, filled=ZERO, average=None)
+
+    async def _lookup_spread(self, order: Order, *, first: bool = True) -> Order | None:
+        """:meth:`_lookup` (now, unless ``first`` is False) and after each of ``lookup_delays_s``
+        until the exchange knows it."""
+        found = await self._lookup(order) if first else None
+        for delay in self.lookup_delays_s:
+            if found is not None:
+                return found
+            self.stats["lookup_again"] += 1
+            await self._sleep(delay)
+            found = await self._lookup(order)
+        return found
+
+    async def _may_have_executed(self, order: Order) -> bool:
+        """Signs that ``order`` executed although it cannot be looked up yet: a fill on its
+        symbol since it was sent that is its own or of an order the exchange cannot show; for an
+        entry, a position on its symbol (the engine never enters a symbol it holds). Any doubt (a
+        read failing) counts as a sign."""
+        exchange = self.exchange
+        if not hasattr(exchange, "fetch_my_trades"):
+            return False
+        try:
+            since = order.created_ms - CLOCK_SKEW_MS
+            trades = await self._retrying(lambda: exchange.fetch_my_trades(order.symbol, since))
+            for trade in trades:
+                if trade.client_order_id == order.client_order_id:
+                    return True
+                try:
+                    cid = await self._retrying(lambda: exchange.client_order_id_of(order.symbol, trade.order_id))
+                except OrderNotFound:
+                    return True  # a fill of an order the exchange cannot show yet
+                if cid == order.client_order_id:
+                    return True
+            if order.leg is OrderLeg.ENTRY:
+                positions = await self._retrying(exchange.fetch_positions)
+                if positions.get(order.symbol, (ZERO, ZERO))[0] != 0:
+                    return True
+        except ExchangeError:
+            return True
+        return False
+
     async def _lookup(self, order: Order) -> Order | None:
-        """The order as the exchange knows it, or None when it was never accepted.
+        """The order as the exchange knows it, or None when it does not know it (yet).
 
         Raises:
             ExchangeError: the look-up itself failed after its retries (state unknown).
@@ -233,4 +401,4 @@ class OrderGateway:
             found = await self._retrying(lambda: self.exchange.fetch_order(order.client_order_id, order.symbol))
         except OrderNotFound:
             return None
-        return replace(order, status=found.status, updated_ms=found.updated_ms)
+        return tracked_view(order, found)

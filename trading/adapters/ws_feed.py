@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from trading.adapters.ccxt_exchange import rebase_url
+from trading.adapters.ccxt_exchange import check_ccxt_version, guard_client_logs, rebase_url
 from trading.adapters.rest_feed import RestCandleFeed, poll_safely
 from trading.domain.models import Candle
 from trading.ports import CandleEngine, Clock
@@ -63,7 +63,9 @@ def make_ws_client(mode: str = "demo", *, api_base: str | None = None, ws_base: 
     }
     if api_key and secret:
         config.update(apiKey=api_key, secret=secret)
+    check_ccxt_version()
     client = ccxt_pro.binanceusdm(config)
+    guard_client_logs(client, api_key, secret)  # keys never reach a log (issue 13 defect 8)
     client.maxRetriesOnFailure = 0
     if mode == "demo":
         client.enable_demo_trading(True)

@@ -3,14 +3,18 @@ safe action a step can run from chat. Pure data; no I/O.
 
 Actions: ``PAUSE_ALL`` (no new entries anywhere), ``CLOSE_SYMBOL`` (reduce-only market close of
 one symbol, confirmed), ``REPLACE_STOPS`` (place missing stops again), ``RECONCILE`` (compare
-local state with the exchange, SPEC O-5).
+local state with the exchange, SPEC O-5); for someone else on the account (issue 13)
+``ADOPT_FOREIGN`` (the bot manages the foreign position, with a stop at once),
+``IGNORE_FOREIGN`` (left alone, entries stay paused on it), ``CLOSE_FOREIGN`` (reduce-only
+market close of the foreign position).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SAFE_ACTIONS = ("PAUSE_ALL", "CLOSE_SYMBOL", "REPLACE_STOPS", "RECONCILE")
+SAFE_ACTIONS = ("PAUSE_ALL", "CLOSE_SYMBOL", "REPLACE_STOPS", "RECONCILE", "ADOPT_FOREIGN", "IGNORE_FOREIGN",
+                "CLOSE_FOREIGN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,13 @@ PLAYBOOKS: dict[str, Playbook] = {p.key: p for p in (
              "restart — one position at 0.5 % risk, earning each step back (Z-5)."),
         Step("Run an optimization: /optimize NAME (a study file, e.g. optimize) and compare its "
              "out-of-sample report with the current config before applying it (D-2)."),
+    )),
+    Playbook("someone_else", "Someone else on the account", (
+        Step("An order or a position on your symbols that no order of this bot explains (a second bot, a "
+             "trade in the exchange's app). The bot has not touched it and paused entries on that symbol."),
+        Step("Adopt: the bot manages the position as its own, with a stop-loss placed at once.", "ADOPT_FOREIGN"),
+        Step("Ignore: leave it to whoever opened it; entries stay paused on that symbol.", "IGNORE_FOREIGN"),
+        Step("Close it at market (reduce-only); orders of others are never cancelled by the bot.", "CLOSE_FOREIGN"),
     )),
     Playbook("stuck_order", "Stuck order", (
         Step("Reconcile: look the order up by client order id, never resend blindly.", "RECONCILE"),

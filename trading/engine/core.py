@@ -474,6 +474,15 @@ class Engine:
         if position is not None:
             await self.protection.replace_stop(position, self.clock.now_ms())
 
+    async def place_bracket(self, order: Order) -> Order | None:
+        """Send a reduce-only bracket of an open position through the order gate (reduce-only
+        orders always pass; a take-profit the venue cancelled on its own, placed again under a
+        new client id by ``trading.app.venue_guard``). Returns the accepted order, or None when
+        the venue refused it (recorded with its reason)."""
+        if not order.reduce_only:
+            raise ValueError(f"{order.client_order_id}: only a reduce-only bracket is placed this way")
+        return await self.gate.place(order)
+
     async def repair_position(self, bot: str, symbol: str, signed_contracts: Decimal, entry_price: Decimal) -> None:
         """SPEC O-5: make the local position match the venue's (see :meth:`Fills.repair_position`)."""
         await self.fills.repair_position(bot, symbol, signed_contracts, entry_price)
