@@ -34,8 +34,26 @@ unsure (a test that passes only because the fake is kind would be a defect):
   call); market orders fill at once at the last price (slippage against the taker), limit
   orders and triggers on each candle's path open → nearer extreme → other extreme → close.
 
-Faults (:meth:`FakeOkx.inject`): ``5xx`` (HTTP 503), ``50011`` (HTTP 429 rate limit) and
-``timeout_after_accept`` (the order is accepted, then the reply stalls past the client timeout).
+Public market data also includes ``/market/books`` (the order book top as OKX documents it:
+``asks`` ascending and ``bids`` descending, each level ``[px, sz in contracts, "0", number of
+orders]``, and ``ts``; ``sz`` 1–400 levels per side, default 1), consistent with the ticker's
+``askPx`` / ``bidPx``.
+
+Time: :attr:`FakeOkx.wall_ms` is the server clock that stamps orders, fills and positions (real
+time unless a test binds it to its own clock, as the chaos test does); the signature's
+``OK-ACCESS-TIMESTAMP`` is always checked against the real clock, because ccxt signs with it.
+
+Faults (:meth:`FakeOkx.inject`, each counted in :attr:`FakeOkx.faults_injected` when it hits):
+``5xx`` (HTTP 503), ``50011`` (HTTP 429 rate limit) and ``timeout_after_accept`` (the order is
+accepted, then the reply stalls past the client timeout) on requests whose path contains the
+given text; ``partial`` (the next market order fills half now and the rest at the next candle —
+a thin book); ``invisible`` (the next order or algo order is accepted but its look-ups answer
+51603 and the pending lists omit it for ``invisible_ms`` of server time — OKX documents no such
+lag; modelled because Binance's order service shows one and the code must survive it on any
+venue); and the trigger faults ``stop_fail`` (the next algo order to trigger ends
+``order_failed``: the order it tried to place was refused, failCode 51006 price limit) and
+``stop_partial`` (the next algo order to trigger places a market order that fills half and
+is cancelled for the rest, OKX's price-limit protection on a thin book).
 """
 
 from __future__ import annotations
@@ -63,7 +81,9 @@ API_KEY = "okx-fake-key"
 API_SECRET = "okx-fake-secret"
 PASSPHRASE = "okxFakePass1"
 ID_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
-FAULT_KINDS = ("5xx", "50011", "timeout_after_accept")
+FAULT_KINDS = ("5xx", "50011", "timeout_after_accept", "partial", "invisible", "stop_fail", "stop_partial")
+HTTP_FAULTS = ("5xx", "50011")
+TRIGGER_FAULTS = ("stop_fail", "stop_partial")
 ZERO = Decimal(0)
 TAKER, MAKER = Decimal("0.0005"), Decimal("0.0002")  # OKX regular tier, swaps
 ALGO_PENDING_TYPES = {"conditional", "oco", "trigger", "move_order_stop", "iceberg", "twap", "chase"}
@@ -143,6 +163,8 @@ class VOrder:
     algo_id: str = ""
     algo_cl_ord_id: str = ""
     cancel_source: str = ""
+    rest_on_next_candle: Decimal = ZERO  # the ``partial`` fault: what fills at the next candle
+    visible_ms: int = 0  # the ``invisible`` fault: looked up and listed from this server time
 
     @property
     def open(self) -> bool:
@@ -187,6 +209,7 @@ class Algo:
     actual_side: str = ""
     trigger_time: str = ""
     fail_code: str = ""
+    visible_ms: int = 0  # the ``invisible`` fault: looked up and listed from this server time
 
 
 @dataclass(slots=True)
@@ -243,6 +266,7 @@ class FakeOkx:
     timeframe: str = "1m"
     start_index: int = 100
     stall_s: float = 0.5
+    invisible_ms: int = 1_500
     pos_mode: str = "net_mode"
     acct_lv: str = "2"
     perm: str = "read_only,trade"
@@ -252,6 +276,7 @@ class FakeOkx:
     bodies: list = field(init=False, default_factory=list)  # (method, path, body) of private POSTs
     accepted_ids: list[str] = field(init=False, default_factory=list)
     rejected: Counter = field(init=False, default_factory=Counter)  # sCode → count
+    faults_injected: Counter = field(init=False, default_factory=Counter)  # fault kind → times it hit
 
     def __post_init__(self) -> None:
         self.instruments: dict[str, Instrument] = {}
@@ -272,6 +297,9 @@ class FakeOkx:
         self.used_ids: set[str] = set()  # every clOrdId / algoClOrdId ever accepted
         self._ids = itertools.count(600_000_000_000_000_001)
         self._faults: list[Fault] = []
+        self._order_faults: list[str] = []  # armed ``partial`` / ``invisible`` (next order each)
+        self.trigger_faults: list[str] = []  # armed ``stop_fail`` / ``stop_partial`` (next trigger each)
+        self.wall_ms = lambda: int(time.time() * 1000)  # the server clock (a test may bind its own)
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         for symbol in self.symbols:
@@ -297,19 +325,41 @@ class FakeOkx:
             await self._runner.cleanup()
 
     def inject(self, kind: str, path: str = "", count: int = 1) -> None:
-        """Arm a fault (``5xx``, ``50011``, ``timeout_after_accept``) for the next matching requests."""
+        """Arm a fault (see the module docstring): an HTTP fault or ``timeout_after_accept`` for
+        the next ``count`` requests whose path contains ``path``; ``partial`` / ``invisible`` for
+        the next ``count`` orders accepted; a trigger fault for the next ``count`` triggers."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}")
-        self._faults.append(Fault(kind, path, count))
+        if kind in TRIGGER_FAULTS:
+            self.trigger_faults.extend([kind] * count)
+        elif kind in ("partial", "invisible"):
+            self._order_faults.extend([kind] * count)
+        else:
+            self._faults.append(Fault(kind, path, count))
+
+    def clear_faults(self) -> None:
+        """Disarm every pending fault."""
+        self._faults.clear()
+        self._order_faults.clear()
+        self.trigger_faults.clear()
+
+    def _take_order_fault(self, kind: str) -> bool:
+        if kind in self._order_faults:
+            self._order_faults.remove(kind)
+            self.faults_injected[kind] += 1
+            return True
+        return False
 
     # ------------------------------------------------------------- helpers
     def _id(self) -> str:
         return str(next(self._ids))
 
-    @staticmethod
-    def now_ms() -> int:
-        """The server clock (wall time, epoch ms): ccxt signs with the wall clock."""
-        return int(time.time() * 1000)
+    def now_ms(self) -> int:
+        """The server clock (epoch ms): :attr:`wall_ms`."""
+        return self.wall_ms()
+
+    def _visible(self, item: "VOrder | Algo") -> bool:
+        return self.now_ms() >= item.visible_ms
 
     def mark(self, symbol: str) -> Decimal:
         """Mark price: the last price plus the symbol's configured offset."""
@@ -324,12 +374,72 @@ class FakeOkx:
         return p.pos if p else ZERO
 
     def open_orders(self, symbol: str | None = None) -> list[VOrder]:
-        """Open regular orders, oldest first."""
+        """Open regular orders, oldest first (also those the ``invisible`` fault hides)."""
         return [o for o in self.orders.values() if o.open and (symbol is None or o.inst.symbol == symbol)]
 
     def open_algos(self, symbol: str | None = None) -> list[Algo]:
-        """Live algo orders, oldest first."""
+        """Live algo orders, oldest first (also those the ``invisible`` fault hides)."""
         return [a for a in self.algos.values() if a.state == "live" and (symbol is None or a.inst.symbol == symbol)]
+
+    # ------------------------------------------------------------- inspection (tests)
+    @staticmethod
+    def client_id(order: "VOrder") -> str:
+        """The client id the account shows for a regular order: its ``clOrdId``, or for an order a
+        triggered algo placed (no ``clOrdId``) the algo's ``algoClOrdId``."""
+        return order.cl_ord_id or order.algo_cl_ord_id
+
+    def open_ids(self, symbol: str | None = None) -> set[str]:
+        """Client ids of what the account holds open and cancellable: live algo orders and open
+        regular orders."""
+        return {a.algo_cl_ord_id for a in self.open_algos(symbol)} | {
+            self.client_id(o) for o in self.open_orders(symbol)}
+
+    def alive_ids(self, symbol: str | None = None) -> set[str]:
+        """Client ids of orders still alive: :meth:`open_ids` plus algo orders triggered whose
+        order still works."""
+        working = {o.algo_id for o in self.open_orders(symbol) if o.algo_id}
+        return self.open_ids(symbol) | {a.algo_cl_ord_id for a in self.algos.values()
+                                        if a.state == "effective" and a.algo_id in working}
+
+    def working_stop(self, symbol: str, prefix: str = "") -> bool:
+        """True when a reduce-only stop-loss algo order of ``prefix`` works on ``symbol``: live
+        (waiting for its trigger), or triggered with its order still working."""
+        working = {o.algo_id for o in self.open_orders(symbol) if o.algo_id}
+        return any(a.sl_trigger is not None and a.reduce_only and a.algo_cl_ord_id.startswith(prefix)
+                   and a.inst.symbol == symbol and (a.state == "live" or (a.state == "effective" and a.algo_id in working))
+                   for a in self.algos.values())
+
+    def accepted_twice(self) -> list[str]:
+        """Client ids accepted more than once (a duplicated order: what must never happen)."""
+        return sorted(cid for cid, n in Counter(self.accepted_ids).items() if n > 1)
+
+    def candle(self, symbol: str) -> tuple[int, float, float, float, float, float]:
+        """The current candle of ``symbol``: (open time ms, open, high, low, close, volume)."""
+        s, i = self.series[symbol], self.index
+        return int(s.timestamp[i]), s.open[i], s.high[i], s.low[i], s.close[i], s.volume[i]
+
+    def plant_algo(self, symbol: str, algo_cl_ord_id: str, sz: Decimal) -> Algo:
+        """A live algo order the client does not know (a leftover of a session whose database was
+        lost): a reduce-only take-profit buy, market on trigger, at half the last price."""
+        inst = self.by_symbol[symbol]
+        now = self.now_ms()
+        algo = Algo(self._id(), algo_cl_ord_id, "", inst, "buy", "conditional", sz, "isolated", True, now, now,
+                    tp_trigger=(self.last[symbol] / 2 // inst.tick) * inst.tick, tp_ord_px="-1", tp_type="last")
+        self.algos[algo.algo_id] = algo
+        self.used_ids.add(algo_cl_ord_id)
+        self.accepted_ids.append(algo_cl_ord_id)
+        return algo
+
+    def place_by_hand(self, symbol: str, cl_ord_id: str, side: str, sz: Decimal, px: Decimal,
+                      td_mode: str = "isolated") -> VOrder:
+        """Someone else on the account (OKX's app, another bot) rests a limit order."""
+        inst = self.by_symbol[symbol]
+        now = self.now_ms()
+        order = VOrder(self._id(), cl_ord_id, inst, side, "limit", sz, px, td_mode, False, now, now)
+        self.orders[order.ord_id] = order
+        self.used_ids.add(cl_ord_id)
+        self._match(symbol)
+        return order
 
     def balance(self) -> Decimal:
         """USDT cash balance (realised PnL and fees in)."""
@@ -377,14 +487,25 @@ class FakeOkx:
             return ZERO
         return abs(pos.pos)
 
-    def _market_fill(self, order: VOrder) -> None:
+    def _market_px(self, order: VOrder) -> Decimal:
         last = self.last[order.inst.symbol]
         slip = last * self.slippage_pct / 100
         px = last + slip if order.side == "buy" else last - slip
-        px = (px / order.inst.tick).to_integral_value() * order.inst.tick
+        return (px / order.inst.tick).to_integral_value() * order.inst.tick
+
+    def _market_fill(self, order: VOrder, fraction: Decimal | None = None) -> None:
+        """Fill a market order at the last price (slippage against the taker); ``fraction``: fill
+        only that share now (a thin book), the rest rests for the next candle's open."""
+        px = self._market_px(order)
         sz = order.sz
         if order.reduce_only:
             sz = min(sz, self._reducible(order.inst, order.side))
+        if fraction is not None and sz > 0:
+            part = (sz * fraction / order.inst.lot).to_integral_value(rounding="ROUND_DOWN") * order.inst.lot
+            if order.inst.min_sz <= part < sz:
+                order.rest_on_next_candle = sz - part
+                self._fill(order, part, px, maker=False)
+                return
         if sz > 0:
             self._fill(order, sz, px, maker=False)
         if order.acc_fill < order.sz:  # a reduce-only remainder with nothing left to reduce
@@ -400,6 +521,16 @@ class FakeOkx:
                 s = self.series[symbol]
                 o, h, low, c = (Decimal(str(x)) for x in (s.open[self.index], s.high[self.index],
                                                           s.low[self.index], s.close[self.index]))
+                self.last[symbol] = o
+                for order in self.open_orders(symbol):  # the rest of a part-filled market order
+                    if order.rest_on_next_candle > 0:
+                        rest, order.rest_on_next_candle = order.rest_on_next_candle, ZERO
+                        if order.reduce_only:
+                            rest = min(rest, self._reducible(order.inst, order.side))
+                        if rest > 0:
+                            self._fill(order, rest, self._market_px(order), maker=False)
+                        if order.acc_fill < order.sz:
+                            order.state, order.cancel_source = "canceled", "reduce_only"
                 path = [o, low, h, c] if (o - low) <= (h - o) else [o, h, low, c]
                 for price in path:
                     self.last[symbol] = price
@@ -450,13 +581,24 @@ class FakeOkx:
         if algo.reduce_only and self._reducible(algo.inst, algo.side) == 0:
             algo.state, algo.fail_code = "order_failed", "51169"  # nothing to reduce
             return
+        fault = self.trigger_faults.pop(0) if self.trigger_faults else ""
+        if fault:
+            self.faults_injected[fault] += 1
+        if fault == "stop_fail":
+            algo.state, algo.fail_code = "order_failed", "51006"  # the order it placed was refused
+            return
         order = VOrder(self._id(), "", algo.inst, algo.side, "market" if ord_px == "-1" else "limit", algo.sz,
                        ZERO if ord_px == "-1" else Decimal(ord_px), algo.td_mode, algo.reduce_only, now, now,
                        algo_id=algo.algo_id, algo_cl_ord_id=algo.algo_cl_ord_id)
         self.orders[order.ord_id] = order
         algo.state, algo.ord_id = "effective", order.ord_id
         algo.actual_sz, algo.actual_px = str(algo.sz), ord_px
-        if order.ord_type == "market":
+        if order.ord_type == "market" and fault == "stop_partial":
+            self._market_fill(order, Decimal("0.5"))
+            order.rest_on_next_candle = ZERO
+            if order.open:  # price-limit protection: the rest is cancelled
+                order.state, order.cancel_source, order.u_time = "canceled", "price_limit", now
+        elif order.ord_type == "market":
             self._market_fill(order)
         else:
             self._match(symbol)
@@ -468,6 +610,7 @@ class FakeOkx:
         for fault in self._faults:
             if fault.path in path and fault.count > 0 and fault.kind != "timeout_after_accept":
                 fault.count -= 1
+                self.faults_injected[fault.kind] += 1
                 if fault.kind == "5xx":
                     return web.Response(status=503, text="Service Unavailable")
                 return web.json_response({"code": "50011", "msg": "Too Many Requests", "data": []}, status=429)
@@ -496,6 +639,7 @@ class FakeOkx:
         for fault in self._faults:
             if fault.kind == "timeout_after_accept" and fault.path in path and fault.count > 0:
                 fault.count -= 1
+                self.faults_injected[fault.kind] += 1
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=self.stall_s)
                 except TimeoutError:
@@ -520,7 +664,7 @@ class FakeOkx:
             when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         except ValueError:
             raise OkxReject("50112", "Invalid OK-ACCESS-TIMESTAMP.", 401) from None
-        if abs(when.timestamp() * 1000 - self.now_ms()) > 30_000:
+        if abs(when.timestamp() * 1000 - time.time() * 1000) > 30_000:  # ccxt signs with the real clock
             raise OkxReject("50102", "Timestamp request expired.", 401)
         path_query = request.path + (f"?{request.query_string}" if request.query_string else "")
         expected = base64.b64encode(hmac.new(API_SECRET.encode(), f"{stamp}{request.method}{path_query}{body}".encode(),
@@ -539,6 +683,7 @@ class FakeOkx:
             ("GET", "market/ticker"): self._ticker,
             ("GET", "market/tickers"): lambda q: [self._ticker_row(s) for s in self.symbols],
             ("GET", "market/candles"): self._candles,
+            ("GET", "market/books"): self._books,
             ("GET", "market/history-candles"): self._candles,
             ("GET", "public/funding-rate"): self._funding,
             ("GET", "public/mark-price"): lambda q: [{"instType": "SWAP", "instId": self._inst(q).inst_id,
@@ -592,6 +737,27 @@ class FakeOkx:
                 "open24h": str(Decimal(str(s.open[max(0, self.index - 1439)]))), "high24h": str(last), "low24h": str(last),
                 "volCcy24h": str(vol), "vol24h": str(vol / inst.ct_val), "ts": str(self.now_ms()),
                 "sodUtc0": str(last), "sodUtc8": str(last)}
+
+    BOOK_LEVELS = 400  # OKX: at most 400 levels per side on /market/books
+
+    def _books(self, q: dict) -> list:
+        """``GET /market/books``: ``instId`` (required), ``sz`` levels per side (1–400, default 1).
+        Levels ``[px, sz (contracts), "0" (deprecated), number of orders]``, asks ascending from
+        the ticker's ``askPx`` (last + tick), bids descending from its ``bidPx`` (last − tick)."""
+        extra = set(q) - {"instId", "sz"}
+        if extra:
+            raise OkxReject("51000", f"Parameter {min(extra)} error")
+        inst = self._inst(q)
+        if inst.symbol not in self.symbols:
+            raise OkxReject("51001", "Instrument ID does not exist.")
+        raw = q.get("sz", "1")
+        if not re.fullmatch(r"[0-9]+", str(raw)) or not 1 <= int(raw) <= self.BOOK_LEVELS:
+            raise OkxReject("51000", "Parameter sz error")
+        last, tick = self.last[inst.symbol], inst.tick
+        depth = int(raw)
+        asks = [[str(last + tick * (i + 1)), str(inst.lot * 1000 * (i + 1)), "0", str(i + 1)] for i in range(depth)]
+        bids = [[str(last - tick * (i + 1)), str(inst.lot * 1000 * (i + 1)), "0", str(i + 1)] for i in range(depth)]
+        return [{"asks": asks, "bids": bids, "ts": str(self.now_ms())}]
 
     def _ticker(self, q: dict) -> list:
         inst = self._inst(q)
@@ -795,8 +961,10 @@ class FakeOkx:
         if cid:
             self.used_ids.add(cid)
             self.accepted_ids.append(cid)
+        if self._take_order_fault("invisible"):
+            order.visible_ms = now + self.invisible_ms
         if order.ord_type == "market":
-            self._market_fill(order)
+            self._market_fill(order, Decimal("0.5") if self._take_order_fault("partial") else None)
         else:
             self._match(symbol)
         return {"clOrdId": cid, "ordId": order.ord_id, "sCode": "0", "sMsg": "Order placed", "tag": order.tag,
@@ -824,6 +992,8 @@ class FakeOkx:
             raise OkxReject("51003", "Either client order ID or order ID is required.")
         for o in reversed(list(self.orders.values())):
             if o.inst is inst and ((ord_id and o.ord_id == ord_id) or (cid and not ord_id and o.cl_ord_id == cid)):
+                if not self._visible(o):
+                    break  # accepted, not shown yet (the ``invisible`` fault)
                 return o
         raise OkxReject("51603", "Order does not exist")
 
@@ -832,7 +1002,8 @@ class FakeOkx:
 
     def _pending(self, q: dict) -> list:
         inst = self._inst(q) if q.get("instId") else None
-        return [self._order_row(o) for o in reversed(self.open_orders(inst.symbol if inst else None))]
+        return [self._order_row(o) for o in reversed(self.open_orders(inst.symbol if inst else None))
+                if self._visible(o)]
 
     def _cancel_batch(self, rows: list) -> list:
         out, failed = [], []
@@ -930,6 +1101,8 @@ class FakeOkx:
             algo.order_px = "-1" if str(b["orderPx"]) == "-1" else str(self._price(b["orderPx"], inst, "orderPx"))
             algo.trigger_type = b.get("triggerPxType") or "last"
             algo.trigger_up = algo.trigger > self._ref(symbol, algo.trigger_type)
+        if self._take_order_fault("invisible"):
+            algo.visible_ms = now + self.invisible_ms
         self.algos[algo.algo_id] = algo
         for used in (algo_cid, cl_cid):
             if used:
@@ -963,6 +1136,8 @@ class FakeOkx:
             if (algo_id and a.algo_id == algo_id) or (cid and not algo_id and a.algo_cl_ord_id == cid):
                 if q.get("instId") and a.inst.inst_id != q["instId"]:
                     continue
+                if not self._visible(a):
+                    break  # accepted, not shown yet (the ``invisible`` fault)
                 return a
         raise OkxReject("51603", "Order does not exist")
 
@@ -975,7 +1150,7 @@ class FakeOkx:
             raise OkxReject("51000", "Parameter ordType error")
         inst = self._inst(q) if q.get("instId") else None
         return [self._algo_row(a) for a in reversed(self.open_algos(inst.symbol if inst else None))
-                if a.ord_type in kinds]
+                if a.ord_type in kinds and self._visible(a)]
 
     def _cancel_algos(self, rows: list) -> list:
         if not isinstance(rows, list) or not rows:

@@ -187,3 +187,68 @@ async def test_o7_okx_key_permissions_from_account_config(fake, okx):
     assert (await okx.fetch_key_permissions())["withdrawals"] is True
     fake.perm, fake.acct_lv = "read_only,trade", "1"  # spot mode: no swaps at all
     assert (await okx.fetch_key_permissions())["futures"] is False
+
+
+async def test_f1_okx_order_book_top_through_ccxt_fetch_order_book(fake, okx):
+    """F-1 reads the book top at decision time through ccxt's generic ``fetch_order_book(symbol,
+    limit)``; on OKX that is ``GET /market/books?instId=…&sz=…`` answered as OKX documents it:
+    asks ascending, bids descending, each level [px, sz in contracts, "0", number of orders],
+    with ``ts``; the top is the ticker's askPx / bidPx."""
+    book = await okx.client.fetch_order_book(XRP, 5)
+    assert fake.requests["GET /api/v5/market/books"] == 1
+    asks, bids = book["asks"], book["bids"]
+    assert len(asks) == len(bids) == 5
+    assert [a[0] for a in asks] == sorted(a[0] for a in asks) and [b[0] for b in bids] == sorted((b[0] for b in bids),
+                                                                                                reverse=True)
+    tick = Decimal("0.0001")
+    assert Decimal(str(asks[0][0])) == fake.last[XRP] + tick and Decimal(str(bids[0][0])) == fake.last[XRP] - tick
+    assert book["symbol"] == XRP and book["timestamp"] == int(book["timestamp"]) > 0
+    ticker = await okx.client.fetch_ticker(XRP)
+    assert (ticker["ask"], ticker["bid"]) == (asks[0][0], bids[0][0])
+    # The raw reply, field by field (strict as the docs: four strings per level, ts a string).
+    raw = await okx.client.public_get_market_books({"instId": "XRP-USDT-SWAP", "sz": "2"})
+    [row] = raw["data"]
+    assert set(row) == {"asks", "bids", "ts"} and isinstance(row["ts"], str)
+    assert all(len(level) == 4 and level[2] == "0" and all(isinstance(x, str) for x in level)
+               for level in row["asks"] + row["bids"])
+    default = await okx.client.public_get_market_books({"instId": "XRP-USDT-SWAP"})
+    assert len(default["data"][0]["asks"]) == 1  # OKX's default depth is 1
+    for bad, code in (({"instId": "XRP-USDT-SWAP", "sz": "401"}, "51000"), ({"instId": "XRP-USDT-SWAP", "sz": "0"}, "51000"),
+                      ({"sz": "5"}, "50014"), ({"instId": "XRP-USDT-SWAP", "depth": "5"}, "51000")):
+        with pytest.raises(Exception, match=f'"code": "{code}"'):
+            await okx.client.public_get_market_books(bad)
+
+
+async def test_r10_o5_okx_chaos_faults_of_the_fake_read_through_the_adapter(fake, okx):
+    """The fake's OKX faults as the adapter reads them (the chaos test arms them at random): a
+    part-filled market order is open with its part until the next candle fills the rest; an
+    order the venue does not show yet is unknown to look-ups (51603), then known; a stop whose
+    triggered order is refused is dead (order_failed); one whose order fills half and is
+    cancelled for the rest is dead with that half filled."""
+    fake.inject("partial")
+    entry = entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="p1", contracts=Decimal(4),
+                        now_ms=1)
+    await okx.create_order(entry)
+    half = await okx.fetch_order(entry.client_order_id, XRP)
+    assert half.status is OrderStatus.OPEN and half.filled == Decimal(2) and fake.position(XRP) == Decimal(2)
+    fake.advance()
+    assert (await okx.fetch_order(entry.client_order_id, XRP)).filled == Decimal(4)
+    fake.inject("invisible")
+    stop = _stop(okx, fake, contracts="2", intent="p1")
+    await okx.create_order(stop)
+    with pytest.raises(OrderNotFound):
+        await okx.fetch_order(stop.client_order_id, XRP)
+    assert stop.client_order_id not in {o.client_order_id for o in await okx.fetch_open_orders(XRP)}
+    fake.wall_ms = lambda: int(__import__("time").time() * 1000) + fake.invisible_ms
+    assert (await okx.fetch_order(stop.client_order_id, XRP)).status is OrderStatus.OPEN
+    fake.inject("stop_fail")
+    fake.set_price(XRP, stop.trigger_price - Decimal("0.0005"))
+    dead = await okx.fetch_order(stop.client_order_id, XRP)
+    assert dead.status is OrderStatus.REJECTED and dead.filled == 0 and "51006" in dead.reason
+    assert fake.position(XRP) == Decimal(4) and fake.faults_injected == {"partial": 1, "invisible": 1, "stop_fail": 1}
+    fake.inject("stop_partial")
+    again = _stop(okx, fake, contracts="4", intent="p2", below="0.98")
+    await okx.create_order(again)
+    fake.set_price(XRP, again.trigger_price - Decimal("0.0005"))
+    part = await okx.fetch_order(again.client_order_id, XRP)
+    assert part.status is OrderStatus.REJECTED and part.filled == Decimal(2) and fake.position(XRP) == Decimal(2)
