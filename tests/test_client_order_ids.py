@@ -16,6 +16,7 @@ from trading.domain.oms import (
     leg_of,
     legacy_client_order_id,
     make_client_order_id,
+    regenerated_client_order_id,
 )
 
 OKX_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
@@ -70,3 +71,22 @@ def test_o5_s7_ids_of_an_older_version_are_still_ours():
 def test_o2_a_foreign_id_reads_as_no_leg_of_ours():
     assert leg_of("e847386590ce4dBC1234567890abcdef") is OrderLeg.ENTRY
     assert leg_of("web_123") is OrderLeg.ENTRY
+
+
+@pytest.mark.parametrize("leg", LEGS)
+def test_o2_a_renewed_id_keeps_prefix_and_leg_is_deterministic_and_new(leg):
+    """Issue 18: a stop whose id OKX refuses as used before (51016) is sent under the next
+    generation of its id — valid on both venues, the same bot prefix (O-5 finds it) and leg,
+    deterministic (a retry reuses it), different from every earlier generation."""
+    cid = make_client_order_id("demo", "OptiScalp A", "XRP/USDT:USDT", Side.LONG, "i1", leg)
+    chain = [cid]
+    for _ in range(4):
+        chain.append(regenerated_client_order_id(chain[-1]))
+    assert len(set(chain)) == len(chain)
+    for renewed in chain[1:]:
+        assert OKX_ID.match(renewed) and BINANCE_ID.match(renewed) and len(renewed) == len(cid)
+        assert renewed.startswith(client_order_id_prefix("demo", "OptiScalp A"))
+        assert leg_of(renewed) is leg_of(cid)
+    assert regenerated_client_order_id(cid) == chain[1]
+    legacy = legacy_client_order_id("demo", "xrp", "XRP/USDT:USDT", Side.LONG, "i1", leg)
+    assert regenerated_client_order_id(legacy) is None and regenerated_client_order_id("otherbot1") is None

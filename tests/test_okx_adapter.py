@@ -252,3 +252,93 @@ async def test_r10_o5_okx_chaos_faults_of_the_fake_read_through_the_adapter(fake
     fake.set_price(XRP, again.trigger_price - Decimal("0.0005"))
     part = await okx.fetch_order(again.client_order_id, XRP)
     assert part.status is OrderStatus.REJECTED and part.filled == Decimal(2) and fake.position(XRP) == Decimal(2)
+
+
+async def test_o2_r10_okx_a_stop_resent_under_a_burnt_id_is_placed_under_a_new_one(fake):
+    """Issue 18 risk (3), SPEC O-2, R-10: the gateway sends a conditional order again at once
+    under the same client id when a look-up does not find it after an unknown outcome — safe on
+    Binance, where -4116 means an *open* order holds the id. OKX refuses an id used at any time
+    before (51016), whatever became of its order. Here the stop is accepted, its reply is lost,
+    and before the look-up can see it (not visible yet) it triggers and its order is refused
+    (order_failed): the same-id resend is refused, the look-up still finds nothing, and a
+    gateway that took "duplicate" to mean "it rests" would report a stop that does not work
+    (for the 10 s grace, with the position unprotected). The stop must be placed under the next
+    generation of its id instead: a stop works, nothing is accepted twice, the leg reads back."""
+    import asyncio
+
+    from trading.adapters.order_gateway import OrderGateway
+    from trading.domain.oms import client_order_id_prefix, leg_of
+
+    ex = make(fake, timeout_ms=150)
+    await ex.load_markets()
+    try:
+        await ex.create_order(entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="b1",
+                                          contracts=Decimal(2), now_ms=1))
+        stop = _stop(ex, fake, contracts="2", intent="b1")
+        fake.stall_s = 0.4
+        fake.inject("timeout_after_accept", "trade/order-algo")
+        fake.inject("invisible")
+
+        async def trigger_while_the_reply_is_lost() -> None:
+            while not any(a.algo_cl_ord_id == stop.client_order_id for a in fake.algos.values()):
+                await asyncio.sleep(0.001)
+            fake.inject("stop_fail")
+            before = fake.last[XRP]
+            fake.set_price(XRP, stop.trigger_price - Decimal("0.0005"))  # a wick triggers it; its order is refused
+            fake.set_price(XRP, before)  # and the price comes back
+
+        killer = asyncio.ensure_future(trigger_while_the_reply_is_lost())
+        now = [10_000]
+
+        async def sleep(seconds: float) -> None:
+            now[0] += int(seconds * 1000)
+
+        gateway = OrderGateway(ex, sleep=sleep, clock=lambda: now[0])
+        placed = await gateway.create_order(stop)
+        await killer
+        [dead] = [a for a in fake.algos.values() if a.algo_cl_ord_id == stop.client_order_id]
+        assert dead.state == "order_failed" and fake.rejected["51016"] == 1
+        assert fake.position(XRP) == Decimal(2)
+        assert placed.status is OrderStatus.OPEN
+        assert fake.working_stop(XRP, client_order_id_prefix("demo", "xrp")), "the stop reported placed does not work"
+        assert placed.client_order_id != stop.client_order_id and leg_of(placed.client_order_id) is OrderLeg.STOP_LOSS
+        assert placed.client_order_id.startswith(client_order_id_prefix("demo", "xrp"))
+        [working] = [a for a in fake.open_algos(XRP) if a.sl_trigger is not None]
+        assert working.algo_cl_ord_id == placed.client_order_id and working.sz == Decimal(2)
+        assert fake.accepted_twice() == []
+    finally:
+        await ex.close()
+
+
+async def test_o2_o5_an_order_sent_again_late_gets_its_grace_from_that_send(fake):
+    """Found by the OKX chaos run (SPEC O-2, O-5, R-10): an entry refused with 5xx twice is
+    looked up over several seconds between the sends, so its last send — accepted, not visible
+    yet — comes more than the 10 s "not visible yet" grace after the order was created. Counted
+    from the creation, the fill tracker gave the accepted entry up as "not on the exchange" at
+    once and its position stood without a stop until the reconciliation traced it. The order the
+    gateway returns carries its last send in ``updated_ms``, and the grace counts from there."""
+    from trading.adapters.order_gateway import OrderGateway
+    from trading.app.reconcile import UNCONFIRMED_GRACE_MS, unconfirmed
+
+    ex = make(fake)
+    await ex.load_markets()
+    now = [1_000_000]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += int(seconds * 1000)
+
+    try:
+        gateway = OrderGateway(ex, sleep=sleep, clock=lambda: now[0])
+        entry = entry_order(env="demo", bot="xrp", symbol=XRP, side=Side.LONG, intent_id="g1",
+                            contracts=Decimal(1), now_ms=now[0])
+        fake.inject("5xx", "trade/batch-orders", count=2)
+        fake.inject("invisible")
+        fake.invisible_ms = 60_000
+        placed = await gateway.create_order(entry)
+        assert fake.faults_injected["5xx"] == 2 and fake.position(XRP) == Decimal(1)
+        assert now[0] - entry.created_ms > UNCONFIRMED_GRACE_MS  # the look-ups and back-off took that long
+        assert placed.status is OrderStatus.OPEN and placed.updated_ms > entry.created_ms
+        assert unconfirmed(placed, now[0])  # still "not visible yet", not "never accepted"
+        assert not unconfirmed(placed, placed.updated_ms + UNCONFIRMED_GRACE_MS)
+    finally:
+        await ex.close()

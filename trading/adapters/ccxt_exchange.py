@@ -278,6 +278,10 @@ class CcxtExchange:
                 "use mode 'demo' (Binance demo trading) instead"
             )
         self.exchange_id = resolved
+        # What a "duplicated client order id" reply means: Binance (-4116) refuses an id only
+        # while an order under it is open; OKX (51016) refuses an id used at any time before,
+        # whatever became of its order (trading.adapters.order_gateway reads this).
+        self.duplicate_means_open = resolved == "binanceusdm"
         self.mode = mode
         self.stop_working_type = stop_working_type
         self.quote = quote

@@ -55,8 +55,10 @@ UNCONFIRMED_GRACE_MS = 10_000
 
 
 def unconfirmed(order: Order, now_ms: int) -> bool:
-    """True while ``order`` is young enough that "not found" may mean "not visible yet"."""
-    return now_ms - order.created_ms < UNCONFIRMED_GRACE_MS
+    """True while ``order`` is young enough that "not found" may mean "not visible yet": created,
+    or last sent (``updated_ms``: the gateway stamps it with a send that came later, after
+    look-ups and back-off), less than ``UNCONFIRMED_GRACE_MS`` ago."""
+    return now_ms - max(order.created_ms, order.updated_ms) < UNCONFIRMED_GRACE_MS
 
 
 @dataclass(slots=True)

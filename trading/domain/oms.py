@@ -71,6 +71,18 @@ def legacy_client_order_id(env: str, bot: str, symbol: str, side: Side, intent_i
     return f"{legacy_client_order_id_prefix(env, bot)}{_digest(env, bot, symbol, side, intent_id, leg)}-{leg_tag}"
 
 
+def regenerated_client_order_id(client_order_id: str) -> str | None:
+    """The next generation of one of our current-layout ids (SPEC O-2): the same prefix and leg
+    tag (:func:`leg_of` reads the same leg), 16 other hex digits derived from the id itself — so
+    it is deterministic (a retry of the same re-send reuses it) and never the id it comes from.
+    Used when a venue will never accept the id again (OKX refuses an id used at any time before,
+    51016) and nothing works under it. None for an id of another layout (pre-issue-18 or not ours)."""
+    if not (client_order_id.startswith("of") and ID_RE.match(client_order_id) and len(client_order_id) > LEG_AT):
+        return None
+    digest = hashlib.sha1(f"{client_order_id}|next".encode()).hexdigest()[:DIGEST_LEN]
+    return f"{client_order_id[:PREFIX_LEN]}{digest}{client_order_id[LEG_AT:]}"
+
+
 _LEG_TAGS = sorted(((leg.value.replace(".", "")[:5], leg) for leg in OrderLeg), key=lambda kv: -len(kv[0]))
 
 
