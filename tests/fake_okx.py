@@ -46,8 +46,8 @@ time unless a test binds it to its own clock, as the chaos test does); the signa
 Faults (:meth:`FakeOkx.inject`, each counted in :attr:`FakeOkx.faults_injected` when it hits):
 ``5xx`` (HTTP 503), ``50011`` (HTTP 429 rate limit) and ``timeout_after_accept`` (the order is
 accepted, then the reply stalls past the client timeout) on requests whose path contains the
-given text; ``partial`` (the next market order fills half now and the rest at the next candle —
-a thin book); ``invisible`` (the next order or algo order is accepted but its look-ups answer
+given text; ``partial`` (the next market order fills half and the rest is cancelled: OKX's
+market orders do not rest, what the price limit does not let fill is cancelled — a thin book); ``invisible`` (the next order or algo order is accepted but its look-ups answer
 51603 and the pending lists omit it for ``invisible_ms`` of server time — OKX documents no such
 lag; modelled because Binance's order service shows one and the code must survive it on any
 venue); and the trigger faults ``stop_fail`` (the next algo order to trigger ends
@@ -163,7 +163,6 @@ class VOrder:
     algo_id: str = ""
     algo_cl_ord_id: str = ""
     cancel_source: str = ""
-    rest_on_next_candle: Decimal = ZERO  # the ``partial`` fault: what fills at the next candle
     visible_ms: int = 0  # the ``invisible`` fault: looked up and listed from this server time
 
     @property
@@ -388,11 +387,11 @@ class FakeOkx:
         triggered algo placed (no ``clOrdId``) the algo's ``algoClOrdId``."""
         return order.cl_ord_id or order.algo_cl_ord_id
 
-    def open_ids(self, symbol: str | None = None) -> set[str]:
-        """Client ids of what the account holds open and cancellable: live algo orders and open
-        regular orders."""
-        return {a.algo_cl_ord_id for a in self.open_algos(symbol)} | {
-            self.client_id(o) for o in self.open_orders(symbol)}
+    def open_ids(self, symbol: str | None = None, *, shown: bool = False) -> set[str]:
+        """Client ids of what the account holds open: live algo orders and open regular orders
+        (``shown``: only those the API shows, i.e. not hidden by the ``invisible`` fault)."""
+        return {a.algo_cl_ord_id for a in self.open_algos(symbol) if not shown or self._visible(a)} | {
+            self.client_id(o) for o in self.open_orders(symbol) if not shown or self._visible(o)}
 
     def alive_ids(self, symbol: str | None = None) -> set[str]:
         """Client ids of orders still alive: :meth:`open_ids` plus algo orders triggered whose
@@ -495,7 +494,7 @@ class FakeOkx:
 
     def _market_fill(self, order: VOrder, fraction: Decimal | None = None) -> None:
         """Fill a market order at the last price (slippage against the taker); ``fraction``: fill
-        only that share now (a thin book), the rest rests for the next candle's open."""
+        only that share (a thin book: the price limit stops it) and cancel the rest."""
         px = self._market_px(order)
         sz = order.sz
         if order.reduce_only:
@@ -503,8 +502,8 @@ class FakeOkx:
         if fraction is not None and sz > 0:
             part = (sz * fraction / order.inst.lot).to_integral_value(rounding="ROUND_DOWN") * order.inst.lot
             if order.inst.min_sz <= part < sz:
-                order.rest_on_next_candle = sz - part
                 self._fill(order, part, px, maker=False)
+                order.state, order.cancel_source = "canceled", "price_limit"
                 return
         if sz > 0:
             self._fill(order, sz, px, maker=False)
@@ -521,16 +520,6 @@ class FakeOkx:
                 s = self.series[symbol]
                 o, h, low, c = (Decimal(str(x)) for x in (s.open[self.index], s.high[self.index],
                                                           s.low[self.index], s.close[self.index]))
-                self.last[symbol] = o
-                for order in self.open_orders(symbol):  # the rest of a part-filled market order
-                    if order.rest_on_next_candle > 0:
-                        rest, order.rest_on_next_candle = order.rest_on_next_candle, ZERO
-                        if order.reduce_only:
-                            rest = min(rest, self._reducible(order.inst, order.side))
-                        if rest > 0:
-                            self._fill(order, rest, self._market_px(order), maker=False)
-                        if order.acc_fill < order.sz:
-                            order.state, order.cancel_source = "canceled", "reduce_only"
                 path = [o, low, h, c] if (o - low) <= (h - o) else [o, h, low, c]
                 for price in path:
                     self.last[symbol] = price
@@ -594,10 +583,7 @@ class FakeOkx:
         algo.state, algo.ord_id = "effective", order.ord_id
         algo.actual_sz, algo.actual_px = str(algo.sz), ord_px
         if order.ord_type == "market" and fault == "stop_partial":
-            self._market_fill(order, Decimal("0.5"))
-            order.rest_on_next_candle = ZERO
-            if order.open:  # price-limit protection: the rest is cancelled
-                order.state, order.cancel_source, order.u_time = "canceled", "price_limit", now
+            self._market_fill(order, Decimal("0.5"))  # price-limit protection: the rest is cancelled
         elif order.ord_type == "market":
             self._market_fill(order)
         else:
