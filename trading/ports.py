@@ -95,6 +95,7 @@ class ExchangePort(Protocol):
         """Open positions: symbol → (signed contracts, +long/−short; entry price in quote), for
         the reconciliation on start (SPEC O-5, L-3)."""
 
-    def spread_pct(self, symbol: str, price: float) -> float | None:
-        """Latest bid/ask spread of ``symbol`` in % of mid (from the cached top of book), or
-        None when unknown (SPEC F-1 then denies)."""
+    async def spread_pct(self, symbol: str, price: float) -> float | None:
+        """The bid/ask spread of ``symbol`` now, in % of mid, read when an entry is being
+        decided (SPEC F-1); ``price`` (quote) is the decision's reference price. None when it
+        cannot be read (F-1 then denies: fail closed)."""

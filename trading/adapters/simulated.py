@@ -296,7 +296,7 @@ class SimulatedExchange:
         self._balance += amount
         return amount
 
-    def spread_pct(self, symbol: str, price: float) -> float | None:
+    async def spread_pct(self, symbol: str, price: float) -> float | None:
         """Modelled bid/ask spread in % of mid (SPEC F-1): candles carry no order book, so the
         simulator quotes the narrowest book Binance allows, one tick wide. None for an unknown
         symbol or price (the F-1 filter then denies: fail closed)."""
