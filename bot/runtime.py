@@ -179,6 +179,29 @@ class Runtime:
     user_stream: Any = None
     guard: Any = None
     trading: bool = False  # the trading loop (replay or live) is running
+    mark_watch_s: float = 5.0  # demo/live: seconds between mark-price reads while positions are open (R-3)
+    marks_read_ms: int = 0  # when the marks were last read (epoch ms UTC)
+
+    async def watch_marks(self, now_ms: int) -> int:
+        """Demo/live, between candle closes: every :attr:`mark_watch_s` seconds while positions
+        are open, read the exchange's mark price of each held symbol (one request each) and run
+        the account guard on them (SPEC R-3 hard daily limit, R-5, liquidation distance: a crash
+        inside a 5m candle is seen within seconds, not at its close). A failed read is skipped.
+        Returns how many marks were read (0 in a replay, when not due or nothing is held)."""
+        if isinstance(self.feed, ReplayFeed) or now_ms - self.marks_read_ms < self.mark_watch_s * 1000:
+            return 0
+        held = sorted(self.engine.held_symbols)
+        if not held:
+            return 0
+        self.marks_read_ms = now_ms
+        marks = {}
+        for symbol in held:
+            price = await self.gateway.fetch_mark_price(symbol)
+            if price is not None:
+                marks[symbol] = price
+        if marks:
+            await self.engine.watch_marks(marks)
+        return len(marks)
 
     async def request_reconcile(self) -> str:
         """The playbook actions "place stops again" and "reconcile now" (SPEC T-6, O-5: one
@@ -263,6 +286,7 @@ class Runtime:
             while not stop.is_set():
                 now = self.clock.now_ms()
                 await self.feed.step(now)
+                await self.watch_marks(now)
                 await self.tick(now)
                 self.service.feed_state = self.feed_state()
                 if ready is not None:

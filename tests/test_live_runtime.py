@@ -12,7 +12,7 @@ from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from trading.adapters.ccxt_exchange import CcxtExchange
 from trading.domain.config import TradingConfig
 from trading.adapters.marketdata import default_data_dir
-from trading.domain.models import OrderType, Side
+from trading.domain.models import ExitReason, OrderType, Side
 from trading.domain.oms import client_order_id_prefix
 from trading.ports import ReplayClock
 
@@ -380,6 +380,58 @@ async def test_f1_an_unreadable_book_denies_that_entry_without_retrying(tmp_path
             await rt.persister.flush()
             assert [s.blocked_by for s in await rt.store.signals.list() if not s.passed and s.score >= s.min_score] \
                 == ["MISSING_DATA"]
+        finally:
+            await rt.close()
+    finally:
+        await fake.stop()
+
+
+async def test_r3_a_mark_between_candle_closes_trips_the_hard_daily_limit(tmp_path):
+    """SPEC R-3 in demo/live: the hard daily limit (default 3 %) closes every position at market
+    and halts the account as soon as the exchange's mark price shows it — read every 5 s while
+    positions are open — not only at the next candle close. Here the price falls inside the
+    candle, not far enough to reach the position's stop; the pass that only polls fills changes
+    nothing, the mark watch closes the position and halts the account."""
+    fake = FakeBinance(default_data_dir(), symbols=(XRP,), stall_s=0.4, balance=Decimal(1000))
+    await fake.start()
+    clock = ReplayClock()
+    try:
+        clock.current_ms = fake.clock.current_ms + 1
+        adapter = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url,
+                               timeout_ms=200, rate_limit_ms=1)
+        base = xrp_config()
+        bot = base.bots[0].model_copy(update={"leverage": 20})
+        # One position can reach 4× equity here (Z-2: 20 % of equity × 20×) and its stop sits
+        # ~0.8 % away: a 2.5 % hard limit leaves room between the limit and the stop.
+        account = base.account.model_copy(update={"daily_loss_hard_limit_pct": Decimal("2.5")})
+        rt = await build_exchange_runtime(config=base.model_copy(update={"bots": (bot,), "account": account}),
+                                          db_path=tmp_path / "r3.db",
+                                          exchange=adapter, env="demo", clock=clock, sleep=Sleep(clock))
+        try:
+            assert rt.mark_watch_s == 5.0  # the default cadence
+            price = await rt.exchange.fetch_last_price(XRP)
+            await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(1800), price=price)  # ~3,950 notional
+            clock.current_ms += 500
+            await rt.tick(clock.now_ms())  # booked; brackets placed
+            position = rt.engine.book.positions[("xrp", XRP)]
+            entry = position.entry_price
+            # −0.7 % inside the candle: 1,800 × ~2.2 × 0.7 % ≈ 27.7 quote, ~2.8 % of the day's
+            # 1,000 — over the 2.5 % hard limit, while the stop is further away.
+            fake.venue.last[XRP] = (entry * Decimal("0.993")).quantize(Decimal("0.0001"))
+            assert position.stop_loss < fake.venue.last[XRP]
+            clock.current_ms += 1_000
+            await rt.tick(clock.now_ms())
+            assert ("xrp", XRP) in rt.engine.book.positions  # the candle has not closed: nothing seen
+            clock.current_ms += 5_000
+            assert await rt.watch_marks(clock.now_ms()) == 1
+            clock.current_ms += 500
+            await rt.tick(clock.now_ms())  # the close's fill booked
+            assert ("xrp", XRP) not in rt.engine.book.positions
+            assert fake.venue.positions.get(XRP) is None or fake.venue.positions[XRP].qty == 0
+            view = await rt.service.account_risk()
+            assert view.hard_limit_hit
+            closed = await rt.store.positions.list_closed()
+            assert [p.exit_reason for p in closed] == [ExitReason.DAILY_LOSS]
         finally:
             await rt.close()
     finally:

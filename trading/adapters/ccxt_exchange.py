@@ -616,6 +616,13 @@ class CcxtExchange:
         ticker = await self._call("fetch_ticker", symbol)
         return Decimal(str(ticker["last"]))
 
+    async def fetch_mark_price(self, symbol: str) -> Decimal:
+        """The mark price of ``symbol`` in quote (ccxt ``fetch_mark_price``: Binance
+        ``GET /fapi/v1/premiumIndex?symbol=`` weight 1, OKX ``GET /api/v5/public/mark-price``).
+        Raises the mapped :class:`ExchangeError` when the read fails."""
+        ticker = await self._call("fetch_mark_price", symbol)
+        return Decimal(str(ticker["markPrice"]))
+
     async def spread_pct(self, symbol: str, price: float) -> float | None:
         """The best bid/ask of ``symbol`` now, as a spread in % of mid (SPEC F-1), from the top
         of its order book (ccxt ``fetch_order_book``, 5 levels: Binance ``GET /fapi/v1/depth``

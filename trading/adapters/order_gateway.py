@@ -218,6 +218,17 @@ class OrderGateway:
         """Resync the clock offset (retried)."""
         await self._retrying(self.exchange.load_time_difference)
 
+    async def fetch_mark_price(self, symbol: str) -> Decimal | None:
+        """The exchange's mark price of ``symbol`` (quote) for the account watch between candle
+        closes (SPEC R-3); one read, not retried — None when it fails (the next pass reads
+        again)."""
+        try:
+            await self._respect_block()
+            return await self.exchange.fetch_mark_price(symbol)
+        except ExchangeError as exc:
+            log.warning("mark price of %s not read (%s)", symbol, exc)
+            return None
+
     async def spread_pct(self, symbol: str, price: float) -> float | None:
         """The exchange's bid/ask spread of ``symbol`` now, in % of mid (SPEC F-1): one read,
         not retried — a failed read (or a rate-limit block) gives None, which denies this entry
