@@ -482,6 +482,39 @@ async def test_o5_t6_a_position_someone_else_opened_is_reported_once_never_booke
         await rt.close()
 
 
+async def test_m1_someone_else_found_at_start_is_reported_once_across_restarts(fake, tmp_path):
+    """M-1 (one alert per incident, not one per start), L-3: someone else's position and order,
+    there before the bot starts, are reported by the start-up reconciliation — handed to the
+    notifier, which is attached after it — and not again after two restarts (the venue guard's
+    memory is stored in the database); "Adopt" after the restarts still lifts the pause the
+    guard set before them."""
+    clock = bind(fake)
+    db = tmp_path / "m1.db"
+    fake.trade_by_hand(XRP, "BUY", Decimal(20))
+    far = (fake.venue.last[XRP] * Decimal("0.97")).quantize(Decimal("0.0001"))
+    fake.venue.place_order(XRP, "other_bot_1", "BUY", "LIMIT", Decimal(10), far, False, "GTC")
+    kinds = []
+    for _ in range(3):  # the first start, then two restarts, each with a minute of passes
+        rt = await build(fake, db, clock)
+        alerts = record_alerts(rt, with_unheard=True)
+        try:
+            await step(rt, clock, 31_000)
+            await step(rt, clock, 31_000)
+            kinds.append(sorted(a.kind for a in alerts if a.kind.startswith("FOREIGN")))
+            assert XRP in rt.engine.paused["xrp"] and "someone else on the account" in rt.feed_state()
+        finally:
+            await rt.close()
+        clock.current_ms += 60_000
+    assert kinds == [["FOREIGN_ORDER", "FOREIGN_POSITION"], [], []]
+    rt = await build(fake, db, clock)
+    try:
+        assert "Adopted" in await rt.service.exchange_actions["ADOPT_FOREIGN"]()
+        assert rt.engine.positions[("xrp", XRP)].contracts == Decimal(20)
+        assert XRP not in rt.engine.paused["xrp"]
+    finally:
+        await rt.close()
+
+
 # --------------------------------------------------------------- defect 12: the canary
 async def test_o6_m1_the_daily_canary_places_looks_up_and_cancels_a_far_stop_in_demo(fake, tmp_path):
     """Item 12 (O-6, M-1): once a UTC day in demo one far-away reduce-only STOP_MARKET is placed
