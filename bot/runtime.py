@@ -506,11 +506,13 @@ async def build_runtime(
             # size a working market order of ours may still change, a position not traced yet are
             # settled before any entry: the reconciliation runs again for a few seconds.
             settle_until = clock.now_ms() + UNCONFIRMED_GRACE_MS
+            later = []
             for _ in range(int(UNCONFIRMED_GRACE_MS / 1000 / SETTLE_PAUSE_S)):
                 if not reconciler.unsettled or clock.now_ms() >= settle_until:
                     break
                 await (sleep or asyncio.sleep)(SETTLE_PAUSE_S)
-                await reconciler.run()
+                later.append(await reconciler.run())
+            first = first.settled_by(later, reconciler.unsettled)  # the report the chat posts (L-3)
         supervisor.reconciled(clock.now_ms())
         await persister.flush()
         service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {},

@@ -164,6 +164,10 @@ async def test_l3_o5_a_restart_settles_an_entry_the_exchange_does_not_show_yet_b
         assert restarted.engine.positions[("xrp", XRP)].contracts == Decimal(10)
         assert len(working_stops(fake)) == 1 and restarted.supervisor.reconciler.unsettled == 0
         assert restarted.guard.foreign == {} and fake.accepted_twice() == []
+        # The report the chat posts is the settled one, not the first pass's "not settled yet".
+        text = restarted.reconcile_report.text()
+        assert "not settled yet" not in text and "did not show at first" in text
+        assert "settled by" in text and "1 fill(s) booked" in text and restarted.reconcile_report.fills_booked == 1
     finally:
         await restarted.close()
 
