@@ -3,6 +3,7 @@ close, O-5 reconciliation and L-3 restart from the SQLite file (real ccxt client
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
@@ -292,20 +293,42 @@ async def test_l2_flatten_on_shutdown_closes_at_market_and_books_the_fill(fake, 
         await rt.close()
 
 
-async def _demo_until_first_paper_entry(fake: FakeBinance, tmp_path, clock: ReplayClock) -> Runtime:
-    """A demo runtime on the fake, its REST feed warmed up, then stepped candle by candle
-    through candle 952 of the bundled XRP 1m series: the close on which the paper backtest of
-    the same config makes its first entry (a market long, checked below)."""
-    rt = await build(fake, tmp_path / "demo.db", clock)
-    await rt.feed.warm_up(clock.now_ms())
-    while fake.index < FIRST_PAPER_ENTRY:
-        fake.advance()
-        clock.current_ms = fake.clock.current_ms + 1
-        await rt.feed.step(clock.now_ms())
-    return rt
-
-
 FIRST_PAPER_ENTRY = 952  # index of the candle whose close makes the paper backtest's first entry
+
+
+@asynccontextmanager
+async def demo_through_first_paper_entry(tmp_path, *, spread_ticks: int = 1, fault: str | None = None):
+    """(fake, runtime): a demo runtime on the fake Binance (its book ``spread_ticks`` wide,
+    ``fault`` armed on ``GET /fapi/v1/depth``), its REST feed warmed up, then stepped candle by
+    candle through candle 952 of the bundled XRP 1m series — the close on which the paper
+    backtest of the same config makes its first entry."""
+    fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=FIRST_PAPER_ENTRY - 8)
+    fake.spread_ticks[XRP] = spread_ticks
+    await fake.start()
+    clock = ReplayClock()
+    try:
+        clock.current_ms = fake.clock.current_ms + 1
+        if fault is not None:
+            fake.inject(fault, path="depth")
+        rt = await build(fake, tmp_path / "demo.db", clock)
+        try:
+            await rt.feed.warm_up(clock.now_ms())
+            while fake.index < FIRST_PAPER_ENTRY:
+                fake.advance()
+                clock.current_ms = fake.clock.current_ms + 1
+                await rt.feed.step(clock.now_ms())
+            await rt.persister.flush()
+            yield fake, rt
+        finally:
+            await rt.close()
+    finally:
+        await fake.stop()
+
+
+def our_entries(fake: FakeBinance) -> list:
+    """The orders of bot "xrp" the fake received: (side, type, status)."""
+    prefix = client_order_id_prefix("demo", "xrp")
+    return [(o.side, o.type, o.status) for o in fake.venue.orders.values() if o.client_id.startswith(prefix)]
 
 
 async def test_f1_the_first_paper_entry_is_made_in_demo_with_the_exchange_spread(tmp_path):
@@ -324,66 +347,27 @@ async def test_f1_the_first_paper_entry_is_made_in_demo_with_the_exchange_spread
         await paper.close()
     series = load_candles(default_data_dir(), XRP, "1m")
     assert first.side is Side.LONG and first.opened_ms >= series.timestamp[FIRST_PAPER_ENTRY] + 60_000
-
-    fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=FIRST_PAPER_ENTRY - 8)
-    await fake.start()
-    clock = ReplayClock()
-    try:
-        clock.current_ms = fake.clock.current_ms + 1
-        rt = await _demo_until_first_paper_entry(fake, tmp_path, clock)
-        try:
-            entries = [o for o in fake.venue.orders.values() if o.client_id.startswith(client_order_id_prefix("demo", "xrp"))]
-            assert [(o.side, o.type, o.status) for o in entries] == [("BUY", "MARKET", "FILLED")]
-            assert fake.requests["GET /fapi/v1/depth"] == 1  # F-1 read the book, for this candidate only
-        finally:
-            await rt.close()
-    finally:
-        await fake.stop()
+    async with demo_through_first_paper_entry(tmp_path) as (fake, _rt):
+        assert our_entries(fake) == [("BUY", "MARKET", "FILLED")]
+        assert fake.requests["GET /fapi/v1/depth"] == 1  # F-1 read the book, for this candidate only
 
 
 async def test_f1_a_wide_spread_on_the_exchange_refuses_that_entry(tmp_path):
     """Same candles, but the exchange's book is 50 ticks wide (≈ 0.23 % of XRP's price, over
     the 0.1 % F-1 default): no order is sent and the refusal is recorded with its reason."""
-    fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=FIRST_PAPER_ENTRY - 8)
-    fake.spread_ticks[XRP] = 50
-    await fake.start()
-    clock = ReplayClock()
-    try:
-        clock.current_ms = fake.clock.current_ms + 1
-        rt = await _demo_until_first_paper_entry(fake, tmp_path, clock)
-        try:
-            assert not [o for o in fake.venue.orders.values()
-                        if o.client_id.startswith(client_order_id_prefix("demo", "xrp"))]
-            await rt.persister.flush()
-            refused = [s for s in await rt.store.signals.list() if s.blocked_by == "SPREAD_TOO_WIDE"]
-            assert len(refused) == 1 and not refused[0].passed and refused[0].side is Side.LONG
-        finally:
-            await rt.close()
-    finally:
-        await fake.stop()
+    async with demo_through_first_paper_entry(tmp_path, spread_ticks=50) as (fake, rt):
+        assert our_entries(fake) == []
+        refused = [s for s in await rt.store.signals.list() if s.blocked_by == "SPREAD_TOO_WIDE"]
+        assert len(refused) == 1 and not refused[0].passed and refused[0].side is Side.LONG
 
 
 async def test_f1_an_unreadable_book_denies_that_entry_without_retrying(tmp_path):
     """The order book read fails (a 5xx): F-1 fails closed — no order, the refusal recorded as
     MISSING_DATA — and the candle step is not held up by retries (one request)."""
-    fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=FIRST_PAPER_ENTRY - 8)
-    await fake.start()
-    clock = ReplayClock()
-    try:
-        clock.current_ms = fake.clock.current_ms + 1
-        fake.inject("5xx", path="depth")
-        rt = await _demo_until_first_paper_entry(fake, tmp_path, clock)
-        try:
-            assert not [o for o in fake.venue.orders.values()
-                        if o.client_id.startswith(client_order_id_prefix("demo", "xrp"))]
-            assert fake.requests["GET /fapi/v1/depth"] == 1
-            await rt.persister.flush()
-            assert [s.blocked_by for s in await rt.store.signals.list() if not s.passed and s.score >= s.min_score] \
-                == ["MISSING_DATA"]
-        finally:
-            await rt.close()
-    finally:
-        await fake.stop()
+    async with demo_through_first_paper_entry(tmp_path, fault="5xx") as (fake, rt):
+        assert our_entries(fake) == [] and fake.requests["GET /fapi/v1/depth"] == 1
+        assert [s.blocked_by for s in await rt.store.signals.list() if not s.passed and s.score >= s.min_score] \
+            == ["MISSING_DATA"]
 
 
 async def test_r3_a_mark_between_candle_closes_trips_the_hard_daily_limit(tmp_path):
