@@ -536,7 +536,9 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
         await runtime.store.positions.list_open(),
         [s for s in [await runtime.store.risk.get(b.name) for b in runtime.config.bots] if s],
     )
-    runtime.persister.add_listener(notifier.on_events)
+    # with_unheard: the start-up reconciliation's alerts (someone else's position found at
+    # start, …) were flushed before the notifier listened; its next flush hands them over.
+    runtime.persister.add_listener(notifier.on_events, with_unheard=True)
     secrets = [settings.telegram_bot_token.get_secret_value()]
     for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret,
                    settings.okx_api_key, settings.okx_api_secret, settings.okx_api_passphrase):

@@ -114,7 +114,7 @@ def render_text(result) -> str:
     """The report as text: out-of-sample results first, in-sample beside them per fold."""
     from trading.domain.views import proxy_note
 
-    space, study = result.space, result.space.study
+    study = result.space.study
     folds = result.folds
     oos_ret, oos_dd = chained([r.oos_metrics.get("equity", []) for r in folds])
     base_ret, base_dd = chained([r.base_oos_metrics.get("equity", []) for r in folds])

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from trading.domain.audit import entries_for_events
 from trading.domain.events import (
     AccountChanged,
+    Alert,
     AccountRiskChanged,
     BlacklistChanged,
     EquitySampled,
@@ -31,6 +32,7 @@ from trading.domain.events import (
 )
 
 REPLAY_CURSOR_KEY = "replay_cursor_ms"
+UNHEARD_KEPT = 50  # alerts kept for a listener attached late (the notifier, after the start-up reconciliation)
 ACCOUNT_RISK_KEY = "account_risk"  # SPEC R-5, R-9: the account risk state as JSON (trading.domain.models.AccountRisk)
 
 log = logging.getLogger(__name__)
@@ -48,17 +50,37 @@ class Persister:
         self._buffer = buffer
         self.config_id = config_id
         self._listeners: list[Listener] = []
+        # Alerts flushed while nobody listened: the start-up reconciliation's (SPEC L-3, M-1)
+        # run before the notifier is attached; the newest UNHEARD_KEPT are kept for it.
+        self.unheard: list[Alert] = []
+        self._owed: list[Listener] = []
 
-    def add_listener(self, listener: Listener) -> None:
+    def add_listener(self, listener: Listener, *, with_unheard: bool = False) -> None:
         """Call ``await listener(events)`` with every flushed batch, in order, AFTER it is
         committed (the notifier, SPEC T-4: nothing is announced that a crash could undo).
+        ``with_unheard``: the next flush first hands it the alerts flushed before any listener
+        was attached (e.g. someone else's position found at start), as one batch.
         A listener's exception is logged, never raised into the trading loop."""
         self._listeners.append(listener)
+        if with_unheard and self.unheard:
+            self._owed.append(listener)
+
+    async def _pay_owed(self) -> None:
+        """Hand the unheard alerts to the listeners owed them (then forget them)."""
+        owed, self._owed = self._owed, []
+        for listener in owed:
+            try:
+                await listener(list(self.unheard))
+            except Exception:
+                log.exception("event listener %r failed", listener)
+        self.unheard.clear()
 
     async def flush(self) -> int:
         """Persist every buffered event; returns how many were written."""
         events = self._buffer.drain()
         if not events:
+            if self._owed:
+                await self._pay_owed()
             return 0
         orders, positions, risk, fills, samples, signals = {}, {}, {}, [], [], []
         blacklist = {}
@@ -112,6 +134,11 @@ class Persister:
                 await store.runtime.set(REPLAY_CURSOR_KEY, str(cursor))
             if account_risk is not None:
                 await store.runtime.set(ACCOUNT_RISK_KEY, json.dumps(account_risk.as_dict(), sort_keys=True))
+        if not self._listeners:
+            self.unheard.extend(event for event in events if isinstance(event, Alert))
+            del self.unheard[:-UNHEARD_KEPT]
+        elif self._owed:
+            await self._pay_owed()
         for listener in self._listeners:
             try:
                 await listener(events)

@@ -62,6 +62,7 @@ from trading.ports import Clock, ExchangePort, ReplayClock
 log = logging.getLogger(__name__)
 
 SETTLE_PAUSE_S = 0.5  # between the start-up reconciliations that settle what the venue does not show yet
+GUARD_MEMORY_KEY = "venue_guard"  # runtime table: the venue guard's memory across restarts (M-1)
 
 # O-5's 30 s are wall-clock seconds against a network venue. On the replay clock the paper
 # runtime reconciles hourly: a paced replay at the default 3000× covers an hour in 1.2 s of wall
@@ -179,6 +180,38 @@ class Runtime:
     user_stream: Any = None
     guard: Any = None
     trading: bool = False  # the trading loop (replay or live) is running
+    guard_saved: dict | None = None  # the venue guard's memory as last stored
+    mark_watch_s: float = 5.0  # demo/live: seconds between mark-price reads while positions are open (R-3)
+    marks_read_ms: int = 0  # when the marks were last read (epoch ms UTC)
+
+    async def save_guard_memory(self) -> None:
+        """Store the venue guard's memory (reported foreign incidents, the trader's "ignore",
+        its pauses) when it changed, so a restart does not report them again (SPEC M-1)."""
+        state = self.guard.remembered()
+        if state != self.guard_saved:
+            await self.store.runtime.set(GUARD_MEMORY_KEY, json.dumps(state, sort_keys=True))
+            self.guard_saved = state
+
+    async def watch_marks(self, now_ms: int) -> int:
+        """Demo/live, between candle closes: every :attr:`mark_watch_s` seconds while positions
+        are open, read the exchange's mark price of each held symbol (one request each) and run
+        the account guard on them (SPEC R-3 hard daily limit, R-5, liquidation distance: a crash
+        inside a 5m candle is seen within seconds, not at its close). A failed read is skipped.
+        Returns how many marks were read (0 in a replay, when not due or nothing is held)."""
+        if isinstance(self.feed, ReplayFeed) or now_ms - self.marks_read_ms < self.mark_watch_s * 1000:
+            return 0
+        held = sorted(self.engine.held_symbols)
+        if not held:
+            return 0
+        self.marks_read_ms = now_ms
+        marks = {}
+        for symbol in held:
+            price = await self.gateway.fetch_mark_price(symbol)
+            if price is not None:
+                marks[symbol] = price
+        if marks:
+            await self.engine.watch_marks(marks)
+        return len(marks)
 
     async def request_reconcile(self) -> str:
         """The playbook actions "place stops again" and "reconcile now" (SPEC T-6, O-5: one
@@ -234,6 +267,7 @@ class Runtime:
         report = await self.supervisor.tick(now_ms)
         if self.guard is not None:
             await self.guard.tick(now_ms)  # unfilled stops, venue cancels (issue 13)
+            await self.save_guard_memory()
         if self.user_stream is not None:
             mismatched = self.user_stream.take_mismatch()
             if mismatched:
@@ -263,6 +297,7 @@ class Runtime:
             while not stop.is_set():
                 now = self.clock.now_ms()
                 await self.feed.step(now)
+                await self.watch_marks(now)
                 await self.tick(now)
                 self.service.feed_state = self.feed_state()
                 if ready is not None:
@@ -457,6 +492,10 @@ async def build_runtime(
         tracker = FillTracker(engine, gateway, verifier)
         prefixes = tuple(client_order_id_prefix(mode, name) for name in engine.bots)
         guard = None if make_guard is None else make_guard(engine, gateway, prefixes)
+        guard_saved = None
+        if guard is not None and (stored := await store.runtime.get(GUARD_MEMORY_KEY)):
+            guard_saved = json.loads(stored)
+            guard.remember(guard_saved)  # what was reported before this start is not reported again (M-1)
         reconciler = Reconciler(engine, gateway, tracker, verifier, prefixes, guard=guard)
         supervisor = Supervisor(tracker, verifier, reconciler, reconcile_every_ms=reconcile_every_ms)
         persister = Persister(store, buffer, config_id)
@@ -467,11 +506,13 @@ async def build_runtime(
             # size a working market order of ours may still change, a position not traced yet are
             # settled before any entry: the reconciliation runs again for a few seconds.
             settle_until = clock.now_ms() + UNCONFIRMED_GRACE_MS
+            later = []
             for _ in range(int(UNCONFIRMED_GRACE_MS / 1000 / SETTLE_PAUSE_S)):
                 if not reconciler.unsettled or clock.now_ms() >= settle_until:
                     break
                 await (sleep or asyncio.sleep)(SETTLE_PAUSE_S)
-                await reconciler.run()
+                later.append(await reconciler.run())
+            first = first.settled_by(later, reconciler.unsettled)  # the report the chat posts (L-3)
         supervisor.reconciled(clock.now_ms())
         await persister.flush()
         service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {},
@@ -482,7 +523,9 @@ async def build_runtime(
         await store.close()
         raise
     runtime = Runtime(mode, config, store, venue, gateway, engine, clock, buffer, persister, supervisor, first,
-                      service, feed, user_stream, guard)
+                      service, feed, user_stream, guard, guard_saved=guard_saved)
+    if guard is not None:
+        await runtime.save_guard_memory()  # what the start-up reconciliation reported
     # The playbook buttons "place stops again" and "reconcile" (T-6), for every venue.
     service.exchange_actions.update({"REPLACE_STOPS": runtime.request_reconcile,
                                      "RECONCILE": runtime.request_reconcile})

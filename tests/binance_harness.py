@@ -77,10 +77,12 @@ def working_stops(fake: FakeBinance, symbol: str = XRP) -> list:
             and a.client_id.startswith(PREFIX) and a.status in ("NEW", "TRIGGERING", "TRIGGERED")]
 
 
-def record_alerts(rt: Runtime) -> list:
+def record_alerts(rt: Runtime, with_unheard: bool = False) -> list:
     """Every Alert the engine (and its venue guard) emits from now on, as the persister writes
     them (every pass of :func:`step` flushes): a listener beside the notifier's, so no part of
-    the split engine, whatever sink reference it holds, can emit one unseen."""
+    the split engine, whatever sink reference it holds, can emit one unseen. ``with_unheard``:
+    also those of the start-up reconciliation (handed over by the next flush), as the notifier
+    gets them."""
     from trading.domain.events import Alert
 
     alerts: list = []
@@ -88,5 +90,5 @@ def record_alerts(rt: Runtime) -> list:
     async def note(events) -> None:
         alerts.extend(event for event in events if isinstance(event, Alert))
 
-    rt.persister.add_listener(note)
+    rt.persister.add_listener(note, with_unheard=with_unheard)
     return alerts

@@ -15,7 +15,9 @@ of its own replays its USDT twin's), ``markPriceKlines`` and ``fundingRate`` fro
 mark-price candles and funding events in ``data_dir`` (SPEC D-1; paginated and limited as
 Binance documents them: klines ``limit`` ≤ 1500 with its weight by limit, ``fundingRate``
 ``limit`` ≤ 1000, ``startTime``/``endTime`` windows, ascending rows), ``ticker/24hr``,
-``ticker/price``, ``ticker/bookTicker``, ``premiumIndex`` (mark price, one symbol or all); signed: ``order`` POST/GET/DELETE (by ``orderId`` or
+``ticker/price``, ``ticker/bookTicker``, ``depth`` (the order book top: ``limit`` one of 5, 10,
+20, 50, 100, 500, 1000 else -1130, weight 2/5/10/20 by limit; bid at the last price, ask
+``spread_ticks[symbol]`` ticks above it, default 1), ``premiumIndex`` (mark price, one symbol or all); signed: ``order`` POST/GET/DELETE (by ``orderId`` or
 ``origClientOrderId``), ``algoOrder`` POST/GET/DELETE (by ``algoId`` or ``clientAlgoId``),
 ``openOrders``, ``openAlgoOrders``, ``allOpenOrders``, ``algoOpenOrders`` DELETE, ``userTrades``,
 ``positionRisk`` (v2: every served symbol with leverage and margin type; v3: only symbols with a
@@ -187,6 +189,7 @@ class FakeBinance:
         self.ws = FakeBinanceStreams(self)  # market and user-data streams (SPEC S-2)
         self.venue.on_event = self.ws.user_event
         self.rate_limited = 0  # requests refused with 429 for exceeding the weight limit
+        self.spread_ticks: dict[str, int] = {}  # symbol → ask − bid in ticks (default 1): a test widens it
         self._weight_used = 0
         self._weight_window_start = 0.0
         self._funding_used = 0
@@ -434,6 +437,9 @@ class FakeBinance:
             return 1
         if tail == "premiumIndex":
             return 1 if params.get("symbol") else 10
+        if tail == "depth":
+            limit = int(params.get("limit", 500))
+            return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
         return 1
 
     def _charge_weight(self, method: str, path: str, params: dict) -> dict[str, str]:
@@ -520,6 +526,7 @@ class FakeBinance:
             ("GET", "ticker/24hr"): self._ticker_24hr,
             ("GET", "ticker/price"): self._ticker_price,
             ("GET", "ticker/bookTicker"): self._book_ticker,
+            ("GET", "depth"): self._depth,
             ("GET", "premiumIndex"): self._premium_index,
             ("POST", "order"): self._post_order,
             ("GET", "order"): self._get_order,
@@ -703,9 +710,28 @@ class FakeBinance:
             symbol = self._served(market_id)
             last = self._last(symbol)
             tick = self.venue.rules[symbol].tick
-            rows.append({"symbol": market_id, "bidPrice": str(last), "bidQty": "100", "askPrice": str(last + tick),
+            ask = last + tick * self.spread_ticks.get(symbol, 1)
+            rows.append({"symbol": market_id, "bidPrice": str(last), "bidQty": "100", "askPrice": str(ask),
                          "askQty": "100", "time": self.wall_ms()})
         return rows[0] if "symbol" in p else rows
+
+    _DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+
+    def _depth(self, p: dict):
+        """``GET /fapi/v1/depth``: ``limit`` levels a side, one tick apart, the best bid at the
+        last price and the best ask ``spread_ticks`` ticks above it."""
+        if not p.get("symbol"):
+            raise BinanceReject(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        symbol = self._served(p["symbol"])
+        limit = self._int_param(p, "limit", 500)
+        if limit not in self._DEPTH_LIMITS:
+            raise BinanceReject(-1130, "Data sent for parameter 'limit' is not valid.")
+        last, tick = self._last(symbol), self.venue.rules[symbol].tick
+        ask = last + tick * self.spread_ticks.get(symbol, 1)
+        now = self.wall_ms()
+        return {"lastUpdateId": now, "E": now, "T": now,
+                "bids": [[str(last - tick * i), "100"] for i in range(limit)],
+                "asks": [[str(ask + tick * i), "100"] for i in range(limit)]}
 
     def _premium_index(self, p: dict):
         ids = [p["symbol"]] if p.get("symbol") else [self.raw_markets[s]["id"] for s in self.symbols]

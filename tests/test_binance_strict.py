@@ -164,6 +164,10 @@ async def test_l3_o5_a_restart_settles_an_entry_the_exchange_does_not_show_yet_b
         assert restarted.engine.positions[("xrp", XRP)].contracts == Decimal(10)
         assert len(working_stops(fake)) == 1 and restarted.supervisor.reconciler.unsettled == 0
         assert restarted.guard.foreign == {} and fake.accepted_twice() == []
+        # The report the chat posts is the settled one, not the first pass's "not settled yet".
+        text = restarted.reconcile_report.text()
+        assert "not settled yet" not in text and "did not show at first" in text
+        assert "settled by" in text and "1 fill(s) booked" in text and restarted.reconcile_report.fills_booked == 1
     finally:
         await restarted.close()
 
@@ -477,6 +481,39 @@ async def test_o5_t6_a_position_someone_else_opened_is_reported_once_never_booke
         assert "Adopted" in await rt.service.exchange_actions["ADOPT_FOREIGN"]()
         position = rt.engine.positions[("xrp", XRP)]
         assert position.contracts == Decimal(20) and len(working_stops(fake)) == 1
+        assert XRP not in rt.engine.paused["xrp"]
+    finally:
+        await rt.close()
+
+
+async def test_m1_someone_else_found_at_start_is_reported_once_across_restarts(fake, tmp_path):
+    """M-1 (one alert per incident, not one per start), L-3: someone else's position and order,
+    there before the bot starts, are reported by the start-up reconciliation — handed to the
+    notifier, which is attached after it — and not again after two restarts (the venue guard's
+    memory is stored in the database); "Adopt" after the restarts still lifts the pause the
+    guard set before them."""
+    clock = bind(fake)
+    db = tmp_path / "m1.db"
+    fake.trade_by_hand(XRP, "BUY", Decimal(20))
+    far = (fake.venue.last[XRP] * Decimal("0.97")).quantize(Decimal("0.0001"))
+    fake.venue.place_order(XRP, "other_bot_1", "BUY", "LIMIT", Decimal(10), far, False, "GTC")
+    kinds = []
+    for _ in range(3):  # the first start, then two restarts, each with a minute of passes
+        rt = await build(fake, db, clock)
+        alerts = record_alerts(rt, with_unheard=True)
+        try:
+            await step(rt, clock, 31_000)
+            await step(rt, clock, 31_000)
+            kinds.append(sorted(a.kind for a in alerts if a.kind.startswith("FOREIGN")))
+            assert XRP in rt.engine.paused["xrp"] and "someone else on the account" in rt.feed_state()
+        finally:
+            await rt.close()
+        clock.current_ms += 60_000
+    assert kinds == [["FOREIGN_ORDER", "FOREIGN_POSITION"], [], []]
+    rt = await build(fake, db, clock)
+    try:
+        assert "Adopted" in await rt.service.exchange_actions["ADOPT_FOREIGN"]()
+        assert rt.engine.positions[("xrp", XRP)].contracts == Decimal(20)
         assert XRP not in rt.engine.paused["xrp"]
     finally:
         await rt.close()

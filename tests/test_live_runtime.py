@@ -3,6 +3,7 @@ close, O-5 reconciliation and L-3 restart from the SQLite file (real ccxt client
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
@@ -12,7 +13,7 @@ from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from trading.adapters.ccxt_exchange import CcxtExchange
 from trading.domain.config import TradingConfig
 from trading.adapters.marketdata import default_data_dir
-from trading.domain.models import OrderType, Side
+from trading.domain.models import ExitReason, OrderType, Side
 from trading.domain.oms import client_order_id_prefix
 from trading.ports import ReplayClock
 
@@ -290,3 +291,132 @@ async def test_l2_flatten_on_shutdown_closes_at_market_and_books_the_fill(fake, 
         assert await rt.store.positions.count_closed() == 1  # persisted before the shutdown goes on
     finally:
         await rt.close()
+
+
+FIRST_PAPER_ENTRY = 952  # index of the candle whose close makes the paper backtest's first entry
+
+
+@asynccontextmanager
+async def demo_through_first_paper_entry(tmp_path, *, spread_ticks: int = 1, fault: str | None = None):
+    """(fake, runtime): a demo runtime on the fake Binance (its book ``spread_ticks`` wide,
+    ``fault`` armed on ``GET /fapi/v1/depth``), its REST feed warmed up, then stepped candle by
+    candle through candle 952 of the bundled XRP 1m series — the close on which the paper
+    backtest of the same config makes its first entry."""
+    fake = FakeBinance(default_data_dir(), symbols=(XRP,), start_index=FIRST_PAPER_ENTRY - 8)
+    fake.spread_ticks[XRP] = spread_ticks
+    await fake.start()
+    clock = ReplayClock()
+    try:
+        clock.current_ms = fake.clock.current_ms + 1
+        if fault is not None:
+            fake.inject(fault, path="depth")
+        rt = await build(fake, tmp_path / "demo.db", clock)
+        try:
+            await rt.feed.warm_up(clock.now_ms())
+            while fake.index < FIRST_PAPER_ENTRY:
+                fake.advance()
+                clock.current_ms = fake.clock.current_ms + 1
+                await rt.feed.step(clock.now_ms())
+            await rt.persister.flush()
+            yield fake, rt
+        finally:
+            await rt.close()
+    finally:
+        await fake.stop()
+
+
+def our_entries(fake: FakeBinance) -> list:
+    """The orders of bot "xrp" the fake received: (side, type, status)."""
+    prefix = client_order_id_prefix("demo", "xrp")
+    return [(o.side, o.type, o.status) for o in fake.venue.orders.values() if o.client_id.startswith(prefix)]
+
+
+async def test_f1_the_first_paper_entry_is_made_in_demo_with_the_exchange_spread(tmp_path):
+    """The strategy trades in demo as it does in paper (SPEC O-9, F-1): the candle on which the
+    paper backtest enters makes the same entry on the exchange, after the F-1 filter read the
+    real spread from the order book (``GET /fapi/v1/depth``) — before the fix the spread was
+    never read in demo/live, so F-1 refused every strategy entry (MISSING_DATA)."""
+    from bot.runtime import build_paper_runtime
+    from trading.adapters.marketdata import load_candles
+
+    paper = await build_paper_runtime(config=xrp_config(), db_path=tmp_path / "paper.db", data_dir=default_data_dir())
+    try:
+        await paper.replay(speed=None)
+        first = (await paper.store.positions.list_closed())[0]
+    finally:
+        await paper.close()
+    series = load_candles(default_data_dir(), XRP, "1m")
+    assert first.side is Side.LONG and first.opened_ms >= series.timestamp[FIRST_PAPER_ENTRY] + 60_000
+    async with demo_through_first_paper_entry(tmp_path) as (fake, _rt):
+        assert our_entries(fake) == [("BUY", "MARKET", "FILLED")]
+        assert fake.requests["GET /fapi/v1/depth"] == 1  # F-1 read the book, for this candidate only
+
+
+async def test_f1_a_wide_spread_on_the_exchange_refuses_that_entry(tmp_path):
+    """Same candles, but the exchange's book is 50 ticks wide (≈ 0.23 % of XRP's price, over
+    the 0.1 % F-1 default): no order is sent and the refusal is recorded with its reason."""
+    async with demo_through_first_paper_entry(tmp_path, spread_ticks=50) as (fake, rt):
+        assert our_entries(fake) == []
+        refused = [s for s in await rt.store.signals.list() if s.blocked_by == "SPREAD_TOO_WIDE"]
+        assert len(refused) == 1 and not refused[0].passed and refused[0].side is Side.LONG
+
+
+async def test_f1_an_unreadable_book_denies_that_entry_without_retrying(tmp_path):
+    """The order book read fails (a 5xx): F-1 fails closed — no order, the refusal recorded as
+    MISSING_DATA — and the candle step is not held up by retries (one request)."""
+    async with demo_through_first_paper_entry(tmp_path, fault="5xx") as (fake, rt):
+        assert our_entries(fake) == [] and fake.requests["GET /fapi/v1/depth"] == 1
+        assert [s.blocked_by for s in await rt.store.signals.list() if not s.passed and s.score >= s.min_score] \
+            == ["MISSING_DATA"]
+
+
+async def test_r3_a_mark_between_candle_closes_trips_the_hard_daily_limit(tmp_path):
+    """SPEC R-3 in demo/live: the hard daily limit (default 3 %) closes every position at market
+    and halts the account as soon as the exchange's mark price shows it — read every 5 s while
+    positions are open — not only at the next candle close. Here the price falls inside the
+    candle, not far enough to reach the position's stop; the pass that only polls fills changes
+    nothing, the mark watch closes the position and halts the account."""
+    fake = FakeBinance(default_data_dir(), symbols=(XRP,), stall_s=0.4, balance=Decimal(1000))
+    await fake.start()
+    clock = ReplayClock()
+    try:
+        clock.current_ms = fake.clock.current_ms + 1
+        adapter = CcxtExchange(mode="demo", api_key=API_KEY, secret=API_SECRET, api_base=fake.base_url,
+                               timeout_ms=200, rate_limit_ms=1)
+        base = xrp_config()
+        bot = base.bots[0].model_copy(update={"leverage": 20})
+        # One position can reach 4× equity here (Z-2: 20 % of equity × 20×) and its stop sits
+        # ~0.8 % away: a 2.5 % hard limit leaves room between the limit and the stop.
+        account = base.account.model_copy(update={"daily_loss_hard_limit_pct": Decimal("2.5")})
+        rt = await build_exchange_runtime(config=base.model_copy(update={"bots": (bot,), "account": account}),
+                                          db_path=tmp_path / "r3.db",
+                                          exchange=adapter, env="demo", clock=clock, sleep=Sleep(clock))
+        try:
+            assert rt.mark_watch_s == 5.0  # the default cadence
+            price = await rt.exchange.fetch_last_price(XRP)
+            await rt.engine.submit_entry("xrp", XRP, Side.LONG, Decimal(1800), price=price)  # ~3,950 notional
+            clock.current_ms += 500
+            await rt.tick(clock.now_ms())  # booked; brackets placed
+            position = rt.engine.book.positions[("xrp", XRP)]
+            entry = position.entry_price
+            # −0.7 % inside the candle: 1,800 × ~2.2 × 0.7 % ≈ 27.7 quote, ~2.8 % of the day's
+            # 1,000 — over the 2.5 % hard limit, while the stop is further away.
+            fake.venue.last[XRP] = (entry * Decimal("0.993")).quantize(Decimal("0.0001"))
+            assert position.stop_loss < fake.venue.last[XRP]
+            clock.current_ms += 1_000
+            await rt.tick(clock.now_ms())
+            assert ("xrp", XRP) in rt.engine.book.positions  # the candle has not closed: nothing seen
+            clock.current_ms += 5_000
+            assert await rt.watch_marks(clock.now_ms()) == 1
+            clock.current_ms += 500
+            await rt.tick(clock.now_ms())  # the close's fill booked
+            assert ("xrp", XRP) not in rt.engine.book.positions
+            assert fake.venue.positions.get(XRP) is None or fake.venue.positions[XRP].qty == 0
+            view = await rt.service.account_risk()
+            assert view.hard_limit_hit
+            closed = await rt.store.positions.list_closed()
+            assert [p.exit_reason for p in closed] == [ExitReason.DAILY_LOSS]
+        finally:
+            await rt.close()
+    finally:
+        await fake.stop()

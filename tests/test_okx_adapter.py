@@ -205,6 +205,10 @@ async def test_f1_okx_order_book_top_through_ccxt_fetch_order_book(fake, okx):
     assert book["symbol"] == XRP and book["timestamp"] == int(book["timestamp"]) > 0
     ticker = await okx.client.fetch_ticker(XRP)
     assert (ticker["ask"], ticker["bid"]) == (asks[0][0], bids[0][0])
+    # The adapter's F-1 read (what the engine calls when an entry is decided): 2 ticks over mid.
+    spread = await okx.spread_pct(XRP, float(fake.last[XRP]))
+    assert spread == pytest.approx(float(2 * tick / fake.last[XRP] * 100))
+    assert fake.requests["GET /api/v5/market/books"] == 2
     # The raw reply, field by field (strict as the docs: four strings per level, ts a string).
     raw = await okx.client.public_get_market_books({"instId": "XRP-USDT-SWAP", "sz": "2"})
     [row] = raw["data"]

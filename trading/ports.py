@@ -95,6 +95,11 @@ class ExchangePort(Protocol):
         """Open positions: symbol → (signed contracts, +long/−short; entry price in quote), for
         the reconciliation on start (SPEC O-5, L-3)."""
 
-    def spread_pct(self, symbol: str, price: float) -> float | None:
-        """Latest bid/ask spread of ``symbol`` in % of mid (from the cached top of book), or
-        None when unknown (SPEC F-1 then denies)."""
+    async def fetch_mark_price(self, symbol: str) -> Decimal:
+        """The exchange's mark price of ``symbol`` in quote, read between candle closes by the
+        demo/live account watch (SPEC R-3)."""
+
+    async def spread_pct(self, symbol: str, price: float) -> float | None:
+        """The bid/ask spread of ``symbol`` now, in % of mid, read when an entry is being
+        decided (SPEC F-1); ``price`` (quote) is the decision's reference price. None when it
+        cannot be read (F-1 then denies: fail closed)."""

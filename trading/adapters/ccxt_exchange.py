@@ -312,7 +312,6 @@ class CcxtExchange:
             self.client.urls["api"] = {key: rebase_url(url, api_base) for key, url in self.client.urls["api"].items()}
         self._markets: dict[str, Market] = {}
         self._conditional: dict[str, bool] = {}  # client order id → placed as a conditional order
-        self._top_of_book: dict[str, tuple[Decimal, Decimal]] = {}
         self.margin_mode = margin_mode  # the default tdMode (OKX)
         self._margin_modes: dict[str, str] = {}  # symbol → margin mode set (OKX: sent as tdMode)
         self._leverage: dict[str, int] = {}  # symbol → leverage set (OKX: per margin mode)
@@ -726,13 +725,6 @@ class CcxtExchange:
         await self._call("fetch_balance")
         return {"read": True, "futures": True, "withdrawals": False}
 
-    async def refresh_top_of_book(self, symbols: list[str]) -> None:
-        """Fetch bid/ask of ``symbols`` (``fetch_bids_asks``) for :meth:`spread_pct`."""
-        raw = await self._call("fetch_bids_asks", symbols)
-        for symbol, t in raw.items():
-            if t.get("bid") and t.get("ask"):
-                self._top_of_book[symbol] = (Decimal(str(t["bid"])), Decimal(str(t["ask"])))
-
     async def fetch_ohlcv(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
         """The last ``limit`` candles of ``symbol`` (open time epoch ms UTC, prices in quote,
         volume in contracts), oldest first; the last one may still be forming."""
@@ -744,12 +736,22 @@ class CcxtExchange:
         ticker = await self._call("fetch_ticker", symbol)
         return Decimal(str(ticker["last"]))
 
-    def spread_pct(self, symbol: str, price: float) -> float | None:
-        """Bid/ask spread in % of mid from the last :meth:`refresh_top_of_book`, or None."""
-        book = self._top_of_book.get(symbol)
-        if book is None:
+    async def fetch_mark_price(self, symbol: str) -> Decimal:
+        """The mark price of ``symbol`` in quote (ccxt ``fetch_mark_price``: Binance
+        ``GET /fapi/v1/premiumIndex?symbol=`` weight 1, OKX ``GET /api/v5/public/mark-price``).
+        Raises the mapped :class:`ExchangeError` when the read fails."""
+        ticker = await self._call("fetch_mark_price", symbol)
+        return Decimal(str(ticker["markPrice"]))
+
+    async def spread_pct(self, symbol: str, price: float) -> float | None:
+        """The best bid/ask of ``symbol`` now, as a spread in % of mid (SPEC F-1), from the top
+        of its order book (ccxt ``fetch_order_book``, 5 levels: Binance ``GET /fapi/v1/depth``
+        weight 2, OKX ``GET /api/v5/market/books``); None when a side is empty. Raises the
+        mapped :class:`ExchangeError` when the read fails."""
+        book = await self._call("fetch_order_book", symbol, 5)
+        if not book.get("bids") or not book.get("asks"):
             return None
-        bid, ask = book
+        bid, ask = Decimal(str(book["bids"][0][0])), Decimal(str(book["asks"][0][0]))
         mid = (bid + ask) / 2
         return float((ask - bid) / mid * 100) if mid > 0 else None
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from trading.domain.errors import BadData, MissingData
-from trading.domain.models import TIMEFRAME_MS, Candle, Market
+from trading.domain.models import Candle, Market
 
 
 

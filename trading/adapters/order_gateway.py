@@ -220,9 +220,27 @@ class OrderGateway:
         """Resync the clock offset (retried)."""
         await self._retrying(self.exchange.load_time_difference)
 
-    def spread_pct(self, symbol: str, price: float) -> float | None:
-        """The adapter's cached spread (SPEC F-1)."""
-        return self.exchange.spread_pct(symbol, price)
+    async def fetch_mark_price(self, symbol: str) -> Decimal | None:
+        """The exchange's mark price of ``symbol`` (quote) for the account watch between candle
+        closes (SPEC R-3); one read, not retried — None when it fails (the next pass reads
+        again)."""
+        try:
+            await self._respect_block()
+            return await self.exchange.fetch_mark_price(symbol)
+        except ExchangeError as exc:
+            log.warning("mark price of %s not read (%s)", symbol, exc)
+            return None
+
+    async def spread_pct(self, symbol: str, price: float) -> float | None:
+        """The exchange's bid/ask spread of ``symbol`` now, in % of mid (SPEC F-1): one read,
+        not retried — a failed read (or a rate-limit block) gives None, which denies this entry
+        (fail closed) without holding up the candle step; the next candidate reads again."""
+        try:
+            await self._respect_block()
+            return await self.exchange.spread_pct(symbol, price)
+        except ExchangeError as exc:
+            log.warning("spread of %s not read (%s): the entry is denied by F-1", symbol, exc)
+            return None
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> Order:
         """Cancel under the symbol lock, retried (SPEC O-4, O-8). An order this gateway sent

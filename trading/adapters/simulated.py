@@ -296,7 +296,16 @@ class SimulatedExchange:
         self._balance += amount
         return amount
 
-    def spread_pct(self, symbol: str, price: float) -> float | None:
+    async def fetch_mark_price(self, symbol: str) -> Decimal:
+        """The simulated mark: the last price the replay showed for ``symbol`` (quote). A replay
+        never reads it between candle closes (it has none); the port stays whole. Raises
+        UnknownSymbol for a symbol not priced yet."""
+        price = self._last_price.get(symbol)
+        if price is None:
+            raise UnknownSymbol(f"no price seen yet for {symbol}")
+        return price
+
+    async def spread_pct(self, symbol: str, price: float) -> float | None:
         """Modelled bid/ask spread in % of mid (SPEC F-1): candles carry no order book, so the
         simulator quotes the narrowest book Binance allows, one tick wide. None for an unknown
         symbol or price (the F-1 filter then denies: fail closed)."""

@@ -92,6 +92,33 @@ class ReconcileReport:
                 "positions_repaired": self.positions_repaired, "stops_replaced": self.stops_replaced,
                 "periodic": self.periodic}
 
+    def settled_by(self, later: list["ReconcileReport"], unsettled: int) -> "ReconcileReport":
+        """This start-up report with what the ``later`` passes that settled it found and
+        repaired (SPEC L-3): each new line once, counters summed, and a last line saying
+        whether ``unsettled`` things remain — so the report the chat posts is not the first
+        pass's "not settled yet" when a later pass settled it."""
+        if not later:
+            return self
+        merged = replace(self, found=list(self.found), repaired=list(self.repaired))
+        for report in later:
+            merged.found += [line for line in report.found if line not in merged.found and "not settled yet" not in line]
+            merged.repaired += [line for line in report.repaired if line not in merged.repaired]
+            merged.fills_booked += report.fills_booked
+            merged.strays_cancelled += report.strays_cancelled
+            merged.positions_repaired += report.positions_repaired
+            merged.stops_replaced += report.stops_replaced
+        if unsettled:
+            merged.found.append(f"{unsettled} order(s) or position(s) still not settled after {len(later)} more "
+                                "check(s): the periodic reconciliation keeps checking every second")
+        elif any("not settled yet" in line for line in merged.found):
+            fills = sum(report.fills_booked for report in later)
+            merged.found = [line for line in merged.found if "not settled yet" not in line]
+            merged.found.append("an order the exchange did not show at first (its order service lagged), or a "
+                                "market order of ours still working")
+            merged.repaired.append(f"settled by {len(later)} more check(s) a second apart"
+                                   + (f": {fills} fill(s) booked" if fills else ""))
+        return merged
+
     def text(self) -> str:
         """The report as a trader reads it (chat / log)."""
         what = "Periodic reconciliation" if self.periodic else "Restart reconciliation"

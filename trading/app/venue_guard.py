@@ -106,6 +106,32 @@ class VenueGuard:
     _seen_venue_cancels: int = 0
     _paused: set[tuple[str, str]] = field(default_factory=set)  # (bot, symbol) entries this guard paused
 
+    # ------------------------------------------------------------ memory
+    def remembered(self) -> dict:
+        """What must outlive a restart (SPEC M-1: one alert per incident, not one per start):
+        the foreign incidents already reported (symbol → bot, signed contracts, entry, order
+        ids), the foreign order ids seen, the foreign sizes the trader chose to ignore and the
+        pauses this guard set (so "Adopt" still lifts them). JSON-able; the runtime stores it
+        in the database when it changes and gives it back with :meth:`remember` at start."""
+        return {
+            "reported": {s: [f.bot, str(f.signed), str(f.entry), list(f.orders)] for s, f in sorted(self.foreign.items())},
+            "seen_orders": sorted(self._seen_foreign_orders),
+            "ignored": {s: str(v) for s, v in sorted(self.ignored.items())},
+            # only the pauses still in effect: a trader's /resume since then wins
+            "paused": sorted([bot, symbol] for bot, symbol in self._paused
+                             if symbol in self.engine.paused.get(bot, ())),
+        }
+
+    def remember(self, state: dict) -> None:
+        """Take back what :meth:`remembered` gave before a restart."""
+        self.foreign = {s: Foreign(s, bot, Decimal(signed), Decimal(entry), tuple(orders))
+                        for s, (bot, signed, entry, orders) in state.get("reported", {}).items()}
+        self._seen_foreign_orders = set(state.get("seen_orders", ()))
+        self.ignored = {s: Decimal(v) for s, v in state.get("ignored", {}).items()}
+        self._paused = set()
+        for bot, symbol in state.get("paused", ()):
+            self._pause(bot, symbol)  # the engine keeps its pauses in memory: set them again
+
     # ------------------------------------------------------------ the pass
     async def before_tick(self, now_ms: int) -> None:
         """Before the supervisor's tick: note the take-profits resting now (one the venue cancels

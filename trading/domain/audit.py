@@ -97,9 +97,15 @@ def plain(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} in an audit record")
 
 
+# json.dumps builds a new encoder on every call made with non-default options: these two are
+# built once (the same options, so the same text).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_SCALAR = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> str:
     """The canonical JSON text of ``value`` (see the module docstring)."""
-    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL(plain(value))
 
 
 def sha256_hex(text: str) -> str:
@@ -190,7 +196,7 @@ def chain(entries: Iterable[AuditEntry], *, head_seq: int, head_hash: str, confi
 
 def _dumps(value: Any) -> str:
     """JSON of one scalar as :func:`canonical_json` writes it."""
-    return json.dumps(value, ensure_ascii=False)
+    return _SCALAR(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,10 +64,17 @@ class Book:
     account: Account | None = None
     closed_trades: int = 0
     tier_min_score: float = float("inf")  # min score of the equity tier (Z-4), set on balance changes
+    # symbol → the exchange's mark price read between candle closes (demo/live account watch,
+    # R-3); a symbol's next candle close replaces it
+    live_marks: dict[str, Decimal] = field(default_factory=dict)
 
     # ------------------------------------------------------------ prices
     def mark_price(self, symbol: str) -> Decimal | None:
-        """Last close seen for ``symbol`` (quote), or None before the first candle."""
+        """The exchange's mark price read since the symbol's last candle close (demo/live), else
+        the last close seen for ``symbol`` (quote); None before the first candle."""
+        live = self.live_marks.get(symbol)
+        if live is not None:
+            return live
         best = 0.0
         for (feed_symbol, _tf), feed in self.feeds.items():
             if feed_symbol == symbol and feed.last_close > 0:

@@ -250,6 +250,17 @@ class Engine:
         equity = self.equity()
         book.update_tier(self.risk.observe(self.clock.now_ms(), equity, book.account.peak_equity), equity)
 
+    async def watch_marks(self, marks: dict[str, Decimal]) -> None:
+        """Between candle closes (demo/live): take the exchange's mark prices (symbol → quote)
+        of held symbols as their prices until their next close, then run the account guard's
+        pass on them — SPEC R-3 (the hard daily limit closes every position at market as soon
+        as a mark shows it, so a day cannot lose much more than the limit inside one candle),
+        R-5/R-9 equity stages, liquidation distance. The clock duties run first (a new UTC day
+        starts its counters before its first loss is judged)."""
+        self.tick(self.clock.now_ms())
+        self.book.live_marks.update(marks)
+        await self.guard.watch()
+
     # ------------------------------------------------------------ hot path
     def step(self, feed: FeedState, o: float, h: float, low: float, c: float, v: float) -> Awaitable[object] | None:
         """One closed candle of ``feed`` through the whole engine (SPEC O-9: the replay and the
@@ -272,6 +283,8 @@ class Engine:
             found = series.found(feed.bots)
         else:
             # warm()'s body, inlined: the live feeds run this for every candle.
+            if self.book.live_marks:  # this close is newer than a mark read between closes
+                self.book.live_marks.pop(feed.symbol, None)
             ind = feed.indicators
             ready = ind.update(h, low, c, v)
             feed.stats.update(c, v, ind.atr)

@@ -131,7 +131,7 @@ class Entries:
         entries = self.risk.entry_log(profile.name)
         verdict = run_filters(
             FilterContext(
-                symbol=symbol, spread_pct=self.venue.spread_pct(symbol, feed.last_close),
+                symbol=symbol, spread_pct=await self.venue.spread_pct(symbol, feed.last_close),
                 quote_volume_24h=feed.stats.quote_volume_24h, intended_notional=size.intended_notional,
                 equity=equity, atr=feed.indicators.atr, close=feed.last_close, tick_size=market.tick_size,
                 volume=feed.last_volume, median_volume=feed.stats.median_volume(),
