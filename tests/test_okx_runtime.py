@@ -121,6 +121,7 @@ async def test_s3_o3_o6_e1_okx_entry_brackets_verified_stop_partial_take_profit_
         assert fake.position(XRP) == 0 and rt.engine.positions == {}
         assert our_algos(fake) == [] and our_orders(fake) == []
         assert fake.rejected == {} or set(fake.rejected) <= {"51400"}  # at most cancels of already-gone brackets
+        assert "Binance" not in rt.feed_state()  # /runtime: no word about Binance's demo venue on OKX
         assert len(fake.accepted_ids) == len(set(fake.accepted_ids))  # O-2: no id sent twice
     finally:
         await rt.close()
