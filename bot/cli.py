@@ -348,7 +348,8 @@ async def _run_exchange(args, settings, config) -> int:
         raise OptiFlowError("TELEGRAM_ALLOWED_USER_IDS is empty: nobody could use the bot")
     quote = resolve_quote(mode, settings.optiflow_quote)
     config = requote(config, quote)
-    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
+    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type,
+                             margin_mode=config.account.margin_mode)
     skipped = None
     if mode == "live":  # S-7, before anything talks to the exchange
         try:
@@ -387,7 +388,8 @@ async def _run_exchange(args, settings, config) -> int:
         # /log (secrets redacted: the Telegram token and the exchange keys) and a confirmed
         # /shutdown work as in paper mode (SPEC T-2, L-2).
         log_buffer = install_log_buffer()
-        for secret in (settings.telegram_bot_token, settings.binance_api_key, settings.binance_api_secret):
+        for secret in (settings.telegram_bot_token, settings.binance_api_key, settings.binance_api_secret,
+                       settings.okx_api_key, settings.okx_api_secret, settings.okx_api_passphrase):
             if secret is not None:
                 log_buffer.add_secret(secret.get_secret_value())
         shutdown = ShutdownSignal()
@@ -538,7 +540,8 @@ async def _run_telegram(runtime, dp, settings, args, stop: asyncio.Event, log_bu
     # start, …) were flushed before the notifier listened; its next flush hands them over.
     runtime.persister.add_listener(notifier.on_events, with_unheard=True)
     secrets = [settings.telegram_bot_token.get_secret_value()]
-    for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret):
+    for secret in (settings.telegram_proxy, settings.binance_api_key, settings.binance_api_secret,
+                   settings.okx_api_key, settings.okx_api_secret, settings.okx_api_passphrase):
         if secret is not None:
             secrets.append(secret.get_secret_value())
     lifecycle = Lifecycle(runtime, notifier, flatten=settings.flatten_on_shutdown(mode), secrets=secrets,

@@ -38,24 +38,32 @@ class WallClock:
 
 
 def make_exchange(settings, mode: str, *, timeout_ms: int = 10_000,
-                  stop_working_type: str = "MARK_PRICE") -> CcxtExchange:
-    """The ccxt adapter for ``mode`` from settings (keys from SecretStr, never printed);
-    ``stop_working_type``: the config's ``orders.stop_working_type`` (SPEC O-3).
+                  stop_working_type: str = "MARK_PRICE", margin_mode: str = "isolated") -> CcxtExchange:
+    """The ccxt adapter for ``mode`` from settings (keys from SecretStr, never printed):
+    ``OPTIFLOW_EXCHANGE``'s credentials (:meth:`bot.settings.Settings.exchange_credentials`; OKX
+    also takes its API passphrase), ``stop_working_type``: the config's
+    ``orders.stop_working_type`` (SPEC O-3), ``margin_mode``: its ``account.margin_mode`` (OKX
+    sends it with every order as ``tdMode``).
 
     Raises:
-        ConfigError: keys missing (names the variables, never their values).
+        ConfigError: credentials missing (names the variables, never their values).
     """
-    if settings.binance_api_key is None or settings.binance_api_secret is None:
-        raise ConfigError(f"{mode} mode needs BINANCE_API_KEY and BINANCE_API_SECRET")
+    credentials = settings.exchange_credentials()
+    missing = [name for name, value in credentials if value is None]
+    if missing:
+        raise ConfigError(f"{mode} mode on {settings.optiflow_exchange} needs " + " and ".join(missing))
+    values = [value.get_secret_value() for _name, value in credentials]
     return CcxtExchange(
         exchange_id=settings.optiflow_exchange,
         mode=mode,  # type: ignore[arg-type]
-        api_key=settings.binance_api_key.get_secret_value(),
-        secret=settings.binance_api_secret.get_secret_value(),
+        api_key=values[0],
+        secret=values[1],
+        password=values[2] if len(values) > 2 else None,
         api_base=settings.exchange_api_base,
         quote=resolve_quote(mode, settings.optiflow_quote),
         timeout_ms=timeout_ms,
         stop_working_type=stop_working_type,
+        margin_mode=margin_mode,
     )
 
 

@@ -81,13 +81,13 @@ async def check_command(args) -> int:
     mode = _mode(settings, args.live)
     print(f"OptiFlow pre-flight — {settings.optiflow_exchange}, {mode} mode")
     _ok(f"config: {len(config.bots)} bot(s): " + ", ".join(f"{b.name} ({len(b.symbols)} symbols)" for b in config.bots))
-    has_key = settings.binance_api_key is not None
-    has_secret = settings.binance_api_secret is not None
-    (_ok if has_key and has_secret else _fail)(
-        f"API key {'present' if has_key else 'MISSING (BINANCE_API_KEY)'}, "
-        f"secret {'present' if has_secret else 'MISSING (BINANCE_API_SECRET)'}"
-    )
-    if not (has_key and has_secret):
+    credentials = settings.exchange_credentials()
+    missing = [name for name, value in credentials if value is None]
+    labels = {"KEY": "API key", "SECRET": "secret", "PASSPHRASE": "passphrase"}
+    (_ok if not missing else _fail)(", ".join(
+        f"{labels[name.rsplit('_', 1)[-1]]} " + (f"MISSING ({name})" if value is None else "present")
+        for name, value in credentials))
+    if missing:
         return EXIT_FAILED
     quote = resolve_quote(mode, settings.optiflow_quote)
     config = requote(config, quote)
@@ -97,7 +97,8 @@ async def check_command(args) -> int:
     take_profit = "TAKE_PROFIT (limit at the target)" if orders.tp_order_style == "limit" else "TAKE_PROFIT_MARKET"
     _ok(f"brackets (O-3): stop-loss STOP_MARKET, take-profit {take_profit}, reduce-only, "
         f"triggered by {orders.stop_working_type}")
-    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
+    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type,
+                             margin_mode=config.account.margin_mode)
     failed = False
     try:
         permissions = await exchange.fetch_key_permissions()
@@ -164,7 +165,8 @@ async def smoke_command(args) -> int:
         raise ConfigError("--notional must be positive")
     profile = config.bots[0].model_copy(update={"name": "smoke", "symbols": (symbol,)})
     config = config.model_copy(update={"bots": (profile,)})
-    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type)
+    exchange = make_exchange(settings, mode, stop_working_type=config.orders.stop_working_type,
+                             margin_mode=config.account.margin_mode)
     exchange.quote = quote
     print(f"OptiFlow smoke test — {symbol}, {args.notional} {quote}, {mode} mode")
     with tempfile.TemporaryDirectory(prefix="optiflow-smoke-") as tmp:

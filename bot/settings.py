@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     exchange_api_base: str | None = None
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
+    # OKX (SPEC S-3): API key, secret and the passphrase chosen when the key was created.
+    okx_api_key: SecretStr | None = None
+    okx_api_secret: SecretStr | None = None
+    okx_api_passphrase: SecretStr | None = None
     optiflow_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Daily canary of conditional orders (issue 13): "auto" = on in demo, off in live (opt-in).
     optiflow_canary: Literal["auto", "on", "off"] = "auto"
@@ -86,7 +90,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "telegram_bot_token", "binance_api_key", "binance_api_secret", "optiflow_config",
+        "telegram_bot_token", "binance_api_key", "binance_api_secret", "okx_api_key", "okx_api_secret",
+        "okx_api_passphrase", "optiflow_config",
         "telegram_api_base", "telegram_proxy", "exchange_api_base", "optiflow_quote",
         "optiflow_flatten_on_shutdown", mode="before"
     )
@@ -150,6 +155,15 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value[:64]!r} (IANA name, e.g. UTC or Europe/Berlin)") from None
         return value
+
+    def exchange_credentials(self) -> list[tuple[str, SecretStr | None]]:
+        """The credentials ``OPTIFLOW_EXCHANGE`` needs, as (environment variable, value or None)
+        pairs: Binance USDⓈ-M a key and secret; OKX also the API passphrase (S-3). Values stay
+        SecretStr: callers report present / missing, never the value."""
+        if self.optiflow_exchange == "okx":
+            return [("OKX_API_KEY", self.okx_api_key), ("OKX_API_SECRET", self.okx_api_secret),
+                    ("OKX_API_PASSPHRASE", self.okx_api_passphrase)]
+        return [("BINANCE_API_KEY", self.binance_api_key), ("BINANCE_API_SECRET", self.binance_api_secret)]
 
     def flatten_on_shutdown(self, mode: str) -> bool:
         """SPEC L-2 (seed 003): close every position at shutdown — ``OPTIFLOW_FLATTEN_ON_SHUTDOWN``

@@ -528,7 +528,7 @@ async def test_o6_m1_the_daily_canary_places_looks_up_and_cancels_a_far_stop_in_
     rt = await build(fake, tmp_path / "d12.db", clock, canary=True)
     try:
         await step(rt, clock)
-        canaries = [a for a in fake.venue.algos.values() if a.client_id.endswith("-cnry")]
+        canaries = [a for a in fake.venue.algos.values() if a.client_id.endswith("cnry")]
         assert len(canaries) == 1
         canary = canaries[0]
         assert canary.status == "CANCELED" and canary.cancelled_by == "user" and canary.reduce_only
@@ -536,9 +536,9 @@ async def test_o6_m1_the_daily_canary_places_looks_up_and_cancels_a_far_stop_in_
         assert fake.open_orders() == [] and rt.guard.canary_failures == 0
         assert "daily canary: passed" in rt.feed_state()
         await step(rt, clock)
-        assert len([a for a in fake.venue.algos.values() if a.client_id.endswith("-cnry")]) == 1  # once a day
+        assert len([a for a in fake.venue.algos.values() if a.client_id.endswith("cnry")]) == 1  # once a day
         await step(rt, clock, 86_400_000)
-        assert len([a for a in fake.venue.algos.values() if a.client_id.endswith("-cnry")]) == 2
+        assert len([a for a in fake.venue.algos.values() if a.client_id.endswith("cnry")]) == 2
     finally:
         await rt.close()
 

@@ -11,6 +11,7 @@ from bot.cli import main
 from tests.fake_binance import API_KEY, API_SECRET, FakeBinance
 from trading.adapters.marketdata import default_data_dir
 from trading.domain.models import OrderType
+from trading.domain.oms import client_order_id_prefix
 
 XRP = "XRP/USDT:USDT"
 
@@ -88,7 +89,7 @@ async def test_o3_o7_smoke_with_limit_take_profits_last_price_triggers_and_cross
     out = capsys.readouterr().out
     assert code == 0, out
     assert "TAKE_PROFIT @" in out and "TAKE_PROFIT_MARKET" not in out
-    brackets = [a for a in fake.venue.algos.values() if a.reduce_only and a.client_id.startswith("ofdsmoke")]
+    brackets = [a for a in fake.venue.algos.values() if a.reduce_only and a.client_id.startswith(client_order_id_prefix("demo", "smoke"))]
     assert {a.order_type for a in brackets} == {OrderType.STOP_MARKET.value, OrderType.TAKE_PROFIT.value}
     for algo in brackets:
         assert algo.working_type == "CONTRACT_PRICE"

@@ -6,6 +6,7 @@ and audited. Real SQLite files, the real CLI entry point."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from decimal import Decimal as D
 
 import pytest
@@ -37,12 +38,12 @@ def test_s7_spec_gate_numbers():
     assert not blocked.passed and blocked.incidents == ("NO_STOP",)
 
 
-async def record(db, trades: list[D], env: str = "demo", incident: str = "") -> None:
+async def record(db, trades: list[D], env: str = "demo", incident: str = "", first: int = 0) -> None:
     """Closed trades of ``env`` in ``db`` (each with its filled entry order, as the engine leaves
     them) and optionally an open monitor incident."""
     store = await Storage.open(db)
     try:
-        await record_into(store, trades, env, incident)
+        await record_into(store, trades, env, incident, first)
     finally:
         await store.close()
 
@@ -165,5 +166,26 @@ async def test_s7_live_run_with_skip_gate_starts_and_the_override_is_audited(tmp
     try:
         actions = [r.action for r in await store.audit.list()]
         assert "COMMAND" in actions and "PROMOTION_GATE_SKIPPED" in actions
+    finally:
+        await store.close()
+
+
+async def test_s7_o2_demo_trades_under_ids_of_an_older_version_still_count(tmp_path, monkeypatch):
+    """Issue 18 changed the client order id layout (OKX allows letters and digits only): demo
+    trades whose entries carry the old dashed ids still count toward the gate."""
+    import trading.domain.oms as oms
+    from trading.app.promotion import demo_trade_nets
+
+    db = tmp_path / "old.db"
+    monkeypatch.setattr(sys.modules[__name__], "make_client_order_id", oms.legacy_client_order_id)
+    await record(db, [D(1)] * 3)
+    monkeypatch.setattr(sys.modules[__name__], "make_client_order_id", oms.make_client_order_id)
+    await record(db, [D(-1)] * 2, first=3)
+    store = await Storage.open(db)
+    try:
+        nets = await demo_trade_nets(store)
+        assert sorted(nets) == [D(-1)] * 2 + [D(1)] * 3
+        entries = await store.orders.filled_entry_ids()
+        assert sum("-" in cid for cid in entries) == 3
     finally:
         await store.close()

@@ -11,6 +11,7 @@ from bot.runtime import Runtime, build_paper_runtime
 from tests.stack import replayed
 from trading.domain.config import TradingConfig
 from trading.domain.models import OrderLeg
+from trading.domain.oms import leg_of
 
 DAY0 = 1_748_908_800_000  # 2025-06-03T00:00Z, first bundled candle
 END = DAY0 + 65 * 3_600_000  # the window ends with two positions open, brackets resting
@@ -65,7 +66,8 @@ async def test_l3_o5_position_that_lost_its_stop_gets_it_back_before_any_entry(t
         # The chain verifies; the ledger replay still sees that the lost stop's row was
         # deleted outside the bot (its ORDER_PLACED record has no row any more).
         check = await runtime.store.audit.verify()
-        assert check.kind == "ledger" and "-sl is missing from the orders table" in check.problem
+        assert check.kind == "ledger" and "is missing from the orders table" in check.problem
+        assert leg_of(check.problem.split("order ")[1].split()[0]) is OrderLeg.STOP_LOSS  # O-2 ids name their leg
     finally:
         await runtime.close()
 

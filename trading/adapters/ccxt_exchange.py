@@ -8,6 +8,11 @@ to ``trading.domain.errors`` types at this boundary, in the order STYLE.md gives
 InvalidOrder; RateLimitExceeded and DDoSProtection both become :class:`RateLimited`;
 InsufficientFunds is a business rejection. Secrets never appear in messages.
 
+OKX (issue 18) is spoken to as :mod:`trading.adapters.okx` says: ``tdMode`` on every order, leverage
+per margin mode, stop-losses and take-profits as ``conditional`` algo orders under ``algoClOrdId``
+(looked up, listed and cancelled by it), the demo header ``x-simulated-trading: 1`` (ccxt's sandbox
+mode), the passphrase as ccxt's ``password``, the balance from ``cashBal``.
+
 Binance USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET, TAKE_PROFIT) go through Binance's algo
 order service (ccxt ≥ 4.5.27 routes them there by the trigger price and can fetch and cancel
 them; :func:`check_ccxt_version` refuses older ones at start); this adapter remembers which
@@ -48,8 +53,10 @@ from trading.domain.errors import (
     TimestampOutOfSync,
     UnknownSymbol,
 )
+from trading.adapters import okx
 from trading.adapters.marketdata import market_from_ccxt
 from trading.domain.models import Candle, Market, Order, OrderLeg, OrderSide, OrderStatus, OrderType
+from trading.domain.oms import leg_of
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,6 @@ _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.CLOSED, "canceled": O
            "expired": OrderStatus.REJECTED, "rejected": OrderStatus.REJECTED}
 _BUSINESS_CODES = ("-2019", "-2021", "-2022", "-4164", "-1111", "-4003", "-4004", "-4005", "-1116", "-4120",
                    "-2027", "-2028", "-4014", "-4016", "-4024", "-4045", "-4061", "-1100", "-1102")
-_LEGS = {leg.value.replace(".", "")[:5]: leg for leg in OrderLeg}
 MIN_CCXT_VERSION = (4, 5, 27)  # the first ccxt that creates, fetches, cancels AND parses Binance algo orders
 # Binance algo service statuses (Event Algo Order Update): waiting, on its way, executing, done.
 ALGO_OPEN = "NEW"
@@ -143,6 +149,10 @@ def unified_symbol(base_or_symbol: str, quote: str) -> str:
     return f"{base_or_symbol.upper()}/{quote}:{quote}"
 
 
+_OKX_DUPLICATE = re.compile(r'"sCode"\s*:\s*"51016"')  # OKX: duplicated clOrdId / algoClOrdId
+_OKX_BUSINESS = re.compile(r'"sCode"\s*:\s*"5[1-9]\d{3}"')  # OKX order-level refusals (51xxx–59xxx)
+
+
 def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> ExchangeError:
     """Translate a ccxt exception into our error types (STYLE: specific before general).
 
@@ -154,7 +164,7 @@ def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> Exchan
     text = str(exc)
     if isinstance(exc, ccxt_errors.OrderNotFound):
         return OrderNotFound(text)
-    if "-4116" in text or isinstance(exc, ccxt_errors.DuplicateOrderId):
+    if "-4116" in text or isinstance(exc, ccxt_errors.DuplicateOrderId) or _OKX_DUPLICATE.search(text):
         return DuplicateClientOrderId(text)
     if isinstance(exc, ccxt_errors.InvalidOrder | ccxt_errors.InsufficientFunds | ccxt_errors.BadSymbol):
         return OrderRejected(text)
@@ -170,7 +180,7 @@ def map_ccxt_error(exc: Exception, retry_after_s: float | None = None) -> Exchan
         return ExchangeUnavailable(text)
     if isinstance(exc, ccxt_errors.BadRequest | ccxt_errors.OperationRejected):  # filters, params, -4045, -4061
         return OrderRejected(text)
-    if any(code in text for code in _BUSINESS_CODES):
+    if any(code in text for code in _BUSINESS_CODES) or _OKX_BUSINESS.search(text):
         return OrderRejected(text)
     return ExchangeError(text)
 
@@ -226,13 +236,16 @@ class CcxtExchange:
     """ExchangePort over ccxt (SPEC S-1 demo/live, S-3, S-4).
 
     Args:
-        exchange_id: ``binanceusdm`` (first) or ``okx`` (swaps; mapped, not tested here);
-        mode: ``demo`` (Binance futures demo trading, ccxt ``enable_demo_trading``) or ``live``;
-        api_key / secret / password: plain strings taken from SecretStr at the composition root;
+        exchange_id: ``binanceusdm`` (first) or ``okx`` (USDT swaps, issue 18);
+        mode: ``demo`` (Binance futures demo trading, ccxt ``enable_demo_trading``; OKX demo
+        trading, ccxt's sandbox mode: the ``x-simulated-trading: 1`` header) or ``live``;
+        api_key / secret / password: plain strings taken from SecretStr at the composition root
+        (``password`` is OKX's API passphrase);
         api_base: test/self-hosted base URL replacing every REST URL (loopback fake in tests);
         stop_working_type: ``MARK_PRICE`` or ``CONTRACT_PRICE`` for stops (SPEC O-3);
         timeout_ms: per-request timeout; quote: the quote / settle coin (SPEC S-4, see
-        :func:`resolve_quote`); rate_limit_ms: ccxt's ``rateLimit`` (ms per unit of request
+        :func:`resolve_quote`); margin_mode: ``isolated`` / ``cross``, the default of every
+        symbol until :meth:`set_margin_mode` (OKX sends it with each order); rate_limit_ms: ccxt's ``rateLimit`` (ms per unit of request
         weight; None keeps ccxt's exchange default — tests against the loopback fake lower it).
     Raises:
         ConfigError: unknown exchange, or sandbox mode requested for Binance futures.
@@ -252,6 +265,7 @@ class CcxtExchange:
         timeout_ms: int = 10_000,
         quote: str = "USDT",
         rate_limit_ms: int | None = None,
+        margin_mode: str = "isolated",
         client: Any | None = None,
     ) -> None:
         check_ccxt_version()
@@ -264,12 +278,18 @@ class CcxtExchange:
                 "use mode 'demo' (Binance demo trading) instead"
             )
         self.exchange_id = resolved
+        # What a "duplicated client order id" reply means: Binance (-4116) refuses an id only
+        # while an order under it is open; OKX (51016) refuses an id used at any time before,
+        # whatever became of its order (trading.adapters.order_gateway reads this).
+        self.duplicate_means_open = resolved == "binanceusdm"
         self.mode = mode
         self.stop_working_type = stop_working_type
         self.quote = quote
         options: dict[str, Any] = {"defaultType": "swap"}
         if resolved == "binanceusdm":
             options.update(fetchCurrencies=False, warnOnFetchOpenOrdersWithoutSymbol=False)
+        if resolved == "okx":
+            options["fetchMarkets"] = {"types": ["swap"]}  # perpetual swaps only (S-3)
         config: dict[str, Any] = {
             "enableRateLimit": True, "timeout": timeout_ms, "options": options,
         }
@@ -292,6 +312,9 @@ class CcxtExchange:
             self.client.urls["api"] = {key: rebase_url(url, api_base) for key, url in self.client.urls["api"].items()}
         self._markets: dict[str, Market] = {}
         self._conditional: dict[str, bool] = {}  # client order id → placed as a conditional order
+        self.margin_mode = margin_mode  # the default tdMode (OKX)
+        self._margin_modes: dict[str, str] = {}  # symbol → margin mode set (OKX: sent as tdMode)
+        self._leverage: dict[str, int] = {}  # symbol → leverage set (OKX: per margin mode)
         self.multi_assets: bool | None = None  # read once (fetch_account_rules / fetch_balance)
         self.triggered: set[str] = set()  # conditional orders seen triggered and not finished yet
         self._cancel_requested: set[str] = set()  # client ids we asked to cancel
@@ -332,11 +355,32 @@ class CcxtExchange:
         await self._call("load_time_difference")
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
-        """Set leverage (×) for ``symbol``."""
+        """Set leverage (×) for ``symbol``; on OKX for the symbol's margin mode (``mgnMode``;
+        ``posSide`` net in isolated, which ccxt adds)."""
+        if self.exchange_id == "okx":
+            mode = self._margin_modes.get(symbol, self.margin_mode)
+            await self._call("set_leverage", leverage, symbol, {"mgnMode": mode})
+            self._leverage[symbol] = leverage
+            return
         await self._call("set_leverage", leverage, symbol)
 
     async def set_margin_mode(self, symbol: str, margin_mode: str) -> None:
-        """Set ``cross`` or ``isolated`` margin on ``symbol``; "no need to change" is success."""
+        """Set ``cross`` or ``isolated`` margin on ``symbol``; "no need to change" is success.
+
+        OKX has no account setting for it: the mode travels with every order (``tdMode``) and
+        leverage is set per mode, so this records the mode and, when a leverage was set already,
+        sets it again for the new mode (SPEC O-7). Nothing here can fail start-up on OKX.
+
+        Raises:
+            OrderRejected: ``margin_mode`` is neither isolated nor cross; the exchange refused.
+        """
+        if self.exchange_id == "okx":
+            if margin_mode not in okx.MARGIN_MODES:
+                raise OrderRejected(f"{symbol}: margin mode {margin_mode!r} is not isolated or cross")
+            self._margin_modes[symbol] = margin_mode
+            if symbol in self._leverage:
+                await self.set_leverage(symbol, self._leverage[symbol])
+            return
         try:
             await self._call("set_margin_mode", margin_mode, symbol)
         except ExchangeError as exc:
@@ -355,9 +399,14 @@ class CcxtExchange:
         Binance USDⓈ-M: the account's ``walletBalance`` of the quote asset, or its
         ``totalWalletBalance`` in multi-assets mode (margin from every asset: the quote's own
         balance can be 0 with funds). Never ccxt's ``total``: that is the margin balance, which
-        already holds the unrealised PnL (the engine adds it once, SPEC R-3 / R-5 / Z-4)."""
+        already holds the unrealised PnL (the engine adds it once, SPEC R-3 / R-5 / Z-4).
+
+        OKX: the quote coin's ``cashBal`` (ccxt's ``total`` there is ``eq``, with the unrealised
+        PnL; :func:`trading.adapters.okx.wallet_balance`)."""
         if self.exchange_id != "binanceusdm":
             balance = await self._call("fetch_balance")
+            if self.exchange_id == "okx":
+                return okx.wallet_balance(balance, self.quote)
             total = (balance.get(self.quote) or {}).get("total")
             return _dec(total) or Decimal(0)
         if self.multi_assets is None:
@@ -406,6 +455,8 @@ class CcxtExchange:
         """
         self.market(order.symbol)  # UnknownSymbol before anything is sent
         amount = self.client.amount_to_precision(order.symbol, str(order.amount))
+        if self.exchange_id == "okx":
+            return await self._create_okx(order, amount)
         params: dict[str, Any] = {"clientOrderId": order.client_order_id}
         if order.reduce_only:
             params["reduceOnly"] = True
@@ -429,6 +480,65 @@ class CcxtExchange:
                                else order.type.value, order.side.value, amount, price, params)
         return self._merge(order, raw)
 
+    async def _create_okx(self, order: Order, amount: str) -> Order:
+        """Place ``order`` on OKX (:func:`trading.adapters.okx.order_request`)."""
+        conditional = order.type not in (OrderType.MARKET, OrderType.LIMIT)
+        price = trigger = None
+        if order.type is OrderType.LIMIT:
+            assert order.price is not None
+            price = self.client.price_to_precision(order.symbol, str(order.price))
+        if conditional:
+            assert order.trigger_price is not None
+            trigger = self.client.price_to_precision(order.symbol, str(order.trigger_price))
+        kind, price, params = okx.order_request(
+            order, amount=amount, price=price, trigger=trigger,
+            margin_mode=self._margin_modes.get(order.symbol, self.margin_mode), stop_working_type=self.stop_working_type)
+        self._conditional[order.client_order_id] = conditional
+        raw = await self._call("create_order", order.symbol, kind, order.side.value, amount, price, params)
+        return self._merge(order, raw)
+
+    async def _okx_algo_state(self, order: Order, raw: dict, symbol: str) -> Order:
+        """An OKX algo order's true state, read as :meth:`_conditional_state` reads Binance's:
+        ``live`` is open; ``canceled`` / ``order_failed`` are final (a stop that failed on
+        trigger is dead, R-10; a cancel we did not ask for is the venue's own, noted in
+        :attr:`venue_cancelled`); ``effective`` is the order it placed (``ordId``): filled →
+        closed; still working → open with reason TRIGGERED (and in :attr:`triggered`);
+        cancelled or expired → dead with whatever part filled. ``effective`` before the placed
+        order can be read counts as triggered (the venue guard closes the rest after its grace)."""
+        cid = order.client_order_id
+        state, placed = okx.algo_state(raw)
+        if state in okx.ALGO_OPEN or not state:
+            self.triggered.discard(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None)
+        if state in okx.ALGO_DEAD:
+            self.triggered.discard(cid)
+            if state == "canceled" and cid in self._cancel_requested:
+                reason = "canceled"
+            elif state == "canceled":
+                reason = "canceled by the venue (not by this bot)"
+                if cid not in self.venue_cancelled:
+                    self.venue_cancelled.append(cid)
+            else:
+                code = str((raw.get("info") or {}).get("failCode") or "")
+                reason = "order_failed: the order placed on trigger was refused" + (f" ({code})" if code else "")
+            return replace(order, status=okx.ALGO_DEAD[state], filled=Decimal(0), average=None, reason=reason)
+        if not placed:  # triggered, its order not readable yet
+            self.triggered.add(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None, reason=TRIGGERED_REASON)
+        executed = self.parse_order(await self._call("fetch_order", placed, symbol))
+        updated = executed.updated_ms or order.updated_ms
+        if executed.status is OrderStatus.OPEN:
+            self.triggered.add(cid)
+            return replace(order, status=OrderStatus.OPEN, filled=executed.filled, average=executed.average,
+                           updated_ms=updated, reason=TRIGGERED_REASON)
+        self.triggered.discard(cid)
+        if executed.status is OrderStatus.CLOSED and executed.filled >= order.amount:
+            return replace(order, status=OrderStatus.CLOSED, filled=executed.filled, average=executed.average,
+                           updated_ms=updated)
+        return replace(order, status=OrderStatus.REJECTED, filled=executed.filled, average=executed.average,
+                       updated_ms=updated, reason=f"triggered, then {executed.status.value} with "
+                                                  f"{executed.filled} of {order.amount} filled")
+
     async def fetch_order(self, client_order_id: str, symbol: str) -> Order:
         """The order with this client order id (plain or conditional).
 
@@ -444,6 +554,8 @@ class CcxtExchange:
             except OrderNotFound:
                 continue
             self._conditional[client_order_id] = conditional
+            if conditional and self.exchange_id == "okx":
+                return await self._okx_algo_state(self.parse_order(raw), raw, symbol)
             if conditional:
                 return await self._conditional_state(self.parse_order(raw), raw.get("info") or {}, symbol)
             return self.parse_order(raw)
@@ -500,7 +612,9 @@ class CcxtExchange:
         cid = self._client_ids.get(order_id)
         if cid is None:
             raw = await self._call("fetch_order", order_id, symbol)
-            cid = self._client_ids[order_id] = str(raw.get("clientOrderId") or "")
+            # OKX: the order a triggered algo placed has no clOrdId; its algoClOrdId is ours.
+            found = okx.client_order_id(raw) if self.exchange_id == "okx" else raw.get("clientOrderId")
+            cid = self._client_ids[order_id] = str(found or "")
         return cid
 
     async def position_order_ids(self, symbol: str, signed: Decimal, depth: int = 100) -> list[str] | None:
@@ -543,7 +657,10 @@ class CcxtExchange:
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
         """Open orders (plain and conditional), optionally of one symbol."""
         plain = await self._call("fetch_open_orders", symbol)
-        algo = await self._call("fetch_open_orders", symbol, None, None, {"trigger": True})
+        algo_params: dict[str, Any] = {"trigger": True}
+        if self.exchange_id == "okx":  # ccxt would list ordType "trigger"; our brackets are conditional
+            algo_params["ordType"] = okx.ALGO_ORD_TYPE
+        algo = await self._call("fetch_open_orders", symbol, None, None, algo_params)
         orders = [self.parse_order(r) for r in plain] + [self.parse_order(r, conditional=True) for r in algo]
         return [o for o in orders if o.status is OrderStatus.OPEN]
 
@@ -602,6 +719,9 @@ class CcxtExchange:
         if self.exchange_id == "binanceusdm":
             raw = await self._call("fapiPrivateV2GetAccount")  # v3 no longer carries canTrade
             return {"read": True, "futures": bool(raw.get("canTrade")), "withdrawals": bool(raw.get("canWithdraw"))}
+        if self.exchange_id == "okx":
+            raw = await self._call("private_get_account_config")
+            return okx.key_permissions(((raw or {}).get("data") or [{}])[0])
         await self._call("fetch_balance")
         return {"read": True, "futures": True, "withdrawals": False}
 
@@ -653,6 +773,9 @@ class CcxtExchange:
         except ValueError:
             order_type = OrderType.MARKET
         cid = raw.get("clientOrderId") or ""
+        trigger = _dec(raw.get("triggerPrice"))
+        if self.exchange_id == "okx":
+            order_type, cid, trigger = okx.order_type(raw), okx.client_order_id(raw), okx.trigger_price(raw)
         status = _STATUS.get(raw.get("status") or "", OrderStatus.OPEN)
         algo_status = str(info.get("algoStatus") or "").upper()
         if algo_status:
@@ -664,7 +787,7 @@ class CcxtExchange:
             client_order_id=cid, bot="", symbol=raw["symbol"], side=OrderSide(raw["side"]), type=order_type,
             leg=_leg(cid), amount=_dec(raw.get("amount")) or Decimal(0), reduce_only=bool(raw.get("reduceOnly")),
             created_ms=int(raw.get("timestamp") or 0), status=status,
-            trigger_price=_dec(raw.get("triggerPrice")), filled=_dec(raw.get("filled")) or Decimal(0),
+            trigger_price=trigger, filled=_dec(raw.get("filled")) or Decimal(0),
             average=_dec(raw.get("average")) or None, updated_ms=int(raw.get("lastUpdateTimestamp") or 0),
             price=_dec(raw.get("price")) if order_type is OrderType.LIMIT else None,
         )
@@ -676,12 +799,8 @@ class CcxtExchange:
 
 
 def _leg(client_order_id: str) -> OrderLeg:
-    """The order leg encoded at the end of our client order ids (``…-sl1`` → stop-loss)."""
-    tag = client_order_id.rsplit("-", 1)[-1]
-    for key in sorted(_LEGS, key=len, reverse=True):
-        if tag.startswith(key):
-            return _LEGS[key]
-    return OrderLeg.ENTRY
+    """The order leg encoded in our client order ids (SPEC O-2, :func:`trading.domain.oms.leg_of`)."""
+    return leg_of(client_order_id)
 
 
 def rebase_url(url: Any, base: str) -> Any:

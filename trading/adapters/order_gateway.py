@@ -50,12 +50,14 @@ from trading.domain.errors import (
     TimestampOutOfSync,
 )
 from trading.domain.models import ZERO, Market, Order, OrderLeg, OrderStatus, OrderType
+from trading.domain.oms import regenerated_client_order_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[None]]
 Record = Callable[[Order], Awaitable[bool]]
+MAX_ID_RENEWALS = 3  # generations of a conditional order's id tried after "id used before" (OKX)
 LOOKUP_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # look-ups of an order of unknown fate, spread over 7.5 s
 VISIBILITY_GRACE_MS = 10_000  # an order this young may still be invisible to the order service
 CLOCK_SKEW_MS = 5_000  # fills this much before an order was sent still count as its possible fills
@@ -294,7 +296,10 @@ class OrderGateway:
         "duplicated" reply is resolved by looking the order up by client order id over several
         seconds; it is sent again only if the exchange still does not know it and shows no sign
         that it executed (see the module docstring) — otherwise it is returned as accepted
-        (unconfirmed) and never sent twice.
+        (unconfirmed) and never sent twice. The order returned carries in ``updated_ms`` the
+        time of its last send at the latest: an order sent again seconds after it was created
+        (look-ups and back-off in between) gets its "not visible yet" grace from that send
+        (``trading.app.reconcile.unconfirmed``), not from its creation.
 
         Raises:
             OrderRejected: a business rejection, with the exchange's reason (never retried).
@@ -302,37 +307,77 @@ class OrderGateway:
                 (SPEC O-5) settles it from the exchange.
         """
         async with self.lock(order.symbol):
-            if self._record is not None and await self._record(order):
-                # Sent before (a retry, or a restart after a kill): look before sending again.
-                self.stats["lookup_before_resend"] += 1
-                found = await self._settle(order)
-                if found is not None:
-                    return found
-            attempt = 0
-            while True:
-                try:
-                    await self._respect_block()
-                    self._sent_ms[order.client_order_id] = self._clock()
-                    accepted = await self.exchange.create_order(order)
-                    return tracked_view(order, accepted)
-                except DuplicateClientOrderId:
-                    # An open order holds this id: ours, sent before. Find it; while the order
-                    # service does not show it yet, it is accepted and unconfirmed.
-                    self.stats["duplicate_reply"] += 1
-                    found = await self._lookup(order)
-                    return found if found is not None else replace(order, status=OrderStatus.OPEN, filled=ZERO,
-                                                                   average=None)
-                except OrderRejected:
-                    raise
-                except (ExchangeUnavailable, TimestampOutOfSync, RateLimited) as exc:
-                    if isinstance(exc, ExchangeUnavailable):
-                        # The outcome is unknown: look before sending again (never blind resend).
-                        self.stats["lookup_after_unknown"] += 1
-                        found = await self._settle(order)
-                        if found is not None:
-                            return found
-                    await self._handle_transient(exc, attempt)
-                    attempt += 1
+            return self._stamped(await self._create(order))
+
+    def _stamped(self, view: Order) -> Order:
+        """``view`` with ``updated_ms`` no earlier than this gateway's last send of its id."""
+        sent = self._sent_ms.get(view.client_order_id)
+        return view if sent is None or sent <= view.updated_ms else replace(view, updated_ms=sent)
+
+    def _renewed(self, order: Order, found: Order | None, depth: int) -> Order | None:
+        """The conditional ``order`` under the next generation of its id, when the venue refused
+        its id as used before and nothing is known to work under it — or None to keep the
+        answer as it is.
+
+        Binance refuses an id only while an order under it is open (-4116): the order found, or
+        not shown yet, rests — nothing to do. OKX refuses an id used at any time before (51016):
+        the order under it may be dead (triggered and refused, cancelled) and invisible to the
+        look-up, and taking the refusal for "it rests" would report a stop that does not work
+        (issue 18). A stop or take-profit found dead or not found at all is therefore sent
+        again under :func:`trading.domain.oms.regenerated_client_order_id` (recorded first,
+        O-2): it is reduce-only and adds no exposure; if the first one was alive after all, the
+        reconciliation cancels it as a stray of ours once the venue shows it (O-5). Market and
+        limit orders are never renewed (a second entry would be a second position)."""
+        if getattr(self.exchange, "duplicate_means_open", True) or depth >= MAX_ID_RENEWALS:
+            return None
+        if order.type in (OrderType.MARKET, OrderType.LIMIT) or not order.reduce_only:
+            return None
+        if found is not None and found.status in (OrderStatus.OPEN, OrderStatus.CLOSED):
+            return None  # it works, or it filled (the fill tracker books it)
+        cid = regenerated_client_order_id(order.client_order_id)
+        if cid is None:
+            return None
+        self.stats["id_renewed"] += 1
+        log.warning("%s on %s: the venue refuses the id as used before and nothing works under it; "
+                    "sending it again as %s", order.client_order_id, order.symbol, cid)
+        return replace(order, client_order_id=cid)
+
+    async def _create(self, order: Order, depth: int = 0) -> Order:
+        """:meth:`create_order` under the symbol lock (``depth``: ids renewed so far)."""
+        if self._record is not None and await self._record(order):
+            # Sent before (a retry, or a restart after a kill): look before sending again.
+            self.stats["lookup_before_resend"] += 1
+            found = await self._settle(order)
+            if found is not None:
+                return found
+        attempt = 0
+        while True:
+            try:
+                await self._respect_block()
+                self._sent_ms[order.client_order_id] = self._clock()
+                accepted = await self.exchange.create_order(order)
+                return tracked_view(order, accepted)
+            except DuplicateClientOrderId:
+                # An order holds this id: ours, sent before. Find it; while the order service
+                # does not show it yet, it is accepted and unconfirmed.
+                self.stats["duplicate_reply"] += 1
+                found = await self._lookup(order)
+                renewed = self._renewed(order, found, depth)
+                if renewed is not None:
+                    return await self._create(renewed, depth + 1)
+                return found if found is not None else replace(order, status=OrderStatus.OPEN, filled=ZERO,
+                                                               average=None)
+            except OrderRejected:
+                raise
+            except (ExchangeUnavailable, TimestampOutOfSync, RateLimited) as exc:
+                if isinstance(exc, ExchangeUnavailable):
+                    # The outcome is unknown: look before sending again (never blind resend).
+                    self.stats["lookup_after_unknown"] += 1
+                    found = await self._settle(order)
+                    if found is not None:
+                        return found
+                await self._handle_transient(exc, attempt)
+                attempt += 1
 
     async def _settle(self, order: Order) -> Order | None:
         """After an unknown outcome: the order as the exchange knows it; or, when it is unknown

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from trading.domain.models import OrderLeg, TradeResult
-from trading.domain.oms import client_order_id_prefix, make_client_order_id
+from trading.domain.oms import client_order_id_prefixes, legacy_client_order_id, make_client_order_id
 from trading.domain.promotion import GateResult, promotion_gate
 
 
@@ -27,10 +27,10 @@ async def demo_trade_nets(store: Any, trades: Sequence[TradeResult] | None = Non
     for trade in trades if trades is not None else await store.positions.closed_results():
         has_demo = demo_bots.get(trade.bot)
         if has_demo is None:  # no demo entry of this bot at all: none of its ids need hashing
-            prefix = client_order_id_prefix("demo", trade.bot)
-            has_demo = demo_bots[trade.bot] = any(cid.startswith(prefix) for cid in filled)
-        if has_demo and make_client_order_id("demo", trade.bot, trade.symbol, trade.side, trade.position_id,
-                                             entry) in filled:
+            prefixes = client_order_id_prefixes("demo", trade.bot)  # ids before issue 18 count too
+            has_demo = demo_bots[trade.bot] = any(cid.startswith(prefixes) for cid in filled)
+        if has_demo and any(make("demo", trade.bot, trade.symbol, trade.side, trade.position_id, entry) in filled
+                            for make in (make_client_order_id, legacy_client_order_id)):
             nets.append(trade.net_pnl)
     return nets
 

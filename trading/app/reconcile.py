@@ -43,7 +43,7 @@ from trading.engine.core import Engine
 from trading.domain.errors import ExchangeError, OrderNotFound
 from trading.domain.events import ReconcileReported
 from trading.domain.models import Fill, Order, OrderLeg, OrderStatus, OrderType
-from trading.domain.oms import client_order_id_prefix
+from trading.domain.oms import client_order_id_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,10 @@ UNCONFIRMED_GRACE_MS = 10_000
 
 
 def unconfirmed(order: Order, now_ms: int) -> bool:
-    """True while ``order`` is young enough that "not found" may mean "not visible yet"."""
-    return now_ms - order.created_ms < UNCONFIRMED_GRACE_MS
+    """True while ``order`` is young enough that "not found" may mean "not visible yet": created,
+    or last sent (``updated_ms``: the gateway stamps it with a send that came later, after
+    look-ups and back-off), less than ``UNCONFIRMED_GRACE_MS`` ago."""
+    return now_ms - max(order.created_ms, order.updated_ms) < UNCONFIRMED_GRACE_MS
 
 
 @dataclass(slots=True)
@@ -324,7 +326,8 @@ class Reconciler:
 
     def __post_init__(self) -> None:
         if not self.prefixes:
-            self.prefixes = tuple(client_order_id_prefix(self.engine.env, b) for b in self.engine.bots)
+            # Current and pre-issue-18 prefixes: an older version's orders are ours too (O-5).
+            self.prefixes = tuple(p for b in self.engine.bots for p in client_order_id_prefixes(self.engine.env, b))
 
     @property
     def unsettled(self) -> int:

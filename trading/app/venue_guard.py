@@ -402,7 +402,9 @@ class VenueGuard:
     def status_lines(self) -> list[str]:
         """What /runtime and the build card say about the venue (empty when nothing to say)."""
         lines = []
-        if self.mode == "demo":
+        # The note is about Binance's demo environment; on another venue (OKX) only cancels seen say anything.
+        binance = getattr(self.exchange, "exchange_id", "binanceusdm") == "binanceusdm"
+        if self.mode == "demo" and binance:
             lines.append(f"{DEMO_VENUE_NOTE} ({self.venue_cancels} so far this run)")
         elif self.venue_cancels:
             lines.append(f"the venue cancelled {self.venue_cancels} stop(s) on its own; placed again")

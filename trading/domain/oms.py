@@ -12,23 +12,94 @@ from trading.domain.precision import floor_price
 
 _SLUG = re.compile(r"[^A-Za-z0-9]")
 ENV_TAGS = {"paper": "p", "demo": "d", "live": "l"}
+ID_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")  # OKX clOrdId / algoClOrdId; Binance's rule is wider
+BOT_TAG_LEN = 6
+DIGEST_LEN = 16
+PREFIX_LEN = 3 + BOT_TAG_LEN  # "of" + env tag + bot tag
+LEG_AT = PREFIX_LEN + DIGEST_LEN  # where the leg tag starts (≤ 5 characters, ids ≤ 30)
+
+
+def bot_tag(bot: str) -> str:
+    """Six letters and digits naming ``bot`` in its client order ids: the first three of its
+    name (padded with ``x``) and three hex digits of its sha1, so two bots whose names start
+    alike ("OptiScalp A" / "OptiScalp B") still get different prefixes (SPEC O-2, O-5, B-1)."""
+    head = (_SLUG.sub("", bot)[:3] + "xxx")[:3]
+    return head + hashlib.sha1(bot.encode()).hexdigest()[:3]
 
 
 def client_order_id_prefix(env: str, bot: str) -> str:
-    """The prefix every order of this bot carries, used to find its stray orders (SPEC O-5)."""
+    """The prefix every order of this bot carries, used to find its stray orders (SPEC O-5):
+    ``of`` + env tag + :func:`bot_tag`, a fixed 9 characters (no bot's prefix starts another's)."""
+    return f"of{ENV_TAGS.get(env, 'x')}{bot_tag(bot)}"
+
+
+def legacy_client_order_id_prefix(env: str, bot: str) -> str:
+    """The prefix of the ids issued before issue 18 (``ofd<bot6>-…``, with dashes OKX refuses):
+    still recognised, so orders placed by an older version are found (O-5) and counted (S-7)."""
     return f"of{ENV_TAGS.get(env, 'x')}{_SLUG.sub('', bot)[:6]}-"
+
+
+def client_order_id_prefixes(env: str, bot: str) -> tuple[str, str]:
+    """Both prefixes of ``bot``'s orders (current first, then the pre-issue-18 one)."""
+    return client_order_id_prefix(env, bot), legacy_client_order_id_prefix(env, bot)
+
+
+def _digest(env: str, bot: str, symbol: str, side: Side, intent_id: str, leg: str) -> str:
+    return hashlib.sha1(f"{env}|{bot}|{symbol}|{side.value}|{intent_id}|{leg}".encode()).hexdigest()[:DIGEST_LEN]
 
 
 def make_client_order_id(env: str, bot: str, symbol: str, side: Side, intent_id: str, leg: str) -> str:
     """Deterministic client order id from the intent (SPEC O-2): the same intent and leg always
     give the same id, so a retry can never create a second order.
 
-    ``leg`` may carry a generation suffix for replaced brackets (``sl.1``). The result matches
-    Binance's ``newClientOrderId`` rule ``^[.A-Z:/a-z0-9_-]{1,36}$`` (≤ 36 characters).
+    Layout (letters and digits only, at most 30 characters — valid as an OKX ``clOrdId`` /
+    ``algoClOrdId``, ``^[A-Za-z0-9]{1,32}$``, and as a Binance ``newClientOrderId`` /
+    ``clientAlgoId``): ``of`` + env tag (1) + :func:`bot_tag` (6) + 16 hex digits of the intent's
+    sha1 + the leg tag (``leg`` without punctuation, at most 5: ``entry``, ``sl``, ``sl1`` for the
+    first replaced stop, ``tp1``, ``tp12``, ``close``). The leg tag starts at a fixed position
+    (:data:`LEG_AT`), which is how :func:`leg_of` reads it back. ``leg`` may carry a generation
+    suffix for replaced brackets (``sl.1``).
     """
-    digest = hashlib.sha1(f"{env}|{bot}|{symbol}|{side.value}|{intent_id}|{leg}".encode()).hexdigest()
     leg_tag = _SLUG.sub("", leg)[:5]
-    return f"{client_order_id_prefix(env, bot)}{digest[:16]}-{leg_tag}"
+    return f"{client_order_id_prefix(env, bot)}{_digest(env, bot, symbol, side, intent_id, leg)}{leg_tag}"
+
+
+def legacy_client_order_id(env: str, bot: str, symbol: str, side: Side, intent_id: str, leg: str) -> str:
+    """The id the same intent had before issue 18 (``ofd<bot6>-<16 hex>-<leg5>``); used only to
+    recognise orders an older version placed (SPEC S-7 counts their demo trades)."""
+    leg_tag = _SLUG.sub("", leg)[:5]
+    return f"{legacy_client_order_id_prefix(env, bot)}{_digest(env, bot, symbol, side, intent_id, leg)}-{leg_tag}"
+
+
+def regenerated_client_order_id(client_order_id: str) -> str | None:
+    """The next generation of one of our current-layout ids (SPEC O-2): the same prefix and leg
+    tag (:func:`leg_of` reads the same leg), 16 other hex digits derived from the id itself — so
+    it is deterministic (a retry of the same re-send reuses it) and never the id it comes from.
+    Used when a venue will never accept the id again (OKX refuses an id used at any time before,
+    51016) and nothing works under it. None for an id of another layout (pre-issue-18 or not ours)."""
+    if not (client_order_id.startswith("of") and ID_RE.match(client_order_id) and len(client_order_id) > LEG_AT):
+        return None
+    digest = hashlib.sha1(f"{client_order_id}|next".encode()).hexdigest()[:DIGEST_LEN]
+    return f"{client_order_id[:PREFIX_LEN]}{digest}{client_order_id[LEG_AT:]}"
+
+
+_LEG_TAGS = sorted(((leg.value.replace(".", "")[:5], leg) for leg in OrderLeg), key=lambda kv: -len(kv[0]))
+
+
+def leg_of(client_order_id: str) -> OrderLeg:
+    """The order leg encoded in one of our client order ids (SPEC O-2): the tag at
+    :data:`LEG_AT` (``sl1`` → stop-loss, ``tp12`` → TP1), or after the last ``-`` of a
+    pre-issue-18 id; ENTRY for an id that is not ours."""
+    if "-" in client_order_id:
+        tag = client_order_id.rsplit("-", 1)[-1]
+    elif client_order_id.startswith("of") and len(client_order_id) > LEG_AT:
+        tag = client_order_id[LEG_AT:]
+    else:
+        return OrderLeg.ENTRY
+    for key, leg in _LEG_TAGS:
+        if tag.startswith(key):
+            return leg
+    return OrderLeg.ENTRY
 
 
 def entry_order(
