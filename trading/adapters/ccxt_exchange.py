@@ -525,19 +525,7 @@ class CcxtExchange:
         if not placed:  # triggered, its order not readable yet
             self.triggered.add(cid)
             return replace(order, status=OrderStatus.OPEN, filled=Decimal(0), average=None, reason=TRIGGERED_REASON)
-        executed = self.parse_order(await self._call("fetch_order", placed, symbol))
-        updated = executed.updated_ms or order.updated_ms
-        if executed.status is OrderStatus.OPEN:
-            self.triggered.add(cid)
-            return replace(order, status=OrderStatus.OPEN, filled=executed.filled, average=executed.average,
-                           updated_ms=updated, reason=TRIGGERED_REASON)
-        self.triggered.discard(cid)
-        if executed.status is OrderStatus.CLOSED and executed.filled >= order.amount:
-            return replace(order, status=OrderStatus.CLOSED, filled=executed.filled, average=executed.average,
-                           updated_ms=updated)
-        return replace(order, status=OrderStatus.REJECTED, filled=executed.filled, average=executed.average,
-                       updated_ms=updated, reason=f"triggered, then {executed.status.value} with "
-                                                  f"{executed.filled} of {order.amount} filled")
+        return await self._triggered_outcome(order, placed, symbol)
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> Order:
         """The order with this client order id (plain or conditional).
@@ -588,7 +576,15 @@ class CcxtExchange:
                         self.venue_cancelled.append(cid)
             return replace(order, status=ALGO_DEAD.get(algo_status, OrderStatus.REJECTED), filled=Decimal(0),
                            average=None, reason=reason)
-        executed = self.parse_order(await self._call("fetch_order", actual, symbol))
+        return await self._triggered_outcome(order, actual, symbol)
+
+    async def _triggered_outcome(self, order: Order, placed_id: str, symbol: str) -> Order:
+        """``order``, a conditional order that triggered, as the order it placed on the venue
+        (exchange id ``placed_id``) stands: still working (open, ``TRIGGERED_REASON``), filled in
+        full (closed), or dead with whatever part of it filled (rejected: expired, cancelled or
+        refused in the matching engine — a gap, price protection, liquidity; SPEC R-10)."""
+        cid = order.client_order_id
+        executed = self.parse_order(await self._call("fetch_order", placed_id, symbol))
         updated = executed.updated_ms or order.updated_ms
         if executed.status is OrderStatus.OPEN:
             self.triggered.add(cid)
@@ -598,8 +594,6 @@ class CcxtExchange:
         if executed.status is OrderStatus.CLOSED and executed.filled >= order.amount:
             return replace(order, status=OrderStatus.CLOSED, filled=executed.filled, average=executed.average,
                            updated_ms=updated)
-        # Triggered, then expired or cancelled in the matching engine (a gap, price protection,
-        # liquidity): the stop is dead, with whatever part of it filled.
         return replace(order, status=OrderStatus.REJECTED, filled=executed.filled, average=executed.average,
                        updated_ms=updated, reason=f"triggered, then {executed.status.value} with "
                                                   f"{executed.filled} of {order.amount} filled")
