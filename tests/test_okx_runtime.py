@@ -14,26 +14,12 @@ from bot.runtime import Runtime, build_exchange_runtime
 from tests.fake_okx import API_KEY, API_SECRET, PASSPHRASE, FakeOkx
 from trading.adapters.ccxt_exchange import CcxtExchange
 from trading.adapters.marketdata import default_data_dir
-from trading.domain.config import TradingConfig
 from trading.domain.models import OrderLeg, OrderType, Side
 from trading.domain.oms import client_order_id_prefix, leg_of
+from tests.test_live_runtime import Sleep, xrp_config  # the same bot and clock as the Binance demo tests
 from trading.ports import ReplayClock
 
 XRP = "XRP/USDT:USDT"
-
-
-def xrp_config() -> TradingConfig:
-    base = TradingConfig()
-    bot = base.bots[0].model_copy(update={"name": "xrp", "symbols": (XRP,), "timeframe": "1m"})
-    return base.model_copy(update={"bots": (bot,)})
-
-
-class Sleep:
-    def __init__(self, clock: ReplayClock) -> None:
-        self.clock = clock
-
-    async def __call__(self, seconds: float) -> None:
-        self.clock.current_ms += int(seconds * 1000)
 
 
 @pytest.fixture
