@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from trading.domain.audit import entries_for_events
 from trading.domain.events import (
     AccountChanged,
-    Alert,
     AccountRiskChanged,
+    Alert,
     BlacklistChanged,
     EquitySampled,
     Event,
