@@ -512,7 +512,7 @@ async def build_runtime(
                     break
                 await (sleep or asyncio.sleep)(SETTLE_PAUSE_S)
                 later.append(await reconciler.run())
-            first = first.settled_by(later, reconciler.unsettled)  # the report the chat posts (L-3)
+            first = first.settled_by(later)  # the report the chat posts (L-3)
         supervisor.reconciled(clock.now_ms())
         await persister.flush()
         service = TradingService(engine, store, mode=mode, config_id=config_id, price_proxies=price_proxies or {},

@@ -61,12 +61,19 @@ def unconfirmed(order: Order, now_ms: int) -> bool:
     return now_ms - max(order.created_ms, order.updated_ms) < UNCONFIRMED_GRACE_MS
 
 
+def unsettled_line(count: int) -> str:
+    """The found line of a pass that left ``count`` things unsettled (issue 13)."""
+    return (f"{count} order(s) or position(s) not settled yet (an order the exchange does not show yet, "
+            "or a market order of ours still working): checked again in a second")
+
+
 @dataclass(slots=True)
 class ReconcileReport:
     """What a reconciliation found and repaired (SPEC O-5, L-3). ``ts`` epoch ms UTC;
     ``positions`` / ``open_orders`` the local counts checked; ``found`` and ``repaired`` one line
     each (what the trader reads and the audit records); the counters sum the repairs by kind;
-    ``periodic`` marks the live check every 30 s (False: the reconciliation at start)."""
+    ``periodic`` marks the live check every 30 s (False: the reconciliation at start);
+    ``unsettled`` what the pass left unsettled (:attr:`Reconciler.unsettled`, one found line)."""
 
     ts: int
     positions: int = 0
@@ -78,6 +85,7 @@ class ReconcileReport:
     positions_repaired: int = 0
     stops_replaced: int = 0
     periodic: bool = False
+    unsettled: int = 0
 
     @property
     def clean(self) -> bool:
@@ -92,27 +100,29 @@ class ReconcileReport:
                 "positions_repaired": self.positions_repaired, "stops_replaced": self.stops_replaced,
                 "periodic": self.periodic}
 
-    def settled_by(self, later: list["ReconcileReport"], unsettled: int) -> "ReconcileReport":
+    def settled_by(self, later: list["ReconcileReport"]) -> "ReconcileReport":
         """This start-up report with what the ``later`` passes that settled it found and
         repaired (SPEC L-3): each new line once, counters summed, and a last line saying
-        whether ``unsettled`` things remain — so the report the chat posts is not the first
-        pass's "not settled yet" when a later pass settled it."""
+        whether the last pass left anything unsettled — so the report the chat posts is not the
+        first pass's "not settled yet" when a later pass settled it."""
         if not later:
             return self
+        waiting = {unsettled_line(r.unsettled) for r in (self, *later) if r.unsettled}
         merged = replace(self, found=list(self.found), repaired=list(self.repaired))
         for report in later:
-            merged.found += [line for line in report.found if line not in merged.found and "not settled yet" not in line]
+            merged.found += [line for line in report.found if line not in merged.found and line not in waiting]
             merged.repaired += [line for line in report.repaired if line not in merged.repaired]
             merged.fills_booked += report.fills_booked
             merged.strays_cancelled += report.strays_cancelled
             merged.positions_repaired += report.positions_repaired
             merged.stops_replaced += report.stops_replaced
+        merged.unsettled = unsettled = later[-1].unsettled
         if unsettled:
             merged.found.append(f"{unsettled} order(s) or position(s) still not settled after {len(later)} more "
                                 "check(s): the periodic reconciliation keeps checking every second")
-        elif any("not settled yet" in line for line in merged.found):
+        elif self.unsettled:
             fills = sum(report.fills_booked for report in later)
-            merged.found = [line for line in merged.found if "not settled yet" not in line]
+            merged.found = [line for line in merged.found if line not in waiting]
             merged.found.append("an order the exchange did not show at first (its order service lagged), or a "
                                 "market order of ours still working")
             merged.repaired.append(f"settled by {len(later)} more check(s) a second apart"
@@ -441,9 +451,9 @@ class Reconciler:
             # A repair may have traded at once (a close at market when a stop was refused): book
             # its fill now, so the state this pass leaves is the venue's (issue 13).
             report.fills_booked += await self.tracker.poll()
-        if self.unsettled:
-            report.found.append(f"{self.unsettled} order(s) or position(s) not settled yet (an order the exchange "
-                                "does not show yet, or a market order of ours still working): checked again in a second")
+        report.unsettled = self.unsettled
+        if report.unsettled:
+            report.found.append(unsettled_line(report.unsettled))
         self.runs += 1
         publish(engine, report, at_start=at_start)
         return report
